@@ -1,0 +1,279 @@
+"""The quantized graph: what the compiler hands to every integer backend.
+
+A ``QGraph`` is a set of neuron *populations* (one Lava process each) joined by
+*synapses* (one Lava ``Dense``/``DelayDense`` each), with every parameter
+already in Loihi 2 fixed point. The integer reference, the emulator, the Lava
+lowering, the resource report and the energy counters all read this one object;
+``docs/semantics.md`` gives the equations.
+
+Timing: every synapse adds one step of latency plus its ``delay``; the compiler
+assigns depths so that ``depth[dst] == depth[src] + 1 + delay`` holds for every
+synapse (``validate`` checks it), which makes the pipelined (global-time) run
+equal the token-time run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+POP_KINDS = ("input", "lif", "prod", "graded", "accum")
+PORTS = {"input": (), "lif": ("a_in",), "prod": ("a_in1", "a_in2"),
+         "graded": ("a_in",), "accum": ("a_in",)}
+
+# Loihi 2 / Lava bit-accurate limits (lava/proc/lif/models.py, lava/proc/dense/models.py)
+DECAY_MAX = 4095          # du, dv: unsigned 12 bit
+VTH_MAX = 2 ** 17 - 1     # LIF vth: 17 bit, left-shifted by 6 in the neuron
+STATE_MAX = 2 ** 23       # u, v: signed 24 bit
+WEIGHT_EXP_RANGE = (-16, 15)
+DELAY_MAX = 62            # DelayDense accepts 0..63; one step is the synapse's own
+GRADED_MESSAGE_BITS = 24
+
+
+class QGraphError(ValueError):
+    """A quantized graph that breaks a fixed-point or timing rule."""
+
+
+@dataclass
+class Population:
+    """A group of identical neurons, executed as one Lava process.
+
+    lif:    u = wrap24(decay(u, du+1) + (a << 6)); v = clip24(decay(v, dv) + u + bias);
+            s = v > (vth << 6); v[s] = 0.        (PyLifResetModelBitAcc)
+    prod:   w = (a1 * a2) >> exp; out = w * (|w| > vth)                  (ProdNeuron)
+    graded: out = a * (|a| > vth)                                          (GradedVec)
+    accum:  out[g] = out[g-1] + a[g]       (GradedVec(vth=0) + Dense self-loop, weight 1)
+    input:  binary frame injected by the host                              (Injector)
+    """
+
+    name: str
+    kind: str
+    size: int
+    depth: int = 0
+    du: int = DECAY_MAX
+    dv: int = 0
+    vth: int = 0
+    bias_mant: int = 0
+    bias_exp: int = 0
+    exp: int = 0                 # prod only
+    reset_each_token: bool = True  # lif only: state cleared at every token start
+    layer: str = ""              # for reports: "emb", "block0", ..., "head"
+    role: str = ""               # for reports: "qkv", "kv_product", "memory", ...
+
+
+@dataclass
+class Synapse:
+    """Dense connection ``src -> dst.port``: ``a = shift(W @ x, weight_exp)``.
+
+    ``weights`` has shape (dst.size, src.size) and holds the values Lava's Dense
+    uses after its own clip/truncate (so that pass is a no-op). ``graded`` means
+    the source sends integer payloads (num_message_bits = 24) rather than 1-bit
+    spikes. ``delay`` adds steps beyond the synapse's own one.
+    """
+
+    name: str
+    src: str
+    dst: str
+    weights: np.ndarray
+    weight_exp: int = 0
+    port: str = "a_in"
+    graded: bool = False
+    delay: int = 0
+
+
+@dataclass
+class QGraph:
+    """Populations + synapses + the token-time framing of one deployable model."""
+
+    populations: Dict[str, Population]
+    synapses: List[Synapse]
+    steps_per_token: int                 # T
+    inputs: List[str]                    # input population names, in frame order
+    readout: str                         # graded population whose per-step output is summed
+    logit_scale: float = 1.0             # float logits = logit_scale * sum_t readout
+    context: int = 0                     # N_ctx; 0 = unbounded
+    metadata: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- queries
+    def pop(self, name: str) -> Population:
+        try:
+            return self.populations[name]
+        except KeyError:
+            raise QGraphError(f"no population named {name!r}") from None
+
+    def incoming(self, name: str) -> List[Synapse]:
+        return [s for s in self.synapses if s.dst == name]
+
+    def outgoing(self, name: str) -> List[Synapse]:
+        return [s for s in self.synapses if s.src == name]
+
+    @property
+    def depth(self) -> int:
+        """Depth of the readout: the pipeline latency in steps."""
+        return self.pop(self.readout).depth
+
+    @property
+    def window(self) -> int:
+        """Global steps per token: T plus the pipeline latency."""
+        return self.steps_per_token + self.depth
+
+    def order(self) -> List[str]:
+        """Populations sorted by depth (a valid evaluation order in token time)."""
+        return sorted(self.populations, key=lambda n: (self.populations[n].depth, n))
+
+    # -------------------------------------------------------------- validation
+    def validate(self) -> "QGraph":
+        """Check every fixed-point range and the timing rule; raise QGraphError."""
+        errs: List[str] = []
+        for p in self.populations.values():
+            if p.kind not in POP_KINDS:
+                errs.append(f"population {p.name}: unknown kind {p.kind!r}")
+            if p.size <= 0:
+                errs.append(f"population {p.name}: size must be > 0")
+            if p.kind == "lif":
+                if not (0 <= p.du <= DECAY_MAX and 0 <= p.dv <= DECAY_MAX):
+                    errs.append(f"population {p.name}: du/dv must be in 0..{DECAY_MAX}")
+                if not (0 <= p.vth <= VTH_MAX):
+                    errs.append(f"population {p.name}: vth {p.vth} outside 0..{VTH_MAX}")
+                if not (-4096 <= p.bias_mant <= 4095 and 0 <= p.bias_exp <= 7):
+                    errs.append(f"population {p.name}: bias outside 13-bit mantissa / 3-bit exp")
+        for name in self.inputs:
+            if name not in self.populations or self.populations[name].kind != "input":
+                errs.append(f"input {name!r} is not an input population")
+        if self.readout not in self.populations:
+            errs.append(f"readout {self.readout!r} is not a population")
+        seen = set()
+        for s in self.synapses:
+            if s.name in seen:
+                errs.append(f"synapse name {s.name!r} used twice")
+            seen.add(s.name)
+            if s.src not in self.populations or s.dst not in self.populations:
+                errs.append(f"synapse {s.name}: dangling edge {s.src} -> {s.dst}")
+                continue
+            src, dst = self.populations[s.src], self.populations[s.dst]
+            if s.port not in PORTS[dst.kind]:
+                errs.append(f"synapse {s.name}: {dst.kind} population {dst.name} has no port {s.port!r}")
+            if s.weights.shape != (dst.size, src.size):
+                errs.append(f"synapse {s.name}: weights {s.weights.shape} != ({dst.size}, {src.size})")
+            if not np.issubdtype(s.weights.dtype, np.integer):
+                errs.append(f"synapse {s.name}: weights must be integers")
+            elif not np.array_equal(lava_legal_weights(s.weights), s.weights):
+                errs.append(f"synapse {s.name}: weights are not Lava-legal 8-bit values "
+                            "(mixed sign needs even values in [-256, 254])")
+            if not (WEIGHT_EXP_RANGE[0] <= s.weight_exp <= WEIGHT_EXP_RANGE[1]):
+                errs.append(f"synapse {s.name}: weight_exp {s.weight_exp} outside {WEIGHT_EXP_RANGE}")
+            if not (0 <= s.delay <= DELAY_MAX):
+                errs.append(f"synapse {s.name}: delay {s.delay} outside 0..{DELAY_MAX}")
+            if s.graded != (src.kind in ("prod", "graded", "accum")):
+                errs.append(f"synapse {s.name}: graded={s.graded} but source kind is {src.kind}")
+            if dst.depth != src.depth + 1 + s.delay:
+                errs.append(f"synapse {s.name}: depth {src.depth} -> {dst.depth} with delay "
+                            f"{s.delay} breaks depth[dst] = depth[src] + 1 + delay")
+        if errs:
+            raise QGraphError("invalid quantized graph:\n  " + "\n  ".join(errs))
+        return self
+
+    # ---------------------------------------------------------------------- io
+    def save(self, path: str) -> None:
+        """Write atomically as a zip of ``graph.json`` + one ``.npy`` per synapse."""
+        header = {
+            "format": "snn_compile.qgraph", "version": 1,
+            "populations": [asdict(p) for p in self.populations.values()],
+            "synapses": [{k: v for k, v in asdict(s).items() if k != "weights"}
+                         for s in self.synapses],
+            "steps_per_token": self.steps_per_token, "inputs": self.inputs,
+            "readout": self.readout, "logit_scale": self.logit_scale,
+            "context": self.context, "metadata": self.metadata,
+        }
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("graph.json", json.dumps(header, indent=1))
+                for i, s in enumerate(self.synapses):
+                    buf = io.BytesIO()
+                    np.save(buf, s.weights, allow_pickle=False)
+                    zf.writestr(f"w{i}.npy", buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> "QGraph":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                h = json.loads(zf.read("graph.json"))
+                if h.get("format") != "snn_compile.qgraph":
+                    raise QGraphError(f"{path}: not a quantized graph file")
+                syns = []
+                for i, sd in enumerate(h["synapses"]):
+                    w = np.load(io.BytesIO(zf.read(f"w{i}.npy")), allow_pickle=False)
+                    syns.append(Synapse(weights=w, **sd))
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
+            raise QGraphError(f"{path}: corrupt quantized graph file ({e})") from None
+        pops = {p["name"]: Population(**p) for p in h["populations"]}
+        return cls(pops, syns, h["steps_per_token"], h["inputs"], h["readout"],
+                   h["logit_scale"], h["context"], h.get("metadata", {})).validate()
+
+
+def lava_legal_weights(w: np.ndarray) -> np.ndarray:
+    """What Lava's fixed-point Dense does to a weight matrix on its first step.
+
+    Mirrors ``lava.utils.weightutils.clip_weights`` + ``truncate_weights`` with
+    the default 8 weight bits and the sign mode Lava infers from the matrix.
+    """
+    w = np.asarray(w).astype(np.int64)
+    if w.size == 0 or (w.min() >= 0):          # excitatory (or all zero)
+        return np.clip(w, 0, 255)
+    if w.max() <= 0:                           # inhibitory
+        return -np.clip(-w, 0, 255)
+    w = np.clip(w, -256, 255)                  # mixed: sign takes one bit
+    return (w >> 1) << 1
+
+
+def shift(a: np.ndarray, exp: int) -> np.ndarray:
+    """Lava's weight-exponent shift: left for exp > 0, arithmetic right otherwise."""
+    return np.left_shift(a, exp) if exp > 0 else np.right_shift(a, -exp)
+
+
+def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],
+                  inputs: List[str]) -> None:
+    """Give every population its longest-path depth and set each synapse's delay.
+
+    Depth of inputs is 0; ``depth[dst] = max over incoming (depth[src] + 1)``;
+    then ``delay = depth[dst] - depth[src] - 1`` pads the shorter paths. The
+    graph must be acyclic apart from the implicit self-loop of ``accum``.
+    """
+    depth: Dict[str, Optional[int]] = {n: None for n in pops}
+    for n in inputs:
+        depth[n] = 0
+    incoming: Dict[str, List[Synapse]] = {n: [] for n in pops}
+    for s in synapses:
+        incoming[s.dst].append(s)
+    remaining = [n for n in pops if depth[n] is None]
+    while remaining:
+        progressed = False
+        for n in list(remaining):
+            ins = incoming[n]
+            if not ins:
+                raise QGraphError(f"population {n} has no input and is not an input population")
+            if all(depth[s.src] is not None for s in ins):
+                depth[n] = max(depth[s.src] for s in ins) + 1
+                remaining.remove(n)
+                progressed = True
+        if not progressed:
+            raise QGraphError("cycle among populations " + ", ".join(remaining)
+                              + " (only the attention memory may feed back, as kind 'accum')")
+    for n, p in pops.items():
+        p.depth = int(depth[n])
+    for s in synapses:
+        s.delay = pops[s.dst].depth - pops[s.src].depth - 1
