@@ -1,0 +1,75 @@
+# snn_compile — the two set-up commands of the README:
+#   make demo   shipped SpikeDecoder → NIR → Loihi 2 fixed point → Lava simulation → energy per token
+#   make test   the whole test suite
+# Both create .venv with Python 3.10 and install the project first if needed.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV     := .venv
+VENV_PY  := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+SNN      := $(VENV)/bin/snn-compile
+EXTRAS   ?= dev,hf
+DEMO_OUT := out/demo
+PROMPT   ?= The with statement
+PYTEST_ARGS ?=
+
+.PHONY: help venv test demo lint clean
+
+help:  ## show this help
+	@echo "snn_compile: spiking language models → NIR → Loihi 2 fixed point → Lava → energy per token"
+	@echo
+	@echo "usage: make <target>"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 10
+	@echo
+	@echo "Needs Python 3.10 (lava-nc 0.10 / lava-dl 0.6 require >=3.10,<3.11); found via"
+	@echo "python3.10 on PATH, pyenv, or PYTHON=/path/to/python3.10."
+
+# Python 3.10: $(PYTHON) if given, else python3.10 on PATH, else pyenv's. Every candidate is
+# run, because a pyenv shim can exist on PATH without 3.10 being selected.
+$(VENV_PY):
+	@py=""; \
+	is310() { [ -n "$$1" ] && "$$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1; }; \
+	for c in "$(PYTHON)" "$$(command -v python3.10 || true)"; do is310 "$$c" && { py="$$c"; break; }; done; \
+	if [ -z "$$py" ] && command -v pyenv >/dev/null 2>&1; then \
+	  c="$$(pyenv which python3.10 2>/dev/null || true)"; is310 "$$c" && py="$$c"; \
+	  if [ -z "$$py" ]; then for c in "$$(pyenv root)"/versions/3.10*/bin/python3.10; do is310 "$$c" && py="$$c"; done; fi; \
+	fi; \
+	if [ -z "$$py" ]; then for c in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.10*/bin/python3.10; do is310 "$$c" && py="$$c"; done; fi; \
+	if [ -z "$$py" ]; then \
+	  echo "error: Python 3.10 is required (lava-nc 0.10.0 and lava-dl 0.6.0 declare Requires-Python >=3.10,<3.11; Lava's compiler fails to import on 3.11+)." >&2; \
+	  echo "       Install it (e.g. 'pyenv install 3.10') or run 'make PYTHON=/path/to/python3.10 ...'." >&2; \
+	  exit 1; \
+	fi; \
+	echo "creating $(VENV) with $$py ($$("$$py" --version 2>&1))"; \
+	"$$py" -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV_PY)
+	@$(VENV_PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' || { \
+	  echo "error: $(VENV) is not a Python 3.10 environment; remove it ('rm -rf $(VENV)') and run make again." >&2; exit 1; }
+	$(VENV_PY) -m pip install -e ".[$(EXTRAS)]"
+	@touch $@
+
+venv: $(STAMP)  ## create .venv (Python 3.10) and install the project (extras: EXTRAS=dev,hf)
+
+test: $(STAMP)  ## run the whole test suite
+	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+# The demo is the toolchain run on the shipped default, one real CLI call per stage.
+# Make stops at the first command that fails; nothing here pretends to succeed.
+demo: $(STAMP)  ## shipped SpikeDecoder → NIR → compile → text on the Lava simulator → energy per token
+	@mkdir -p $(DEMO_OUT)
+	$(SNN) export default:spikedecoder -o $(DEMO_OUT)/model.nir
+	$(SNN) inspect $(DEMO_OUT)/model.nir
+	$(SNN) compile $(DEMO_OUT)/model.nir
+	$(SNN) generate $(DEMO_OUT)/model.nir --backend lava-sim --prompt "$(PROMPT)" -n 64
+	$(SNN) bench default:spikedecoder --backend lava-sim --out $(DEMO_OUT)/bench
+	@echo "demo finished: outputs in $(DEMO_OUT)/"
+
+lint: $(STAMP)  ## ruff over the package and the tests
+	$(VENV)/bin/ruff check snn_compile tests
+
+clean:  ## remove demo outputs (keeps .venv)
+	rm -rf $(DEMO_OUT)

@@ -1,0 +1,38 @@
+"""Fixtures shared by the whole suite: headless plotting, the installed console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")   # plots in tests never need a display
+
+
+def _console_script() -> Path:
+    exe = Path(sys.executable).parent / "snn-compile"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} not found: install the project into this environment "
+                           "(`make venv`, i.e. pip install -e '.[dev,hf]')")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def snn_compile_exe() -> Path:
+    """The real `snn-compile` console script of the environment running the tests."""
+    return _console_script()
+
+
+@pytest.fixture
+def run_cli(snn_compile_exe, tmp_path):
+    """Run `snn-compile ARGS...` in a subprocess (cwd: a temporary folder); returns the result."""
+
+    def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("cwd", tmp_path)
+        return subprocess.run([str(snn_compile_exe), *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, **kw)
+
+    return run
