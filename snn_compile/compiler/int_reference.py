@@ -1,0 +1,332 @@
+"""The integer reference: a ``QGraph`` executed in token time (docs/semantics.md).
+
+Populations run in depth order; the input of a population at ``(n, t)`` is the
+sum of its synapses applied to the sources' outputs at the same ``(n, t)``;
+LIF state resets at ``t = 0`` of every token; ``accum`` is the cumulative sum
+over the flattened ``p = n*T + t``. Synapses act on all ``(b, n, t)`` rows at
+once (time-parallel), only the LIF recursion loops over ``t``. The arithmetic
+is ``snn_compile.hw_sim.fixed_point``, shared with the global-time emulator, so
+any difference between the two can only come from timing.
+
+This is the oracle for the emulator and the Lava runs: outputs are int64
+tensors ``(B, N, T, size)`` (``(N, T, size)`` when the tokens have no batch axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from snn_compile.compiler.qgraph import PORTS, QGraph, QGraphError
+from snn_compile.errors import UserError
+from snn_compile.hw_sim import fixed_point as fx
+
+
+# ------------------------------------------------------------------ frames
+def _as_long(x, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise UserError(f"{name} must be integer ids, got dtype {t.dtype}")
+    return t.to(torch.int64)
+
+
+def input_frames(qgraph: QGraph, tokens, positions=None, device=None) -> Dict[str, torch.Tensor]:
+    """Host input of a decoder graph: ``{input name: (B, N, T, size) int64}``.
+
+    ``tokens`` -> one-hot of the token id (size V); ``positions`` -> one-hot of
+    the position (size N_ctx), default ``0..N-1``; both constant over the T
+    steps of a token. 1-D ``tokens`` (N,) give frames (N, T, size).
+    """
+    tok = _as_long(tokens, "tokens")
+    squeeze = tok.dim() == 1
+    if squeeze:
+        tok = tok[None]
+    if tok.dim() != 2:
+        raise UserError(f"tokens must have shape (N,) or (B, N), got {tuple(tok.shape)}")
+    B, N = tok.shape
+    if positions is None:
+        pos = torch.arange(N, dtype=torch.int64).expand(B, N)
+    else:
+        pos = _as_long(positions, "positions")
+        pos = pos[None] if pos.dim() == 1 else pos
+        pos = pos.expand(B, N) if pos.shape[0] == 1 else pos
+        if tuple(pos.shape) != (B, N):
+            raise UserError(f"positions of shape {tuple(pos.shape)} do not match tokens {(B, N)}")
+    dev = torch.device(device) if device is not None else tok.device
+    T = qgraph.steps_per_token
+    frames = {}
+    for name in qgraph.inputs:
+        size = qgraph.pop(name).size
+        if name == "tokens":
+            ids, what = tok, "token id"
+        elif name == "positions":
+            ids, what = pos, "position"
+            if qgraph.context and N and int(pos.max()) >= qgraph.context:
+                raise UserError(f"position {int(pos.max())} is beyond the model's context "
+                                f"{qgraph.context}; feed at most {qgraph.context} tokens from a reset")
+        else:
+            raise QGraphError(f"input population {name!r} is neither 'tokens' nor 'positions'; "
+                              "give its frames explicitly (run_frames)")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+            raise UserError(f"{what} {int(ids.max()) if int(ids.max()) >= size else int(ids.min())} "
+                            f"is outside 0..{size - 1} of input {name!r}")
+        oh = torch.nn.functional.one_hot(ids.to(dev), size).to(torch.int64)
+        f = oh[:, :, None, :].expand(B, N, T, size)
+        frames[name] = f[0] if squeeze else f
+    return frames
+
+
+# -------------------------------------------------------------------- plan
+@dataclass
+class PortPlan:
+    synapses: List[fx.SynapseKernel]
+    srcs: List[str]
+    wrap: bool                       # several int32 channels may overflow when summed
+    bound: Optional[int]
+
+
+@dataclass
+class GraphPlan:
+    """Static facts both backends need: order, kernels, port bounds, LIF constants."""
+
+    qgraph: QGraph
+    device: torch.device
+    order: List[str]
+    ports: Dict[str, Dict[str, PortPlan]]
+    lif: Dict[str, fx.LifParams]
+    prod_wrap: Dict[str, bool]
+    out_bound: Dict[str, Optional[int]]
+    consumers: Dict[str, int] = field(default_factory=dict)
+
+
+def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
+    """Build the exact kernels of every synapse and propagate static value bounds."""
+    qgraph.validate()
+    dev = torch.device(device)
+    for p in qgraph.populations.values():
+        if p.kind == "lif" and not p.reset_each_token:
+            raise QGraphError(f"population {p.name}: LIF state kept across tokens has no "
+                              "token-time semantics; set reset_each_token=True")
+        if p.kind == "prod" and p.exp < 0:
+            raise QGraphError(f"population {p.name}: ProdNeuron exp {p.exp} must be >= 0")
+    order = qgraph.order()
+    bound: Dict[str, Optional[int]] = {}
+    ports: Dict[str, Dict[str, PortPlan]] = {}
+    lif: Dict[str, fx.LifParams] = {}
+    prod_wrap: Dict[str, bool] = {}
+    consumers = {n: 0 for n in order}
+    for name in order:
+        pop = qgraph.pop(name)
+        ports[name] = {}
+        for port in PORTS[pop.kind]:
+            syns = [s for s in qgraph.incoming(name) if s.port == port]
+            ks = [fx.SynapseKernel(s, qgraph.pop(s.src).kind, dev, bound[s.src]) for s in syns]
+            for s in syns:
+                consumers[s.src] += 1
+            b = fx.add_bounds(*[k.bound for k in ks]) if ks else 0
+            wrap = len(ks) > 1 and b is None
+            ports[name][port] = PortPlan(ks, [s.src for s in syns], wrap, b)
+        if pop.kind == "input":
+            bound[name] = 1
+        elif pop.kind == "lif":
+            lif[name] = fx.LifParams.of(pop, ports[name]["a_in"].bound)
+            bound[name] = 1
+        elif pop.kind == "prod":
+            b1, b2 = ports[name]["a_in1"].bound, ports[name]["a_in2"].bound
+            ok = b1 is not None and b2 is not None and b1 * b2 < fx.I32
+            prod_wrap[name] = not ok
+            bound[name] = (b1 * b2) if ok else None
+        elif pop.kind == "graded":
+            bound[name] = ports[name]["a_in"].bound
+        else:
+            # accum: at most context tokens of W steps each (backends refuse more), plus
+            # the emulator's final flush
+            b = ports[name]["a_in"].bound
+            steps = qgraph.context * qgraph.window + max(p.depth for p in qgraph.populations.values())
+            lim = None if (b is None or not qgraph.context) else b * steps
+            bound[name] = lim if lim is not None and lim < fx.I32 else None
+    return GraphPlan(qgraph, dev, order, ports, lif, prod_wrap, bound, consumers)
+
+
+def port_input(plan: GraphPlan, pp: PortPlan, outs: Dict[str, torch.Tensor],
+               rows_shape) -> torch.Tensor:
+    """Sum of a port's synapses applied to their sources' outputs (rows flattened)."""
+    acc = None
+    for k, src in zip(pp.synapses, pp.srcs):
+        x = outs[src]
+        y = k(x.reshape(-1, x.shape[-1]))
+        acc = y if acc is None else acc + y
+    if pp.wrap:
+        acc = fx.wrap32(acc)
+    return acc.reshape(*rows_shape, -1)
+
+
+# --------------------------------------------------------------------- run
+@dataclass
+class IntRun:
+    """Result of a token-time run.
+
+    outputs[name]: (B, N, T, size) int64 (all populations, inputs included; empty
+    when ``record=False``); logits_int = sum_t readout (B, N, V); logits =
+    logit_scale * logits_int (float64); state: accum values after the last step.
+    """
+
+    outputs: Dict[str, torch.Tensor]
+    logits_int: torch.Tensor
+    logits: torch.Tensor
+    state: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor], bn,
+                        prev: Optional[torch.Tensor] = None, lif: Optional[fx.LifParams] = None):
+    """Token-time outputs (B, N, T, size) of one non-input population from its sources'.
+
+    Returns (outputs, last accum value or None). ``prev``: accum value before
+    this run; ``lif`` overrides the LIF constants (threshold calibration).
+    """
+    q = plan.qgraph
+    pop = q.pop(name)
+    B, N = bn
+    T = q.steps_per_token
+    pp = plan.ports[name]
+    a = {port: port_input(plan, pp[port], outs, (B, N, T)) for port in pp}
+    if pop.kind == "lif":
+        p = lif or plan.lif[name]
+        x = a["a_in"].reshape(B * N, T, pop.size)
+        u = torch.zeros(B * N, pop.size, dtype=torch.int64, device=plan.device)
+        v = torch.zeros_like(u)
+        s = torch.empty(B * N, T, pop.size, dtype=torch.int64, device=plan.device)
+        for t in range(T):
+            st, u, v = fx.lif_step(x[:, t], u, v, p)
+            s[:, t] = st
+        return s.reshape(B, N, T, pop.size), None
+    if pop.kind == "prod":
+        return fx.prod_step(a["a_in1"], a["a_in2"], pop.exp, pop.vth, plan.prod_wrap[name]), None
+    if pop.kind == "graded":
+        return fx.graded_step(a["a_in"], pop.vth), None
+    # accum: cumulative sum over the flattened p = n*T + t, on top of the carried value
+    c = torch.cumsum(a["a_in"].reshape(B, N * T, pop.size), dim=1)
+    if prev is not None:
+        c = c + prev.to(plan.device)[:, None, :]
+    out = fx.wrap32(c).reshape(B, N, T, pop.size)
+    return out, (out[:, -1, -1] if N else prev)
+
+
+def run_frames(plan: GraphPlan, frames: Dict[str, torch.Tensor],
+               state: Optional[Dict[str, torch.Tensor]] = None, record: bool = True) -> IntRun:
+    """Token-time run on explicit input frames ``{input: (B, N, T, size)}``.
+
+    ``state`` carries the accum values of a previous run of the same sequences
+    (streaming); LIF state always starts from zero at every token.
+    """
+    q = plan.qgraph
+    T = q.steps_per_token
+    some = frames[q.inputs[0]]
+    B, N = some.shape[0], some.shape[1]
+    done = int(state.get("_tokens", 0)) if state else 0
+    if q.context and done + N > q.context:
+        raise UserError(f"{done + N} tokens exceed the model's context {q.context}; "
+                        "reset and feed at most context tokens")
+    outs: Dict[str, torch.Tensor] = {}
+    left = dict(plan.consumers)
+    new_state: Dict[str, torch.Tensor] = {}
+    for name in plan.order:
+        pop = q.pop(name)
+        if pop.kind == "input":
+            f = frames[name]
+            if tuple(f.shape) != (B, N, T, pop.size):
+                raise UserError(f"frames of input {name!r}: shape {tuple(f.shape)}, expected "
+                                f"{(B, N, T, pop.size)}")
+            outs[name] = f.to(plan.device, torch.int64)
+            continue
+        prev = state.get(name) if state else None
+        outs[name], last = compute_population(plan, name, outs, (B, N), prev)
+        if last is not None:
+            new_state[name] = last
+        for s_ in q.incoming(name):
+            left[s_.src] -= 1
+            if not record and left[s_.src] == 0 and s_.src != q.readout:
+                outs.pop(s_.src, None)
+    new_state["_tokens"] = torch.tensor(done + N)
+    li = outs[q.readout].sum(dim=2)
+    return IntRun(outs if record else {}, li, li.to(torch.float64) * q.logit_scale, new_state)
+
+
+def run_token_time(qgraph: QGraph, tokens, positions=None, record: bool = True,
+                   device="cpu", plan: Optional[GraphPlan] = None) -> IntRun:
+    """Run a decoder graph on token ids (B, N) or (N,) in token time; see ``IntRun``."""
+    plan = plan or plan_graph(qgraph, device)
+    tok = _as_long(tokens, "tokens")
+    frames = input_frames(qgraph, tok, positions, device=plan.device)
+    if tok.dim() == 1:
+        frames = {k: v[None] for k, v in frames.items()}
+    run = run_frames(plan, frames, record=record)
+    if tok.dim() == 1:
+        run = IntRun({k: v[0] for k, v in run.outputs.items()}, run.logits_int[0], run.logits[0],
+                     {k: (v[0] if v.dim() else v) for k, v in run.state.items()})
+    return run
+
+
+def logits_only(qgraph: QGraph, tokens, positions=None, device="cpu", batch_size: int = 64,
+                plan: Optional[GraphPlan] = None) -> torch.Tensor:
+    """Float logits (B, N, V) of many sequences, keeping only what the next population needs."""
+    plan = plan or plan_graph(qgraph, device)
+    tok = _as_long(tokens, "tokens")
+    if tok.dim() == 1:
+        tok = tok[None]
+    parts = []
+    for i in range(0, tok.shape[0], batch_size):
+        pos = None if positions is None else _as_long(positions, "positions")[i:i + batch_size]
+        frames = input_frames(qgraph, tok[i:i + batch_size], pos, device=plan.device)
+        parts.append(run_frames(plan, frames, record=False).logits.cpu())
+    return torch.cat(parts) if parts else torch.zeros(0, 0, qgraph.pop(qgraph.readout).size)
+
+
+# ---------------------------------------------------------------- backend
+class IntReferenceBackend:
+    """Token backend on the integer reference: one token per ``feed``.
+
+    Streaming form of ``run_token_time``: the accum state carries over between
+    tokens, LIF state restarts at every token, so the logits equal the batched
+    run's exactly. ``probe_outputs()`` returns the token-time outputs so far.
+    """
+
+    name = "int"
+
+    def __init__(self, qgraph: QGraph, device="cpu", probes: bool = False):
+        self.qgraph = qgraph
+        self.plan = plan_graph(qgraph, device)
+        self.vocab_size = qgraph.pop(qgraph.readout).size
+        self.context = qgraph.context
+        self.probes = probes
+        self.reset()
+
+    def reset(self) -> None:
+        self.position = 0
+        self.state: Dict[str, torch.Tensor] = {}
+        self._rec: Dict[str, List[torch.Tensor]] = {}
+
+    def feed(self, token: int) -> np.ndarray:
+        if self.context and self.position >= self.context:
+            raise UserError(f"position {self.position} is beyond the model's context "
+                            f"{self.context}; reset() and re-feed the last context//2 tokens")
+        frames = input_frames(self.qgraph, [[int(token)]], [[self.position]], device=self.plan.device)
+        run = run_frames(self.plan, frames, self.state or None, record=self.probes)
+        self.state = run.state
+        self.position += 1
+        if self.probes:
+            for k, v in run.outputs.items():
+                self._rec.setdefault(k, []).append(v[0])
+        return run.logits[0, 0].cpu().numpy().astype(np.float64)
+
+    def probe_outputs(self) -> Dict[str, np.ndarray]:
+        """Token-time outputs (N, T, size) of every population for the tokens fed so far."""
+        if not self.probes:
+            raise UserError("this backend was made without probes; pass probes=True")
+        return {k: torch.cat(v).cpu().numpy() for k, v in self._rec.items()}
+
+    def close(self) -> None:
+        self._rec = {}

@@ -1,0 +1,205 @@
+"""Lower a ``QGraph`` to a Lava process graph (one process per population/synapse).
+
+The mapping (docs/lava.md has the table and the timing diagram):
+
+==========  ==================================================================
+input       ``Injector(size)``: the host sends one binary frame per step
+lif         ``LIFReset(du, dv, vth, bias, reset_interval=W,
+            reset_offset=(depth+1) % W)``; plain ``LIF`` when the population
+            keeps its state across tokens
+prod        ``ProdNeuron(vth, exp)``: ``(a1 * a2) >> exp`` gated by ``vth``
+graded      ``GradedVec(vth)``
+accum       ``GradedVec(vth=0)`` + a graded identity ``Dense`` self-loop:
+            ``out[g] = a[g] + out[g-1]``
+synapse     ``Dense`` / ``DelayDense(delays=delay)``, or ``Sparse`` /
+            ``DelaySparse`` for sparse graded matrices (identities of the memory)
+probe       one ``Extractor`` on the ``s_out`` of every non-input population
+            (always on the readout)
+==========  ==================================================================
+
+Timing (global step ``g``, Lava's ``time_step = g + 1``): a ``Dense`` sends at
+``g + 1`` what it received at ``g``; ``DelayDense(delays=k)`` at ``g + 1 + k``;
+``Injector`` and ``Extractor`` add no latency. So population ``x`` produces
+``(n, t)`` at ``g = n*W + t + depth(x)`` and an ``Extractor`` on it sees that
+value in the same step. ``LIFReset`` clears ``u, v`` before integrating when
+``time_step % W == reset_offset``, i.e. at ``g = n*W + depth`` for
+``reset_offset = (depth + 1) % W``. ``tests/test_lava.py`` checks all of this
+against the token-time integer reference.
+
+Lava is imported inside the functions so that the rest of the package works
+without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import numpy as np
+
+from snn_compile.compiler.qgraph import GRADED_MESSAGE_BITS, QGraph, QGraphError
+from snn_compile.errors import UserError
+
+# A *graded* synapse becomes Lava's ``Sparse`` when at most this fraction of its
+# weights is non-zero and it has at least SPARSE_MIN_SIZE entries: the fixed-point
+# Sparse model then computes ``W.dot(x)`` in O(nnz) (1024x1024 identity: 0.01 ms vs
+# 0.7 ms dense). Binary synapses stay ``Dense``: Lava's Sparse model selects the
+# active columns of a CSR matrix, ~10x slower than Dense's column gather (measured,
+# docs/lava.md).
+SPARSE_MAX_DENSITY = 0.1
+SPARSE_MIN_SIZE = 1024
+
+
+@dataclass
+class LavaNetwork:
+    """The Lava processes of one QGraph and where to read/write them.
+
+    ``neurons[name]`` is the process that produces population ``name``'s output
+    (the ``Injector`` for inputs); ``extractors`` holds the probes (the readout
+    always has one); ``state`` lists the ``(process, var name)`` pairs that a new
+    sequence must clear (see ``lower``).
+    """
+
+    qgraph: QGraph
+    window: int                                        # W = T + depth(readout)
+    injectors: Dict[str, Any]                          # input population -> Injector
+    neurons: Dict[str, Any]                            # population -> neuron process
+    synapses: Dict[str, Any]                           # synapse name -> Dense/Sparse/...
+    loops: Dict[str, Any]                              # accum population -> self-loop Dense
+    extractors: Dict[str, Any]                         # probed population -> Extractor
+    state: List[tuple] = field(default_factory=list)   # (process, var name) to zero on reset
+
+    @property
+    def processes(self) -> List[Any]:
+        """Every Lava process of the network (one OS process each in the simulator)."""
+        seen = {}
+        for group in (self.neurons, self.synapses, self.loops, self.extractors):
+            for p in group.values():
+                seen[id(p)] = p
+        return list(seen.values())
+
+    @property
+    def anchor(self) -> Any:
+        """The process the runtime is created/run/stopped through (any one works)."""
+        return self.extractors[self.qgraph.readout]
+
+
+def io_model_map() -> dict:
+    """Injector/Extractor have no ``fixed_pt`` models: name their Loihi-protocol ones."""
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.injector import Injector, PyLoihiInjectorModel
+    return {Injector: PyLoihiInjectorModel, Extractor: PyLoihiExtractorModel}
+
+
+def _check_lowerable(q: QGraph) -> None:
+    q.validate()
+    deepest = max(p.depth for p in q.populations.values())
+    if deepest > q.depth:
+        names = [p.name for p in q.populations.values() if p.depth > q.depth]
+        raise QGraphError(f"populations {names} are deeper ({deepest}) than the readout "
+                          f"({q.depth}): their outputs would leave the token window W={q.window}")
+
+
+def _synapse_process(s, *, sparse_ok: bool):
+    """Dense/DelayDense (or Sparse/DelaySparse for sparse matrices) for one synapse."""
+    from lava.proc.dense.process import DelayDense, Dense
+    bits = GRADED_MESSAGE_BITS if s.graded else 0
+    w = np.asarray(s.weights, dtype=np.int64)
+    nnz = int(np.count_nonzero(w))
+    if sparse_ok and s.graded and w.size >= SPARSE_MIN_SIZE and nnz <= SPARSE_MAX_DENSITY * w.size and nnz > 0:
+        from scipy.sparse import csr_matrix
+        from lava.proc.sparse.process import DelaySparse, Sparse
+        ws = csr_matrix(w)
+        if s.delay == 0:
+            return Sparse(weights=ws, weight_exp=s.weight_exp, num_message_bits=bits,
+                          name=s.name)
+        d = ws.copy()
+        d.data[:] = s.delay
+        return DelaySparse(weights=ws, delays=d, weight_exp=s.weight_exp,
+                           num_message_bits=bits, name=s.name)
+    if s.delay == 0:
+        return Dense(weights=w, weight_exp=s.weight_exp, num_message_bits=bits, name=s.name)
+    # DelayDense: delay 0 already means "next step" (Lava's own synaptic step), so the
+    # QGraph's extra delay k maps to delays=k.
+    return DelayDense(weights=w, delays=int(s.delay), weight_exp=s.weight_exp,
+                      num_message_bits=bits, name=s.name)
+
+
+def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwork:
+    """Build the Lava processes of ``qgraph`` and connect them (nothing runs yet).
+
+    ``probe`` adds an ``Extractor`` to every non-input population so that the
+    run's own spike/message trains can be read back; without it only the
+    readout is extracted. ``sparse`` allows ``Sparse`` for sparse matrices.
+
+    ``state`` is what is non-zero at the end of a token window and outlives it:
+    the memory (its loop ``a_buff``), the synapses fed by it, and LIFs without
+    per-token reset. Everything else is zero by then in a streamable graph
+    (sources silent for ``depth(readout) - depth(src)`` steps, longer than any
+    delay ring) or is cleared by ``LIFReset`` before the next token.
+    ``Var.set`` costs per element, so clearing only these keeps ``reset()`` cheap.
+    """
+    try:
+        from lava.proc.dense.process import Dense
+        from lava.proc.graded.process import GradedVec
+        from lava.proc.io.extractor import Extractor
+        from lava.proc.io.injector import Injector
+        from lava.proc.lif.process import LIF, LIFReset
+        from lava.proc.prodneuron.process import ProdNeuron
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise UserError(f"the Lava backend needs lava-nc 0.10 ({e}); install it with "
+                        "`pip install lava-nc==0.10.0` on Python 3.10") from None
+
+    q = qgraph
+    _check_lowerable(q)
+    W = q.window
+    buf = max(W, 1) + 1   # every channel holds one whole window of frames
+    injectors, neurons, synapses, loops, extractors, state = {}, {}, {}, {}, {}, []
+
+    for name in q.order():
+        p = q.pop(name)
+        shape = (p.size,)
+        if p.kind == "input":
+            proc = Injector(shape=shape, buffer_size=buf, name=name)
+            injectors[name] = proc
+        elif p.kind == "lif":
+            common = dict(shape=shape, du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
+                          bias_exp=p.bias_exp, name=name)
+            if p.reset_each_token:
+                proc = LIFReset(reset_interval=W, reset_offset=(p.depth + 1) % W, **common)
+            else:
+                proc = LIF(**common)
+                state += [(proc, "u"), (proc, "v")]
+        elif p.kind == "prod":
+            proc = ProdNeuron(shape=shape, vth=p.vth, exp=p.exp)   # takes no name
+        elif p.kind == "graded":
+            proc = GradedVec(shape=shape, vth=p.vth)
+        elif p.kind == "accum":
+            proc = GradedVec(shape=shape, vth=0)
+            loop = Dense(weights=np.eye(p.size, dtype=np.int64),
+                         num_message_bits=GRADED_MESSAGE_BITS, name=name + ".loop")
+            proc.s_out.connect(loop.s_in)
+            loop.a_out.connect(proc.a_in)
+            loops[name] = loop
+            state.append((loop, "a_buff"))
+        else:  # validate() already refused unknown kinds
+            raise QGraphError(f"population {name}: cannot lower kind {p.kind!r}")
+        neurons[name] = proc
+
+    for s in q.synapses:
+        proc = _synapse_process(s, sparse_ok=sparse)
+        src = neurons[s.src]
+        (src.out_port if s.src in injectors else src.s_out).connect(proc.s_in)
+        proc.a_out.connect(getattr(neurons[s.dst], s.port))
+        synapses[s.name] = proc
+        if q.pop(s.src).kind == "accum":
+            state.append((proc, "a_buff"))
+
+    for name, p in q.populations.items():
+        if p.kind == "input" or not (probe or name == q.readout):
+            continue
+        ex = Extractor(shape=(p.size,), buffer_size=buf, name=name + ".probe")
+        neurons[name].s_out.connect(ex.in_port)
+        extractors[name] = ex
+
+    return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state)

@@ -1,0 +1,235 @@
+"""Random quantized graphs for tests and benchmarks, built directly in integers.
+
+``random_decoder_qgraph`` has exactly the structure the quantizer produces
+from a trained SpikeDecoder (docs/emulator.md, "Attention lowering"): the same
+population names, kinds, sizes, synapse names and index layouts, with random
+Lava-legal weights and thresholds calibrated so that every LIF population
+spikes at a moderate rate. ``random_dag_qgraph`` draws small arbitrary graphs
+of every population kind (fan-in from several synapses, delays from skips)
+that keep the pipeline silent outside each token's window, for property tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from snn_compile.compiler.qgraph import (VTH_MAX, Population, QGraph, Synapse,
+                                         assign_depths)
+
+
+# ------------------------------------------------------------- weight draws
+def mixed_weights(rng: np.random.Generator, shape, scale: float, mean: float = 0.0) -> np.ndarray:
+    """Mixed-sign Lava-legal weights: even values in [-256, 254]."""
+    w = np.rint(rng.normal(mean, scale, size=shape) / 2) * 2
+    return np.clip(w, -256, 254).astype(np.int64)
+
+
+def replication(rows: np.ndarray, src_size: int) -> np.ndarray:
+    """0/1 matrix with W[r, rows[r]] = 1: output r copies source neuron rows[r]."""
+    w = np.zeros((len(rows), src_size), dtype=np.int64)
+    w[np.arange(len(rows)), rows] = 1
+    return w
+
+
+def attention_indices(d: int, heads: int):
+    """Index layout of the attention lowering (docs/emulator.md).
+
+    qkv = [q | k | v], each d = heads * dh, channel (h, i) at h*dh + i.
+    kv, mem, read: size heads*dh*dh, neuron (h, a, b) at (h*dh + a)*dh + b,
+    with ``a`` the key/query channel and ``b`` the value channel.
+    Returns (q_of, k_of, v_of, out_of) for every (h, a, b): the qkv index of
+    q[h, a], k[h, a], v[h, b] and the attn channel h*dh + b it sums into.
+    """
+    dh = d // heads
+    h, a, b = np.meshgrid(np.arange(heads), np.arange(dh), np.arange(dh), indexing="ij")
+    h, a, b = h.ravel(), a.ravel(), b.ravel()
+    return h * dh + a, d + h * dh + a, 2 * d + h * dh + b, h * dh + b
+
+
+# --------------------------------------------------------------- the decoder
+def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: int = 4,
+                          layers: int = 2, T: int = 4, context: int = 128,
+                          rate: float = 0.2, calib_tokens: int = 32) -> QGraph:
+    """A deployable SpikeDecoder QGraph with random integer parameters.
+
+    LIF thresholds are set population by population (in depth order) so that
+    the spike rate on random tokens is about ``rate``.
+    """
+    if d % heads:
+        raise ValueError(f"d={d} is not a multiple of heads={heads}")
+    rng = np.random.default_rng(seed)
+    dh = d // heads
+    P: Dict[str, Population] = {}
+    S: List[Synapse] = []
+
+    def lif(name, size, layer, role):
+        P[name] = Population(name, "lif", size, dv=int(rng.integers(0, 1024)), layer=layer,
+                             role=role)
+
+    def syn(name, src, dst, w, exp=0, port="a_in"):
+        graded = P[src].kind in ("prod", "graded", "accum")
+        S.append(Synapse(name, src, dst, np.asarray(w, dtype=np.int64), exp, port, graded))
+
+    P["tokens"] = Population("tokens", "input", vocab, layer="emb", role="token")
+    P["positions"] = Population("positions", "input", context, layer="emb", role="position")
+    lif("emb", d, "emb", "embedding")
+    syn("emb.tok", "tokens", "emb", mixed_weights(rng, (d, vocab), 60, 10))
+    syn("emb.pos", "positions", "emb", mixed_weights(rng, (d, context), 30))
+    q_of, k_of, v_of, out_of = attention_indices(d, heads)
+    x = "emb"
+    for i in range(layers):
+        b = f"block{i}"
+        lif(f"{b}.qkv", 3 * d, b, "qkv")
+        syn(f"{b}.w_qkv", x, f"{b}.qkv", mixed_weights(rng, (3 * d, d), 40, 6))
+        P[f"{b}.kv"] = Population(f"{b}.kv", "prod", heads * dh * dh, layer=b, role="kv_product")
+        syn(f"{b}.kv_k", f"{b}.qkv", f"{b}.kv", replication(k_of, 3 * d), port="a_in1")
+        syn(f"{b}.kv_v", f"{b}.qkv", f"{b}.kv", replication(v_of, 3 * d), port="a_in2")
+        P[f"{b}.mem"] = Population(f"{b}.mem", "accum", heads * dh * dh, layer=b, role="memory")
+        syn(f"{b}.mem_in", f"{b}.kv", f"{b}.mem", np.eye(heads * dh * dh, dtype=np.int64))
+        P[f"{b}.read"] = Population(f"{b}.read", "prod", heads * dh * dh, layer=b, role="read")
+        syn(f"{b}.read_mem", f"{b}.mem", f"{b}.read", np.eye(heads * dh * dh, dtype=np.int64),
+            port="a_in1")
+        syn(f"{b}.read_q", f"{b}.qkv", f"{b}.read", replication(q_of, 3 * d), port="a_in2")
+        lif(f"{b}.attn", d, b, "attention")
+        c = rng.integers(1, 64, size=d)
+        w_attn = np.zeros((d, heads * dh * dh), dtype=np.int64)
+        w_attn[out_of, np.arange(heads * dh * dh)] = c[out_of]
+        syn(f"{b}.attn_in", f"{b}.read", f"{b}.attn", w_attn, exp=int(rng.integers(-3, 0)))
+        lif(f"{b}.mid", d, b, "mid")
+        syn(f"{b}.w_o", f"{b}.attn", f"{b}.mid", mixed_weights(rng, (d, d), 40, 4))
+        syn(f"{b}.skip1", x, f"{b}.mid", np.diag(rng.integers(20, 120, size=d)))
+        lif(f"{b}.ff", 4 * d, b, "ff")
+        syn(f"{b}.w_1", f"{b}.mid", f"{b}.ff", mixed_weights(rng, (4 * d, d), 40, 6))
+        lif(f"{b}.out", d, b, "out")
+        syn(f"{b}.w_2", f"{b}.ff", f"{b}.out", mixed_weights(rng, (d, 4 * d), 30, 2),
+            exp=int(rng.integers(-1, 1)))
+        syn(f"{b}.skip2", f"{b}.mid", f"{b}.out", np.diag(rng.integers(20, 120, size=d)))
+        x = f"{b}.out"
+    P["head"] = Population("head", "graded", vocab, vth=0, layer="head", role="readout")
+    syn("head.w", x, "head", mixed_weights(rng, (vocab, d), 60))
+    assign_depths(P, S, ["tokens", "positions"])
+    q = QGraph(P, S, T, ["tokens", "positions"], "head", logit_scale=1.0 / (T * 64),
+               context=context,
+               metadata={"generator": "random_decoder_qgraph", "seed": seed, "vocab": vocab,
+                         "d": d, "heads": heads, "layers": layers})
+    tokens = torch.as_tensor(rng.integers(0, vocab, size=(4, min(calib_tokens, context))))
+    calibrate_thresholds(q, tokens, rate)
+    return q.validate()
+
+
+def calibrate_thresholds(q: QGraph, tokens: torch.Tensor, rate: float) -> None:
+    """Set each LIF ``vth`` (in depth order) so that its spike rate on ``tokens`` is ~``rate``.
+
+    The rate falls as vth rises, so a bisection over 0..VTH_MAX per population
+    finds it; populations run in token time with the thresholds chosen so far.
+    """
+    from snn_compile.compiler.int_reference import (compute_population, input_frames,
+                                                    plan_graph)
+    from snn_compile.hw_sim.fixed_point import LifParams
+
+    for p in q.populations.values():
+        if p.kind == "lif":
+            p.vth = VTH_MAX           # silent upstream while we go (not used before set)
+    frames = input_frames(q, tokens)
+    B, N = tokens.shape
+    outs = {k: v for k, v in frames.items()}
+    for name in q.order():
+        pop = q.pop(name)
+        if pop.kind == "input":
+            continue
+        plan = plan_graph(q)
+        if pop.kind == "lif":
+            lo, hi = 0, VTH_MAX
+            while lo < hi:
+                mid = (lo + hi) // 2
+                trial = copy.copy(pop)
+                trial.vth = mid
+                o, _ = compute_population(plan, name, outs, (B, N),
+                                          lif=LifParams.of(trial, plan.ports[name]["a_in"].bound))
+                if float((o != 0).double().mean()) > rate:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            pop.vth = lo
+            plan = plan_graph(q)
+        outs[name], _ = compute_population(plan, name, outs, (B, N))
+
+
+# ------------------------------------------------------------ arbitrary DAGs
+SILENT_KINDS = ("input", "lif", "graded", "prod")
+
+
+def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8,
+                      context: int = 8, max_size: int = 6, accum: bool = True) -> QGraph:
+    """A small random graph of every kind, streamable (silent outside its windows).
+
+    Rules that keep the global-time run equal to the token-time run (see
+    ``snn_compile.hw_sim.emulator.check_streamable``): every population except
+    ``accum`` is silent when its inputs are; ``accum`` (never silent) feeds
+    only ``a_in1`` of a ``prod`` whose ``a_in2`` is silent; an accum's input is
+    silent. Delays come from paths of different lengths.
+    """
+    rng = np.random.default_rng(seed)
+    P: Dict[str, Population] = {
+        "tokens": Population("tokens", "input", vocab, layer="in"),
+        "positions": Population("positions", "input", context, layer="in")}
+    S: List[Synapse] = []
+    silent = ["tokens", "positions"]
+    loud: List[str] = []
+
+    def w_for(src, size_dst):
+        src_p = P[src]
+        if rng.random() < 0.5 and src_p.size == size_dst:
+            w = np.eye(size_dst, dtype=np.int64) * int(rng.integers(1, 4))
+            return w
+        if rng.random() < 0.5:
+            w = rng.integers(0, 40, size=(size_dst, src_p.size))
+        else:
+            w = mixed_weights(rng, (size_dst, src_p.size), 30, 4)
+        w[rng.random(w.shape) < 0.3] = 0
+        return w.astype(np.int64)
+
+    def connect(src, dst, port="a_in"):
+        graded = P[src].kind in ("prod", "graded", "accum")
+        S.append(Synapse(f"s{len(S)}_{src}_{dst}", src, dst, w_for(src, P[dst].size),
+                         int(rng.integers(-2, 2)), port, graded))
+
+    kinds = ["lif", "lif", "prod", "graded"] + (["accum"] if accum else [])
+    for i in range(n_pops):
+        kind = str(rng.choice(kinds))
+        name = f"p{i}"
+        size = int(rng.integers(1, max_size + 1))
+        if kind == "lif":
+            P[name] = Population(name, "lif", size, dv=int(rng.integers(0, 4096)),
+                                 vth=int(rng.integers(0, 40)), layer=f"l{i % 2}")
+        elif kind == "prod":
+            P[name] = Population(name, "prod", size, exp=int(rng.integers(0, 3)),
+                                 vth=int(rng.integers(0, 3)), layer=f"l{i % 2}")
+        else:
+            P[name] = Population(name, kind, size, vth=int(rng.integers(0, 3)) if kind == "graded"
+                                 else 0, layer=f"l{i % 2}")
+        if kind == "prod":
+            pool1 = silent + loud
+            for src in rng.choice(pool1, size=min(len(pool1), int(rng.integers(1, 3))), replace=False):
+                connect(str(src), name, "a_in1")
+            for src in rng.choice(silent, size=min(len(silent), int(rng.integers(1, 3))), replace=False):
+                connect(str(src), name, "a_in2")
+            silent.append(name)
+        else:
+            k = 1 if kind == "accum" else int(rng.integers(1, 4))
+            for src in rng.choice(silent, size=min(len(silent), k), replace=False):
+                connect(str(src), name)
+            (loud if kind == "accum" else silent).append(name)
+    consumed = {s.src for s in S}
+    ends = [n for n in silent if n not in consumed and P[n].kind != "input"] or [silent[-1]]
+    P["readout"] = Population("readout", "graded", vocab, vth=0, layer="head")
+    for src in ends:
+        connect(src, "readout")
+    assign_depths(P, S, ["tokens", "positions"])
+    return QGraph(P, S, T, ["tokens", "positions"], "readout", logit_scale=0.5,
+                  context=context, metadata={"generator": "random_dag_qgraph", "seed": seed}
+                  ).validate()

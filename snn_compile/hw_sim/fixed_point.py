@@ -1,0 +1,273 @@
+"""Loihi 2 fixed-point arithmetic as vectorised torch integer ops (CPU and CUDA).
+
+One place for the arithmetic that both integer backends (token-time reference,
+global-time emulator) execute, transcribed from Lava 0.10's bit-accurate
+models (``lava/proc/{lif,dense,prodneuron,graded}/models.py``). Tensors are
+int64 with the batch dimension first; values that Lava keeps in ``np.int32``
+are wrapped modulo 2^32 exactly where Lava's numpy code wraps:
+
+* ports carry ``int32`` (a synapse's output is cast into an int32 channel,
+  an ``InPort`` sums its channels in int32);
+* a graded ``Dense`` computes ``weights.dot(s_in)`` in int32 before shifting,
+  a binary one sums in int64 (``np.sum`` promotes) and wraps only on send;
+* LIF: ``u, v`` are int32 arrays, ``a << 6`` is an int32 shift, the 24-bit
+  "wrap" of ``u`` is Lava's single, asymmetric correction
+  (``u > 2^23 -> u - 2^24``; ``u <= -2^23 -> u + 2^24``), ``v`` is clipped to
+  ``±(2^23 - 1)``;
+* ProdNeuron: ``a1 * a2`` in int32, then an arithmetic ``>> exp``;
+  ``|v| > vth`` with int32 ``abs`` (``abs(-2^31) < 0``).
+
+Wraps that a static bound proves to be no-ops are skipped (``*_bound``
+arguments); they never change a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from snn_compile.compiler.qgraph import DECAY_MAX
+
+I32 = 2 ** 31
+UV_MAX = 2 ** 23               # Lava: max_uv_val, 24-bit state
+DECAY_UNITY = 4096             # decays are x * (4096 - d) >> 12
+ACT_SHIFT = VTH_SHIFT = 6      # input and threshold are MSB-aligned by 6 bits
+F64_EXACT = 2 ** 53            # integers below this add exactly in float64
+
+
+# ------------------------------------------------------------ integer helpers
+def wrap32(x: torch.Tensor) -> torch.Tensor:
+    """Two's-complement wrap of int64 values into the int32 range (numpy's int32 overflow)."""
+    return ((x + I32) & (2 * I32 - 1)) - I32
+
+
+def decay(x: torch.Tensor, factor) -> torch.Tensor:
+    """``sign(x) * ((|x| * factor) >> 12)`` = truncation of ``x * factor / 4096`` toward 0.
+
+    ``factor`` is an int or a per-neuron int64 tensor broadcastable to ``x``."""
+    if not torch.is_tensor(factor):
+        if factor == DECAY_UNITY:
+            return x
+        if factor == 0:
+            return torch.zeros_like(x)
+    return torch.div(x * factor, DECAY_UNITY, rounding_mode="trunc")
+
+
+def shift(a: torch.Tensor, exp: int) -> torch.Tensor:
+    """Lava's weight-exponent shift: ``a << exp`` if exp > 0 else arithmetic ``a >> -exp``."""
+    if exp > 0:
+        return a << exp
+    if exp < 0:
+        return a >> -exp
+    return a
+
+
+def shift_bound(b: int, exp: int) -> int:
+    """An upper bound of ``|shift(a, exp)|`` for ``|a| <= b``."""
+    return b << exp if exp >= 0 else (b >> -exp) + 1
+
+
+def is_lava_legal(w: torch.Tensor) -> bool:
+    """True when Lava's Dense leaves ``w`` unchanged (``clip_weights`` + ``truncate_weights``
+    with 8 weight bits): excitatory 0..255, inhibitory -255..0, mixed even values in -256..254."""
+    if w.numel() == 0:
+        return True
+    lo, hi = int(w.min()), int(w.max())
+    if lo >= 0:
+        return hi <= 255
+    if hi <= 0:
+        return lo >= -255
+    return lo >= -256 and hi <= 255 and not bool((w & 1).any())
+
+
+# ----------------------------------------------------------------- neurons
+@dataclass
+class LifParams:
+    """Constants of one LIF population (PyLifResetModelBitAcc), ready for ``lif_step``.
+
+    u = wrap24(decay(u, du + 1) + wrap32(a << 6))     ds_offset = 1
+    v = clip(wrap32(decay(v, dv) + u + bias), ±(2^23 - 1))
+    s = v > vth << 6;  v[s] = 0
+    """
+
+    fu: object                   # 4096 - (du + 1)           (int or per-neuron tensor)
+    fv: object                   # 4096 - dv
+    vth6: object                 # vth << 6
+    bias: object                 # bias_mant << bias_exp (Lava: right shift if exp < 0)
+    act_wrap: bool = True        # |a << 6| may leave int32
+    u_wrap: bool = True          # decay(u) + act may leave (-2^23, 2^23]  (or int32)
+    v_wrap: bool = True          # decay(v) + u + bias may leave int32
+
+    @classmethod
+    def of(cls, pop, in_bound: Optional[int] = None) -> "LifParams":
+        """``in_bound``: a bound of |a| (None: unknown, all wraps kept)."""
+        bias = pop.bias_mant << pop.bias_exp if pop.bias_exp >= 0 else pop.bias_mant >> -pop.bias_exp
+        p = cls(fu=DECAY_UNITY - (pop.du + 1), fv=DECAY_UNITY - pop.dv, vth6=pop.vth << VTH_SHIFT,
+                bias=bias)
+        if in_bound is not None:
+            act = in_bound << ACT_SHIFT
+            p.act_wrap = act >= I32
+            # |u| <= act * 4096 / (du + 1) by the geometric series of the decay
+            ub = act if pop.du == DECAY_MAX else act * DECAY_UNITY // (pop.du + 1) + 1
+            p.u_wrap = ub >= UV_MAX
+            if not p.u_wrap:
+                p.v_wrap = UV_MAX + ub + abs(bias) >= I32
+        return p
+
+
+def lif_step(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, p: LifParams):
+    """One step of PyLifResetModelBitAcc; returns (spikes bool, u, v)."""
+    act = a << ACT_SHIFT
+    if p.act_wrap:
+        act = wrap32(act)
+    dc = act if _is_zero(p.fu) else decay(u, p.fu) + act
+    if p.u_wrap:
+        dc = wrap32(dc)
+        u = torch.where(dc > UV_MAX, dc - 2 * UV_MAX,
+                        torch.where(dc <= -UV_MAX, dc + 2 * UV_MAX, dc))
+    else:
+        u = dc
+    vv = decay(v, p.fv) + u
+    if not _is_zero(p.bias):
+        vv = vv + p.bias
+    if p.v_wrap:
+        vv = wrap32(vv)
+    vv = vv.clamp_(-(UV_MAX - 1), UV_MAX - 1)
+    s = vv > p.vth6
+    return s, u, vv.masked_fill_(s, 0)
+
+
+def _is_zero(c) -> bool:
+    return (not torch.is_tensor(c)) and c == 0
+
+
+def _abs32_gt(w: torch.Tensor, vth) -> torch.Tensor:
+    """numpy's ``np.abs(w) > vth`` on int32 (``abs(-2^31)`` stays negative)."""
+    return (w.abs() > vth) & (w != -I32)
+
+
+def prod_step(a1: torch.Tensor, a2: torch.Tensor, exp, vth, wrap: bool = True):
+    """ProdNeuron: ``w = wrap32(a1 * a2) >> exp``; out = w where |w| > vth, else 0."""
+    w = a1 * a2
+    if wrap:
+        w = wrap32(w)
+    if not _is_zero(exp):
+        w = w >> exp
+    if _is_zero(vth):                # |w| > 0 keeps every w but int32's -2^31
+        return w.masked_fill_(w == -I32, 0) if wrap else w
+    return w * _abs32_gt(w, vth)
+
+
+def graded_step(a: torch.Tensor, vth) -> torch.Tensor:
+    """GradedVec: out = a where |a| > vth, else 0 (``a`` already int32-valued)."""
+    return a * _abs32_gt(a, vth)
+
+
+def accum_step(prev: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """GradedVec(vth=0) + Dense self-loop of weight 1: ``out[g] = wrap32(out[g-1] + a[g])``."""
+    return wrap32(prev + a)
+
+
+# ---------------------------------------------------------------- synapses
+def dense_reference(x: torch.Tensor, weights: torch.Tensor, weight_exp: int, graded: bool,
+                    delayed: bool = False) -> torch.Tensor:
+    """Plain int64 form of one synapse (PyDenseModelBitAcc / PyDelayDenseModelBitAcc):
+
+    binary: wrap32(shift(W @ x, e))                      (np.sum promotes to int64)
+    graded: wrap32(shift(wrap32(W @ x), e))              (int32 dot), Dense
+            wrap32(shift(sum_i wrap32(W_ji x_i), e))     DelayDense (elementwise int32 products)
+    ``x``: (..., src) int64; returns (..., dst). CPU only (no integer matmul on CUDA).
+    """
+    if graded and delayed:
+        acc = wrap32(x.unsqueeze(-2) * weights).sum(-1)
+    else:
+        acc = x @ weights.T
+        if graded:
+            acc = wrap32(acc)
+    return wrap32(shift(acc, weight_exp))
+
+
+class SynapseKernel:
+    """An exact, fast form of one synapse for a given device.
+
+    Rows with at most one non-zero weight (identity, replication, permutation)
+    are a gather; other matrices are a float64 matmul, exact because every
+    partial sum is an integer below 2^53 (checked here; otherwise an int64
+    matmul on CPU); a graded DelayDense whose int32 products may wrap is
+    computed product by product. ``bound`` is a static bound of |output|
+    (None: unknown).
+    """
+
+    def __init__(self, syn, src_kind: str, device="cpu", src_bound: Optional[int] = None):
+        w = np.asarray(syn.weights, dtype=np.int64)
+        self.name, self.exp, self.delay = syn.name, int(syn.weight_exp), int(syn.delay)
+        self.graded = bool(syn.graded)
+        dev = torch.device(device)
+        if not self.graded:
+            src_bound = 1
+        nnz_rows = (w != 0).sum(axis=1)
+        rowabs = int(np.abs(w).sum(axis=1).max()) if w.size else 0
+        exact_bound = None if src_bound is None else rowabs * src_bound
+        self.mode = "gather" if (nnz_rows <= 1).all() else "dense"
+        maxw = int(np.abs(w).max()) if w.size else 0
+        if (self.mode == "dense" and self.graded and self.delay
+                and (src_bound is None or maxw * src_bound >= I32)):
+            # DelayDense multiplies elementwise in int32 (each product wraps), then sums in
+            # int64: exact only product by product
+            self.mode = "products"
+            self.wfull = torch.as_tensor(w, device=dev)
+            inner = False
+        elif self.mode == "gather":
+            idx = np.abs(w).argmax(axis=1)
+            val = w[np.arange(w.shape[0]), idx]
+            self.idx = torch.as_tensor(idx, device=dev)
+            self.unit = bool((val == 1).all())
+            self.identity = self.unit and w.shape[0] == w.shape[1] and bool(
+                (idx == np.arange(w.shape[0])).all())
+            self.val = torch.as_tensor(val, device=dev)
+            # int32 source times one 9-bit weight: products leave int32 unless weights are 0/1
+            inner = self.graded and not self.unit and (exact_bound is None or exact_bound >= I32)
+        else:
+            lim = rowabs * (I32 if src_bound is None else src_bound)
+            self.float = lim < F64_EXACT
+            if not self.float and dev.type != "cpu":
+                raise ValueError(f"synapse {syn.name}: integer sums up to {lim} are not exact in "
+                                 "float64 and CUDA has no int64 matmul")
+            wt = torch.as_tensor(w.T.copy(), device=dev)
+            self.wt = wt.to(torch.float64) if self.float else wt
+            # Lava's graded Dense dots in int32 (wraps the sum); DelayDense sums in int64
+            inner = (self.graded and not self.delay
+                     and (exact_bound is None or exact_bound >= I32))
+        self.inner_wrap = inner
+        ob = None if (exact_bound is None or inner) else shift_bound(exact_bound, self.exp)
+        self.outer_wrap = ob is None or ob >= I32
+        self.bound = None if self.outer_wrap else ob
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (rows, src) int64 (or bool for binary sources) -> (rows, dst) int64."""
+        if self.mode == "gather":
+            acc = x if self.identity else x.index_select(-1, self.idx)
+            acc = acc.to(torch.int64)
+            if not self.unit:
+                acc = acc * self.val
+        elif self.mode == "products":
+            acc = wrap32(x.to(torch.int64).unsqueeze(-2) * self.wfull).sum(-1)
+        elif self.float:
+            acc = (x.to(torch.float64) @ self.wt).to(torch.int64)
+        else:
+            acc = x.to(torch.int64) @ self.wt
+        if self.inner_wrap:
+            acc = wrap32(acc)
+        acc = shift(acc, self.exp)
+        return wrap32(acc) if self.outer_wrap else acc
+
+
+def add_bounds(*bs: Optional[int]) -> Optional[int]:
+    """Bound of a port's input: the sum of its synapses' bounds (None if any is unknown)."""
+    if any(b is None for b in bs):
+        return None
+    s = sum(bs)
+    return s if s < I32 else None

@@ -1,0 +1,239 @@
+"""Run a lowered QGraph on Lava token by token, with the host in the loop.
+
+One token = one window of ``W = T + depth(readout)`` Lava steps: the host
+sends ``W`` frames to every ``Injector`` (``T`` real frames, ``W - T`` zero
+frames that let the pipeline drain), runs ``RunSteps(W)``, and receives ``W``
+frames from every ``Extractor``. Population ``x`` produced ``(n, t)`` at local
+step ``t + depth(x)`` of the window, so its token-time output is
+``frames[depth(x) : depth(x) + T]``; the readout's sum over those ``T`` steps
+is the integer logit vector.
+
+The Lava runtime runs one OS process per Lava process: ``LavaSession`` is a
+context manager and also stops the runtime when it is garbage-collected or the
+interpreter exits, so an exception or Ctrl-C never leaves processes behind.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+from snn_compile.compiler.qgraph import QGraph
+from snn_compile.errors import UserError
+
+
+@dataclass
+class TokenResult:
+    """What one token window returns: integer logits and, when probing, every
+    population's token-time output ``(T, size)`` (spikes 0/1 or graded values)."""
+
+    sums: np.ndarray                                  # (V,) int64: sum_t readout[t]
+    outputs: Optional[Dict[str, np.ndarray]] = None   # population -> (T, size) int64
+
+
+def _stop_runtime(anchor) -> None:
+    """Stop the Lava runtime behind ``anchor`` if it is still up (idempotent)."""
+    rt = getattr(anchor, "runtime", None)
+    if rt is None:
+        return
+    try:
+        if getattr(rt, "_is_started", False) or getattr(rt, "_is_running", False):
+            anchor.stop()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
+
+
+class LavaSession:
+    """A lowered QGraph with its Lava runtime, fed one token window at a time."""
+
+    def __init__(self, qgraph: QGraph, probe: bool = True, hardware: bool = False,
+                 sparse: bool = True):
+        from snn_compile.compiler.lower_lava import lower
+        from snn_compile.hw_sim.loihi2 import run_config
+
+        cfg = run_config(hardware)          # raises UserError first when no Loihi 2
+        self.qgraph = qgraph
+        self.probe = probe
+        self.hardware = hardware
+        self.net = lower(qgraph, probe=probe, sparse=sparse)
+        self.T = qgraph.steps_per_token
+        self.W = self.net.window
+        self.steps = 0                      # Lava steps run so far
+        self.recorded: list = []            # token-time outputs of every token fed (probe=True)
+        self.position = 0                   # next token position of the current sequence
+        self.timing = {"build_s": 0.0, "run_s": 0.0, "io_s": 0.0, "reset_s": 0.0}
+        t0 = time.perf_counter()
+        anchor = self.net.anchor
+        anchor.create_runtime(run_cfg=cfg)
+        self._finalizer = weakref.finalize(self, _stop_runtime, anchor)
+        self.timing["build_s"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> "LavaSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the Lava runtime (and its OS processes). Safe to call twice."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    # -------------------------------------------------------------------- run
+    def feed_frames(self, frames: Mapping[str, np.ndarray]) -> TokenResult:
+        """Run one token window; ``frames[input]`` is that input's ``(T, size)`` frames."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        if self.closed:
+            raise UserError("this Lava session is closed; create a new one")
+        q, T, W = self.qgraph, self.T, self.W
+        t0 = time.perf_counter()
+        zero = {}
+        for name, inj in self.net.injectors.items():
+            f = np.asarray(frames[name])
+            size = q.pop(name).size
+            if f.shape != (T, size):
+                raise ValueError(f"input {name}: frames of shape {f.shape}, expected {(T, size)}")
+            for t in range(T):
+                inj.send(f[t].astype(np.float64))
+            zero[name] = np.zeros(size)
+            for _ in range(W - T):
+                inj.send(zero[name])
+        t1 = time.perf_counter()
+        outputs = {}
+        try:
+            self.net.anchor.run(condition=RunSteps(num_steps=W))
+            t2 = time.perf_counter()
+            for name, ex in self.net.extractors.items():
+                d = q.pop(name).depth
+                got = np.stack([ex.receive() for _ in range(W)])
+                outputs[name] = np.rint(got[d:d + T]).astype(np.int64)
+        except BaseException:
+            self.close()            # a half-run window leaves the pipeline inconsistent
+            raise
+        self.timing["io_s"] += (t1 - t0) + (time.perf_counter() - t2)
+        self.timing["run_s"] += t2 - t1
+        self.steps += W
+        self.position += 1
+        sums = outputs[q.readout].sum(axis=0)
+        if not self.probe:
+            return TokenResult(sums, None)
+        for name in self.net.injectors:
+            outputs[name] = np.asarray(frames[name]).astype(np.int64)
+        self.recorded.append(outputs)
+        return TokenResult(sums, outputs)
+
+    def outputs(self) -> Dict[str, np.ndarray]:
+        """Token-time outputs ``(N, T, size)`` of every token fed so far (probe=True)."""
+        if not self.probe:
+            raise UserError("this Lava session was built without probes (probe=False)")
+        if not self.recorded:
+            return {}
+        return {k: np.stack([r[k] for r in self.recorded]) for k in self.recorded[0]}
+
+    def activity(self):
+        """Spike/message/synop counts per token of everything fed so far, from the
+        run's own probes (``snn_compile.hw_sim.probes.Activity``)."""
+        from snn_compile.hw_sim.probes import activity_from_token_time
+        return activity_from_token_time(self.qgraph, self.outputs())
+
+    def feed(self, token: int, position: Optional[int] = None) -> TokenResult:
+        """Feed ``token`` at ``position`` (default: the next one) as one window."""
+        from snn_compile.compiler.int_reference import input_frames
+
+        pos = self.position if position is None else int(position)
+        frames = input_frames(self.qgraph, [int(token)], [pos])
+        res = self.feed_frames({k: np.asarray(v)[0] for k, v in frames.items()})
+        self.position = pos + 1
+        return res
+
+    def reset(self) -> None:
+        """Clear every state a sequence leaves behind (synaptic buffers, LIF u/v,
+        the attention memory); the next token is at position 0.
+
+        Setting the Vars in the paused runtime is much cheaper than rebuilding
+        it (docs/lava.md); token windows stay aligned with the LIF resets
+        because every window is exactly ``W`` steps.
+        """
+        t0 = time.perf_counter()
+        self.position = 0
+        if self.steps == 0:         # nothing ran yet: every state is still at its initial zero
+            return
+        for proc, var in self.net.state:
+            v = getattr(proc, var)
+            v.set(np.zeros(v.shape))
+        self.position = 0
+        self.timing["reset_s"] += time.perf_counter() - t0
+
+
+class LavaBackend:
+    """Token backend (``feed(token) -> logits``) running on Lava.
+
+    ``hardware=False``: Loihi2SimCfg(select_tag='fixed_pt'), the bit-accurate
+    simulator; ``hardware=True``: Loihi2HwCfg (needs lava-loihi and a chip).
+    Logits are ``logit_scale * sum_t readout``.
+    """
+
+    def __init__(self, qgraph: QGraph, hardware: bool = False, probe: bool = False):
+        self.name = "loihi2" if hardware else "lava-sim"
+        self.qgraph = qgraph
+        self.vocab_size = qgraph.pop(qgraph.readout).size
+        self.context = qgraph.context
+        self.session = LavaSession(qgraph, probe=probe, hardware=hardware)
+        self.last: Optional[TokenResult] = None
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def feed(self, token: int) -> np.ndarray:
+        pos = self.session.position
+        if self.context and pos >= self.context:
+            raise UserError(f"position {pos} is beyond the model's context {self.context}; "
+                            "reset() and re-feed the last context//2 tokens")
+        self.last = self.session.feed(token, pos)
+        return self.qgraph.logit_scale * self.last.sums.astype(np.float64)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "LavaBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: int = 0) -> dict:
+    """Wall-clock speed of the Lava simulation of ``qgraph`` on random tokens.
+
+    Returns build time (lowering + compiling + starting the runtime), Lava
+    steps per second and tokens per second over ``n_tokens`` windows (the
+    first window, which warms the runtime up, is timed separately).
+    """
+    rng = np.random.default_rng(seed)
+    V = qgraph.pop(qgraph.readout).size
+    n = min(n_tokens + 1, qgraph.context or n_tokens + 1)
+    toks = rng.integers(0, V, size=n)
+    t0 = time.perf_counter()
+    with LavaSession(qgraph, probe=probe) as s:
+        build = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        s.feed(int(toks[0]))
+        first = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        for k in toks[1:]:
+            s.feed(int(k))
+        dt = time.perf_counter() - t2
+        n_proc = len(s.net.processes)
+    steps = (n - 1) * s.W
+    return {"processes": n_proc, "window": s.W, "build_s": build, "first_token_s": first,
+            "tokens": n - 1, "seconds": dt, "tokens_per_s": (n - 1) / dt if dt else float("inf"),
+            "steps_per_s": steps / dt if dt else float("inf"), "probe": probe}

@@ -1,0 +1,329 @@
+"""The global-time emulator against Lava's fixed_pt simulator and the token-time reference.
+
+Ground truth: one tiny real Lava network (LIFReset, Dense, DelayDense,
+ProdNeuron, GradedVec, a graded self-loop) built here from a QGraph and run
+once with ``Loihi2SimCfg(select_tag='fixed_pt')``; the emulator must give the
+same output for every population at every global step, including int32/24-bit
+wraps, voltage clipping, leaky current and bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snn_compile.compiler.int_reference import IntReferenceBackend, run_token_time
+from snn_compile.compiler.qgraph import Population, QGraph, QGraphError, Synapse, assign_depths
+from snn_compile.compiler.random_graphs import random_dag_qgraph, random_decoder_qgraph
+from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, check_streamable,
+                                         emulator_logits)
+from snn_compile.hw_sim.probes import activity_from_token_time
+
+
+# ------------------------------------------------------------ Lava ground truth
+def lava_global_run(q: QGraph, frames: dict, steps: int, states=()) -> dict:
+    """Run ``q`` on Lava fixed_pt for ``steps`` global steps; frames {input: (G, size)}.
+
+    Minimal lowering (docs/semantics.md table): RingBuffer sources inject, a sink
+    RingBuffer records every population's s_out at the step it is sent; a Monitor
+    records u and v of the LIF populations named in ``states``.
+    """
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import DelayDense, Dense
+    from lava.proc.graded.process import GradedVec
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.monitor.process import Monitor
+    from lava.proc.prodneuron.process import ProdNeuron
+
+    W = q.window
+    procs, sinks = {}, {}
+    for name, p in q.populations.items():
+        if p.kind == "input":
+            procs[name] = Source(data=np.asarray(frames[name]).T.astype(np.int32))
+        elif p.kind == "lif":
+            procs[name] = LIFReset(shape=(p.size,), du=p.du, dv=p.dv, vth=p.vth,
+                                   bias_mant=p.bias_mant, bias_exp=p.bias_exp,
+                                   reset_interval=W, reset_offset=(p.depth + 1) % W)
+        elif p.kind == "prod":
+            procs[name] = ProdNeuron(shape=(p.size,), vth=p.vth, exp=p.exp)
+        elif p.kind == "graded":
+            procs[name] = GradedVec(shape=(p.size,), vth=p.vth)
+        else:
+            procs[name] = GradedVec(shape=(p.size,), vth=0)
+            loop = Dense(weights=np.eye(p.size, dtype=np.int32), num_message_bits=24)
+            procs[name].s_out.connect(loop.s_in)
+            loop.a_out.connect(procs[name].a_in)
+        if p.kind != "input":
+            sinks[name] = Sink(shape=(p.size,), buffer=steps)
+            procs[name].s_out.connect(sinks[name].a_in)
+    for s in q.synapses:
+        kw = dict(weights=s.weights.astype(np.int32), weight_exp=s.weight_exp,
+                  num_message_bits=24 if s.graded else 0)
+        conn = DelayDense(delays=s.delay, **kw) if s.delay else Dense(**kw)
+        procs[s.src].s_out.connect(conn.s_in)
+        conn.a_out.connect(getattr(procs[s.dst], s.port))
+    mons = {}
+    for name in states:
+        for var in ("u", "v"):
+            mons[f"{name}.{var}"] = m = Monitor()
+            m.probe(getattr(procs[name], var), steps)
+    anchor = next(iter(sinks.values()))
+    anchor.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    try:
+        res = {k: np.asarray(v.data.get()).T.astype(np.int64) for k, v in sinks.items()}
+        for key, m in mons.items():
+            name, var = key.rsplit(".", 1)
+            d = m.get_data()[procs[name].name][var]
+            res[key] = np.asarray(d).reshape(steps, -1).astype(np.int64)
+        return res
+    finally:
+        anchor.stop()
+
+
+def lava_test_graph(seed: int = 3) -> QGraph:
+    """A small graph of every kind plus a branch that overflows: LIF u wraps past 24 bits,
+    v clips, a leaky current (du < 4095) and a bias, a ProdNeuron product that wraps int32,
+    graded messages with vth, right and left weight shifts, delays."""
+    rng = np.random.default_rng(seed)
+    V, C, T = 6, 4, 3
+    P = {"tokens": Population("tokens", "input", V), "positions": Population("positions", "input", C),
+         "a": Population("a", "lif", 5, dv=300, vth=20),
+         "leaky": Population("leaky", "lif", 4, du=2000, dv=100, vth=30, bias_mant=3, bias_exp=2),
+         "big": Population("big", "lif", 3, du=4095, dv=0, vth=131071),
+         "wrapu": Population("wrapu", "lif", 3, du=4095, dv=0, vth=100),
+         "kv": Population("kv", "prod", 5),
+         "mem": Population("mem", "accum", 5),
+         "read": Population("read", "prod", 5, exp=1, vth=1),
+         "g": Population("g", "graded", 4, vth=2),
+         "huge": Population("huge", "prod", 3),
+         "out": Population("out", "graded", V)}
+    w = lambda *shape: (np.rint(rng.normal(8, 40, size=shape) / 2) * 2).clip(-256, 254).astype(np.int64)  # noqa: E731
+    S = [Synapse("t_a", "tokens", "a", w(5, V)), Synapse("p_a", "positions", "a", w(5, C)),
+         Synapse("t_l", "tokens", "leaky", w(4, V), weight_exp=-1),
+         Synapse("a_l", "a", "leaky", w(4, 5)),
+         Synapse("t_big", "tokens", "big", np.full((3, V), 254), weight_exp=9),
+         Synapse("t_wu", "tokens", "wrapu", np.full((3, V), 254), weight_exp=10),
+         Synapse("a_kv1", "a", "kv", np.eye(5, dtype=np.int64), port="a_in1"),
+         Synapse("l_kv2", "leaky", "kv", np.ones((5, 4), dtype=np.int64), port="a_in2"),
+         Synapse("kv_mem", "kv", "mem", np.eye(5, dtype=np.int64) * 3, graded=True),
+         Synapse("mem_r", "mem", "read", np.eye(5, dtype=np.int64), port="a_in1", graded=True),
+         Synapse("a_r", "a", "read", np.eye(5, dtype=np.int64) * 2, port="a_in2"),
+         Synapse("r_g", "read", "g", w(4, 5), weight_exp=1, graded=True),
+         Synapse("t_h1", "tokens", "huge", np.full((3, V), 255), weight_exp=12, port="a_in1"),
+         Synapse("t_h2", "tokens", "huge", np.full((3, V), 255), weight_exp=12, port="a_in2"),
+         Synapse("g_o", "g", "out", w(V, 4), graded=True),
+         Synapse("b_o", "big", "out", w(V, 3), weight_exp=2),
+         Synapse("h_o", "huge", "out", np.eye(V, 3, dtype=np.int64), graded=True),
+         Synapse("l_o", "leaky", "out", w(V, 4)),
+         Synapse("wu_o", "wrapu", "out", w(V, 3))]
+    assign_depths(P, S, ["tokens", "positions"])
+    return QGraph(P, S, T, ["tokens", "positions"], "out", context=C).validate()
+
+
+@pytest.fixture(scope="module")
+def lava_vs_emulator():
+    pytest.importorskip("lava.magma.core.run_configs",
+                        reason="Lava is an optional runtime dependency of the hw_sim stage")
+    q = lava_test_graph()
+    tokens = torch.tensor([[1, 4, 0, 5]])
+    emu = Emulator(q, batch=1, strict=False)
+    run = emu.run_sequence(tokens, states=True)
+    G = run.steps
+    frames = {k: np.zeros((G, q.pop(k).size), np.int64) for k in q.inputs}
+    from snn_compile.compiler.int_reference import input_frames
+    fr = input_frames(q, tokens)
+    for n in range(tokens.shape[1]):
+        for k in q.inputs:
+            frames[k][n * q.window: n * q.window + q.steps_per_token] = fr[k][0, n].numpy()
+    lava = lava_global_run(q, frames, G, states=("a", "leaky", "big", "wrapu"))
+    return q, run, lava
+
+
+def test_emulator_equals_lava_fixed_pt_every_step(lava_vs_emulator):
+    """Outputs of every population and u, v of four LIFs, at every global step."""
+    q, run, lava = lava_vs_emulator
+    assert len(lava) == len(q.populations) - len(q.inputs) + 8
+    for name, got in lava.items():
+        mine = run.global_outputs[name][0].numpy()
+        diff = np.argwhere(mine != got)
+        assert not len(diff), (f"{name}: first difference at global step {diff[0][0]}: "
+                               f"emulator {mine[tuple(diff[0])]} vs Lava {got[tuple(diff[0])]}")
+
+
+def test_lava_graph_exercises_the_corner_cases(lava_vs_emulator):
+    q, run, lava = lava_vs_emulator
+    assert lava["a"].any() and not lava["a"].all()
+    assert lava["leaky"].any()
+    assert lava["big"].any()                                  # v clipped at 2^23 - 1 > vth << 6
+    assert not lava["wrapu"].any()                            # u = a << 6 > 2^23 wrapped negative
+    assert (lava["wrapu.u"] < 0).any() and (lava["big.u"] == (254 << 9) << 6).any()
+    assert (lava["leaky.v"] < 0).any() and (lava["leaky.u"] != 0).any()
+    assert (np.abs(lava["huge"]) >= 2 ** 20).any()            # int32-wrapped product
+    assert (lava["mem"] > 0).any() and (lava["read"] != 0).any() and (lava["g"] != 0).any()
+    assert (lava["out"] < 0).any() and (lava["out"] > 0).any()
+
+
+# ------------------------------------------------ global time == token time
+def _compare(q, tokens, event_driven=None):
+    ref = run_token_time(q, tokens)
+    emu = Emulator(q, batch=tokens.shape[0], event_driven=event_driven).run_sequence(tokens)
+    for name in q.populations:
+        a, b = emu.outputs[name], ref.outputs[name]
+        assert torch.equal(a, b), f"{name}: emulator differs from the token-time reference"
+    assert torch.equal(emu.logits_int, ref.logits_int)
+    return ref
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    return random_decoder_qgraph(seed=1, vocab=24, d=16, heads=2, layers=2, T=3, context=16)
+
+
+@pytest.mark.parametrize("event_driven", [True, False])
+def test_decoder_global_time_equals_token_time(decoder, event_driven):
+    tokens = torch.randint(0, 24, (3, 10), generator=torch.Generator().manual_seed(0))
+    ref = _compare(decoder, tokens, event_driven)
+    for name, p in decoder.populations.items():
+        if p.kind == "lif":
+            o = ref.outputs[name]
+            assert o.any() and not o.all(), f"{name} never or always spikes"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n_pops=st.integers(2, 9), T=st.integers(1, 4),
+       N=st.integers(1, 6), event_driven=st.booleans())
+def test_random_dags_global_time_equals_token_time(seed, n_pops, T, N, event_driven):
+    q = random_dag_qgraph(seed, n_pops=n_pops, T=T)
+    tokens = torch.randint(0, 8, (2, N), generator=torch.Generator().manual_seed(seed))
+    _compare(q, tokens, event_driven)
+
+
+def test_random_dags_are_active():
+    """The property test is only meaningful if the random graphs do something."""
+    active = 0
+    for seed in range(30):
+        q = random_dag_qgraph(seed, n_pops=8)
+        ref = run_token_time(q, torch.randint(0, 8, (2, 5)))
+        active += sum(bool(ref.outputs[n].any()) for n, p in q.populations.items()
+                      if p.kind != "input")
+    assert active > 30 * 4
+
+
+def test_non_streamable_graph_is_refused():
+    q = lava_test_graph()
+    with pytest.raises(QGraphError, match="du=2000"):
+        check_streamable(q)
+    with pytest.raises(QGraphError):
+        Emulator(q)
+
+
+# ----------------------------------------------------------------- backends
+def test_emulator_backend_logits_equal_reference(decoder):
+    seq = [3, 7, 7, 1, 0, 23, 5]
+    ref = run_token_time(decoder, torch.tensor(seq))
+    be = EmulatorBackend(decoder, probes=True)
+    ib = IntReferenceBackend(decoder)
+    for n, tok in enumerate(seq):
+        a, b = be.feed(tok), ib.feed(tok)
+        assert a.dtype == np.float64 and a.shape == (decoder.pop("head").size,)
+        assert np.array_equal(a, ref.logits[n].numpy()) and np.array_equal(b, a)
+    probes = be.probe_outputs()
+    for name in decoder.populations:
+        assert np.array_equal(probes[name], ref.outputs[name].numpy()), name
+    act = be.activity()
+    assert act.tokens == len(seq) and act.total_synops().sum() > 0
+    be.reset()
+    assert np.array_equal(be.feed(seq[0]), ref.logits[0].numpy())
+    be.close()
+
+
+def test_backend_probes_finish_populations_deeper_than_the_readout():
+    seeds = [s for s in range(60) if max(p.depth for p in random_dag_qgraph(s, n_pops=8)
+                                         .populations.values())
+             > random_dag_qgraph(s, n_pops=8).pop("readout").depth]
+    assert seeds
+    for s in seeds[:5]:
+        q = random_dag_qgraph(s, n_pops=8)
+        seq = [1, 5, 2, 7, 0]
+        ref = run_token_time(q, torch.tensor(seq))
+        be = EmulatorBackend(q, probes=True)
+        for tok in seq:
+            be.feed(tok)
+        out = be.probe_outputs()
+        for name in q.populations:
+            assert np.array_equal(out[name], ref.outputs[name].numpy()), (s, name)
+        assert np.array_equal(be.feed(3), run_token_time(q, torch.tensor(seq + [3])).logits[-1])
+
+
+def test_step_token_batches_sequences(decoder):
+    tokens = torch.randint(0, 24, (4, 6), generator=torch.Generator().manual_seed(2))
+    ref = run_token_time(decoder, tokens)
+    emu = Emulator(decoder, batch=4)
+    for n in range(6):
+        assert torch.equal(emu.step_token(tokens[:, n]), ref.logits_int[:, n])
+    assert torch.equal(emulator_logits(decoder, tokens, batch_size=3), ref.logits)
+
+
+def test_context_is_enforced(decoder):
+    be = EmulatorBackend(decoder)
+    for _ in range(decoder.context):
+        be.feed(1)
+    from snn_compile.errors import UserError
+    with pytest.raises(UserError, match="context"):
+        be.feed(1)
+
+
+def test_activity_counts(decoder):
+    tokens = torch.randint(0, 24, (2, 5), generator=torch.Generator().manual_seed(3))
+    emu = Emulator(decoder, batch=2).run_sequence(tokens)
+    act = activity_from_token_time(decoder, emu.outputs)
+    assert act.tokens == 10
+    o = emu.outputs["block0.qkv"].reshape(10, -1)
+    assert np.array_equal(act.events["block0.qkv"], (o != 0).sum(1).numpy())
+    s = next(s for s in decoder.synapses if s.name == "block0.w_1")
+    fan = (s.weights != 0).sum(0)
+    per = (emu.outputs["block0.mid"] != 0).sum(2).reshape(10, -1).numpy()
+    assert np.array_equal(act.synops["block0.w_1"], per @ fan)
+    assert act.neuron_updates["block0.ff"] == 4 * 16 * decoder.window
+    assert np.array_equal(act.synops["block0.mem.self"], act.events["block0.mem"])
+    layers = act.by_layer()
+    assert set(layers) == {"emb", "block0", "block1", "head"}
+    tot = act.totals()
+    assert np.array_equal(sum(row["synops"] for row in layers.values()), tot["synops"])
+    assert np.array_equal(tot["spikes"] + tot["messages"],
+                          sum(act.events[n] for n, p in decoder.populations.items()
+                              if p.kind != "input"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="device-specific: the CUDA path needs a CUDA GPU, this machine has none")
+def test_cuda_matches_cpu(decoder):
+    tokens = torch.randint(0, 24, (3, 8), generator=torch.Generator().manual_seed(4))
+    cpu = Emulator(decoder, batch=3).run_sequence(tokens)
+    gpu = Emulator(decoder, batch=3, device="cuda").run_sequence(tokens.cuda())
+    for name in decoder.populations:
+        assert torch.equal(cpu.outputs[name], gpu.outputs[name].cpu()), name
+    ref = run_token_time(decoder, tokens.cuda(), device="cuda")
+    assert torch.equal(ref.logits_int.cpu(), cpu.logits_int)
+    # token windows replayed as CUDA graphs (no recording): several windows per graph
+    assert torch.equal(emulator_logits(decoder, tokens, device="cuda"), cpu.logits)
+    be = EmulatorBackend(decoder, device="cuda")
+    for n in range(8):
+        assert np.array_equal(be.feed(int(tokens[0, n])), cpu.logits[0, n].numpy())
+
+
+def test_speed_benchmark_runs(decoder, capsys):
+    from snn_compile.benchmarks import bench_emulator
+
+    res = bench_emulator.run(decoder, tokens=5, batch=3, batch_tokens=2)
+    b1, b3 = res["runs"]
+    assert b1["batch"] == 1 and b1["tokens"] == 5 and b1["tokens_per_s"] > 0
+    assert b3["tokens"] == 6 and b3["timesteps_per_s"] > 0
+    assert bench_emulator.main(["--qgraph", "/nonexistent.qgraph"]) == 2
+    assert "does not exist" in capsys.readouterr().err
