@@ -1,0 +1,66 @@
+"""Train a decoder of the zoo on a text corpus and write a checkpoint.
+
+Models: spikedecoder (fully spiking GPT-style decoder, deployable on Loihi 2 by
+default: reset to zero, no bias, norms folded into weights, 8-bit
+quantization-aware training) and ann (the non-spiking twin of the same size).
+The checkpoint holds the weights, the model config and the tokenizer, so every
+later stage decodes with the model's own vocabulary. Same seed, same result on
+CPU. Progress (loss, tokens/s, spike rate) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=("spikedecoder", "ann"), default="spikedecoder",
+                        help="which decoder to train")
+    parser.add_argument("--data", metavar="PATH",
+                        help="UTF-8 text file to train on (default: the embedded corpus)")
+    parser.add_argument("--tokenizer", choices=("char", "word"), default="char",
+                        help="character- or word-level vocabulary")
+    parser.add_argument("--steps", type=int, default=2000, metavar="N",
+                        help="number of optimisation steps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--context", type=int, default=128)
+    parser.add_argument("--timesteps", type=int, default=4, help="steps per token (SNN)")
+    parser.add_argument("--surrogate", choices=("atan", "fast_sigmoid"), default="atan")
+    parser.add_argument("--no-deployable", action="store_true",
+                        help="train the SNN without quantization-aware training")
+    parser.add_argument("--eval-interval", type=int, default=250)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue training from the checkpoint at -o")
+    parser.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    parser.add_argument("-o", "--output", metavar="CKPT", required=True,
+                        help="checkpoint file to write (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from snn_compile.cli._common import print_json
+    from snn_compile.errors import UserError
+    from snn_compile.models.config import ModelConfig
+    from snn_compile.models.train import TrainArgs, train
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    cfg = ModelConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers,
+                      n_heads=args.heads, context=args.context, timesteps=args.timesteps,
+                      surrogate=args.surrogate, deployable=not args.no_deployable)
+    targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      eval_interval=args.eval_interval, seed=args.seed, device=args.device)
+    info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,
+                 command="snn-compile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    if args.json:
+        print_json({k: v for k, v in info.items() if k != "history"})
+    return 0

@@ -1,0 +1,123 @@
+"""Fold a trained deployable SpikeDecoder into plain arrays (thresholds 1).
+
+``FoldedDecoder`` holds everything the equations of docs/semantics.md need, as
+float64 numpy arrays already on the 8-bit quantization grid: norm scales are in
+the weight rows, betas are Loihi decays. The NIR exporter and the quantizer read
+this object; ``FoldedDecoder.forward`` runs the equations literally and must
+equal ``SpikeDecoder.eval()`` spike for spike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from snn_compile.errors import UserError
+from snn_compile.models.spikedecoder import SpikeDecoder, causal_spike_attention
+
+BLOCK_POPS = ("qkv", "attn", "mid", "ff", "out")
+
+
+@dataclass
+class FoldedBlock:
+    W_qkv: np.ndarray   # (3d, d)  q | k | v, heads contiguous inside each
+    c: np.ndarray       # (d,)     attention-count scale into LIF_attn
+    W_o: np.ndarray     # (d, d)
+    g1: np.ndarray      # (d,)     skip gain x -> LIF_mid
+    W_1: np.ndarray     # (4d, d)
+    W_2: np.ndarray     # (d, 4d)
+    g2: np.ndarray      # (d,)     skip gain m -> LIF_out
+    beta: Dict[str, float]   # per population: qkv, attn, mid, ff, out
+
+
+@dataclass
+class FoldedDecoder:
+    T: int
+    context: int
+    vocab_size: int
+    d_model: int
+    n_heads: int
+    E_tok: np.ndarray         # (d, V)
+    E_pos: np.ndarray         # (d, context)
+    beta_emb: float
+    blocks: List[FoldedBlock]
+    W_head: np.ndarray        # (V, d)
+    metadata: dict = field(default_factory=dict)
+
+    def betas(self) -> Dict[str, float]:
+        out = {"emb": self.beta_emb}
+        for i, b in enumerate(self.blocks):
+            out.update({f"block{i}.{k}": v for k, v in b.beta.items()})
+        return out
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor) -> dict:
+        """Run docs/semantics.md in float64: logits (B,N,V) and every spike train."""
+        tokens = torch.as_tensor(tokens)
+        if tokens.dim() == 1:
+            tokens = tokens[None]
+        B, N = tokens.shape
+        T = self.T
+        t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+
+        def lif(current, beta):
+            v = torch.zeros_like(current[:, :, 0])
+            out = []
+            for t in range(T):
+                v = beta * v + current[:, :, t]
+                s = (v > 1.0).double()
+                out.append(s)
+                v = v * (1 - s)
+            return torch.stack(out, 2)
+
+        cur = t64(self.E_tok).t()[tokens] + t64(self.E_pos).t()[torch.arange(N)]
+        x = lif(cur.unsqueeze(2).expand(B, N, T, -1), self.beta_emb)
+        rec = {"emb": x}
+        d = self.d_model
+        for i, b in enumerate(self.blocks):
+            qkv = lif(x @ t64(b.W_qkv).t(), b.beta["qkv"])
+            a = causal_spike_attention(qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:],
+                                       self.n_heads)
+            r = lif(a * t64(b.c), b.beta["attn"])
+            m = lif(r @ t64(b.W_o).t() + t64(b.g1) * x, b.beta["mid"])
+            f = lif(m @ t64(b.W_1).t(), b.beta["ff"])
+            y = lif(f @ t64(b.W_2).t() + t64(b.g2) * m, b.beta["out"])
+            rec.update({f"block{i}.qkv": qkv, f"block{i}.A": a, f"block{i}.attn": r,
+                        f"block{i}.mid": m, f"block{i}.ff": f, f"block{i}.out": y})
+            x = y
+        logits = (x @ t64(self.W_head).t()).mean(dim=2)
+        return {"logits": logits, "spikes": rec}
+
+
+@torch.no_grad()
+def fold(model) -> FoldedDecoder:
+    """Eval-mode folding of a deployable SpikeDecoder; anything else is refused."""
+    if not isinstance(model, SpikeDecoder):
+        raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
+                        "SpikeDecoder can be exported/compiled (the ANN twin's softmax "
+                        "attention, GELU and LayerNorm have no neuromorphic lowering)")
+    if not model.cfg.deployable:
+        raise UserError("this SpikeDecoder was trained with deployable=False (no "
+                        "quantization-aware training); retrain with --deployable")
+    was = model.training
+    model.eval()
+    try:
+        np64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+        e_tok, e_pos = model.embedding_weights()
+        blocks = []
+        for blk in model.blocks:
+            f = blk.folded()
+            beta = {k: float(getattr(blk, f"lif_{k}").beta()) for k in BLOCK_POPS}
+            blocks.append(FoldedBlock(**{k: np64(v) for k, v in f.items()}, beta=beta))
+        from snn_compile.models.spikedecoder import fake_quant
+        cfg = model.cfg
+        return FoldedDecoder(T=cfg.timesteps, context=cfg.context, vocab_size=cfg.vocab_size,
+                             d_model=cfg.d_model, n_heads=cfg.n_heads,
+                             E_tok=np64(e_tok).T.copy(), E_pos=np64(e_pos).T.copy(),
+                             beta_emb=float(model.lif_emb.beta()), blocks=blocks,
+                             W_head=np64(fake_quant(model.W_head, True)))
+    finally:
+        model.train(was)
