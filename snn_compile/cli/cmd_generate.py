@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from snn_compile.cli._common import add_json_flag, not_built
+from snn_compile.cli._common import add_json_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,5 +38,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
+def _backend(args):
+    """(backend, tokenizer) for the requested backend."""
+    from snn_compile.errors import UserError
+    if args.hf or args.encoding != "none":
+        raise UserError("spike-encoded and Hugging Face generation (--hf/--encoding) are not "
+                        "available in this version")
+    if args.model is None:
+        raise UserError("name a model: a checkpoint, default:spikedecoder, default:ann or a .qgraph")
+    if args.backend == "torch":
+        from snn_compile.models.checkpoint import load_checkpoint
+        from snn_compile.models.sampling import TorchBackend
+        if args.model.endswith(".qgraph"):
+            raise UserError("--backend torch needs a checkpoint, not a compiled .qgraph")
+        model, tok, _ = load_checkpoint(args.model)
+        return TorchBackend(model), tok
+    if args.backend == "nir":
+        raise UserError("the NIR backend is not available in this version; use "
+                        "--backend torch, int, emulator or lava-sim")
+    from snn_compile.compiler.pipeline import load_qgraph
+    q, _, tok = load_qgraph(args.model)
+    if args.backend == "int":
+        from snn_compile.compiler.int_reference import IntReferenceBackend
+        return IntReferenceBackend(q), tok
+    if args.backend == "emulator":
+        from snn_compile.hw_sim.emulator import EmulatorBackend
+        return EmulatorBackend(q), tok
+    from snn_compile.hw_sim.lava_runner import LavaBackend
+    return LavaBackend(q, hardware=(args.backend == "loihi2")), tok
+
+
 def run(args: argparse.Namespace) -> int:
-    return not_built("generate")
+    import sys
+    import time
+
+    from snn_compile.cli._common import print_json
+    from snn_compile.models.sampling import generate
+
+    backend, tok = _backend(args)
+    prompt = tok.encode(args.prompt, strict=True) if args.prompt else []
+    if not prompt:
+        from snn_compile.errors import UserError
+        raise UserError("--prompt is empty; give at least one character to continue")
+    stream = sys.stderr if args.json else sys.stdout
+    stream.write(args.prompt)
+    stream.flush()
+
+    def on_token(t):
+        stream.write(tok.decode([t]))
+        stream.flush()
+
+    t0 = time.perf_counter()
+    try:
+        ids = generate(backend, prompt, args.tokens, temperature=args.temperature,
+                       top_k=args.top_k, seed=args.seed, on_token=on_token)
+    finally:
+        backend.close()
+    dt = time.perf_counter() - t0
+    stream.write("\n")
+    if args.json:
+        print_json({"text": tok.decode(ids), "tokens": ids, "prompt": args.prompt,
+                    "backend": args.backend, "seconds": dt,
+                    "tokens_per_s": (len(prompt) + len(ids)) / dt})
+    else:
+        print(f"[{args.backend}: {len(prompt) + len(ids)} tokens fed in {dt:.1f} s]",
+              file=sys.stderr)
+    return 0

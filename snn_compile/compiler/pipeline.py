@@ -1,0 +1,50 @@
+"""From what the user names (checkpoint, ``default:*`` or a compiled ``.qgraph``)
+to a validated fixed-point ``QGraph`` with its tokenizer and quantization report."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from snn_compile.compiler.qgraph import QGraph, QGraphError
+from snn_compile.errors import UserError
+
+CALIBRATION_TOKENS = 128
+
+
+def calibration_tokens(tokenizer, context: int, n: int = CALIBRATION_TOKENS) -> torch.Tensor:
+    """The first ``n`` validation tokens of the embedded corpus (never training text)."""
+    from snn_compile.data import load_corpus, train_val_split
+    ids = np.asarray(tokenizer.encode(load_corpus(None), strict=False), dtype=np.int64)
+    _, val = train_val_split(ids, 0.1)
+    return torch.as_tensor(val[: min(n, context)])[None]
+
+
+def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dict], object]:
+    """Return (qgraph, quantization report or None, tokenizer)."""
+    from snn_compile.data import tokenizer_from_dict
+    if spec.endswith(".qgraph"):
+        try:
+            q = QGraph.load(spec)
+        except FileNotFoundError:
+            raise UserError(f"compiled graph {spec} does not exist; make it with "
+                            "`snn-compile compile CKPT -o FILE.qgraph`") from None
+        except QGraphError as e:
+            raise UserError(str(e)) from None
+        tok = q.metadata.get("tokenizer")
+        if tok is None:
+            raise UserError(f"{spec} carries no tokenizer; recompile it from its checkpoint")
+        return q, None, tokenizer_from_dict(tok)
+    if spec.endswith(".nir"):
+        raise UserError("compiling .nir files is not available in this version; compile the "
+                        "checkpoint instead (`snn-compile compile CKPT`)")
+    from snn_compile.compiler.quantize import quantize_decoder
+    from snn_compile.models.checkpoint import load_checkpoint
+    from snn_compile.models.fold import fold
+    model, tok, _ = load_checkpoint(spec)
+    folded = fold(model)
+    calib = calibration_tokens(tok, folded.context) if calibrate else None
+    q, rep = quantize_decoder(folded, calib, tok)
+    return q, rep.to_dict(), tok

@@ -1,0 +1,257 @@
+"""Quantization pass: a float spiking decoder → a Loihi 2 fixed-point ``QGraph``.
+
+Every LIF population ``x`` gets a power-of-two membrane scale ``K_x``: integer
+input ``a = K_x * I`` (I the float input current, threshold 1 after folding), so
+``vth = K_x``. A float weight matrix on the quantization grid ``w = m * 2^e``
+(|m| <= 127, which quantization-aware training guarantees) becomes Lava weights
+``m`` (single-sign) or ``2m`` (mixed sign: Lava's Dense drops the LSB) with
+
+    weight_exp = log2(K_x) + e - [mixed]
+
+so that ``shift(W_lava @ s, weight_exp) == K_x * (w @ s)`` exactly whenever
+``weight_exp >= 0`` (a left shift). ``K_x`` is the largest power of two that
+keeps the worst calibrated input below 2^15 with a factor-2 margin (and vth
+within 17 bits), so 24-bit ``u``/``v`` cannot wrap on the calibration text; the
+per-population report says how close each population came.
+
+Membrane decay ``beta`` becomes ``dv = round(4096 (1 - beta))``; Lava decays
+``v`` by ``(4096 - dv) >> 12`` with truncation towards zero, the one place where
+the integer model may differ from the float one (by < 2^-16 of the threshold
+per step).
+
+The attention memory is lowered to standard populations (docs/semantics.md):
+``kv`` (ProdNeuron, k_a * v_b), ``mem`` (accumulator), ``read`` (ProdNeuron,
+S_ab * q_a), then a graded Dense summing over ``a`` into the ``attn`` LIF.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from snn_compile.compiler.qgraph import (DECAY_MAX, QGraph, Population, Synapse,
+                                         WEIGHT_EXP_RANGE, assign_depths)
+from snn_compile.errors import UserError
+
+MANTISSA_MAX = 127
+A_IN_TARGET = 2 ** 15      # keep |a_in| within Lava's 16-bit activation port
+K_MAX_LOG2 = 16            # vth = K must fit Lava's 17-bit vth
+
+
+# --------------------------------------------------------------------- numbers
+def pow2_grid(w: np.ndarray) -> Tuple[np.ndarray, int, float]:
+    """Nearest ``m * 2^e`` with |m| <= 127 and the smallest such ``e``.
+
+    Returns (mantissa int64 array, e, max relative rounding error). On the QAT
+    grid the error is 0.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    amax = float(np.abs(w).max()) if w.size else 0.0
+    if amax == 0.0:
+        return np.zeros(w.shape, np.int64), 0, 0.0
+    e = math.ceil(math.log2(amax / MANTISSA_MAX))
+    if amax / 2.0 ** e > MANTISSA_MAX:      # guard log2 rounding
+        e += 1
+    m = np.rint(w / 2.0 ** e).astype(np.int64)
+    m = np.clip(m, -MANTISSA_MAX, MANTISSA_MAX)
+    err = float(np.abs(m * 2.0 ** e - w).max() / amax)
+    return m, e, err
+
+
+def beta_to_dv(beta: float) -> int:
+    """Loihi voltage decay: v <- v * (4096 - dv) / 4096."""
+    return int(min(DECAY_MAX, max(0, round(4096 * (1.0 - float(beta))))))
+
+
+@dataclass
+class SynapseStats:
+    name: str
+    weight_exp: int
+    exact: bool                  # left shift only: integer == K * float exactly
+    rounding_error: float        # relative, from snapping to the 8-bit grid
+    clipped_fraction: float = 0.0
+
+
+def lava_synapse(name: str, src: str, dst: str, w: np.ndarray, k_log2: int, *,
+                 graded: bool = False, port: str = "a_in") -> Tuple[Synapse, SynapseStats]:
+    """Float weights (dst x src) → a Lava-legal integer synapse scaled by 2^k_log2."""
+    m, e, err = pow2_grid(w)
+    mixed = bool(m.size) and m.min() < 0 < m.max()
+    w_lava = 2 * m if mixed else m
+    exp = k_log2 + e - (1 if mixed else 0)
+    lo, hi = WEIGHT_EXP_RANGE
+    clipped = 0.0
+    if exp > hi:
+        # weights too large for the scale: saturate the mantissa range instead
+        raise UserError(f"synapse {name}: weights up to {np.abs(w).max():.3g} need weight_exp "
+                        f"{exp} > {hi}; the target population's scale is too large — "
+                        "retrain with deployable=True (quantization-aware) or lower the weights")
+    if exp < lo:
+        shift = lo - exp
+        m2 = np.right_shift(w_lava, shift)
+        clipped = float(np.mean(m2 == 0))
+        w_lava, exp = m2, lo
+    syn = Synapse(name=name, src=src, dst=dst, weights=w_lava.astype(np.int64),
+                  weight_exp=int(exp), port=port, graded=graded)
+    return syn, SynapseStats(name, int(exp), exp >= 0, err, clipped)
+
+
+def scale_for(max_input: float) -> int:
+    """log2 of the membrane scale K for a population whose |input| reaches max_input."""
+    if max_input <= 0:
+        return 10
+    k = math.floor(math.log2(A_IN_TARGET / (2.0 * max_input)))
+    return int(max(0, min(K_MAX_LOG2, k)))
+
+
+# ---------------------------------------------------------------------- report
+@dataclass
+class QuantReport:
+    """What the quantizer chose and how well it fits, per population."""
+
+    populations: Dict[str, dict] = field(default_factory=dict)
+    synapses: Dict[str, SynapseStats] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"populations": self.populations,
+                "synapses": {k: vars(v) for k, v in self.synapses.items()},
+                "warnings": self.warnings}
+
+
+# ------------------------------------------------------------------- decoders
+def _currents(folded, tokens) -> Dict[str, float]:
+    """Largest |input current| of every LIF population on calibration tokens (float)."""
+    import torch
+    run = folded.forward(tokens)
+    sp = run["spikes"]
+    t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    N = sp["emb"].shape[1]
+    cur = {"emb": float((t64(folded.E_tok).t()[tokens] + t64(folded.E_pos).t()[:N]).abs().max())}
+    d = folded.d_model
+    x = sp["emb"]
+    for i, b in enumerate(folded.blocks):
+        p = f"block{i}"
+        cur[f"{p}.qkv"] = float((x @ t64(b.W_qkv).t()).abs().max())
+        cur[f"{p}.attn"] = float((sp[f"{p}.A"] * t64(b.c)).abs().max())
+        cur[f"{p}.mid"] = float((sp[f"{p}.attn"] @ t64(b.W_o).t() + t64(b.g1) * x).abs().max())
+        cur[f"{p}.ff"] = float((sp[f"{p}.mid"] @ t64(b.W_1).t()).abs().max())
+        cur[f"{p}.out"] = float((sp[f"{p}.ff"] @ t64(b.W_2).t()
+                                 + t64(b.g2) * sp[f"{p}.mid"]).abs().max())
+        x = sp[f"{p}.out"]
+    del d
+    return cur
+
+
+def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, QuantReport]:
+    """FoldedDecoder → QGraph with the attention lowering of docs/emulator.md.
+
+    ``calib_tokens`` (LongTensor (B, N)) sets each population's membrane scale from
+    the largest input current it sees; without it, a provable bound (sum of
+    |weights| for binary inputs, the context-wide count bound for attention) is used.
+    """
+    from snn_compile.compiler.random_graphs import attention_indices, replication
+
+    V, d, H, T, C = (folded.vocab_size, folded.d_model, folded.n_heads, folded.T,
+                     folded.context)
+    dh = d // H
+    rep = QuantReport()
+    if calib_tokens is not None:
+        peak = _currents(folded, calib_tokens)
+        src = "calibration"
+    else:
+        peak, src = {}, "bound"
+    betas = folded.betas()
+
+    def bound(name: str, mats) -> float:
+        if name in peak:
+            return peak[name]
+        return float(sum(np.abs(m).sum(axis=1).max() for m in mats))
+
+    pops: Dict[str, Population] = {
+        "tokens": Population("tokens", "input", V, layer="emb", role="input"),
+        "positions": Population("positions", "input", C, layer="emb", role="input"),
+    }
+    syns: List[Synapse] = []
+    klog: Dict[str, int] = {}
+
+    def lif(name, size, layer, role, mats):
+        b = bound(name, mats)
+        k = scale_for(b)
+        klog[name] = k
+        pops[name] = Population(name, "lif", size, dv=beta_to_dv(betas[name]), vth=2 ** k,
+                                layer=layer, role=role)
+        rep.populations[name] = {"kind": "lif", "scale_log2": k, "vth": 2 ** k,
+                                 "dv": pops[name].dv, "max_input": b, "max_input_from": src,
+                                 "max_a_in": b * 2 ** k,
+                                 "a_in_headroom": A_IN_TARGET / max(b * 2 ** k, 1e-9)}
+
+    def syn(name, s, dst, w, **kw):
+        sy, st = lava_synapse(name, s, dst, w, klog.get(dst, 0), **kw)
+        syns.append(sy)
+        rep.synapses[name] = st
+
+    # one token and one position are active at a time
+    lif("emb", d, "emb", "embedding", [np.abs(folded.E_tok).max(axis=1, keepdims=True)
+                                       + np.abs(folded.E_pos).max(axis=1, keepdims=True)])
+    syn("emb.tok", "tokens", "emb", folded.E_tok)
+    syn("emb.pos", "positions", "emb", folded.E_pos)
+    x = "emb"
+    q_of, k_of, v_of, out_of = attention_indices(d, H)
+    n_att = H * dh * dh
+    for i, b in enumerate(folded.blocks):
+        p, L = f"block{i}", f"block{i}"
+        lif(f"{p}.qkv", 3 * d, L, "qkv", [b.W_qkv])
+        syn(f"{p}.w_qkv", x, f"{p}.qkv", b.W_qkv)
+        pops[f"{p}.kv"] = Population(f"{p}.kv", "prod", n_att, vth=0, layer=L, role="kv_product")
+        syns.append(Synapse(f"{p}.kv_k", f"{p}.qkv", f"{p}.kv", replication(k_of, 3 * d),
+                            port="a_in1"))
+        syns.append(Synapse(f"{p}.kv_v", f"{p}.qkv", f"{p}.kv", replication(v_of, 3 * d),
+                            port="a_in2"))
+        pops[f"{p}.mem"] = Population(f"{p}.mem", "accum", n_att, layer=L, role="memory")
+        eye = np.eye(n_att, dtype=np.int64)
+        syns.append(Synapse(f"{p}.mem_in", f"{p}.kv", f"{p}.mem", eye, graded=True))
+        pops[f"{p}.read"] = Population(f"{p}.read", "prod", n_att, vth=0, layer=L,
+                                       role="memory_read")
+        syns.append(Synapse(f"{p}.read_mem", f"{p}.mem", f"{p}.read", eye.copy(),
+                            port="a_in1", graded=True))
+        syns.append(Synapse(f"{p}.read_q", f"{p}.qkv", f"{p}.read", replication(q_of, 3 * d),
+                            port="a_in2"))
+        w_att = np.zeros((d, n_att))
+        w_att[out_of, np.arange(n_att)] = b.c[out_of]
+        # worst case of A without calibration: every past step of the context agrees
+        lif(f"{p}.attn", d, L, "attn", [np.abs(b.c)[:, None] * dh * C * T])
+        syn(f"{p}.attn_in", f"{p}.read", f"{p}.attn", w_att, graded=True)
+        lif(f"{p}.mid", d, L, "mid", [b.W_o, np.diag(b.g1)])
+        syn(f"{p}.w_o", f"{p}.attn", f"{p}.mid", b.W_o)
+        syn(f"{p}.skip1", x, f"{p}.mid", np.diag(b.g1))
+        lif(f"{p}.ff", 4 * d, L, "ff", [b.W_1])
+        syn(f"{p}.w_1", f"{p}.mid", f"{p}.ff", b.W_1)
+        lif(f"{p}.out", d, L, "out", [b.W_2, np.diag(b.g2)])
+        syn(f"{p}.w_2", f"{p}.ff", f"{p}.out", b.W_2)
+        syn(f"{p}.skip2", f"{p}.mid", f"{p}.out", np.diag(b.g2))
+        x = f"{p}.out"
+    pops["head"] = Population("head", "graded", V, vth=0, layer="head", role="readout")
+    m, e, err = pow2_grid(folded.W_head)
+    mixed = m.min() < 0 < m.max()
+    syns.append(Synapse("head.w", x, "head", (2 * m if mixed else m).astype(np.int64),
+                        weight_exp=0, graded=False))
+    rep.synapses["head.w"] = SynapseStats("head.w", 0, True, err)
+    logit_scale = 2.0 ** e / (2 if mixed else 1) / T
+    assign_depths(pops, syns, ["tokens", "positions"])
+    meta = {"model": "spikedecoder", "d_model": d, "n_heads": H, "n_layers": len(folded.blocks)}
+    if tokenizer is not None:
+        meta["tokenizer"] = tokenizer.to_dict()
+    q = QGraph(pops, syns, T, ["tokens", "positions"], "head", logit_scale, C, meta)
+    for s in rep.synapses.values():
+        if not s.exact:
+            rep.warnings.append(f"synapse {s.name}: weight_exp {s.weight_exp} < 0 truncates "
+                                "(integer model may differ slightly from the float one)")
+    for n, r in rep.populations.items():
+        if r["max_a_in"] >= A_IN_TARGET:
+            rep.warnings.append(f"population {n}: input up to {r['max_a_in']:.0f} exceeds the "
+                                "16-bit activation range")
+    return q.validate(), rep
