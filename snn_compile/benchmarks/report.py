@@ -1,0 +1,185 @@
+"""report.md + results.json + PNG plots, written into one folder atomically.
+
+Everything is written into a fresh temporary folder next to ``out``; only when
+every file is complete does that folder replace ``out`` (rename), so a failure
+half-way leaves neither a half-written report nor a mix of old and new files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from snn_compile.errors import UserError
+
+OUR_FILES = ("report.md", "results.json")
+
+
+def to_jsonable(obj):
+    """numpy → Python; NaN/inf → None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    return obj
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str):
+    """Yield a temporary folder; on success it replaces ``out``, on failure it is removed.
+
+    ``out`` may not exist yet, or must be a folder this module wrote before (it
+    holds results.json or is empty): a folder with other content is refused
+    rather than replaced.
+    """
+    out = os.path.abspath(os.fspath(out))
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        raise UserError(f"folder {parent} does not exist; create it or choose another --out")
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise UserError(f"--out {out} is a file; give a folder path")
+        content = os.listdir(out)
+        if content and "results.json" not in content:
+            raise UserError(f"--out {out} holds files that are not a benchmark report; "
+                            "give an empty or new folder")
+    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out) + ".")
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out) + ".old.")
+            os.rmdir(old)
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ----------------------------------------------------------------- markdown
+def _fmt(x, nd=1) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        if abs(x) >= 1e4 or (0 < abs(x) < 1e-2):
+            return f"{x:.3g}"
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _table(header: List[str], rows: List[List]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in r) + " |"
+            for r in rows]
+    return "\n".join(out)
+
+
+def markdown(r: dict, plots: Dict[str, str]) -> str:
+    """The report text: headline, per-layer, Loihi, variants, constants, assumptions."""
+    e = r["energy_per_token_pj"]
+    snn, ann = e.get("spikedecoder", {}), e.get("ann", {})
+    lo, hi = r["paper_reduction_pct"]
+    s = ["# Energy per token: SpikeDecoder vs ANN twin", ""]
+    s.append(f"Backend **{r['backend']}**, {r['tokens']} tokens ({r['mode']}), "
+             f"spikes measured == integer reference: **{r['spikes_match_reference']}**.")
+    s.append("")
+    s.append("## Headline (theoretical, 45 nm, fp32)")
+    s.append("")
+    vl = r.get("val_loss", {})
+    s.append(_table(
+        ["model", "energy / token (nJ)", "val loss (nats/token)", "reduction vs ANN",
+         "paper's claim"],
+        [["SpikeDecoder", _fmt(snn.get("theoretical_45nm", 0) / 1e3, 2),
+          _fmt(vl.get("spikedecoder"), 4), f"{_fmt(r['reduction_pct'])} %", f"{lo:g}–{hi:g} %"],
+         ["ANN twin", _fmt(ann.get("theoretical_45nm", 0) / 1e3, 2), _fmt(vl.get("ann"), 4),
+          "—", "—"]]))
+    if r.get("ci95"):
+        s += ["", "95 % confidence intervals of the mean over tokens (normal approximation): "
+              + ", ".join(f"{k}: [{_fmt(a / 1e3, 3)}, {_fmt(b / 1e3, 3)}] nJ"
+                          for k, (a, b) in r["ci95"].items())]
+    s += ["", "## All energy views (pJ per token)", ""]
+    rows = []
+    for model, views in e.items():
+        for view, val in views.items():
+            rows.append([model, view, _fmt(val)])
+    s.append(_table(["model", "view", "pJ / token"], rows))
+    if r.get("ratio_measured_over_theoretical") is not None:
+        s += ["", f"Ratio Loihi estimate (measured counts) / 45 nm theoretical SNN energy: "
+              f"**{_fmt(r['ratio_measured_over_theoretical'], 2)}**."]
+    s += ["", "## Per layer (pJ per token)", ""]
+    views = list(r["per_layer_pj"])
+    layers: List[str] = []
+    for v in views:
+        for layer in r["per_layer_pj"][v]:
+            if layer not in layers:
+                layers.append(layer)
+    s.append(_table(["layer"] + views,
+                    [[layer] + [_fmt(r["per_layer_pj"][v].get(layer)) for v in views]
+                     for layer in layers]))
+    if r.get("measured"):
+        m = r["measured"]
+        s += ["", "## Measured on the simulator (per token)", ""]
+        s.append(_table(["population", "spikes / outputs", "synops", "messages",
+                         "neuron updates", "Loihi pJ"],
+                        [[p["population"], _fmt(p["outputs"]), _fmt(p["synops"]),
+                          _fmt(p["messages"]), _fmt(p["neuron_updates"]), _fmt(p["loihi_pj"])]
+                         for p in m["per_population"]]))
+    if r.get("variants"):
+        s += ["", "## Partially spiking variants (theoretical, 45 nm)", ""]
+        s.append(_table(["variant", "spiking blocks", "energy / token (nJ)", "reduction vs ANN",
+                         "val loss"],
+                        [[v["name"], v.get("spiking", ""), _fmt(v["energy_pj"] / 1e3, 2),
+                          f"{_fmt(v.get('reduction_pct'))} %", _fmt(v.get("val_loss"), 4)]
+                         for v in r["variants"]]))
+    if r.get("encodings"):
+        s += ["", "## Spike encodings of the ANN twin", ""]
+        keys = list(r["encodings"][0])
+        s.append(_table(keys, [[row.get(k) for k in keys] for row in r["encodings"]]))
+    if r.get("gpu"):
+        g = r["gpu"]
+        s += ["", "## GPU reference (NVML energy counter)", "", f"From `{g.get('file')}`: "
+              + ", ".join(f"{k}: {_fmt(v.get('joules_per_token'), 4)} J/token, "
+                          f"{_fmt(v.get('tokens_per_s'))} tokens/s"
+                          for k, v in g.get("models", {}).items())]
+    s += ["", "## Plots", ""]
+    s += [f"![{k}]({v})" for k, v in plots.items()]
+    s += ["", "## Constants", ""]
+    s.append(_table(["name", "value", "unit", "source", "covers"],
+                    [[c["name"], _fmt(c["value"]), c["unit"], c["source"], c["covers"]]
+                     for c in r["constants"]]))
+    s += ["", "## Assumptions", ""]
+    s += [f"- {a}" for a in r["assumptions"]]
+    s.append("")
+    return "\n".join(s)
+
+
+def write_report(results: dict, out: str,
+                 plot_fns: Optional[Dict[str, Callable[[str], None]]] = None) -> str:
+    """Write report.md, results.json and the plots (name → writer(path)) atomically."""
+    plot_fns = plot_fns or {}
+    with atomic_dir(out) as tmp:
+        plots = {}
+        for name, fn in plot_fns.items():
+            fn(os.path.join(tmp, name))
+            plots[name.rsplit(".", 1)[0]] = name
+        results = dict(results, plots=sorted(plots.values()))
+        with open(os.path.join(tmp, "results.json"), "w") as f:
+            json.dump(to_jsonable(results), f, indent=1, allow_nan=False)
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(markdown(results, plots))
+    return os.path.abspath(out)

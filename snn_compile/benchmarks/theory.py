@@ -1,0 +1,229 @@
+"""Operation counts per token and per layer: the ANN twin's MACs and the SNN's SOPs.
+
+The literature's method (Spikformer, Zhou et al., ICLR 2023, and SpikeDecoder,
+Beger, Walter & Knoll, arXiv:2606.12287): an ANN layer costs its
+multiply-accumulates (MACs); a spiking layer costs one accumulate (AC) per
+spike per synapse it reaches, ``SOPs = sum spikes x fan-out``, with the spikes
+those of the float torch model on the same text. Counts here follow the
+deployable decoder of docs/semantics.md term by term; every row says which
+operation it is and whether it is costed as an AC or a MAC:
+
+ANN twin, token at position n (0-based, attends to n+1 keys), per block:
+    qkv      3 d^2 MAC          scores  (n+1) d MAC        softmax  3 H (n+1) extra
+    av       (n+1) d MAC        proj    d^2 MAC            ff       2 d d_ff MAC
+    ln       2 x 4 d extra      gelu    d_ff extra         residual 2 d extra
+  embedding: lookup + position add, d AC; head: d V MAC + final LayerNorm 4 d extra.
+  "extra" = element-wise non-linear or normalisation op, one per element per
+  primitive (softmax: exp, sum, divide). Reported apart; the literature's E_ANN
+  counts MACs only.
+
+SNN, token n occupies steps p = nT + t (T per token), spikes s[pop][n, t]:
+    emb.in     2 d T AC             one-hot token + one-hot position, each a spike with fan-out d
+    qkv        nnz(x) 3d AC         x = block input (emb or previous block's out)
+    qk         sum_t nnz(q[p]) (p+1) AC   binary q meets the keys of all p+1 positions
+    sv         sum_t sum_{p'<=p} nnz(v[p']) AC   each v spike accumulates its integer score
+    scale      d T MAC              c * A: per-channel scale of the integer attention (not spike-driven)
+    proj       nnz(attn) d AC       skip1   nnz(x) AC   (g1 * x, one synapse per spike)
+    ff1        nnz(mid) d_ff AC     ff2     nnz(ff) d AC       skip2   nnz(mid) AC
+    head       nnz(y_L) V AC        head.scale  V MAC (1/T average)
+  Neuron (membrane) updates are not counted in this view, as in the literature;
+  the Loihi view counts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterable, List, Mapping, Sequence
+
+import numpy as np
+
+from snn_compile.benchmarks import energy
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes that fix the operation counts of a decoder."""
+
+    vocab: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    steps_per_token: int = 1      # T (SNN only)
+    context: int = 0
+
+
+@dataclass
+class OpRow:
+    """One operation of one layer: total count over the tokens measured."""
+
+    layer: str          # "emb", "block0", ..., "head"
+    op: str             # "qkv", "scores", ...
+    kind: str           # "mac" | "ac" | "extra"
+    per_token: np.ndarray   # count for each token measured
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_token.mean()) if self.per_token.size else 0.0
+
+    @property
+    def energy_pj(self) -> np.ndarray:
+        e = {"mac": energy.E_MAC_PJ, "ac": energy.E_AC_PJ, "extra": energy.E_MAC_PJ}[self.kind]
+        return self.per_token * e
+
+
+def _rows(layer: str, n: int, items: Iterable) -> List[OpRow]:
+    out = []
+    for op, kind, val in items:
+        arr = np.broadcast_to(np.asarray(val, dtype=np.float64), (n,)).copy()
+        out.append(OpRow(layer, op, kind, arr))
+    return out
+
+
+# ------------------------------------------------------------------- ANN twin
+def ann_op_rows(shape: ModelShape, positions: Sequence[int]) -> List[OpRow]:
+    """MACs (and element-wise extras) of the ANN twin for tokens at ``positions``."""
+    pos = np.asarray(positions, dtype=np.float64)
+    n, d, dff, H, V = len(pos), shape.d_model, shape.d_ff, shape.n_heads, shape.vocab
+    keys = pos + 1
+    rows = _rows("emb", n, [("pos_add", "ac", d)])
+    for i in range(shape.n_layers):
+        rows += _rows(f"block{i}", n, [
+            ("qkv", "mac", 3 * d * d), ("scores", "mac", keys * d), ("av", "mac", keys * d),
+            ("proj", "mac", d * d), ("ff1", "mac", d * dff), ("ff2", "mac", dff * d),
+            ("softmax", "extra", 3 * H * keys), ("layernorm", "extra", 2 * 4 * d),
+            ("gelu", "extra", dff), ("residual", "extra", 2 * d)])
+    rows += _rows("head", n, [("head", "mac", d * V), ("layernorm", "extra", 4 * d)])
+    return rows
+
+
+# ------------------------------------------------------------------------ SNN
+def population_names(n_layers: int) -> List[str]:
+    """Population names of the deployable decoder (FoldedDecoder spike trains / QGraph)."""
+    names = ["emb"]
+    for i in range(n_layers):
+        names += [f"block{i}.{r}" for r in ("qkv", "attn", "mid", "ff", "out")]
+    return names
+
+
+def _nnz(a: np.ndarray) -> np.ndarray:
+    """Spikes per token: a (N, T, size) -> (N,)."""
+    return (a != 0).reshape(a.shape[0], -1).sum(axis=1).astype(np.float64)
+
+
+def check_spikes(spikes: Mapping[str, np.ndarray], shape: ModelShape) -> Dict[str, np.ndarray]:
+    """Spike trains as (N, T, size) float arrays, one per population; raise on a mismatch."""
+    T = shape.steps_per_token
+    sizes = {"emb": shape.d_model}
+    for i in range(shape.n_layers):
+        sizes.update({f"block{i}.qkv": 3 * shape.d_model, f"block{i}.attn": shape.d_model,
+                      f"block{i}.mid": shape.d_model, f"block{i}.ff": shape.d_ff,
+                      f"block{i}.out": shape.d_model})
+    out = {}
+    n_tok = None
+    for name, size in sizes.items():
+        if name not in spikes:
+            raise KeyError(f"spike trains lack population {name!r} (have {sorted(spikes)})")
+        a = np.asarray(spikes[name].detach().cpu() if hasattr(spikes[name], "detach")
+                       else spikes[name], dtype=np.float64)
+        if a.ndim != 3 or a.shape[1:] != (T, size):
+            raise ValueError(f"spike train {name}: shape {a.shape}, expected (N, {T}, {size})")
+        if n_tok is None:
+            n_tok = a.shape[0]
+        elif a.shape[0] != n_tok:
+            raise ValueError(f"spike train {name}: {a.shape[0]} tokens, others have {n_tok}")
+        out[name] = a
+    return out
+
+
+def snn_op_rows(shape: ModelShape, spikes: Mapping[str, np.ndarray],
+                start_position: int = 0) -> List[OpRow]:
+    """ACs and MACs of the spiking decoder for one sequence, from its spike trains.
+
+    ``spikes[pop]`` has shape (N, T, size) for the N tokens of one sequence that
+    starts at token position ``start_position`` (0 after a reset). The qkv
+    population is ``[q | k | v]`` along its last axis, each of width d.
+    """
+    s = check_spikes(spikes, shape)
+    T, d, dff, V = shape.steps_per_token, shape.d_model, shape.d_ff, shape.vocab
+    N = s["emb"].shape[0]
+    rows = _rows("emb", N, [("input", "ac", 2 * d * T)])
+    x = s["emb"]
+    # flattened step index p of every (n, t), counted from the sequence start
+    p = (start_position + np.arange(N))[:, None] * T + np.arange(T)[None, :]
+    for i in range(shape.n_layers):
+        b = f"block{i}"
+        qkv = s[f"{b}.qkv"]
+        q, v = qkv[..., :d], qkv[..., 2 * d:]
+        nq = (q != 0).sum(axis=2).astype(np.float64)            # (N, T)
+        nv = (v != 0).sum(axis=2).astype(np.float64)
+        qk = (nq * (p + 1)).sum(axis=1)
+        # sum_{p' <= p} nnz(v[p']) for every step p of the sequence; steps before
+        # start_position (a sequence continued from a memory) are not seen here
+        sv = np.cumsum(nv.reshape(-1)).reshape(N, T).sum(axis=1)
+        rows += _rows(b, N, [
+            ("qkv", "ac", _nnz(x) * 3 * d), ("qk", "ac", qk), ("sv", "ac", sv),
+            ("scale", "mac", d * T), ("proj", "ac", _nnz(s[f"{b}.attn"]) * d),
+            ("skip1", "ac", _nnz(x)), ("ff1", "ac", _nnz(s[f"{b}.mid"]) * dff),
+            ("ff2", "ac", _nnz(s[f"{b}.ff"]) * d), ("skip2", "ac", _nnz(s[f"{b}.mid"]))])
+        x = s[f"{b}.out"]
+    rows += _rows("head", N, [("head", "ac", _nnz(x) * V), ("scale", "mac", V)])
+    return rows
+
+
+def spike_rates(spikes: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """Mean firing probability per neuron and step, per population."""
+    return {k: float((np.asarray(v) != 0).mean()) for k, v in spikes.items()}
+
+
+# ------------------------------------------------------------------ summaries
+def concat_rows(parts: Sequence[List[OpRow]]) -> List[OpRow]:
+    """Join the rows of several sequences (same layers/ops in the same order)."""
+    if not parts:
+        return []
+    out = []
+    for cols in zip(*parts):
+        r0 = cols[0]
+        assert all((c.layer, c.op, c.kind) == (r0.layer, r0.op, r0.kind) for c in cols)
+        out.append(OpRow(r0.layer, r0.op, r0.kind, np.concatenate([c.per_token for c in cols])))
+    return out
+
+
+def per_token_energy(rows: Sequence[OpRow], include_extras: bool = False) -> np.ndarray:
+    """E per token (pJ): ACs x E_AC + MACs x E_MAC (+ extras x E_MAC)."""
+    tot = None
+    for r in rows:
+        if r.kind == "extra" and not include_extras:
+            continue
+        tot = r.energy_pj if tot is None else tot + r.energy_pj
+    return tot if tot is not None else np.zeros(0)
+
+
+def counts_summary(rows: Sequence[OpRow]) -> Dict[str, float]:
+    """Mean per token of ACs, MACs and extras."""
+    out = {"acs": 0.0, "macs": 0.0, "extras": 0.0}
+    key = {"ac": "acs", "mac": "macs", "extra": "extras"}
+    for r in rows:
+        out[key[r.kind]] += r.mean
+    return out
+
+
+def table(rows: Sequence[OpRow]) -> List[dict]:
+    """Per layer and operation: mean count and energy per token."""
+    return [{"layer": r.layer, "op": r.op, "kind": r.kind, "count_per_token": r.mean,
+             "energy_pj_per_token": float(r.energy_pj.mean()) if r.per_token.size else 0.0}
+            for r in rows]
+
+
+def by_layer(rows: Sequence[OpRow], include_extras: bool = False) -> Dict[str, float]:
+    """Mean energy per token (pJ) per layer."""
+    out: Dict[str, float] = {}
+    for r in rows:
+        if r.kind == "extra" and not include_extras:
+            continue
+        out[r.layer] = out.get(r.layer, 0.0) + float(r.energy_pj.mean())
+    return out
+
+
+def shape_dict(shape: ModelShape) -> dict:
+    return asdict(shape)

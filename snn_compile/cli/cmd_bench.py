@@ -1,0 +1,115 @@
+"""Energy per token, measured from the spikes of a real run versus theoretical energy.
+
+Feeds the same text (teacher-forced) to the spiking decoder on the chosen
+backend, to its integer reference and to the float torch model; counts spikes,
+synaptic operations, graded messages and neuron updates per token and per
+layer; converts them with a cited Loihi energy table; sets them next to the
+45 nm estimate (SNN SOPs x E_AC vs ANN MACs x E_MAC) and the ANN twin, with the
+validation loss of both. Stops with an error if the measured spikes differ
+from the integer reference. Writes report.md, results.json and plots into
+--out (atomically). With no arguments: default:spikedecoder vs default:ann,
+the embedded corpus, the Lava simulator. See docs/energy.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from snn_compile.cli._common import add_json_flag, print_json
+
+DEFAULT_OUT = os.path.join("out", "bench")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", nargs="?", default="default:spikedecoder",
+                        help="checkpoint or .nir file (default: default:spikedecoder)")
+    parser.add_argument("--ann", metavar="CKPT", default="default:ann",
+                        help="the ANN twin to compare with (default: default:ann)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--prompts", metavar="FILE", help="text file with one prompt per line")
+    src.add_argument("--data", metavar="PATH",
+                     help="UTF-8 text file whose validation split is fed "
+                          "(default: the embedded corpus)")
+    parser.add_argument("--tokens", type=int, metavar="N", default=256,
+                        help="tokens to feed and measure (default: 256)")
+    parser.add_argument("--backend", choices=("lava-sim", "emulator", "int"),
+                        default="lava-sim", help="where the spikes are measured")
+    parser.add_argument("--variants", metavar="CKPT", nargs="*", default=(),
+                        help="partially spiking checkpoints for the block-exchange table")
+    parser.add_argument("--gpu-results", metavar="FILE",
+                        help="JSON written by `python -m snn_compile.benchmarks.gpu_energy`")
+    parser.add_argument("--mean-hops", type=float, default=1.0,
+                        help="tile hops per message in the Loihi estimate (default: 1)")
+    parser.add_argument("--encoding", choices=("none", "binary", "ternary", "bitwise"),
+                        default="none",
+                        help="add the table of spike encodings of the ANN twin")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"folder for report.md, results.json, plots (default: {DEFAULT_OUT})")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    from snn_compile.benchmarks.harness import run_benchmark
+    from snn_compile.cli._common import resolve_checkpoint
+
+    model = resolve_checkpoint(args.model)
+    ann = resolve_checkpoint(args.ann) if args.ann else None
+    out = args.out
+    if out is None:
+        out = DEFAULT_OUT
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        tasks = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"{stage} ({args.backend})", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        res = run_benchmark(model, ann, backend=args.backend, tokens=args.tokens,
+                            prompts=args.prompts, data=args.data, out_dir=None,
+                            mean_hops=args.mean_hops, variants=args.variants,
+                            gpu_results=args.gpu_results, progress=progress)
+    if args.encoding != "none":
+        from snn_compile.benchmarks.encodings_bench import encoding_rows
+
+        res["encodings"] = encoding_rows(ann, encoding=args.encoding, data=args.data)
+    from snn_compile.benchmarks.harness import write
+
+    path = write(res, out)
+    res["out"] = path
+    if args.json:
+        res.pop("per_token_pj", None)
+        print_json(res)
+    else:
+        _print_summary(Console(), res, path)   # the table on stdout
+    return 0
+
+
+def _print_summary(console, r: dict, path: str) -> None:
+    from rich.table import Table
+
+    e = r["energy_per_token_pj"]
+    t = Table(title=f"Energy per token ({r['tokens']} tokens, {r['backend']}, "
+                    f"spikes match reference: {r['spikes_match_reference']})")
+    for col in ("model", "view", "nJ / token", "val loss"):
+        t.add_column(col)
+    for model, views in e.items():
+        for view, v in views.items():
+            vl = r["val_loss"].get(model)
+            t.add_row(model, view, f"{v / 1e3:.3f}", "" if vl is None else f"{vl:.4f}")
+    console.print(t)
+    lo, hi = r["paper_reduction_pct"]
+    console.print(f"reduction (45 nm, SpikeDecoder vs ANN twin): {r['reduction_pct']:.1f} % "
+                  f"(paper: {lo:g}-{hi:g} %); Loihi estimate / theoretical: "
+                  f"{r['ratio_measured_over_theoretical']:.2f}")
+    console.print(f"report: {os.path.join(path, 'report.md')}")
+    sys.stdout.flush()

@@ -1,0 +1,156 @@
+"""Decoder zoo: shapes, causality, gradients, deployable restrictions, training,
+checkpoints, folding, and neuron semantics against snnTorch."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from snn_compile.errors import UserError
+from snn_compile.models.checkpoint import build_model, load_checkpoint, save_checkpoint
+from snn_compile.models.config import ModelConfig
+from snn_compile.models.fold import fold
+from snn_compile.models.sampling import TorchBackend, generate
+from snn_compile.models.spikedecoder import LIF
+from snn_compile.data import make_tokenizer
+
+
+def tiny(kind="spikedecoder", **kw):
+    cfg = dict(kind=kind, vocab_size=11, d_model=16, n_layers=2, n_heads=2, context=12,
+               timesteps=3)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**cfg))
+
+
+@pytest.mark.parametrize("kind", ["spikedecoder", "ann"])
+def test_shapes(kind):
+    m = tiny(kind)
+    x = torch.randint(0, 11, (3, 7))
+    assert m(x).shape == (3, 7, 11)
+
+
+@pytest.mark.parametrize("kind", ["spikedecoder", "ann"])
+def test_causality(kind):
+    m = tiny(kind).double().eval()
+    x = torch.randint(0, 11, (1, 10))
+    base, rec = m(x, record=True)
+    for j in (0, 4, 9):
+        y = x.clone()
+        y[0, j] = (y[0, j] + 3) % 11
+        other, rec2 = m(y, record=True)
+        assert torch.equal(base[:, :j], other[:, :j])
+        for k in rec:
+            assert torch.equal(rec[k][:, :j], rec2[k][:, :j]), k
+        if kind == "spikedecoder" and j < 9:
+            # the change is visible from position j on (otherwise the test proves nothing)
+            assert any(not torch.equal(rec[k][:, j:], rec2[k][:, j:]) for k in rec)
+
+
+@pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid"])
+def test_surrogate_gradients_reach_every_parameter(surrogate):
+    m = tiny(surrogate=surrogate, beta_init=0.9)
+    m.train()
+    x = torch.randint(0, 11, (4, 12))
+    loss = torch.nn.functional.cross_entropy(m(x).reshape(-1, 11), x.reshape(-1))
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_lif_equals_snntorch_leaky():
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(1)
+    lif = LIF(0.8, "atan", deployable=False)
+    cur = torch.randn(2, 5, 6, 7) * 1.5
+    ours = lif(cur)
+    leaky = snn.Leaky(beta=float(lif.beta()), threshold=1.0, reset_mechanism="zero")
+    for n in range(5):
+        mem = torch.zeros(2, 7)
+        for t in range(6):
+            spk, mem = leaky(cur[:, n, t], mem)
+            assert torch.equal(spk, ours[:, n, t])
+
+
+def test_deployable_quantization_grid_and_refusals():
+    m = tiny()
+    f = fold(m)
+    for w in (f.E_tok, f.blocks[0].W_qkv, f.blocks[1].W_2, f.blocks[0].g1, f.W_head):
+        e = math.ceil(math.log2(np.abs(w).max() / 127))
+        assert np.allclose(w / 2.0 ** e, np.round(w / 2.0 ** e))
+        assert np.abs(np.round(w / 2.0 ** e)).max() <= 127
+    for b in f.betas().values():
+        assert float(b * 4096).is_integer()
+    with pytest.raises(UserError, match="not a spiking decoder"):
+        fold(tiny("ann"))
+    with pytest.raises(UserError, match="deployable"):
+        fold(tiny(deployable=False))
+    with pytest.raises(UserError, match="divisible"):
+        ModelConfig(d_model=10, n_heads=3)
+
+
+def test_fold_equals_model_spike_for_spike():
+    m = tiny(beta_init=0.7).double().eval()
+    x = torch.randint(0, 11, (2, 12))
+    logits, rec = m(x, record=True)
+    r = fold(m).forward(x)
+    assert torch.allclose(logits, r["logits"], atol=1e-9)
+    for k, v in rec.items():
+        assert torch.equal(v, r["spikes"][k]), k
+    assert sum(float(v.sum()) for k, v in rec.items() if not k.endswith(".A")) > 0
+
+
+def test_tiny_training_lowers_loss_and_is_deterministic(tmp_path):
+    from snn_compile.models.train import TrainArgs, train
+    text = tmp_path / "c.txt"
+    text.write_text("abcab cabca bcabc " * 200)
+    args = TrainArgs(steps=30, batch_size=8, lr=1e-2, eval_interval=30, eval_tokens=512,
+                     progress=False, warmup=5)
+    cfg = dict(kind="spikedecoder", d_model=16, n_layers=1, n_heads=2, context=16, timesteps=2)
+    infos = [train(ModelConfig(**cfg), args, str(tmp_path / f"m{i}.pt"), str(text))
+             for i in range(2)]
+    assert infos[0]["val_loss"] == infos[1]["val_loss"]
+    assert infos[0]["val_loss"] < math.log(4) * 0.9      # well below a uniform guess
+    m, tok, info = load_checkpoint(str(tmp_path / "m0.pt"))
+    assert info["steps"] == 30 and tok.vocab_size == 5
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    m = tiny()
+    tok = make_tokenizer("char", "abcdefghij")
+    p = tmp_path / "c.pt"
+    save_checkpoint(str(p), m, tok, {"steps": 1})
+    m2, tok2, info = load_checkpoint(str(p))
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert tok2.to_dict() == tok.to_dict()
+    data = p.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load_checkpoint(str(tmp_path / "trunc.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError):
+        load_checkpoint(str(tmp_path / "junk.pt"))
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "nope.pt"))
+    assert sorted(os.listdir(tmp_path)) == ["c.pt", "junk.pt", "trunc.pt"]
+
+
+def test_generation_context_roll_over():
+    m = tiny().double()
+    b = TorchBackend(m)
+    out = generate(b, [1, 2, 3], 20, temperature=0.0)
+    assert len(out) == 20 and all(0 <= t < 11 for t in out)
+    assert generate(b, [1, 2, 3], 20, temperature=1.0, seed=3) == \
+        generate(b, [1, 2, 3], 20, temperature=1.0, seed=3)
+
+
+def test_shipped_checkpoints_load_and_beat_uniform():
+    from snn_compile.models.train import evaluate, prepare_data
+    for spec in ("default:spikedecoder", "default:ann"):
+        m, tok, info = load_checkpoint(spec)
+        _, _, val = prepare_data(None, "char", m.cfg.context, tok)
+        ev = evaluate(m, val, 1024)
+        assert ev["val_loss"] < 0.7 * math.log(tok.vocab_size), spec
