@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.benchmarks.harness import run_benchmark
     from snn_compile.cli._common import resolve_checkpoint
 
+    if args.encoding != "none":
+        from snn_compile.errors import UserError
+        raise UserError("spike-encoded ANN benchmarks (--encoding) are not available in this "
+                        "version; run without --encoding")
     model = resolve_checkpoint(args.model)
     ann = resolve_checkpoint(args.ann) if args.ann else None
     out = args.out
@@ -78,10 +82,6 @@ def run(args: argparse.Namespace) -> int:
                             prompts=args.prompts, data=args.data, out_dir=None,
                             mean_hops=args.mean_hops, variants=args.variants,
                             gpu_results=args.gpu_results, progress=progress)
-    if args.encoding != "none":
-        from snn_compile.benchmarks.encodings_bench import encoding_rows
-
-        res["encodings"] = encoding_rows(ann, encoding=args.encoding, data=args.data)
     from snn_compile.benchmarks.harness import write
 
     path = write(res, out)

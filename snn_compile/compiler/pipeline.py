@@ -24,7 +24,12 @@ def calibration_tokens(tokenizer, context: int, n: int = CALIBRATION_TOKENS) -> 
 
 def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dict], object]:
     """Return (qgraph, quantization report or None, tokenizer)."""
+    import os
+
     from snn_compile.data import tokenizer_from_dict
+    if not spec.startswith("default:") and not os.path.exists(spec):
+        raise UserError(f"{spec} does not exist; give a checkpoint, default:spikedecoder or a "
+                        "compiled .qgraph")
     if spec.endswith(".qgraph"):
         try:
             q = QGraph.load(spec)
