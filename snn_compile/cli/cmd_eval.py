@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "is the validation split")
     parser.add_argument("--max-tokens", type=int, metavar="N",
                         help="evaluate on the first N validation tokens only")
+    parser.add_argument("--backend", choices=("torch", "int", "emulator"), default="torch",
+                        help="torch: the float model; int / emulator: the deployed Loihi 2 "
+                             "fixed-point graph (integer reference / bit-exact emulator)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="device of the emulator")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -28,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     model, tok, info = load_checkpoint(args.checkpoint)
     _, _, val_ids = prepare_data(args.data, tok.kind, model.cfg.context, tok)
-    ev = evaluate(model, val_ids, args.max_tokens)
+    if args.backend == "torch":
+        ev = evaluate(model, val_ids, args.max_tokens)
+    else:
+        ev = _evaluate_deployed(args, val_ids, model.cfg.context)
+    ev["backend"] = args.backend
     ev["params"] = sum(p.numel() for p in model.parameters())
     ev["model"] = model.cfg.kind
     if tok.kind != "char":
@@ -39,6 +48,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {ev['model']}  params {ev['params']}  tokens {ev['tokens']}")
     print(f"val_loss {ev['val_loss']:.4f} nats/token  ppl {ev['ppl']:.3f}"
           + (f"  bpc {ev['bpc']:.4f}" if ev["bpc"] is not None else ""))
-    for k, r in ev["spike_rates"].items():
+    for k, r in ev.get("spike_rates", {}).items():
         print(f"  spike rate {k:<14} {r:.4f}")
     return 0
+
+
+def _evaluate_deployed(args, val_ids, context: int) -> dict:
+    """Validation loss of the quantized graph, blocks of `context` tokens from a reset."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from snn_compile.compiler.pipeline import load_qgraph
+    from snn_compile.data import sequential_blocks
+
+    q, _, _ = load_qgraph(args.checkpoint)
+    ids = val_ids if args.max_tokens is None else val_ids[: args.max_tokens + 1]
+    total, count = 0.0, 0
+    for x, y in sequential_blocks(ids, context, 64):
+        if args.backend == "int":
+            from snn_compile.compiler.int_reference import logits_only
+            logits = logits_only(q, torch.as_tensor(x))
+        else:
+            from snn_compile.hw_sim.emulator import emulator_logits
+            logits = emulator_logits(q, torch.as_tensor(x), device=args.device)
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(),
+                                       torch.as_tensor(y).reshape(-1), reduction="sum"))
+        count += y.size
+    val = total / max(count, 1)
+    return {"val_loss": val, "ppl": math.exp(min(val, 50)), "bpc": val / math.log(2),
+            "tokens": count}
