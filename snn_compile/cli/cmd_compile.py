@@ -1,4 +1,10 @@
-"""Quantize a deployable decoder to Loihi 2 fixed point and report what it needs.
+"""Quantize a NIR graph (or a checkpoint, through NIR) to Loihi 2 fixed point and
+report what it needs.
+
+A SpikeDecoder (checkpoint, default:spikedecoder or its exported .nir) compiles
+with its attention lowering; a foreign NIR graph of standard LIF/IF/Linear/Affine
+nodes compiles for runs of ``--steps`` steps, and ``--check`` runs it on random
+input spikes through the float NIR interpreter, the integer reference and Lava.
 
 Per population: membrane scale, threshold, decay, worst input against the
 16-bit activation / 24-bit state ranges; per synapse: weight exponent and
@@ -14,31 +20,83 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="checkpoint, default:spikedecoder, or a compiled .qgraph")
+                        help="NIR file, checkpoint, default:spikedecoder, or a compiled .qgraph")
     parser.add_argument("-o", "--output", metavar="FILE.qgraph",
                         help="write the quantized graph here")
     parser.add_argument("--allow-saturation", action="store_true",
                         help="write the graph even when a population may leave the 16-bit "
                              "input range (Lava's simulator wraps like the chip would)")
+    parser.add_argument("--steps", type=int, metavar="S",
+                        help="foreign NIR graphs: steps per run (one window from rest)")
+    parser.add_argument("--check", action="store_true",
+                        help="foreign NIR graphs: compare float NIR interpreter, integer "
+                             "reference and Lava fixed_pt on random input spikes")
+    parser.add_argument("--check-rate", type=float, default=0.2, metavar="P",
+                        help="firing probability of the random check/calibration inputs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random input spikes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _load(args):
+    """(qgraph, quantization report, check result or None)."""
+    from snn_compile.errors import UserError
+    if args.model.endswith(".nir"):
+        from snn_compile.compiler.from_nir import is_decoder_graph
+        from snn_compile.export.nir_io import read_nir
+        graph = read_nir(args.model)
+        if not is_decoder_graph(graph):
+            return _foreign(args, graph)
+    if args.steps or args.check:
+        raise UserError("--steps/--check apply to foreign NIR graphs; a SpikeDecoder runs "
+                        "T steps per token (check it with `snn-compile bench`)")
+    from snn_compile.compiler.pipeline import load_qgraph
+    q, rep, _ = load_qgraph(args.model)
+    return q, rep, None
+
+
+def _foreign(args, graph):
+    import torch
+
+    from snn_compile.compiler.quantize_foreign import (compare_float_int, foreign_to_qgraph,
+                                                       plan_foreign)
+    from snn_compile.errors import UserError
+    if not args.steps:
+        raise UserError(f"{args.model} is a foreign NIR graph: say how many steps a run has "
+                        "with --steps S")
+    if not 0.0 < args.check_rate <= 1.0:
+        raise UserError(f"--check-rate must lie in (0, 1], got {args.check_rate}")
+    plan = plan_foreign(graph)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def spikes(batch):
+        from snn_compile.export.nir_io import out_size
+        return {n: (torch.rand(args.steps, batch, out_size(plan.flat.nodes[n]), generator=gen)
+                    < args.check_rate).double() for n in plan.inputs}
+
+    q, rep = foreign_to_qgraph(graph, args.steps, spikes(32))
+    rep = rep.to_dict()
+    check = compare_float_int(graph, q, spikes(16), lava_samples=2) if args.check else None
+    return q, rep, check
 
 
 def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
-    from snn_compile.compiler.pipeline import load_qgraph
     from snn_compile.compiler.resources import resource_report
     from snn_compile.errors import UserError
 
-    q, rep, _ = load_qgraph(args.model)
+    q, rep, check = _load(args)
     res = resource_report(q)
     warnings = (rep or {}).get("warnings", [])
     over = [w for w in warnings if "16-bit" in w]
     if over and not args.allow_saturation:
         raise UserError("; ".join(over) + " — retrain with smaller weights or pass "
                         "--allow-saturation")
+    if check is not None and check.get("lava_equals_int") is False:
+        raise UserError("Lava fixed_pt and the integer reference disagree on this graph; "
+                        "nothing written (please report this)")
     if args.output:
         q.save(args.output)
-    out = {"window": q.window, "steps_per_token": q.steps_per_token, "depth": q.depth,
+    out = {"check": check, "window": q.window, "steps_per_token": q.steps_per_token, "depth": q.depth,
            "populations": len(q.populations), "synapses": len(q.synapses),
            "quantization": rep, "resources": res, "output": args.output}
     if args.json:
@@ -62,6 +120,13 @@ def run(args: argparse.Namespace) -> int:
     con.print("resources: " + ", ".join(f"{k} {v}" for k, v in tot.items()))
     for w in warnings:
         con.print(f"[yellow]warning:[/] {w}")
+    if check is not None:
+        con.print(f"check on {check['lava_samples']} x {q.steps_per_token} steps of random "
+                  f"spikes (p={args.check_rate}): float NIR vs integer spike agreement "
+                  + ", ".join(f"{n} {v['agreement']:.2%}" for n, v in check["populations"].items())
+                  + f"; readout |float - int| {check['readout_mean_abs_diff']:.3f} "
+                  f"(mean |float| {check['readout_float_mean_abs']:.3f}); "
+                  f"Lava == integer reference: {check['lava_equals_int']}")
     if args.output:
         con.print(f"wrote {args.output}")
     return 0

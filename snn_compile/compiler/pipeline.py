@@ -1,5 +1,7 @@
-"""From what the user names (checkpoint, ``default:*`` or a compiled ``.qgraph``)
-to a validated fixed-point ``QGraph`` with its tokenizer and quantization report."""
+"""From what the user names (checkpoint, ``default:*``, a ``.nir`` file or a compiled
+``.qgraph``) to a validated fixed-point ``QGraph`` with its tokenizer and quantization
+report. Checkpoints are exported to NIR in memory first: the quantizer only ever
+sees what a NIR file can hold."""
 
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
 
     from snn_compile.data import tokenizer_from_dict
     if not spec.startswith("default:") and not os.path.exists(spec):
-        raise UserError(f"{spec} does not exist; give a checkpoint, default:spikedecoder or a "
-                        "compiled .qgraph")
+        raise UserError(f"{spec} does not exist; give a checkpoint, default:spikedecoder, a "
+                        ".nir file or a compiled .qgraph")
     if spec.endswith(".qgraph"):
         try:
             q = QGraph.load(spec)
@@ -42,14 +44,29 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
         if tok is None:
             raise UserError(f"{spec} carries no tokenizer; recompile it from its checkpoint")
         return q, None, tokenizer_from_dict(tok)
-    if spec.endswith(".nir"):
-        raise UserError("compiling .nir files is not available in this version; compile the "
-                        "checkpoint instead (`snn-compile compile CKPT`)")
+    from snn_compile.compiler.from_nir import (decoder_tokenizer, folded_from_nir,
+                                               is_decoder_graph)
     from snn_compile.compiler.quantize import quantize_decoder
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.fold import fold
-    model, tok, _ = load_checkpoint(spec)
-    folded = fold(model)
+    if spec.endswith(".nir"):
+        from snn_compile.export.nir_io import read_nir
+        graph = read_nir(spec)
+        if not is_decoder_graph(graph):
+            raise UserError(f"{spec} is not a token decoder exported by snn_compile (no token "
+                            "framing): compile it with `snn-compile compile FILE.nir --steps S` "
+                            "and run it with `snn-compile compile ... --check`")
+        tok = decoder_tokenizer(graph)
+    else:
+        graph, tok = nir_of_checkpoint(spec)
+    # the compiler reads only NIR: checkpoints go through the exporter first
+    folded = folded_from_nir(graph)
     calib = calibration_tokens(tok, folded.context) if calibrate else None
     q, rep = quantize_decoder(folded, calib, tok)
     return q, rep.to_dict(), tok
+
+
+def nir_of_checkpoint(spec: str):
+    """(NIR graph, tokenizer) of a checkpoint or ``default:*`` spec, in memory."""
+    from snn_compile.export.to_nir import export_model
+    from snn_compile.models.checkpoint import load_checkpoint
+    model, tok, _ = load_checkpoint(spec)
+    return export_model(model, tok), tok

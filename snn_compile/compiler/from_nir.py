@@ -1,0 +1,100 @@
+"""Compiler front end: a NIR graph → what the quantizer consumes.
+
+Two kinds of graph arrive here:
+
+* graphs exported by snn_compile (metadata ``snn_compile.model = spikedecoder``):
+  ``folded_from_nir`` rebuilds the ``FoldedDecoder`` (weights, decays, attention
+  layout) from the NIR nodes alone, so ``quantize_decoder`` sees exactly what
+  the file says;
+* foreign graphs of standard nodes (snnTorch's ``export_to_nir`` and the like):
+  ``foreign_to_qgraph`` (compiler/quantize_foreign.py) quantizes them directly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from snn_compile.errors import UserError
+from snn_compile.export.extensions import CausalSpikeAttention
+from snn_compile.export.interpreter import DEFAULT_DT, _coef
+from snn_compile.export.nir_io import NIRGraphError, flatten, node_type, validate
+from snn_compile.models.fold import BLOCK_POPS, FoldedBlock, FoldedDecoder
+
+
+def is_decoder_graph(graph) -> bool:
+    meta = getattr(graph, "metadata", None) or {}
+    return meta.get("snn_compile.model") == "spikedecoder"
+
+
+def lif_beta(name: str, node, dt: float) -> float:
+    """The discrete decay of a NIR LIF that is a reset-to-zero, threshold-1 neuron."""
+    if node_type(node) != "LIF":
+        raise NIRGraphError(f"node {name} is a {node_type(node)}, expected a LIF")
+    tau = np.asarray(node.tau, np.float64)
+    beta = _coef(1.0 - dt / tau)
+    gain = _coef(np.asarray(node.r, np.float64) * dt / tau)
+    checks = {"a uniform time constant": np.all(beta == beta.flat[0]),
+              "r dt / tau = 1": np.all(gain == 1.0),
+              "v_threshold = 1": np.all(np.asarray(node.v_threshold) == 1.0),
+              "v_reset = 0": np.all(np.asarray(node.v_reset) == 0.0),
+              "v_leak = 0": np.all(np.asarray(node.v_leak) == 0.0)}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise NIRGraphError(f"LIF node {name} does not have {', '.join(bad)}, as a "
+                            "SpikeDecoder population must; re-export the model")
+    return float(beta.flat[0])
+
+
+def folded_from_nir(graph) -> FoldedDecoder:
+    """Rebuild the ``FoldedDecoder`` of a graph written by ``folded_to_nir``."""
+    flat = validate(flatten(graph))
+    meta = flat.metadata
+    dt = float(meta.get("dt", DEFAULT_DT))
+    nodes = flat.nodes
+    fr = json.loads(meta["snn_compile.framing"])
+
+    def get(name, kind):
+        if name not in nodes:
+            raise NIRGraphError(f"decoder graph lacks node {name!r}; it was not written by "
+                                "`snn-compile export` or was edited")
+        if node_type(nodes[name]) != kind:
+            raise NIRGraphError(f"node {name} is a {node_type(nodes[name])}, expected {kind}")
+        return nodes[name]
+
+    def w(name):
+        return np.asarray(get(name, "Linear").weight, np.float64)
+
+    def s(name):
+        return np.asarray(get(name, "Scale").scale, np.float64)
+
+    n_layers = int(meta["n_layers"])
+    blocks = []
+    att = None
+    for i in range(n_layers):
+        p = f"block{i}."
+        att = get(p + "attention", CausalSpikeAttention.NAME)
+        blocks.append(FoldedBlock(
+            W_qkv=w(p + "w_qkv"), c=s(p + "attn_scale"), W_o=w(p + "w_o"), g1=s(p + "skip1"),
+            W_1=w(p + "w_1"), W_2=w(p + "w_2"), g2=s(p + "skip2"),
+            beta={k: lif_beta(p + k, get(p + k, "LIF"), dt) for k in BLOCK_POPS}))
+    E_tok, E_pos = w("emb.tok"), w("emb.pos")
+    d = E_tok.shape[0]
+    return FoldedDecoder(T=int(fr["steps_per_token"]), context=int(fr["context"]),
+                         vocab_size=E_tok.shape[1], d_model=d,
+                         n_heads=att.n_heads if att is not None else int(meta["n_heads"]),
+                         E_tok=E_tok, E_pos=E_pos,
+                         beta_emb=lif_beta("emb", get("emb", "LIF"), dt), blocks=blocks,
+                         W_head=w("head"))
+
+
+def decoder_tokenizer(graph):
+    """The tokenizer a decoder graph carries in its metadata."""
+    from snn_compile.data import tokenizer_from_dict
+    meta = getattr(graph, "metadata", None) or {}
+    tok = meta.get("snn_compile.tokenizer")
+    if tok is None:
+        raise UserError("this NIR graph carries no tokenizer; export it again from its "
+                        "checkpoint with `snn-compile export CKPT -o FILE.nir`")
+    return tokenizer_from_dict(json.loads(tok))

@@ -1,0 +1,302 @@
+"""NIR file I/O and structural checks, through NIR's own ``nir.write``/``nir.read``.
+
+``read_nir`` reads any NIR 1.0 file (ours or another framework's), turns the
+project's extension subgraphs back into extension nodes, and ``flatten`` +
+``validate`` give every later stage (interpreter, inspect, compiler) one flat
+graph whose problems — unknown node types, dangling edges, shape mismatches,
+cycles without a ``Delay`` — are reported together in one clear error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from snn_compile.errors import UserError, atomic_path
+from snn_compile.export.extensions import EXTENSIONS, _scalar, extension_name
+
+# node types the interpreter executes; the compiler lowers a subset (compiler/from_nir.py)
+SUPPORTED = ("Input", "Output", "Linear", "Affine", "Scale", "LIF", "IF", "LI", "I",
+             "CubaLIF", "Threshold", "Delay", "Flatten", "NIRGraph") + tuple(EXTENSIONS)
+
+
+class NIRGraphError(UserError):
+    """A NIR graph that cannot be run: the message lists every problem found."""
+
+
+def write_nir(graph, path: str) -> None:
+    """``nir.write`` into a temporary file, renamed into place when complete."""
+    import nir
+    with atomic_path(path) as tmp:
+        nir.write(tmp, graph)
+
+
+def _file_types(path: str) -> List[Tuple[str, str]]:
+    """(node path, type) of every node stored in a NIR file, nested ones included."""
+    import h5py
+
+    found: List[Tuple[str, str]] = []
+
+    def walk(group, where):
+        if "type" in group:
+            t = group["type"][()]
+            found.append((where or "<graph>", t.decode() if isinstance(t, bytes) else str(t)))
+        if "nodes" in group:
+            for k in group["nodes"]:
+                walk(group["nodes"][k], f"{where}.{k}" if where else k)
+
+    with h5py.File(path, "r") as f:
+        if "node" not in f:
+            raise NIRGraphError(f"{path} is an HDF5 file but not a NIR graph (no 'node' group)")
+        walk(f["node"], "")
+    return found
+
+
+def read_nir(path: str):
+    """Read a NIR file; extension subgraphs come back as extension nodes."""
+    import nir
+
+    if not os.path.exists(path):
+        raise UserError(f"{path} does not exist; write one with `snn-compile export CKPT -o "
+                        f"{os.path.basename(path) or 'model.nir'}`")
+    try:
+        types = _file_types(path)
+    except NIRGraphError:
+        raise
+    except Exception as e:      # h5py raises OSError for truncated / non-HDF5 files
+        raise UserError(f"{path} is not a readable NIR file (corrupt or truncated HDF5: "
+                        f"{e}); export it again") from None
+    known = set(nir.ir.__all__) - {"NIRNode"}
+    unknown = sorted({t for _, t in types if t not in known})
+    if unknown:
+        where = ", ".join(f"{n} ({t})" for n, t in types if t in unknown)
+        raise NIRGraphError(f"{path} holds node types that NIR {nir.version} cannot read: "
+                            f"{', '.join(unknown)} (nodes: {where})")
+    try:
+        graph = nir.read(path, type_check=False)
+    except Exception as e:
+        raise NIRGraphError(f"{path}: NIR could not build the graph: {e}") from None
+    return _lift_extensions(graph)
+
+
+def _lift_extensions(graph):
+    """Replace extension-carrying subgraphs by extension nodes (recursively)."""
+    import nir
+    for name, node in list(graph.nodes.items()):
+        ext = extension_name(node)
+        if ext is not None:
+            if ext not in EXTENSIONS:
+                raise NIRGraphError(f"node {name} uses the extension {ext!r}, which this "
+                                    f"snn_compile does not know (known: {', '.join(EXTENSIONS)})")
+            try:
+                graph.nodes[name] = EXTENSIONS[ext].from_nir(node)
+            except (KeyError, ValueError) as e:
+                raise NIRGraphError(f"node {name} ({ext}): {e}") from None
+        elif isinstance(node, nir.NIRGraph):
+            _lift_extensions(node)
+    meta = getattr(graph, "metadata", None)
+    if isinstance(meta, dict):
+        graph.metadata = {k: _scalar(v) for k, v in meta.items()}
+    return graph
+
+
+# ---------------------------------------------------------------- flat graphs
+@dataclass
+class FlatGraph:
+    """Nested subgraphs inlined: node names are dotted paths, edges are plain pairs."""
+
+    nodes: Dict[str, object]
+    edges: List[Tuple[str, str]]
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> List[str]:
+        return [n for n, v in self.nodes.items() if node_type(v) == "Input"]
+
+    @property
+    def outputs(self) -> List[str]:
+        return [n for n, v in self.nodes.items() if node_type(v) == "Output"]
+
+    def sources(self, name: str) -> List[str]:
+        return [a for a, b in self.edges if b == name]
+
+    def targets(self, name: str) -> List[str]:
+        return [b for a, b in self.edges if a == name]
+
+
+def node_type(node) -> str:
+    ext = getattr(node, "NAME", None)
+    return ext if ext in EXTENSIONS else type(node).__name__
+
+
+def flatten(graph, prefix: str = "") -> FlatGraph:
+    """Inline plain subgraphs (extension subgraphs become extension nodes).
+
+    A subgraph's own Input and Output nodes disappear: an edge into subgraph ``g``
+    goes to whatever its Input feeds, an edge out of it leaves from whatever feeds
+    its Output (a subgraph with several Inputs/Outputs is ambiguous and refused).
+    """
+    import nir
+
+    nodes: Dict[str, object] = {}
+    edges: List[Tuple[str, str]] = []
+    entry: Dict[str, List[str]] = {}
+    exit_: Dict[str, List[str]] = {}
+    problems = []
+    for name, node in graph.nodes.items():
+        full = prefix + name
+        ext = extension_name(node)
+        if ext is not None and isinstance(node, nir.NIRGraph):
+            if ext not in EXTENSIONS:
+                raise NIRGraphError(f"node {full} uses the extension {ext!r}, which this "
+                                    f"snn_compile does not know (known: {', '.join(EXTENSIONS)})")
+            nodes[full] = EXTENSIONS[ext].from_nir(node)
+        elif isinstance(node, nir.NIRGraph):
+            sub = flatten(node, full + ".")
+            ins = [full + "." + n for n, v in node.nodes.items() if isinstance(v, nir.Input)]
+            outs = [full + "." + n for n, v in node.nodes.items() if isinstance(v, nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                problems.append(f"subgraph {full} has {len(ins)} Input and {len(outs)} Output "
+                                "nodes; only subgraphs with one of each can be inlined")
+                continue
+            entry[name] = [b for a, b in sub.edges if a == ins[0]]
+            exit_[name] = [a for a, b in sub.edges if b == outs[0]]
+            nodes.update({k: v for k, v in sub.nodes.items() if k not in (ins[0], outs[0])})
+            edges += [(a, b) for a, b in sub.edges if a != ins[0] and b != outs[0]]
+        else:
+            nodes[full] = node
+    if problems:
+        raise NIRGraphError("; ".join(problems))
+    for a, b in graph.edges:
+        for src in exit_.get(a, [prefix + a]):
+            for dst in entry.get(b, [prefix + b]):
+                edges.append((src, dst))
+    meta = dict(getattr(graph, "metadata", None) or {}) if not prefix else {}
+    return FlatGraph(nodes, edges, meta)
+
+
+def in_size(node) -> Optional[int]:
+    """Width of a node's input vector (None where any width is accepted)."""
+    t = node_type(node)
+    if t in ("Linear", "Affine"):
+        return int(np.asarray(node.weight).shape[1])
+    if t in ("Flatten",):
+        return None
+    if t in EXTENSIONS:
+        return int(node.input_type["input"][0])
+    if t == "Input":
+        return int(np.prod(node.input_type["input"]))
+    return out_size(node)
+
+
+def out_size(node) -> Optional[int]:
+    t = node_type(node)
+    if t in ("Linear", "Affine"):
+        return int(np.asarray(node.weight).shape[0])
+    if t == "Scale":
+        return int(np.asarray(node.scale).size)
+    if t in ("LIF", "IF", "LI", "I", "CubaLIF"):
+        return int(np.asarray(node.r).size)
+    if t == "Threshold":
+        return int(np.asarray(node.threshold).size)
+    if t == "Delay":
+        return int(np.asarray(node.delay).size)
+    if t == "Input":
+        return int(np.prod(node.input_type["input"]))
+    if t == "Output":
+        o = node.output_type.get("output") if node.output_type else None
+        return None if o is None else int(np.prod(o))
+    if t in EXTENSIONS:
+        return int(node.output_type["output"][0])
+    return None
+
+
+def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
+    """Every problem of a flat graph in one ``NIRGraphError``; returns the graph."""
+    problems: List[str] = []
+    bad = sorted({f"{n} ({node_type(v)})" for n, v in flat.nodes.items()
+                  if node_type(v) not in supported})
+    if bad:
+        problems.append(f"unsupported node types: {', '.join(bad)} (supported: "
+                        f"{', '.join(supported)})")
+    for a, b in flat.edges:
+        for end in (a, b):
+            if end not in flat.nodes:
+                problems.append(f"edge {a} -> {b} refers to a node {end!r} that does not exist")
+    if not flat.inputs:
+        problems.append("the graph has no Input node")
+    if not flat.outputs:
+        problems.append("the graph has no Output node")
+    if not problems:
+        for a, b in flat.edges:
+            sa, sb = out_size(flat.nodes[a]), in_size(flat.nodes[b])
+            if sa is not None and sb is not None and sa != sb:
+                problems.append(f"edge {a} -> {b}: {a} gives {sa} values, {b} takes {sb}")
+        for n, v in flat.nodes.items():
+            if node_type(v) == "Input" and flat.sources(n):
+                problems.append(f"Input node {n} has incoming edges")
+            if node_type(v) not in ("Input",) and not flat.sources(n):
+                problems.append(f"node {n} has no incoming edge (dangling)")
+    if not problems:
+        cyc = cycle_without_delay(flat)
+        if cyc:
+            problems.append("cycle without a Delay node: " + " -> ".join(cyc + [cyc[0]])
+                            + " (insert a nir.Delay to say which step's value it reads)")
+    if problems:
+        raise NIRGraphError("invalid NIR graph: " + "; ".join(problems))
+    return flat
+
+
+def cycle_without_delay(flat: FlatGraph) -> List[str]:
+    """A cycle that does not pass through a Delay node, or [] when there is none."""
+    succ: Dict[str, List[str]] = {n: [] for n in flat.nodes}
+    for a, b in flat.edges:
+        if node_type(flat.nodes[a]) != "Delay":
+            succ[a].append(b)
+    color = {n: 0 for n in flat.nodes}
+    stack: List[str] = []
+
+    def dfs(n: str) -> List[str]:
+        color[n] = 1
+        stack.append(n)
+        for m in succ[n]:
+            if color[m] == 1:
+                return stack[stack.index(m):]
+            if color[m] == 0:
+                c = dfs(m)
+                if c:
+                    return c
+        stack.pop()
+        color[n] = 2
+        return []
+
+    for n in flat.nodes:
+        if color[n] == 0:
+            c = dfs(n)
+            if c:
+                return list(c)
+    return []
+
+
+def order(flat: FlatGraph) -> List[str]:
+    """Topological order in which a step is computed; Delay outputs come from the
+    previous steps, so edges leaving a Delay do not constrain the order."""
+    indeg = {n: 0 for n in flat.nodes}
+    for a, b in flat.edges:
+        if node_type(flat.nodes[a]) != "Delay":
+            indeg[b] += 1
+    ready = [n for n, k in indeg.items() if k == 0]
+    out: List[str] = []
+    while ready:
+        n = ready.pop(0)
+        out.append(n)
+        if node_type(flat.nodes[n]) == "Delay":
+            continue
+        for b in flat.targets(n):
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                ready.append(b)
+    return out

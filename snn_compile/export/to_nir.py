@@ -1,0 +1,114 @@
+"""A deployable SpikeDecoder → a NIR graph (standard nodes + one extension).
+
+Node map (``docs/nir-extensions.md``), with ``dt`` = ``DT`` seconds per step:
+
+    tokens (Input V) ─ emb.tok (Linear E_tok) ┐
+    positions (Input C) ─ emb.pos (Linear E_pos) ┴► emb (LIF)
+    per block i, x the previous population:
+      x ─ w_qkv (Linear) ─► qkv (LIF 3d) ─► attention (CausalSpikeAttention)
+        ─► attn_scale (Scale c) ─► attn (LIF)
+      attn ─ w_o (Linear) ┐, x ─ skip1 (Scale g1) ┘ ─► mid (LIF)       spike residual
+      mid ─ w_1 (Linear) ─► ff (LIF 4d)
+      ff ─ w_2 (Linear) ┐, mid ─ skip2 (Scale g2) ┘ ─► out (LIF)        spike residual
+    out ─ head (Linear W_head) ─► logits (Output V)
+
+Several edges into one node add (NIR semantics). A discrete reset-to-zero LIF
+``v = beta v + I, s = v > 1, v <- 0`` is NIR's LIF under forward Euler with
+``tau = dt / (1 - beta)``, ``r = tau / dt`` (so ``r dt / tau = 1``),
+``v_leak = 0``, ``v_threshold = 1``, ``v_reset = 0`` — the convention snnTorch's
+``export_to_nir`` uses for ``Leaky``. Membrane norms are already folded into the
+weights (``FoldedDecoder``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+
+from snn_compile.export.extensions import (FORMAT_KEY, FORMAT_VERSION, FRAMING_KEY,
+                                           CausalSpikeAttention)
+
+DT = 1e-4   # seconds per step; snnTorch's export_to_nir uses the same value
+
+
+def nir_node_of(key: str) -> str:
+    """NIR node name of a ``FoldedDecoder.forward`` record key (``block0.A`` → attention)."""
+    return key[:-2] + ".attention" if key.endswith(".A") else key
+
+
+def lif_node(beta: float, size: int, dt: float = DT):
+    """NIR LIF equal to ``v = beta v + I; s = v > 1; v <- 0`` under forward Euler."""
+    import nir
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta {beta} outside [0, 1): not a leaky neuron")
+    tau = np.full(size, dt / (1.0 - beta))
+    return nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(size), v_threshold=np.ones(size),
+                   v_reset=np.zeros(size))
+
+
+def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: float = DT):
+    """``FoldedDecoder`` → ``nir.NIRGraph``; ``tokenizer``/``config`` travel as metadata."""
+    import nir
+
+    d, V, C = folded.d_model, folded.vocab_size, folded.context
+    nodes = {"tokens": nir.Input(input_type=np.array([V])),
+             "positions": nir.Input(input_type=np.array([C])),
+             "emb.tok": nir.Linear(weight=np.asarray(folded.E_tok, np.float64)),
+             "emb.pos": nir.Linear(weight=np.asarray(folded.E_pos, np.float64)),
+             "emb": lif_node(folded.beta_emb, d, dt)}
+    edges = [("tokens", "emb.tok"), ("positions", "emb.pos"), ("emb.tok", "emb"),
+             ("emb.pos", "emb")]
+    x = "emb"
+    for i, b in enumerate(folded.blocks):
+        p = f"block{i}."
+        nodes.update({
+            p + "w_qkv": nir.Linear(weight=b.W_qkv), p + "qkv": lif_node(b.beta["qkv"], 3 * d, dt),
+            p + "attention": CausalSpikeAttention(d, folded.n_heads).to_nir(),
+            p + "attn_scale": nir.Scale(scale=np.asarray(b.c, np.float64)),
+            p + "attn": lif_node(b.beta["attn"], d, dt),
+            p + "w_o": nir.Linear(weight=b.W_o), p + "skip1": nir.Scale(scale=b.g1),
+            p + "mid": lif_node(b.beta["mid"], d, dt),
+            p + "w_1": nir.Linear(weight=b.W_1), p + "ff": lif_node(b.beta["ff"], 4 * d, dt),
+            p + "w_2": nir.Linear(weight=b.W_2), p + "skip2": nir.Scale(scale=b.g2),
+            p + "out": lif_node(b.beta["out"], d, dt)})
+        edges += [(x, p + "w_qkv"), (p + "w_qkv", p + "qkv"), (p + "qkv", p + "attention"),
+                  (p + "attention", p + "attn_scale"), (p + "attn_scale", p + "attn"),
+                  (p + "attn", p + "w_o"), (p + "w_o", p + "mid"), (x, p + "skip1"),
+                  (p + "skip1", p + "mid"), (p + "mid", p + "w_1"), (p + "w_1", p + "ff"),
+                  (p + "ff", p + "w_2"), (p + "w_2", p + "out"), (p + "mid", p + "skip2"),
+                  (p + "skip2", p + "out")]
+        x = p + "out"
+    nodes["head"] = nir.Linear(weight=np.asarray(folded.W_head, np.float64))
+    nodes["logits"] = nir.Output(output_type=np.array([V]))
+    edges += [(x, "head"), ("head", "logits")]
+    framing = {"steps_per_token": folded.T, "context": C, "inputs": ["tokens", "positions"],
+               "input_coding": "one-hot, held for the steps of a token",
+               "reset": "every neuron state to 0 at each token start",
+               "readout": "logits", "readout_reduction": "mean over the steps of a token"}
+    meta = {FORMAT_KEY: FORMAT_VERSION, "snn_compile.model": "spikedecoder",
+            "dt": float(dt), FRAMING_KEY: json.dumps(framing),
+            "n_layers": len(folded.blocks), "d_model": d, "n_heads": folded.n_heads}
+    if tokenizer is not None:
+        meta["snn_compile.tokenizer"] = json.dumps(tokenizer.to_dict())
+    if config is not None:
+        meta["snn_compile.config"] = json.dumps(config)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def export_model(model, tokenizer=None):
+    """A trained model → NIR graph; anything that is not a deployable SpikeDecoder is
+    refused with the blocks that cannot be exported named."""
+    from snn_compile.errors import UserError
+    from snn_compile.models.fold import fold
+
+    blocks = getattr(model, "non_spiking_blocks", None)
+    if callable(blocks) and blocks():
+        raise UserError(f"{type(model).__name__} cannot be exported to NIR: its blocks "
+                        f"{', '.join(blocks())} are not spiking (softmax attention, GELU, "
+                        "LayerNorm and float residuals have no neuromorphic lowering); export "
+                        "a deployable SpikeDecoder (`snn-compile train --model spikedecoder`)")
+    folded = fold(model)
+    cfg = getattr(model, "cfg", None)
+    return folded_to_nir(folded, tokenizer, cfg.to_dict() if cfg is not None else None)

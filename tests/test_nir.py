@@ -1,0 +1,290 @@
+"""NIR export, file round trip, reference interpreter, inspect, and compiling from NIR.
+
+Contract step 1 (docs/semantics.md): torch model == NIR interpreter on the exported
+graph, spike for spike, after a nir.write / nir.read round trip.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import nir
+import numpy as np
+import pytest
+import torch
+
+from snn_compile.errors import UserError
+from snn_compile.export.extensions import EXTENSION_KEY, CausalSpikeAttention
+from snn_compile.export.interpreter import NIRBackend, NIRInterpreter, run_tokens
+from snn_compile.export.nir_io import NIRGraphError, read_nir, write_nir
+from snn_compile.export.to_nir import export_model, folded_to_nir, nir_node_of
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.config import ModelConfig
+from snn_compile.models.fold import fold
+from snn_compile.models.spikedecoder import SpikeDecoder
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, tok, _ = load_checkpoint("default:spikedecoder")
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def shipped_nir(shipped, tmp_path_factory):
+    model, tok = shipped
+    path = str(tmp_path_factory.mktemp("nir") / "spikedecoder.nir")
+    write_nir(export_model(model, tok), path)
+    return path
+
+
+def assert_same_spikes(ref: dict, got: dict) -> None:
+    assert set(map(nir_node_of, ref["spikes"])) <= set(got["spikes"])
+    for k, v in ref["spikes"].items():
+        g = got["spikes"][nir_node_of(k)]
+        assert torch.equal(v, g), f"{k}: {int((v != g).sum())} of {v.numel()} values differ"
+
+
+def random_decoder(seed: int, **kw) -> SpikeDecoder:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{**dict(vocab_size=11, d_model=16, n_layers=2, n_heads=2, context=12,
+                                timesteps=3, beta_init=0.6), **kw})
+    return SpikeDecoder(cfg).eval()
+
+
+# ------------------------------------------------------------ export + interpreter
+def test_shipped_model_nir_equals_torch_on_text(shipped, shipped_nir):
+    model, tok = shipped
+    folded = fold(model)
+    toks = torch.as_tensor(tok.encode("The with statement is used to wrap the execution"))[None]
+    ref = folded.forward(toks)
+    got = run_tokens(NIRInterpreter(read_nir(shipped_nir)), toks)
+    assert_same_spikes(ref, got)
+    assert torch.allclose(ref["logits"], got["logits"], atol=1e-9)
+    with torch.no_grad():      # and the float torch model itself (float32)
+        assert torch.allclose(model(toks).double(), got["logits"], atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_deployable_decoders_nir_equals_torch(tmp_path, seed):
+    model = random_decoder(seed, n_heads=(2, 4, 1)[seed], timesteps=(3, 4, 2)[seed])
+    path = str(tmp_path / "m.nir")
+    write_nir(export_model(model), path)
+    toks = torch.randint(0, 11, (3, 12), generator=torch.Generator().manual_seed(seed))
+    ref = fold(model).forward(toks)
+    got = run_tokens(NIRInterpreter(read_nir(path)), toks)
+    assert_same_spikes(ref, got)
+    assert sum(float(v.sum()) for v in ref["spikes"].values()) > 0   # not a silent network
+    assert torch.allclose(ref["logits"], got["logits"], atol=1e-9)
+
+
+def test_nir_backend_streams_the_same_logits(shipped, shipped_nir):
+    model, tok = shipped
+    ids = tok.encode("def f(x):")
+    ref = fold(model).forward(torch.as_tensor(ids)[None])["logits"][0]
+    be = NIRBackend(read_nir(shipped_nir))
+    got = np.stack([be.feed(t) for t in ids])
+    assert np.allclose(got, ref.numpy(), atol=1e-9)
+
+
+def test_standard_nir_reads_our_file_and_sees_the_extension(shipped_nir):
+    g = nir.read(shipped_nir)          # NIR's own reader, knowing nothing of snn_compile
+    att = g.nodes["block0.attention"]
+    assert isinstance(att, nir.NIRGraph)
+    assert att.metadata[EXTENSION_KEY] == "CausalSpikeAttention"
+    assert isinstance(g.nodes["block0.qkv"], nir.LIF)
+    assert isinstance(g.nodes["emb.tok"], nir.Linear)
+    assert json.loads(g.metadata["snn_compile.framing"])["steps_per_token"] == 4
+    ours = read_nir(shipped_nir)
+    assert isinstance(ours.nodes["block1.attention"], CausalSpikeAttention)
+    assert ours.nodes["block1.attention"].n_heads == 4
+
+
+def test_lif_parameters_follow_the_discrete_model(shipped):
+    model, _ = shipped
+    folded = fold(model)
+    g = folded_to_nir(folded)
+    lif = g.nodes["block0.ff"]
+    dt = g.metadata["dt"]
+    beta = folded.blocks[0].beta["ff"]
+    assert np.allclose(1 - dt / lif.tau, beta, rtol=0, atol=1e-12)
+    assert np.allclose(lif.r * dt / lif.tau, 1.0)
+    assert np.all(lif.v_threshold == 1) and np.all(lif.v_reset == 0) and np.all(lif.v_leak == 0)
+
+
+# ------------------------------------------------------------------ foreign graphs
+def snntorch_net(seed=0, n_in=20, hidden=32, n_out=10):
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(n_in, hidden),
+        snn.Leaky(beta=torch.full((hidden,), 0.9), threshold=torch.ones(hidden),
+                  init_hidden=True, reset_mechanism="zero"),
+        torch.nn.Linear(hidden, n_out),
+        snn.Leaky(beta=torch.full((n_out,), 0.8), threshold=torch.ones(n_out),
+                  init_hidden=True, output=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        net[2].weight.mul_(3)
+    return net
+
+
+def snntorch_sim(net, x):
+    from snntorch import utils
+    utils.reset(net)
+    s1, s2 = [], []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            a = net[1](net[0](x[t]))
+            b, _ = net[3](net[2](a))
+            s1.append(a)
+            s2.append(b)
+    return torch.stack(s1), torch.stack(s2)
+
+
+def test_snntorch_export_runs_in_the_interpreter_spike_for_spike(tmp_path):
+    from snntorch.export_nir import export_to_nir
+    net = snntorch_net()
+    path = str(tmp_path / "snn.nir")
+    nir.write(path, export_to_nir(net, torch.randn(1, 20), ignore_dims=[0]))
+    x = (torch.rand(60, 8, 20, generator=torch.Generator().manual_seed(3)) < 0.3).float()
+    s1, s2 = snntorch_sim(net, x)
+    out = NIRInterpreter(read_nir(path)).run({"input": x}, record=["1"])
+    assert s1.sum() > 0 and s2.sum() > 0
+    assert torch.equal(out["1"].float(), s1)
+    assert torch.equal(out["output"].float(), s2)
+
+
+def test_foreign_graph_compiles_and_lava_equals_integer_reference(tmp_path):
+    from snntorch.export_nir import export_to_nir
+
+    from snn_compile.compiler.quantize_foreign import compare_float_int, foreign_to_qgraph
+    net = snntorch_net(seed=1, n_in=12, hidden=16, n_out=6)
+    path = str(tmp_path / "snn.nir")
+    nir.write(path, export_to_nir(net, torch.randn(1, 12), ignore_dims=[0]))
+    g = read_nir(path)
+    gen = torch.Generator().manual_seed(0)
+    calib = {"input": (torch.rand(16, 16, 12, generator=gen) < 0.3).double()}
+    q, rep = foreign_to_qgraph(g, 16, calib)
+    assert q.inputs == ["input", "bias"]      # the Affine biases ride on a held input
+    test = {"input": (torch.rand(16, 8, 12, generator=gen) < 0.3).double()}
+    res = compare_float_int(g, q, test, lava_samples=1)
+    assert res["lava_equals_int"] is True
+    # quantization error: 8-bit weights, 12-bit decays — nearly every spike agrees
+    assert res["min_agreement"] > 0.95, res
+    assert all(p["float_spikes"] > 0 for p in res["populations"].values())
+
+
+def test_delay_breaks_a_cycle_and_delays_by_whole_steps():
+    g = nir.NIRGraph(nodes={
+        "in": nir.Input(input_type=np.array([2])),
+        "lif": nir.IF(r=np.full(2, 1e4), v_threshold=np.full(2, 0.5)),
+        "d": nir.Delay(delay=np.array([2e-4, 1e-4])),
+        "w": nir.Linear(weight=np.eye(2)),
+        "out": nir.Output(output_type=np.array([2]))},
+        edges=[("in", "lif"), ("lif", "d"), ("d", "w"), ("w", "lif"), ("d", "out")],
+        type_check=False)
+    x = torch.zeros(6, 1, 2)
+    x[0] = 1.0
+    y = NIRInterpreter(g).run({"in": x})["out"][:, 0]
+    # neuron 0 fires at 0 and re-excites itself through a 2-step delay; neuron 1 through 1
+    assert y[:, 0].tolist() == [0, 0, 1, 0, 1, 0]
+    assert y[:, 1].tolist() == [0, 1, 1, 1, 1, 1]
+
+
+# ------------------------------------------------------------------------- errors
+def test_non_deployable_models_are_refused_by_name():
+    ann, _, _ = load_checkpoint("default:ann")
+    with pytest.raises(UserError, match="not a spiking decoder|not spiking"):
+        export_model(ann)
+
+
+def test_corrupt_and_truncated_files(tmp_path, shipped_nir):
+    bad = tmp_path / "junk.nir"
+    bad.write_bytes(b"this is not HDF5 at all" * 10)
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        read_nir(str(bad))
+    data = open(shipped_nir, "rb").read()
+    cut = tmp_path / "cut.nir"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        read_nir(str(cut))
+    with pytest.raises(UserError, match="does not exist"):
+        read_nir(str(tmp_path / "missing.nir"))
+
+
+def _graph(nodes, edges):
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_structural_errors_are_named(tmp_path):
+    lif = dict(tau=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3))
+    cases = {
+        "gives 4 values, l takes 3": _graph(
+            {"i": nir.Input(input_type=np.array([4])), "l": nir.Linear(weight=np.ones((3, 3))),
+             "o": nir.Output(output_type=np.array([3]))}, [("i", "l"), ("l", "o")]),
+        "does not exist": _graph(
+            {"i": nir.Input(input_type=np.array([3])), "o": nir.Output(output_type=np.array([3]))},
+            [("i", "ghost"), ("i", "o")]),
+        "cycle without a Delay": _graph(
+            {"i": nir.Input(input_type=np.array([3])), "a": nir.LIF(**lif),
+             "w": nir.Linear(weight=np.eye(3)), "o": nir.Output(output_type=np.array([3]))},
+            [("i", "a"), ("a", "w"), ("w", "a"), ("a", "o")]),
+        "unsupported node types: c \\(Conv1d\\)": _graph(
+            {"i": nir.Input(input_type=np.array([1, 8])),
+             "c": nir.Conv1d(input_shape=8, weight=np.ones((1, 1, 3)), stride=1, padding=0,
+                             dilation=1, groups=1, bias=np.zeros(1)),
+             "o": nir.Output(output_type=np.array([1, 6]))}, [("i", "c"), ("c", "o")]),
+    }
+    for i, (msg, g) in enumerate(cases.items()):
+        path = str(tmp_path / f"g{i}.nir")
+        nir.write(path, g)
+        with pytest.raises(NIRGraphError, match=msg):
+            NIRInterpreter(read_nir(path))
+
+
+def test_unknown_node_type_in_file_is_named(tmp_path, shipped_nir):
+    path = tmp_path / "alien.nir"
+    path.write_bytes(open(shipped_nir, "rb").read())
+    with h5py.File(path, "r+") as f:
+        del f["node/nodes/head/type"]
+        f["node/nodes/head"].create_dataset("type", data="QuantumLinear",
+                                            dtype=h5py.string_dtype())
+    with pytest.raises(NIRGraphError, match="QuantumLinear.*head"):
+        read_nir(str(path))
+
+
+# --------------------------------------------------------------- compile from NIR
+def test_compiling_the_nir_file_equals_compiling_the_checkpoint(shipped_nir):
+    from snn_compile.compiler.int_reference import logits_only
+    from snn_compile.compiler.pipeline import load_qgraph
+    q1, _, tok1 = load_qgraph("default:spikedecoder")
+    q2, _, tok2 = load_qgraph(shipped_nir)
+    assert tok1.to_dict() == tok2.to_dict()
+    assert q1.populations == q2.populations
+    for a, b in zip(q1.synapses, q2.synapses):
+        assert (a.name, a.weight_exp) == (b.name, b.weight_exp)
+        assert np.array_equal(a.weights, b.weights)
+    toks = torch.as_tensor(tok1.encode("for x in range"))[None]
+    assert torch.equal(logits_only(q1, toks), logits_only(q2, toks))
+
+
+def test_cli_export_inspect_compile(run_cli, tmp_path):
+    path = tmp_path / "m.nir"
+    r = run_cli("export", "default:spikedecoder", "-o", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["spikes_equal"] is True and out["logits_max_abs_diff"] == 0.0
+    r = run_cli("inspect", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["deployable"] is True and info["extensions"] == ["CausalSpikeAttention"]
+    assert {"tokens", "positions"} == set(info["inputs"]) and info["outputs"] == ["logits"]
+    types = {n["name"]: n["type"] for n in info["nodes"]}
+    assert types["block0.qkv"] == "LIF" and types["emb.tok"] == "Linear"
+    r = run_cli("export", "default:ann", "-o", str(tmp_path / "ann.nir"))
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "ann.nir").exists()
+    r = run_cli("compile", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resources"]["totals"]["neurons"] > 0
