@@ -59,10 +59,12 @@ test: $(STAMP)  ## run the whole test suite
 
 # The demo is the toolchain run on the shipped default, one real CLI call per stage.
 # Make stops at the first command that fails; nothing here pretends to succeed.
-demo: $(STAMP)  ## shipped SpikeDecoder → Loihi 2 fixed point → text on the Lava simulator → energy per token
+demo: $(STAMP)  ## shipped SpikeDecoder → NIR → Loihi 2 fixed point → text on the Lava simulator → energy per token
 	@mkdir -p $(DEMO_OUT)
 	$(SNN) eval default:spikedecoder --max-tokens 8192
-	$(SNN) compile default:spikedecoder -o $(DEMO_OUT)/spikedecoder.qgraph
+	$(SNN) export default:spikedecoder -o $(DEMO_OUT)/spikedecoder.nir
+	$(SNN) inspect $(DEMO_OUT)/spikedecoder.nir
+	$(SNN) compile $(DEMO_OUT)/spikedecoder.nir -o $(DEMO_OUT)/spikedecoder.qgraph
 	$(SNN) generate $(DEMO_OUT)/spikedecoder.qgraph --backend lava-sim --prompt "$(PROMPT)" -n 48
 	$(SNN) bench default:spikedecoder --backend lava-sim --tokens 64 --out $(DEMO_OUT)/bench
 	@echo "demo finished: outputs in $(DEMO_OUT)/ (report: $(DEMO_OUT)/bench/report.md)"

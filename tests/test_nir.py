@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from snn_compile.benchmarks.foreign_nir import export_snntorch, snntorch_net, snntorch_sim
 from snn_compile.errors import UserError
 from snn_compile.export.extensions import EXTENSION_KEY, CausalSpikeAttention
 from snn_compile.export.interpreter import NIRBackend, NIRInterpreter, run_tokens
@@ -114,39 +115,10 @@ def test_lif_parameters_follow_the_discrete_model(shipped):
 
 
 # ------------------------------------------------------------------ foreign graphs
-def snntorch_net(seed=0, n_in=20, hidden=32, n_out=10):
-    snn = pytest.importorskip("snntorch")
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(n_in, hidden),
-        snn.Leaky(beta=torch.full((hidden,), 0.9), threshold=torch.ones(hidden),
-                  init_hidden=True, reset_mechanism="zero"),
-        torch.nn.Linear(hidden, n_out),
-        snn.Leaky(beta=torch.full((n_out,), 0.8), threshold=torch.ones(n_out),
-                  init_hidden=True, output=True, reset_mechanism="zero"))
-    with torch.no_grad():
-        net[2].weight.mul_(3)
-    return net
-
-
-def snntorch_sim(net, x):
-    from snntorch import utils
-    utils.reset(net)
-    s1, s2 = [], []
-    with torch.no_grad():
-        for t in range(x.shape[0]):
-            a = net[1](net[0](x[t]))
-            b, _ = net[3](net[2](a))
-            s1.append(a)
-            s2.append(b)
-    return torch.stack(s1), torch.stack(s2)
-
-
 def test_snntorch_export_runs_in_the_interpreter_spike_for_spike(tmp_path):
-    from snntorch.export_nir import export_to_nir
     net = snntorch_net()
     path = str(tmp_path / "snn.nir")
-    nir.write(path, export_to_nir(net, torch.randn(1, 20), ignore_dims=[0]))
+    export_snntorch(net, 20, path)
     x = (torch.rand(60, 8, 20, generator=torch.Generator().manual_seed(3)) < 0.3).float()
     s1, s2 = snntorch_sim(net, x)
     out = NIRInterpreter(read_nir(path)).run({"input": x}, record=["1"])
@@ -156,12 +128,10 @@ def test_snntorch_export_runs_in_the_interpreter_spike_for_spike(tmp_path):
 
 
 def test_foreign_graph_compiles_and_lava_equals_integer_reference(tmp_path):
-    from snntorch.export_nir import export_to_nir
-
     from snn_compile.compiler.quantize_foreign import compare_float_int, foreign_to_qgraph
     net = snntorch_net(seed=1, n_in=12, hidden=16, n_out=6)
     path = str(tmp_path / "snn.nir")
-    nir.write(path, export_to_nir(net, torch.randn(1, 12), ignore_dims=[0]))
+    export_snntorch(net, 12, path)
     g = read_nir(path)
     gen = torch.Generator().manual_seed(0)
     calib = {"input": (torch.rand(16, 16, 12, generator=gen) < 0.3).double()}

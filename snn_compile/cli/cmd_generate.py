@@ -54,8 +54,18 @@ def _backend(args):
         model, tok, _ = load_checkpoint(args.model)
         return TorchBackend(model), tok
     if args.backend == "nir":
-        raise UserError("the NIR backend is not available in this version; use "
-                        "--backend torch, int, emulator or lava-sim")
+        from snn_compile.compiler.from_nir import decoder_tokenizer
+        from snn_compile.compiler.pipeline import nir_of_checkpoint
+        from snn_compile.export.interpreter import NIRBackend
+        from snn_compile.export.nir_io import read_nir
+        if args.model.endswith(".qgraph"):
+            raise UserError("--backend nir needs a .nir file or a checkpoint, not a compiled "
+                            ".qgraph")
+        if args.model.endswith(".nir"):
+            graph = read_nir(args.model)
+            return NIRBackend(graph), decoder_tokenizer(graph)
+        graph, tok = nir_of_checkpoint(args.model)
+        return NIRBackend(graph), tok
     from snn_compile.compiler.pipeline import load_qgraph
     q, _, tok = load_qgraph(args.model)
     if args.backend == "int":

@@ -132,7 +132,7 @@ class NIRInterpreter:
             if node_type(nodes[n]) == "Delay":
                 out[n] = self._delay_out(n)
         for n in self.order:
-            node, t, p = nodes[n], node_type(nodes[n]), self.p[n]
+            t, p = node_type(nodes[n]), self.p[n]
             if t == "Input":
                 if n not in inputs:
                     raise UserError(f"no values given for input node {n!r} "
