@@ -67,14 +67,7 @@ def _resolve(flat: FlatGraph, name: str, pops: set, memo: dict) -> Tuple[dict, O
         res = ({name: np.eye(size)}, None)
         memo[name] = res
         return res
-    mats: Dict[str, np.ndarray] = {}
-    bias: Optional[np.ndarray] = None
-    for s in flat.sources(name):
-        m, b = _resolve(flat, s, pops, memo)
-        for p, a in m.items():
-            mats[p] = mats[p] + a if p in mats else a
-        if b is not None:
-            bias = b if bias is None else bias + b
+    mats, bias = _input_of(flat, name, pops, memo)
     if t in ("Linear", "Affine"):
         W = np.asarray(node.weight, np.float64)
         mats = {p: W @ a for p, a in mats.items()}
@@ -87,6 +80,19 @@ def _resolve(flat: FlatGraph, name: str, pops: set, memo: dict) -> Tuple[dict, O
         mats = {p: s[:, None] * a for p, a in mats.items()}
         bias = None if bias is None else s * bias
     memo[name] = (mats, bias)
+    return mats, bias
+
+
+def _input_of(flat: FlatGraph, name: str, pops: set, memo: dict):
+    """What arrives at ``name``: the sum over its incoming edges of ``_resolve``."""
+    mats: Dict[str, np.ndarray] = {}
+    bias: Optional[np.ndarray] = None
+    for s in flat.sources(name):
+        m, b = _resolve(flat, s, pops, memo)
+        for p, a in m.items():
+            mats[p] = mats[p] + a if p in mats else a
+        if b is not None:
+            bias = b if bias is None else bias + b
     return mats, bias
 
 
@@ -139,13 +145,7 @@ def plan_foreign(graph) -> ForeignPlan:
     memo: dict = {}
     contrib, bias = {}, {}
     for n in neurons:
-        mats, b = {}, None
-        for s in flat.sources(n):
-            m, bb = _resolve(flat, s, pops, memo)
-            for p, a in m.items():
-                mats[p] = mats[p] + a if p in mats else a
-            if bb is not None:
-                b = bb if b is None else b + bb
+        mats, b = _input_of(flat, n, pops, memo)
         sc = info[n]["scale"]
         contrib[n] = {p: sc[:, None] * a for p, a in mats.items()}
         if b is not None and np.any(b != 0):
