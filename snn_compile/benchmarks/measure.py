@@ -59,30 +59,23 @@ def _as_ntc(a) -> np.ndarray:
 
 
 def count_operations(qgraph, outputs: Mapping[str, np.ndarray]) -> List[PopulationCounts]:
-    """Per-population, per-token counts of a run, from its token-time outputs."""
+    """Per-population, per-token counts of a run, from its token-time outputs.
+
+    The counting itself is ``hw_sim.probes.activity_from_token_time`` (the one
+    definition the emulator and the Lava runner share); this regroups it by
+    source population, the unit of the energy tables.
+    """
+    from snn_compile.hw_sim.probes import activity_from_token_time
+
+    act = activity_from_token_time(qgraph, outputs)
     W = qgraph.window
-    fan = {s.name: (np.asarray(s.weights) != 0).sum(axis=0) for s in qgraph.synapses}
     res = []
     for name in qgraph.order():
         pop = qgraph.pop(name)
-        if name not in outputs:
-            raise KeyError(f"no outputs recorded for population {name!r}")
-        o = _as_ntc(outputs[name])
-        if o.shape[1:] != (qgraph.steps_per_token, pop.size):
-            raise ValueError(f"outputs of {name}: shape {o.shape}, expected "
-                             f"(N, {qgraph.steps_per_token}, {pop.size})")
-        nz = (o != 0)
-        per_neuron = nz.sum(axis=1)                          # (N, size) events per neuron
-        outs = per_neuron.sum(axis=1).astype(np.float64)
-        msgs = np.zeros_like(outs)
-        syn = np.zeros_like(outs)
-        for s in qgraph.outgoing(name):
-            f = fan[s.name]
-            msgs += (per_neuron * (f > 0)).sum(axis=1)
-            syn += (per_neuron * f).sum(axis=1)
-        if pop.kind == "accum":
-            msgs += outs
-            syn += outs
+        outs = act.events[name].astype(np.float64)
+        mine = [k for k, src in act.synapse_src.items() if src == name]
+        msgs = sum((act.sent[k] for k in mine), np.zeros_like(outs))
+        syn = sum((act.synops[k] for k in mine), np.zeros_like(outs))
         if pop.kind == "input":
             active = np.zeros_like(outs)
             idle = np.zeros_like(outs)
@@ -90,7 +83,8 @@ def count_operations(qgraph, outputs: Mapping[str, np.ndarray]) -> List[Populati
             active = outs.copy()
             idle = pop.size * W - active
         res.append(PopulationCounts(name, pop.kind, pop.layer or name.split(".")[0], pop.role,
-                                    outs, msgs, syn, active, idle))
+                                    outs, msgs.astype(np.float64), syn.astype(np.float64),
+                                    active, idle))
     return res
 
 

@@ -44,6 +44,7 @@ class Activity:
     layer: Dict[str, str] = field(default_factory=dict)      # population -> Population.layer
     kind: Dict[str, str] = field(default_factory=dict)       # population -> kind
     synapse_src: Dict[str, str] = field(default_factory=dict)  # synapse -> source population
+    sent: Dict[str, np.ndarray] = field(default_factory=dict)  # synapse -> messages it carried
 
     # ---------------------------------------------------------------- totals
     def spikes(self) -> np.ndarray:
@@ -134,16 +135,19 @@ def activity_from_token_time(qgraph, outputs: Mapping[str, object]) -> Activity:
         events[name] = per_neuron[name].sum(axis=1)
     ntok = len(next(iter(events.values()))) if events else 0
     synops: Dict[str, np.ndarray] = {}
+    sent: Dict[str, np.ndarray] = {}
     src: Dict[str, str] = {}
     for s in qgraph.synapses:
         fan = (np.asarray(s.weights) != 0).sum(axis=0).astype(np.int64)
         synops[s.name] = per_neuron[s.src] @ fan
+        sent[s.name] = per_neuron[s.src] @ (fan > 0).astype(np.int64)
         src[s.name] = s.src
     for name, pop in qgraph.populations.items():
         if pop.kind == "accum":
             synops[f"{name}.self"] = events[name].copy()
+            sent[f"{name}.self"] = events[name].copy()
             src[f"{name}.self"] = name
     updates = {n: (0 if p.kind == "input" else p.size * W) for n, p in qgraph.populations.items()}
     return Activity(ntok, T, W, events, synops, updates,
                     {n: p.layer for n, p in qgraph.populations.items()},
-                    {n: p.kind for n, p in qgraph.populations.items()}, src)
+                    {n: p.kind for n, p in qgraph.populations.items()}, src, sent)
