@@ -66,7 +66,7 @@ demo: $(STAMP)  ## shipped SpikeDecoder → NIR → Loihi 2 fixed point → text
 	$(SNN) inspect $(DEMO_OUT)/spikedecoder.nir
 	$(SNN) compile $(DEMO_OUT)/spikedecoder.nir -o $(DEMO_OUT)/spikedecoder.qgraph
 	$(SNN) generate $(DEMO_OUT)/spikedecoder.qgraph --backend lava-sim --prompt "$(PROMPT)" -n 48
-	$(SNN) bench default:spikedecoder --backend lava-sim --tokens 64 --out $(DEMO_OUT)/bench
+	$(SNN) bench $(DEMO_OUT)/spikedecoder.nir --backend lava-sim --tokens 64 --out $(DEMO_OUT)/bench
 	@echo "demo finished: outputs in $(DEMO_OUT)/ (report: $(DEMO_OUT)/bench/report.md)"
 
 lint: $(STAMP)  ## ruff over the package and the tests

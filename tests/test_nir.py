@@ -258,3 +258,12 @@ def test_cli_export_inspect_compile(run_cli, tmp_path):
     r = run_cli("compile", str(path), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["resources"]["totals"]["neurons"] > 0
+
+
+def test_bench_reads_the_nir_file_like_the_checkpoint(shipped_nir):
+    from snn_compile.benchmarks.harness import run_benchmark
+    a = run_benchmark(shipped_nir, None, backend="emulator", tokens=24)
+    b = run_benchmark("default:spikedecoder", None, backend="emulator", tokens=24)
+    assert a["spikes_match_reference"] and b["spikes_match_reference"]
+    assert a["energy_per_token_pj"] == b["energy_per_token_pj"]
+    assert a["val_loss"]["spikedecoder"] == pytest.approx(b["val_loss"]["spikedecoder"], rel=1e-5)

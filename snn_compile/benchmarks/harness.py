@@ -190,6 +190,11 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
 
     if model is not None:
         snn_model, tok = model
+    elif snn.endswith(".nir"):          # the exported graph itself, rebuilt from NIR nodes
+        from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir
+        from snn_compile.export.nir_io import read_nir
+        graph = read_nir(snn)
+        snn_model, tok = folded_from_nir(graph), decoder_tokenizer(graph)
     else:
         snn_model, tok, _ = load_checkpoint(snn)
     folded = fold(snn_model)

@@ -47,6 +47,27 @@ class FoldedDecoder:
     W_head: np.ndarray        # (V, d)
     metadata: dict = field(default_factory=dict)
 
+    # -- model protocol: lets evaluate(), the benchmark and TorchBackend use a
+    #    FoldedDecoder read from a .nir file where they would use the torch model
+    training = False
+
+    @property
+    def cfg(self):
+        from snn_compile.models.config import ModelConfig
+        return ModelConfig(kind="spikedecoder", vocab_size=self.vocab_size, d_model=self.d_model,
+                           n_layers=len(self.blocks), n_heads=self.n_heads, context=self.context,
+                           timesteps=self.T, deployable=True)
+
+    def eval(self) -> "FoldedDecoder":
+        return self
+
+    def train(self, mode: bool = True) -> "FoldedDecoder":
+        return self
+
+    def __call__(self, tokens, record: bool = False):
+        out = self.forward(tokens)
+        return (out["logits"], out["spikes"]) if record else out["logits"]
+
     def betas(self) -> Dict[str, float]:
         out = {"emb": self.beta_emb}
         for i, b in enumerate(self.blocks):
@@ -95,6 +116,8 @@ class FoldedDecoder:
 @torch.no_grad()
 def fold(model) -> FoldedDecoder:
     """Eval-mode folding of a deployable SpikeDecoder; anything else is refused."""
+    if isinstance(model, FoldedDecoder):
+        return model
     if not isinstance(model, SpikeDecoder):
         raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
                         "SpikeDecoder can be exported/compiled (the ANN twin's softmax "
