@@ -126,15 +126,23 @@ def lava_test_graph(seed: int = 3) -> QGraph:
     return QGraph(P, S, T, ["tokens", "positions"], "out", context=C).validate()
 
 
+@pytest.fixture(scope="module", params=["numpy", "torch"])
+def lava_vs_emulator(request, lava_run):
+    """The emulator's run of ``lava_test_graph`` on each engine, with Lava's."""
+    q, tokens, lava = lava_run
+    run = Emulator(q, batch=1, strict=False, engine=request.param).run_sequence(tokens,
+                                                                                  states=True)
+    assert run.steps == lava["a"].shape[0]
+    return q, run, lava
+
+
 @pytest.fixture(scope="module")
-def lava_vs_emulator():
+def lava_run():
     pytest.importorskip("lava.magma.core.run_configs",
                         reason="Lava is an optional runtime dependency of the hw_sim stage")
     q = lava_test_graph()
     tokens = torch.tensor([[1, 4, 0, 5]])
-    emu = Emulator(q, batch=1, strict=False)
-    run = emu.run_sequence(tokens, states=True)
-    G = run.steps
+    G = Emulator(q, batch=1, strict=False).run_sequence(tokens).steps
     frames = {k: np.zeros((G, q.pop(k).size), np.int64) for k in q.inputs}
     from snn_compile.compiler.int_reference import input_frames
     fr = input_frames(q, tokens)
@@ -142,7 +150,7 @@ def lava_vs_emulator():
         for k in q.inputs:
             frames[k][n * q.window: n * q.window + q.steps_per_token] = fr[k][0, n].numpy()
     lava = lava_global_run(q, frames, G, states=("a", "leaky", "big", "wrapu"))
-    return q, run, lava
+    return q, tokens, lava
 
 
 def test_emulator_equals_lava_fixed_pt_every_step(lava_vs_emulator):
@@ -170,9 +178,13 @@ def test_lava_graph_exercises_the_corner_cases(lava_vs_emulator):
 
 
 # ------------------------------------------------ global time == token time
-def _compare(q, tokens, event_driven=None):
+ENGINES = [("numpy", None), ("torch", True), ("torch", False)]   # (engine, event_driven)
+
+
+def _compare(q, tokens, engine="numpy", event_driven=None):
     ref = run_token_time(q, tokens)
-    emu = Emulator(q, batch=tokens.shape[0], event_driven=event_driven).run_sequence(tokens)
+    emu = Emulator(q, batch=tokens.shape[0], engine=engine,
+                   event_driven=event_driven).run_sequence(tokens)
     for name in q.populations:
         a, b = emu.outputs[name], ref.outputs[name]
         assert torch.equal(a, b), f"{name}: emulator differs from the token-time reference"
@@ -185,10 +197,10 @@ def decoder():
     return random_decoder_qgraph(seed=1, vocab=24, d=16, heads=2, layers=2, T=3, context=16)
 
 
-@pytest.mark.parametrize("event_driven", [True, False])
-def test_decoder_global_time_equals_token_time(decoder, event_driven):
+@pytest.mark.parametrize("engine,event_driven", ENGINES)
+def test_decoder_global_time_equals_token_time(decoder, engine, event_driven):
     tokens = torch.randint(0, 24, (3, 10), generator=torch.Generator().manual_seed(0))
-    ref = _compare(decoder, tokens, event_driven)
+    ref = _compare(decoder, tokens, engine, event_driven)
     for name, p in decoder.populations.items():
         if p.kind == "lif":
             o = ref.outputs[name]
@@ -197,11 +209,57 @@ def test_decoder_global_time_equals_token_time(decoder, event_driven):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10 ** 6), n_pops=st.integers(2, 9), T=st.integers(1, 4),
-       N=st.integers(1, 6), event_driven=st.booleans())
-def test_random_dags_global_time_equals_token_time(seed, n_pops, T, N, event_driven):
+       N=st.integers(1, 6), engine=st.sampled_from(ENGINES))
+def test_random_dags_global_time_equals_token_time(seed, n_pops, T, N, engine):
     q = random_dag_qgraph(seed, n_pops=n_pops, T=T)
     tokens = torch.randint(0, 8, (2, N), generator=torch.Generator().manual_seed(seed))
-    _compare(q, tokens, event_driven)
+    _compare(q, tokens, *engine)
+
+
+def _perturbed(q: QGraph, rng) -> QGraph:
+    """``q`` with leaky currents, biases and slow voltage decays on some LIFs (not
+    streamable: the numpy engine's skips must then decline or catch up exactly)."""
+    for p in q.populations.values():
+        if p.kind == "lif" and rng.random() < 0.6:
+            p.du = int(rng.choice([p.du, 0, 1500, 4000]))
+            p.dv = int(rng.choice([0, 1, 300, 4095]))
+            p.bias_mant, p.bias_exp = int(rng.choice([0, 0, 3, -5])), int(rng.integers(0, 3))
+    return q.validate()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n_pops=st.integers(2, 9), T=st.integers(1, 4),
+       N=st.integers(1, 4), density=st.sampled_from([0.05, 0.3, 1.0]), perturb=st.booleans())
+def test_numpy_engine_equals_torch_engine_every_step(seed, n_pops, T, N, density, perturb):
+    """Global time, spike for spike, u and v of every LIF at every step, with sparse random
+    input frames (inputs that stop and restart inside a window exercise the skipped steps)."""
+    rng = np.random.default_rng(seed)
+    q = random_dag_qgraph(seed, n_pops=n_pops, T=T)
+    if perturb:
+        q = _perturbed(q, rng)
+    frames = {k: torch.as_tensor(rng.random((3, N, T, q.pop(k).size)) < density).long()
+              for k in q.inputs}
+    runs = {}
+    for engine, ev in ENGINES:
+        emu = Emulator(q, batch=3, strict=False, engine=engine, event_driven=ev)
+        runs[engine, ev] = emu.run_sequence(None, frames=frames, states=bool(seed % 2))
+        runs[engine, ev, "plain"] = emu.run_sequence(None, frames=frames)
+    ref = runs["torch", False]
+    for key, run in runs.items():
+        glob = ref.global_outputs
+        assert run.steps == ref.steps and torch.equal(run.logits_int, ref.logits_int), key
+        for name, out in run.global_outputs.items():
+            assert torch.equal(out, glob[name]), (key, name)
+        assert set(run.global_outputs) <= set(glob)
+
+
+def test_numpy_engine_is_the_cpu_default(decoder):
+    assert Emulator(decoder).engine == "numpy"
+    assert EmulatorBackend(decoder).emu.engine == "numpy"
+    with pytest.raises(ValueError, match="numpy engine"):
+        Emulator(decoder, engine="numpy", event_driven=False)
+    with pytest.raises(ValueError, match="engine"):
+        Emulator(decoder, engine="jax")
 
 
 def test_random_dags_are_active():
@@ -224,10 +282,11 @@ def test_non_streamable_graph_is_refused():
 
 
 # ----------------------------------------------------------------- backends
-def test_emulator_backend_logits_equal_reference(decoder):
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_emulator_backend_logits_equal_reference(decoder, engine):
     seq = [3, 7, 7, 1, 0, 23, 5]
     ref = run_token_time(decoder, torch.tensor(seq))
-    be = EmulatorBackend(decoder, probes=True)
+    be = EmulatorBackend(decoder, probes=True, engine=engine)
     ib = IntReferenceBackend(decoder)
     for n, tok in enumerate(seq):
         a, b = be.feed(tok), ib.feed(tok)
@@ -243,7 +302,8 @@ def test_emulator_backend_logits_equal_reference(decoder):
     be.close()
 
 
-def test_backend_probes_finish_populations_deeper_than_the_readout():
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_backend_probes_finish_populations_deeper_than_the_readout(engine):
     seeds = [s for s in range(60) if max(p.depth for p in random_dag_qgraph(s, n_pops=8)
                                          .populations.values())
              > random_dag_qgraph(s, n_pops=8).pop("readout").depth]
@@ -252,7 +312,7 @@ def test_backend_probes_finish_populations_deeper_than_the_readout():
         q = random_dag_qgraph(s, n_pops=8)
         seq = [1, 5, 2, 7, 0]
         ref = run_token_time(q, torch.tensor(seq))
-        be = EmulatorBackend(q, probes=True)
+        be = EmulatorBackend(q, probes=True, engine=engine)
         for tok in seq:
             be.feed(tok)
         out = be.probe_outputs()
@@ -261,22 +321,42 @@ def test_backend_probes_finish_populations_deeper_than_the_readout():
         assert np.array_equal(be.feed(3), run_token_time(q, torch.tensor(seq + [3])).logits[-1])
 
 
-def test_step_token_batches_sequences(decoder):
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_step_token_batches_sequences(decoder, engine):
     tokens = torch.randint(0, 24, (4, 6), generator=torch.Generator().manual_seed(2))
     ref = run_token_time(decoder, tokens)
-    emu = Emulator(decoder, batch=4)
+    emu = Emulator(decoder, batch=4, engine=engine)
     for n in range(6):
         assert torch.equal(emu.step_token(tokens[:, n]), ref.logits_int[:, n])
+    emu.reset()                     # explicit positions, and frames given directly
+    for n in range(3):
+        assert torch.equal(emu.step_token(tokens[:, n], positions=[n] * 4),
+                           ref.logits_int[:, n])
+    from snn_compile.compiler.int_reference import input_frames
+    fr = input_frames(decoder, tokens)
+    assert torch.equal(emu.step_frames({k: v[:, 3] for k, v in fr.items()}),
+                       ref.logits_int[:, 3])
     assert torch.equal(emulator_logits(decoder, tokens, batch_size=3), ref.logits)
 
 
-def test_context_is_enforced(decoder):
-    be = EmulatorBackend(decoder)
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_context_is_enforced(decoder, engine):
+    be = EmulatorBackend(decoder, engine=engine)
     for _ in range(decoder.context):
         be.feed(1)
     from snn_compile.errors import UserError
     with pytest.raises(UserError, match="context"):
         be.feed(1)
+    emu = Emulator(decoder, engine=engine)
+    for _ in range(decoder.context):
+        emu.step_token([2])
+    with pytest.raises(UserError, match="context"):
+        emu.step_token([2])
+    emu.reset()
+    with pytest.raises(UserError, match="outside"):
+        emu.step_token([24])
+    with pytest.raises(UserError, match="context"):
+        emu.step_token([2], positions=[decoder.context])
 
 
 def test_activity_counts(decoder):
@@ -325,5 +405,79 @@ def test_speed_benchmark_runs(decoder, capsys):
     b1, b3 = res["runs"]
     assert b1["batch"] == 1 and b1["tokens"] == 5 and b1["tokens_per_s"] > 0
     assert b3["tokens"] == 6 and b3["timesteps_per_s"] > 0
+    assert b1["engine"] == b3["engine"] == "numpy"
+    res = bench_emulator.run(decoder, tokens=4, batch=[1, 2, 3], batch_tokens=2,
+                             engines=["numpy", "torch"], repeat=3)
+    assert [(r["engine"], r["batch"]) for r in res["runs"]] == [
+        ("numpy", 1), ("torch", 1), ("numpy", 2), ("torch", 2), ("numpy", 3), ("torch", 3)]
+    assert len(res["runs"][0]["repeats"]) == 3
+    assert res["runs"][0]["tokens_per_s"] == sorted(res["runs"][0]["repeats"])[1]
     assert bench_emulator.main(["--qgraph", "/nonexistent.qgraph"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert bench_emulator.main(["--random", "--tokens", "2", "--batch", "1", "--batch", "2",
+                                "--batch-tokens", "1", "--repeat", "1", "--json"]) == 0
+    import json
+    out = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in out["runs"]] == [1, 2]
+
+
+def test_speed_benchmark_against_lava(decoder):
+    pytest.importorskip("lava.magma.core.run_configs",
+                        reason="Lava is an optional runtime dependency of the hw_sim stage")
+    from snn_compile.benchmarks import bench_emulator
+
+    res = bench_emulator.run(decoder, tokens=3, batch=[1, 2], batch_tokens=1, lava_tokens=2)
+    assert [r["backend"] for r in res["runs"]] == ["emulator", "emulator", "lava-sim"]
+    assert set(res["emulator_over_lava"]) == {"numpy_batch_1", "numpy_batch_2"}
+    assert all(v > 0 for v in res["emulator_over_lava"].values())
+
+
+@pytest.mark.parametrize("graded,delay,exp,big", [(False, 0, 3, False), (False, 0, -2, False),
+                                                  (True, 0, 1, True), (True, 2, -1, True),
+                                                  (True, 0, 0, False)])
+def test_numpy_synapse_kernels_equal_fixed_point(graded, delay, exp, big):
+    """Every mode of ``emulator_numpy._Syn`` (gather, identity, float and int64 matmul,
+    DelayDense products) against ``fixed_point.SynapseKernel`` + the port's int32 wrap."""
+    from snn_compile.hw_sim import fixed_point as fx
+    from snn_compile.hw_sim.emulator_numpy import _Syn, wrap32
+
+    rng = np.random.default_rng(100 + exp + 10 * delay)
+    lim = 2 ** 31 if big else 2 ** 12
+    x = (torch.as_tensor(rng.integers(-lim, lim, size=(3, 7))) if graded
+         else torch.as_tensor(rng.random((3, 7)) < 0.5).long())
+    mats = {"dense": (rng.integers(-128, 128, size=(5, 7)) * 2),
+            "gather": np.eye(5, 7, dtype=np.int64) * rng.integers(-255, 255, size=(5, 1)),
+            "identity": np.eye(7, dtype=np.int64)}
+    for what, w in mats.items():
+        syn = Synapse("s", "a", "b", w, exp, graded=graded, delay=delay)
+        for force_int in (False, True):
+            k = fx.SynapseKernel(syn, "prod" if graded else "lif", "cpu", None if big else lim)
+            if force_int and k.mode == "dense":
+                k.float, k.wt = False, k.wt.to(torch.int64)     # sums beyond 2^53
+            want = fx.wrap32(k(x))
+            got = wrap32(_Syn(k, 0, 1)(x.T.numpy().astype(np.float64)))
+            assert np.array_equal(got.T, want.numpy()), (what, force_int, k.mode)
+
+
+def test_emulator_and_benchmark_import_without_lava_nir_snntorch(tmp_path):
+    """The GPU machine has torch and numpy only: the emulator and its benchmark must import
+    and run there (Lava, NIR and snnTorch are imported lazily, by other stages)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('lava', 'nir', 'nirtorch', 'snntorch'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from snn_compile.benchmarks import bench_emulator\n"
+        "rc = bench_emulator.main(['--random', '--tokens', '2', '--batch', '1', '2',\n"
+        "                          '--batch-tokens', '1', '--repeat', '1', '--engine', 'numpy',\n"
+        "                          'torch', '--json'])\n"
+        "assert rc == 0\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '"engine": "torch"' in r.stdout and '"engine": "numpy"' in r.stdout

@@ -1,16 +1,22 @@
 """Speed of the bit-exact emulator: tokens/s and global timesteps/s.
 
-    python -m snn_compile.benchmarks.bench_emulator [--qgraph FILE | --random]
-        [--tokens N] [--batch B] [--batch-tokens M] [--device cpu|cuda] [--lava N]
-        [--threads K] [--json]
+    python -m snn_compile.benchmarks.bench_emulator [--model SPEC | --qgraph FILE | --random]
+        [--tokens N] [--batch B [B ...]] [--batch-tokens M] [--device cpu|cuda]
+        [--engine numpy|torch ...] [--lava N] [--repeat R] [--threads K] [--json]
 
-Two numbers per run, on the same machine and graph:
+Numbers from one run, on the same machine and graph:
 
 * batch 1: the emulator as a token backend (``EmulatorBackend.feed``, what
   ``generate`` uses), timed by ``time_backend`` — the function any other
   backend (``--lava``: Lava's fixed_pt simulator) is timed with too;
-* batch B: ``Emulator.step_token`` on B sequences of M tokens at once
+  ``--repeat R`` times it R times (interleaved with the other engines) and
+  reports the median;
+* batch B > 1: ``Emulator.step_token`` on B sequences of M tokens at once
   (evaluation and energy statistics over many sequences).
+
+Lava, the NIR exporter and the training stack are imported only when asked for
+(``--lava``, ``--model``), so ``--qgraph``/``--random`` run where only torch and
+numpy are installed.
 
 A timestep is one global step of the pipelined graph (W = T + depth per token);
 at batch B one step advances all B sequences. Sequences longer than the
@@ -23,7 +29,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -75,7 +81,7 @@ def time_backend(backend_factory: Callable[[], object], tokens, window: Optional
 
 
 def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "cpu",
-                        seed: int = 0) -> Dict[str, float]:
+                        seed: int = 0, engine: Optional[str] = None) -> Dict[str, float]:
     """``batch`` sequences of ``tokens_per_seq`` tokens through ``Emulator.step_token``."""
     from snn_compile.hw_sim.emulator import Emulator
 
@@ -83,7 +89,7 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
     ctx = qgraph.context or tokens_per_seq
     rng = np.random.default_rng(seed)
     toks = torch.as_tensor(rng.integers(0, V, size=(tokens_per_seq, batch)), device=device)
-    emu = Emulator(qgraph, batch=batch, device=device)
+    emu = Emulator(qgraph, batch=batch, device=device, engine=engine)
     for n in range(min(_warmup(qgraph), tokens_per_seq)):   # allocations, CUDA graphs
         emu.step_token(toks[n])
     emu.reset()
@@ -95,8 +101,8 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         emu.step_token(toks[n])
     _sync(device)
     dt = time.perf_counter() - t0
-    return {"backend": "emulator", "batch": batch, "tokens": batch * tokens_per_seq,
-            "seconds": dt, "tokens_per_s": batch * tokens_per_seq / dt,
+    return {"backend": "emulator", "engine": emu.engine, "batch": batch,
+            "tokens": batch * tokens_per_seq, "seconds": dt, "tokens_per_s": batch * tokens_per_seq / dt,
             "timesteps_per_s": tokens_per_seq * qgraph.window / dt}
 
 
@@ -105,9 +111,15 @@ def _warmup(qgraph) -> int:
     return max([s.delay for s in qgraph.synapses] + [0]) + 2
 
 
-def load_graph(path: Optional[str], seed: int = 0):
+def load_graph(path: Optional[str], seed: int = 0, model: Optional[str] = None):
+    """The graph to time: a compiled ``path``, a model ``SPEC`` compiled now (checkpoint,
+    ``default:spikedecoder``, ``.nir``), or the random default decoder."""
     from snn_compile.compiler.qgraph import QGraph, QGraphError
 
+    if model is not None:
+        from snn_compile.compiler.pipeline import load_qgraph
+
+        return load_qgraph(model)[0]
     if path is None:
         from snn_compile.compiler.random_graphs import random_decoder_qgraph
 
@@ -121,34 +133,54 @@ def load_graph(path: Optional[str], seed: int = 0):
         raise UserError(str(e)) from None
 
 
-def run(qgraph, tokens: int = 256, batch: int = 64, device: str = "cpu",
-        lava_tokens: int = 0, seed: int = 0, batch_tokens: int = 32) -> dict:
+def _median_run(runs: List[dict]) -> dict:
+    """The run of median tokens/s, with every repeat's rate kept."""
+    order = sorted(runs, key=lambda r: r["tokens_per_s"])
+    res = dict(order[(len(order) - 1) // 2])
+    res["repeats"] = [r["tokens_per_s"] for r in runs]
+    return res
+
+
+def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device: str = "cpu",
+        lava_tokens: int = 0, seed: int = 0, batch_tokens: int = 32,
+        engines: Sequence[Optional[str]] = (None,), repeat: int = 1) -> dict:
     """The benchmark; see the module doc. Returns one JSON-able dict."""
-    from snn_compile.hw_sim.emulator import EmulatorBackend
+    from snn_compile.hw_sim.emulator import EmulatorBackend, default_engine
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    if "numpy" in engines and torch.device(device).type != "cpu":
+        raise UserError("the numpy engine runs on the CPU; use --engine torch with --device cuda")
+    batches = [batch] if isinstance(batch, int) else list(batch)
     V = qgraph.pop(qgraph.readout).size
     toks = np.random.default_rng(seed).integers(0, V, size=tokens)
-    rows = [time_backend(lambda: EmulatorBackend(qgraph, device=device), toks, qgraph.window,
-                         warmup=_warmup(qgraph), device=device)]
-    if batch > 1:
-        rows.append(time_emulator_batch(qgraph, batch, batch_tokens, device, seed))
+    per_engine: Dict[Optional[str], List[dict]] = {e: [] for e in engines}
+    for _ in range(max(1, repeat)):                  # interleaved: same load for each engine
+        for e in engines:
+            r = time_backend(lambda: EmulatorBackend(qgraph, device=device, engine=e), toks,
+                             qgraph.window, warmup=_warmup(qgraph), device=device)
+            r["engine"] = e or default_engine(device)
+            per_engine[e].append(r)
+    rows = [_median_run(v) for v in per_engine.values()]
+    for b in batches:
+        if b > 1:
+            rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e)
+                     for e in engines]
     res = {"device": device, "torch_threads": torch.get_num_threads(),
            "graph": {"populations": len(qgraph.populations), "synapses": len(qgraph.synapses),
                      "neurons": sum(p.size for p in qgraph.populations.values()),
                      "steps_per_token": qgraph.steps_per_token, "window": qgraph.window,
-                     "metadata": qgraph.metadata},
-           "runs": rows}
+                     "metadata": {k: v for k, v in qgraph.metadata.items()
+                                  if k != "tokenizer"}},
+           "runs": list(rows)}
     if lava_tokens:
         from snn_compile.hw_sim.lava_runner import LavaBackend
 
         lava = time_backend(lambda: LavaBackend(qgraph), toks[:lava_tokens], qgraph.window)
         res["runs"].append(lava)
         res["emulator_over_lava"] = {
-            "batch_1": rows[0]["tokens_per_s"] / lava["tokens_per_s"],
-            **({f"batch_{batch}": rows[1]["tokens_per_s"] / lava["tokens_per_s"]}
-               if batch > 1 else {})}
+            f"{r['engine']}_batch_{r['batch']}": r["tokens_per_s"] / lava["tokens_per_s"]
+            for r in rows}
     return res
 
 
@@ -157,16 +189,25 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--qgraph", help="quantized graph file (from snn-compile compile)")
+    g.add_argument("--model", metavar="SPEC",
+                   help="compile this model first: a checkpoint, default:spikedecoder or a .nir "
+                        "(needs the training and NIR stack)")
     g.add_argument("--random", action="store_true",
                    help="a random SpikeDecoder graph (vocab 96, d 64, 4 heads, 2 layers, T 4, "
                         "context 128; the default)")
     ap.add_argument("--tokens", type=int, default=256,
                     help="tokens fed at batch 1 (default 256)")
-    ap.add_argument("--batch", type=int, default=64,
-                    help="sequences in the batched run (default 64; 1 skips it)")
+    ap.add_argument("--batch", type=int, nargs="+", action="extend",
+                    help="sequences in the batched runs; several values and repeated flags add "
+                         "runs (default 64; 1 adds none: batch 1 is always timed)")
     ap.add_argument("--batch-tokens", type=int, default=32,
                     help="tokens per sequence in the batched run (default 32)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--engine", nargs="+", action="extend", choices=("numpy", "torch"),
+                    help="emulator engines to time (default: the device's own, numpy on the CPU, "
+                         "torch on CUDA); several are timed in the same run")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="batch-1 timings per engine; the median is reported (default 3)")
     ap.add_argument("--lava", type=int, default=0, metavar="N",
                     help="also time Lava's fixed_pt simulator on N tokens and print the ratio")
     ap.add_argument("--threads", type=int, default=0,
@@ -175,12 +216,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     try:
-        if min(a.tokens, a.batch, a.batch_tokens) < 1:
-            raise UserError("--tokens, --batch and --batch-tokens must be at least 1")
+        batches = a.batch or [64]
+        if min(a.tokens, a.batch_tokens, a.repeat, *batches) < 1:
+            raise UserError("--tokens, --batch, --batch-tokens and --repeat must be at least 1")
         if a.threads:
             torch.set_num_threads(a.threads)
-        res = run(load_graph(a.qgraph, a.seed), a.tokens, a.batch, a.device, a.lava, a.seed,
-                  a.batch_tokens)
+        res = run(load_graph(a.qgraph, a.seed, a.model), a.tokens, batches, a.device, a.lava,
+                  a.seed, a.batch_tokens, a.engine or [None], a.repeat)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -192,9 +234,13 @@ def main(argv=None) -> int:
           f"{gr['neurons']} neurons, T={gr['steps_per_token']}, window W={gr['window']}; "
           f"device {res['device']}, {res['torch_threads']} torch threads")
     for r in res["runs"]:
-        print(f"{r['backend']:>9} batch {r['batch']:>4}: {r['tokens_per_s']:10.1f} tokens/s  "
+        name = r["backend"] + (f" ({r['engine']})" if "engine" in r else "")
+        rep_ = (f", median of {len(r['repeats'])}: "
+                + " ".join(f"{x:.0f}" for x in r["repeats"])) if len(r.get("repeats", [])) > 1 \
+            else ""
+        print(f"{name:>18} batch {r['batch']:>5}: {r['tokens_per_s']:10.1f} tokens/s  "
               f"{r.get('timesteps_per_s', float('nan')):10.1f} timesteps/s  "
-              f"({r['tokens']} tokens in {r['seconds']:.2f} s)")
+              f"({r['tokens']} tokens in {r['seconds']:.2f} s{rep_})")
     for k, v in res.get("emulator_over_lava", {}).items():
         print(f"emulator / lava ({k}): {v:.1f}x")
     return 0

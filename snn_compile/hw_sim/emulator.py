@@ -19,6 +19,10 @@ Every step is simulated, silent ones included (decays, the attention memory
 held), with the arithmetic of ``fixed_point`` shared with the token-time
 reference. Sequences are batched (API tensors are batch first); tokens of one
 sequence are not (each window follows the previous one step by step).
+
+Two engines run this schedule bit for bit alike: ``emulator_numpy.NumpyEngine``
+(CPU default: event-driven per population, numpy's small per-op cost) and the
+stacked torch engine below (CUDA, with CUDA graphs; any device).
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ from snn_compile.compiler.int_reference import (GraphPlan, _as_long, input_frame
 from snn_compile.compiler.qgraph import DECAY_MAX, QGraph, QGraphError
 from snn_compile.errors import UserError
 from snn_compile.hw_sim import fixed_point as fx
+from snn_compile.hw_sim.emulator_numpy import NumpyEngine
+
+ENGINES = ("numpy", "torch")
+
+
+def default_engine(device) -> str:
+    """The emulator engine a device gets unless one is named: numpy (event-driven) on the
+    CPU, torch (stacked, CUDA graphs) elsewhere."""
+    return "numpy" if torch.device(device).type == "cpu" else "torch"
 
 
 def check_streamable(qgraph: QGraph) -> None:
@@ -111,7 +124,13 @@ class Emulator:
     graphs that are not streamable (``check_streamable``): the global-time run
     is still Lava's, but its token-time view no longer equals the reference.
 
-    Layout: the populations of one kind are stacked into one (neurons, B) state
+    Two engines execute the same schedule, bit for bit. ``engine="numpy"``
+    (default on the CPU; ``emulator_numpy.NumpyEngine``) is event-driven per
+    population and pays numpy's small per-op cost: the fast one at small
+    batch. ``engine="torch"`` (the only one on CUDA) executes every population
+    at every step, stacked per kind, as below.
+
+    Torch engine layout: the populations of one kind are stacked into one (neurons, B) state
     so that a step costs a few tensor ops per kind, not per population:
     ``X`` (all outputs, float64: exact for int32 values) feeds the synapses;
     ``ring[slot]`` (all input ports, int64) collects what they deliver.
@@ -130,7 +149,8 @@ class Emulator:
 
     def __init__(self, qgraph: QGraph, batch: int = 1, device="cpu",
                  plan: Optional[GraphPlan] = None, strict: bool = True,
-                 event_driven: Optional[bool] = None, cuda_graphs: Optional[bool] = None):
+                 event_driven: Optional[bool] = None, cuda_graphs: Optional[bool] = None,
+                 engine: Optional[str] = None):
         if strict:
             check_streamable(qgraph)
         self.q = qgraph
@@ -141,6 +161,20 @@ class Emulator:
         self.d_out = qgraph.pop(qgraph.readout).depth
         self.max_depth = max(p.depth for p in qgraph.populations.values())
         self.vocab_size = qgraph.pop(qgraph.readout).size
+        self.engine = engine or default_engine(dev)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        self.record: Optional[list] = None
+        self.record_states = False
+        if self.engine == "numpy":
+            if dev.type != "cpu" or event_driven is False or cuda_graphs:
+                raise ValueError("the numpy engine runs on the CPU and is always event-driven; "
+                                 "use engine='torch' for event_driven=False or CUDA graphs")
+            self._np = NumpyEngine(qgraph, self.plan, self.B)
+            self.xrows = {n: None for n in self._np.names}
+            self.event_driven, self.cuda_graphs, self.L = True, False, self._np.L
+            self.reset()
+            return
         pops = {k: [qgraph.pop(n) for n in self.plan.order if qgraph.pop(n).kind == k]
                 for k in KINDS}
         # ---- output rows (X) and input-port rows (ring), contiguous per kind
@@ -232,8 +266,6 @@ class Emulator:
         self.cuda_graphs = (dev.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
         if self.cuda_graphs and (dev.type != "cuda" or self.event_driven):
             raise ValueError("cuda_graphs needs a CUDA device and event_driven=False")
-        self.record: Optional[list] = None
-        self.record_states = False
         self.reset()
 
     # ------------------------------------------------------------- state
@@ -242,6 +274,9 @@ class Emulator:
         B, dev, z = self.B, self.dev, torch.zeros
         self.g = 0
         self.n = 0
+        if self.engine == "numpy":
+            self._np.reset()
+            return
         if not hasattr(self, "X"):       # allocated once: captured CUDA graphs keep addresses
             nl = self.kind_rows["lif"].stop - self.kind_rows["lif"].start
             ka = self.kind_rows["accum"]
@@ -263,11 +298,24 @@ class Emulator:
         ``states`` also keeps each LIF's u and v after the step (as ``name.u``, ``name.v``)."""
         self.record = []
         self.record_states = states
+        if self.engine == "numpy":
+            self._np.record, self._np.record_states = [], states
+
+    def stop_recording(self) -> None:
+        """Drop the recording and stop recording."""
+        self.record = None
+        if self.engine == "numpy":
+            self._np.record = None
 
     # -------------------------------------------------------------- step
     def step(self, inject: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """One global step ``g``: every population integrates slot g of its ports,
         then every synapse pushes its output into slot g + 1 + delay."""
+        if self.engine == "numpy":
+            self._np.step(None if not inject else
+                          {k: _np_frame(f) for k, f in inject.items()})
+            self.g = self._np.g
+            return
         g, X, ring, L = self.g, self.X, self.ring, self.L
         A = ring[g % L]
         if self.port_wrap:
@@ -333,6 +381,10 @@ class Emulator:
 
     def output(self, name: str) -> torch.Tensor:
         """The current output (B, size) int64 of population ``name``."""
+        if self.engine == "numpy":
+            o = self._np.outputs()[self._np.index[name]]
+            return (torch.zeros(self.B, self.q.pop(name).size, dtype=torch.int64) if o is None
+                    else torch.from_numpy(o.T.astype(np.int64)))
         return self.X[self.xrows[name]].T.to(torch.int64)
 
     def step_frames(self, frames: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -346,11 +398,45 @@ class Emulator:
                             "reset() and feed at most context tokens")
         if self.cuda_graphs and self.record is None:
             return self._replay_window(frames)
+        if self.engine == "numpy":
+            fr = {k: [_np_frame(f[:, t]) for t in range(self.T)] for k, f in frames.items()}
+            return self._np_window(fr)
         fr = {k: v.to(self.dev, torch.float64) for k, v in frames.items()}
         sums = torch.zeros(self.vocab_size, self.B, dtype=torch.float64, device=self.dev)
         self._window(fr, sums)
         self.n += 1
         return sums.T.to(torch.int64)
+
+    def _np_window(self, fr: Dict[str, list]) -> torch.Tensor:
+        """W global steps of the numpy engine injecting ``fr`` {input: T arrays (size, B)};
+        returns the readout summed over the token's T steps, (B, V) int64."""
+        eng, T, d = self._np, self.T, self.d_out
+        ro = eng.index[self.q.readout]
+        sums = np.zeros((self.vocab_size, self.B), np.float64)
+        for t in range(self.W):
+            eng.step({k: v[t] for k, v in fr.items()} if t < T else None)
+            if d <= t < d + T:
+                o = eng.outputs()[ro]
+                if o is not None:
+                    sums += o
+        self.g = eng.g
+        self.n += 1
+        return torch.from_numpy(sums.T.astype(np.int64))
+
+    def _np_token_frames(self, tok: np.ndarray, pos: np.ndarray) -> Optional[Dict[str, list]]:
+        """One-hot frames (size, B) of a token per sequence, the same at each of the T steps;
+        ``None`` when ``input_frames`` must build them (or raise its error)."""
+        B, q, fr = self.B, self.q, {}
+        for name in q.inputs:
+            ids = tok if name == "tokens" else pos if name == "positions" else None
+            size = q.pop(name).size
+            if ids is None or ids.min() < 0 or ids.max() >= size or (
+                    name == "positions" and q.context and ids.max() >= q.context):
+                return None
+            oh = np.zeros((size, B), np.float64)
+            oh[ids, np.arange(B)] = 1.0
+            fr[name] = [oh] * self.T
+        return fr
 
     def _window(self, fr: Dict[str, torch.Tensor], sums: torch.Tensor) -> None:
         """W global steps injecting ``fr`` {input: (B, T, size)}; readout summed into ``sums``."""
@@ -406,6 +492,14 @@ class Emulator:
             raise UserError(f"{tok.shape[0]} tokens for an emulator of batch {self.B}")
         pos = torch.full((self.B, 1), self.n, dtype=torch.int64) if positions is None \
             else _as_long(positions, "positions").reshape(-1, 1)
+        if self.engine == "numpy" and pos.shape[0] == self.B:
+            fr = self._np_token_frames(tok[:, 0].numpy(), pos[:, 0].numpy())
+            if fr is not None:
+                if self.g != self.n * self.W:
+                    raise RuntimeError("emulator is out of window alignment; call reset()")
+                if self.q.context and self.n >= self.q.context:
+                    return self.step_frames({})          # raises the context error
+                return self._np_window(fr)
         frames = input_frames(self.q, tok, pos, device=self.dev)
         return self.step_frames({k: v[:, 0] for k, v in frames.items()})
 
@@ -417,6 +511,9 @@ class Emulator:
 
     def recorded(self) -> Dict[str, torch.Tensor]:
         """Recorded steps as {name: (B, G, size) int64} (and ``name.u``/``name.v``)."""
+        if self.engine == "numpy":
+            return {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1)))
+                    for k, v in self._np.recorded().items()}
         rec = self.record or []
         res = {}
         X = torch.stack([r[0] for r in rec]) if rec else \
@@ -456,11 +553,16 @@ class Emulator:
         sums = [self.step_frames({k: v[:, n] for k, v in frames.items()}) for n in range(N)]
         self.flush()
         glob = self.recorded()
-        self.record = None
+        self.stop_recording()
         li = torch.stack(sums, dim=1) if sums else torch.zeros(self.B, 0, self.vocab_size,
                                                                dtype=torch.int64)
         return EmuRun(glob, self.token_time(glob, N), li,
                       li.to(torch.float64) * self.q.logit_scale, self.g, self.W)
+
+
+def _np_frame(f) -> np.ndarray:
+    """An injected frame (B, size) as the numpy engine's float64 (size, B)."""
+    return np.ascontiguousarray(torch.as_tensor(f).cpu().numpy().T, dtype=np.float64)
 
 
 def emulator_logits(qgraph: QGraph, tokens, device="cpu", batch_size: int = 256) -> torch.Tensor:
@@ -488,9 +590,10 @@ class EmulatorBackend:
 
     name = "emulator"
 
-    def __init__(self, qgraph: QGraph, device="cpu", probes: bool = False, probe: bool = False):
+    def __init__(self, qgraph: QGraph, device="cpu", probes: bool = False, probe: bool = False,
+                 engine: Optional[str] = None):
         self.qgraph = qgraph
-        self.emu = Emulator(qgraph, 1, device)
+        self.emu = Emulator(qgraph, 1, device, engine=engine)
         self.vocab_size = self.emu.vocab_size
         self.context = qgraph.context
         self.probes = probes or probe
@@ -516,6 +619,9 @@ class EmulatorBackend:
         if emu.max_depth > emu.d_out:         # finish the last token on a copy
             emu = copy.deepcopy(emu)
             emu.flush()
+        if emu.engine == "numpy":
+            depth = {n: self.qgraph.pop(n).depth for n in emu.xrows}
+            return {k: v[..., 0] for k, v in emu._np.token_time(emu.n, emu.T, depth).items()}
         return {k: v[0].cpu().numpy() for k, v in emu.token_time(emu.recorded(), emu.n).items()}
 
     def activity(self):
@@ -525,4 +631,4 @@ class EmulatorBackend:
         return activity_from_token_time(self.qgraph, self.probe_outputs())
 
     def close(self) -> None:
-        self.emu.record = None
+        self.emu.stop_recording()

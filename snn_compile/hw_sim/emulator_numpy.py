@@ -1,0 +1,434 @@
+"""Event-driven numpy engine of the emulator: global time, per population, for the CPU.
+
+It executes Lava's schedule exactly as ``emulator.Emulator``'s torch engine
+does (``docs/emulator.md``), with the arithmetic of ``fixed_point`` transcribed
+to numpy int64, but is organised around what is silent. At small batch a
+step costs a few microseconds of per-operation overhead per tensor op, and in a
+streamable decoder each population works during T of the W steps of a
+window; so work is skipped whenever its result is provably zero or unchanged:
+
+* pull instead of push: a population reads each synapse's source output of
+  step ``g - 1 - delay`` from a short history (``L = max(1 + delay) + 1``
+  steps); a synapse whose source was silent then is not evaluated;
+* ``prod`` is zero when either port is empty (``0 * a >> e = 0``), so the
+  attention read-out ``mem x q`` costs nothing outside ``q``'s steps;
+  ``graded`` is zero when its port is empty; an ``accum`` without input keeps
+  its value (the same array object, no copy);
+* a LIF without input, with ``u`` that decays to zero (``du = 4095`` or
+  ``u = 0``) and no bias, cannot spike (``v <= vth << 6`` after every step
+  and the decay only shrinks ``|v|``); its ``v`` decays lazily: the pending
+  decays are applied only if input arrives before the next ``LIFReset``,
+  which in a streamable graph always comes first.
+
+Outputs are float64 arrays ``(size, B)`` (exact: int32-valued), ``None`` when
+all zero; arrays are never written after they are stored, so the history and
+the recording hold references, not copies.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from snn_compile.hw_sim import fixed_point as fx
+
+I32 = fx.I32
+UV_MAX = fx.UV_MAX
+_UNITY = fx.DECAY_UNITY
+_ROUND = fx.DECAY_UNITY - 1
+_F64 = np.float64
+_I64 = np.int64
+
+
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """``fixed_point.wrap32`` on int64 numpy arrays."""
+    return ((x + I32) & (2 * I32 - 1)) - I32
+
+
+def decay(x: np.ndarray, f: int) -> np.ndarray:
+    """``fixed_point.decay``: truncation of ``x * f / 4096`` toward zero (adding 4095 to a
+    negative product before the arithmetic shift turns floor into truncation)."""
+    if f == _UNITY:
+        return x
+    if f == 0:
+        return np.zeros_like(x)
+    t = x * f
+    return (t + ((t >> 63) & _ROUND)) >> 12
+
+
+def _shift(y: np.ndarray, e: int) -> np.ndarray:
+    if e > 0:
+        return y << e
+    if e < 0:
+        return y >> -e
+    return y
+
+
+def _abs32_gt(w: np.ndarray, vth: int) -> np.ndarray:
+    """int32 ``np.abs(w) > vth`` (``abs(-2^31)`` stays negative)."""
+    return (np.abs(w) > vth) & (w != -I32)
+
+
+class _Syn:
+    """One synapse as a numpy kernel: float64 (src, B) output of the source -> int64 (dst, B),
+    wrapped inside as ``fixed_point.SynapseKernel`` (the outer int32 wrap is the port's)."""
+
+    __slots__ = ("src", "lag", "mode", "idx", "val", "w", "inner", "exp", "scale")
+
+    def __init__(self, k: fx.SynapseKernel, src: int, lag: int):
+        self.src, self.lag, self.inner, self.exp = src, lag, bool(k.inner_wrap), int(k.exp)
+        self.idx = self.val = self.w = None
+        if k.mode == "gather":
+            self.mode = "identity" if k.identity else "gather"
+            self.idx = k.idx.cpu().numpy()
+            self.val = None if k.unit else k.val.cpu().numpy()[:, None]
+        elif k.mode == "dense" and k.float:
+            self.mode = "float"
+            w = k.wt.T.cpu().numpy().astype(_F64)
+            e = self.exp
+            if 0 < e and float(np.abs(w).sum(1).max()) * 2 ** (e + 31) < fx.F64_EXACT:
+                w, self.exp = w * 2 ** e, 0              # exact: the left shift folded in
+            self.w = np.ascontiguousarray(w)
+        elif k.mode == "dense":
+            self.mode = "int"
+            self.w = np.ascontiguousarray(k.wt.T.cpu().numpy().astype(_I64))
+        else:
+            self.mode = "products"
+            self.w = k.wfull.cpu().numpy().astype(_I64)
+        self.scale = 2.0 ** self.exp
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        m = self.mode
+        if m == "float":
+            y = (self.w @ x).astype(_I64)
+        elif m == "identity":
+            y = x.astype(_I64)
+        elif m == "gather":
+            y = x.take(self.idx, 0).astype(_I64)
+            if self.val is not None:
+                y = y * self.val
+        elif m == "int":
+            y = self.w @ x.astype(_I64)
+        else:                       # DelayDense: int32 products, summed in int64
+            y = wrap32(self.w[:, :, None] * x.astype(_I64)[None]).sum(1)
+        if self.inner:
+            y = wrap32(y)
+        return _shift(y, self.exp) if self.exp else y
+
+    def exact_in_float(self) -> bool:
+        """Whether ``as_float`` is exact: no int32 wrap inside (the port's bound is checked
+        by the caller) and a gather or float64 matmul."""
+        return not self.inner and self.mode in ("float", "identity", "gather")
+
+    def as_float(self, x: np.ndarray) -> np.ndarray:
+        """The same output as ``__call__``, in float64 (only where ``exact_in_float``):
+        ``a << e`` is ``a * 2^e`` and ``a >> e`` is ``floor(a / 2^e)``, both exact."""
+        m = self.mode
+        if m == "float":
+            y = self.w @ x
+        elif m == "identity":
+            y = x
+        else:
+            y = x.take(self.idx, 0)
+            if self.val is not None:
+                y = y * self.val
+        if self.exp > 0:
+            return y * self.scale
+        if self.exp < 0:
+            return np.floor(y * self.scale)
+        return y
+
+
+class _Pop:
+    """Constants of one non-input population and its incoming synapses per port."""
+
+    __slots__ = ("i", "name", "kind", "ports", "wraps", "fu", "fv", "vth6", "bias", "act_wrap",
+                 "u_wrap", "v_wrap", "reset_res", "lazy", "exp", "vth", "wrap", "li", "fl", "cv")
+
+
+class NumpyEngine:
+    """Global-time state and step of one QGraph for ``batch`` sequences, numpy on the CPU.
+
+    ``step(inject)`` advances one global step; ``outputs()`` is the list of the
+    current outputs (float64 ``(size, B)`` or ``None``) in ``names`` order.
+    """
+
+    def __init__(self, qgraph, plan, batch: int):
+        self.q, self.B, self.W = qgraph, int(batch), qgraph.window
+        self.names: List[str] = list(plan.order)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.sizes = [qgraph.pop(n).size for n in self.names]
+        self.lif_names: List[str] = []
+        self.consumers: List[list] = [[] for _ in self.names]   # (population, lag) per source
+        lags = [1]
+        self.pops: List[_Pop] = []
+        for name in self.names:
+            pop = qgraph.pop(name)
+            if pop.kind == "input":
+                continue
+            p = _Pop()
+            p.i, p.name, p.kind = self.index[name], name, pop.kind
+            p.ports, p.wraps = [], []
+            for pp in plan.ports[name].values():
+                syns = [_Syn(k, self.index[s], 1 + k.delay) for k, s in zip(pp.synapses, pp.srcs)]
+                lags += [s.lag for s in syns]
+                for s in syns:
+                    self.consumers[s.src].append((p.i, s.lag))
+                p.ports.append(syns)
+                p.wraps.append(pp.bound is None)
+            if pop.kind == "lif":
+                c = plan.lif[name]
+                p.fu, p.fv, p.vth6, p.bias = int(c.fu), int(c.fv), int(c.vth6), int(c.bias)
+                p.act_wrap, p.u_wrap, p.v_wrap = c.act_wrap, c.u_wrap, c.v_wrap
+                p.reset_res = pop.depth % self.W           # LIFReset clears u, v at g = depth
+                p.lazy = p.bias == 0                        # silent without input (see module doc)
+                # no wrap can happen: u, v in float64 (fewer ops), exact below 2^53
+                p.fl = (p.fu == 0 and not (c.act_wrap or c.u_wrap or c.v_wrap or p.wraps[0])
+                        and all(s.exact_in_float() for s in p.ports[0]))
+                p.cv = p.fv / _UNITY
+                p.li = len(self.lif_names)
+                self.lif_names.append(name)
+            elif pop.kind == "prod":
+                p.exp, p.vth, p.wrap = int(pop.exp), int(pop.vth), plan.prod_wrap[name]
+            elif pop.kind == "graded":
+                p.vth = int(pop.vth)
+            else:
+                p.wrap = plan.out_bound[name] is None
+            self.pops.append(p)
+        self.L = max(lags) + 1
+        self.by_index = {p.i: p for p in self.pops}
+        self.accums = [p.i for p in self.pops if p.kind == "accum"]
+        self.always = {p.i for p in self.pops if p.kind == "lif" and not p.lazy}
+        # an accum that kept its value need not wake a prod with a port fed by no accum: the
+        # prod is zero unless that port's sources sent, and they wake it
+        kinds = [qgraph.pop(n).kind for n in self.names]
+        gated = {p.i for p in self.pops if p.kind == "prod" and any(
+            all(kinds[s.src] != "accum" for s in port) for port in p.ports)}
+        self.carry_consumers = {i: [(c, lag) for c, lag in self.consumers[i] if c not in gated]
+                                for i in self.accums}
+        self.record: Optional[list] = None
+        self.record_states = False
+        self.reset()
+
+    def reset(self) -> None:
+        P, nl, L = len(self.names), len(self.lif_names), self.L
+        self.g = 0
+        self.hist: List[List[Optional[np.ndarray]]] = [[None] * P for _ in range(L)]
+        # todo[g % L]: populations that may have work at step g (a source was active
+        # at g - lag, or the population cannot be skipped); the others are silent
+        self.todo: List[set] = [set() for _ in range(L)]
+        self.u: List[Optional[np.ndarray]] = [None] * nl
+        self.v: List[Optional[np.ndarray]] = [None] * nl
+        self.last = [-1] * nl                 # step of the last update of u, v
+        self.acc: Dict[int, Optional[np.ndarray]] = {i: None for i in self.accums}
+        if self.record is not None:
+            self.record = []
+
+    def outputs(self) -> List[Optional[np.ndarray]]:
+        return self.hist[(self.g - 1) % self.L]
+
+    # ------------------------------------------------------------------ step
+    def step(self, inject: Optional[Dict[str, np.ndarray]] = None) -> None:
+        """One global step ``g`` (Lava's ``time_step = g + 1``)."""
+        g, L = self.g, self.L
+        hist, todo_ring, cons = self.hist, self.todo, self.consumers
+        rows = [hist[(g - lag) % L] for lag in range(L)]   # rows[lag]: outputs of g - lag
+        cur = [None] * len(self.names)
+        if inject:
+            for name, f in inject.items():
+                if f is not None and np.count_nonzero(f):
+                    cur[self.index[name]] = f
+        for i in self.accums:                  # an accum without input keeps its value
+            cur[i] = rows[1][i]
+        todo = todo_ring[g % L]
+        todo_ring[g % L] = set()
+        eager = self.record_states
+        for p in (self.pops if eager else [self.by_index[i] for i in todo | self.always]):
+            cur[p.i] = self._update(p, rows, g, eager)
+        for i, o in enumerate(cur):            # schedule the consumers of what was sent
+            if o is not None:
+                for c, lag in (self.carry_consumers[i] if o is rows[1][i] and i in self.acc
+                               else cons[i]):
+                    todo_ring[(g + lag) % L].add(c)
+        hist[g % L] = cur
+        if self.record is not None:
+            self.record.append((cur, list(self.u), list(self.v)) if eager else (cur,))
+        self.g = g + 1
+
+    def _update(self, p: _Pop, rows, g: int, eager: bool) -> Optional[np.ndarray]:
+        """Output of population ``p`` at step ``g`` (``None``: all zero)."""
+        kind = p.kind
+        if kind == "prod":
+            (s1, s2), (w1, w2) = p.ports, p.wraps
+            if not (_live(s1, rows) and _live(s2, rows)):
+                return None                    # 0 * a >> e = 0
+            w = _port(s1, rows, w1) * _port(s2, rows, w2)
+            if p.wrap:
+                w = wrap32(w)
+            if p.exp:
+                w = w >> p.exp
+            if p.vth == 0:
+                if p.wrap:
+                    w[w == -I32] = 0
+            else:
+                w = w * _abs32_gt(w, p.vth)
+            return w.astype(_F64) if np.count_nonzero(w) else None
+        if kind == "lif":
+            return self._lif(p, _port_f(p.ports[0], rows) if p.fl else
+                             _port(p.ports[0], rows, p.wraps[0]), g, eager)
+        a = _port(p.ports[0], rows, p.wraps[0])
+        if kind == "graded":
+            if a is None:
+                return None
+            o = a * _abs32_gt(a, p.vth)
+            return o.astype(_F64) if np.count_nonzero(o) else None
+        if a is None:                          # accum: out[g] = out[g-1] + a[g]
+            return rows[1][p.i]
+        prev = self.acc[p.i]
+        acc = a if prev is None else prev + a
+        if p.wrap:
+            acc = wrap32(acc)
+        self.acc[p.i] = acc
+        return acc.astype(_F64) if np.count_nonzero(acc) else None
+
+    def _lif(self, p: _Pop, a: Optional[np.ndarray], g: int, eager: bool):
+        """PyLifResetModelBitAcc at step ``g``, first catching up the steps it was skipped:
+        a ``LIFReset`` among them zeroes u, v; otherwise each was a step without input
+        (``u`` -> 0, ``v`` decays once)."""
+        li = p.li
+        u, v, last = self.u[li], self.v[li], self.last[li]
+        self.last[li] = g
+        r, W = p.reset_res, self.W
+        if (g - r) // W != (last - r) // W:    # LIFReset at some g' in (last, g]
+            u = v = None
+        elif g - last > 1:
+            u = None
+            if v is not None:
+                for _ in range(g - last - 1):
+                    v = self._decay_v(p, v)
+        if a is None and p.lazy and (u is None or p.fu == 0):
+            # no input: u -> 0, v decays, no spike (only reached when recording states)
+            self.u[li] = None
+            self.v[li] = None if v is None else self._decay_v(p, v)
+            return None
+        if p.fl:                               # u = a << 6 (du = 4095), all in float64
+            u = a * 64.0 if a is not None else np.zeros((self.sizes[p.i], self.B))
+            vv = u + p.bias if v is None else np.trunc(v * p.cv) + u
+            if p.bias and v is not None:
+                vv += p.bias
+            np.maximum(vv, -(UV_MAX - 1), out=vv)
+            np.minimum(vv, UV_MAX - 1, out=vv)
+            s = vv > p.vth6
+            vv[s] = 0
+            self.u[li], self.v[li] = u, vv
+            return s.astype(_F64) if np.count_nonzero(s) else None
+        if a is None:
+            act = np.zeros((self.sizes[p.i], self.B), _I64)
+        else:
+            act = a << fx.ACT_SHIFT
+            if p.act_wrap:
+                act = wrap32(act)
+        if u is None or p.fu == 0:
+            dc = act                           # int32 already (wrapped or bounded)
+        else:
+            dc = decay(u, p.fu) + act
+            if p.u_wrap:
+                dc = wrap32(dc)
+        if p.u_wrap:
+            dc = np.where(dc > UV_MAX, dc - 2 * UV_MAX,
+                          np.where(dc <= -UV_MAX, dc + 2 * UV_MAX, dc))
+        u = dc
+        vv = u if v is None else decay(v, p.fv) + u
+        if p.bias:
+            vv = vv + p.bias
+        if p.v_wrap:
+            vv = wrap32(vv)
+        vv = np.maximum(vv, -(UV_MAX - 1))     # a new array: safe to write below
+        np.minimum(vv, UV_MAX - 1, out=vv)
+        s = vv > p.vth6
+        vv[s] = 0
+        self.u[li], self.v[li] = u, vv
+        if p.fu and not eager and np.count_nonzero(u):     # a leaky current: work at the next step too
+            self.todo[(g + 1) % self.L].add(p.i)
+        return s.astype(_F64) if np.count_nonzero(s) else None
+
+    @staticmethod
+    def _decay_v(p: _Pop, v: np.ndarray) -> np.ndarray:
+        if p.fv == _UNITY:
+            return v
+        return np.trunc(v * p.cv) if p.fl else decay(v, p.fv)
+
+    # ------------------------------------------------------------- recording
+    def recorded(self) -> Dict[str, np.ndarray]:
+        """Recorded steps as {name: (G, size, B) int64} (and ``name.u`` / ``name.v``)."""
+        rec = self.record or []
+        G, B = len(rec), self.B
+        res = {}
+        for i, name in enumerate(self.names):
+            arr = np.zeros((G, self.sizes[i], B), _I64)
+            for h, r in enumerate(rec):
+                o = r[0][i]
+                if o is not None:
+                    arr[h] = o
+            res[name] = arr
+        if rec and self.record_states:
+            for li, name in enumerate(self.lif_names):
+                size = self.sizes[self.index[name]]
+                for j, key in ((1, ".u"), (2, ".v")):
+                    arr = np.zeros((G, size, B), _I64)
+                    for h, r in enumerate(rec):
+                        if r[j][li] is not None:
+                            arr[h] = r[j][li]
+                    res[name + key] = arr
+        return res
+
+    def token_time(self, N: int, T: int, depth: Dict[str, int]) -> Dict[str, np.ndarray]:
+        """Recorded outputs at ``g = n*W + t + depth`` as {name: (N, T, size, B) int64},
+        without building the whole global-time record."""
+        rec = self.record or []
+        res = {}
+        for i, name in enumerate(self.names):
+            arr = np.zeros((N, T, self.sizes[i], self.B), _I64)
+            d = depth[name]
+            for n in range(N):
+                for t in range(T):
+                    o = rec[n * self.W + t + d][0][i]
+                    if o is not None:
+                        arr[n, t] = o
+            res[name] = arr
+        return res
+
+
+def _live(syns: List[_Syn], rows) -> bool:
+    """Whether any synapse of a port delivers something (its source was active)."""
+    for s in syns:
+        if rows[s.lag][s.src] is not None:
+            return True
+    return False
+
+
+def _port_f(syns: List[_Syn], rows) -> Optional[np.ndarray]:
+    """``_port`` in float64, for ports whose sum provably needs no wrap."""
+    a = None
+    for s in syns:
+        x = rows[s.lag][s.src]
+        if x is None:
+            continue
+        y = s.as_float(x)
+        a = y if a is None else a + y
+    return a
+
+
+def _port(syns: List[_Syn], rows, wrap: bool) -> Optional[np.ndarray]:
+    """Sum of a port's synapses whose source was active; ``None`` when none was."""
+    a = None
+    for s in syns:
+        x = rows[s.lag][s.src]
+        if x is None:
+            continue
+        y = s(x)
+        a = y if a is None else a + y
+    if wrap and a is not None:
+        a = wrap32(a)
+    return a
