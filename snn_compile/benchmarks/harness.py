@@ -374,18 +374,26 @@ def _gpu(path: str) -> dict:
 
 
 def variant_rows(specs: Sequence[str], results: dict, data: Optional[str]) -> List[dict]:
-    """Theoretical energy and validation loss of partially spiking variants (block exchange)."""
-    from snn_compile import models
+    """Theoretical energy and validation loss of partially spiking variants (block exchange).
 
-    e_ann = results["energy_per_token_pj"]["ann"]["theoretical_45nm"]
+    Each checkpoint is evaluated by ``variants.evaluate_variant`` on the first VAL_TOKENS
+    validation tokens (its spikes give its operation counts, ``theory.variant_op_rows``);
+    the reduction is against the ANN twin's count at the same token positions.
+    """
+    from snn_compile.benchmarks import variants
+    from snn_compile.models.checkpoint import load_checkpoint
+
     rows = []
     for spec in specs:
-        m = models.load_any(spec)
-        e = models.theoretical_energy(m)          # per-block spiking/ANN op counts of a variant
-        rows.append({"name": os.path.basename(spec), "spiking": e.get("spiking", ""),
-                     "energy_pj": e["energy_pj"],
-                     "reduction_pct": energy.reduction_pct(e["energy_pj"], e_ann),
-                     "val_loss": _val_loss(m, data)})
+        m, tok, _ = load_checkpoint(spec)
+        ev = variants.evaluate_variant(m, tok, data, VAL_TOKENS)
+        ann = variants.ann_blocks_of(m)
+        rows.append({"name": os.path.basename(spec), "model": variants.label(m),
+                     "spiking": ",".join(b for b in theory.BLOCK_KINDS if b not in ann) or "none",
+                     "ann_blocks": list(ann), "energy_pj": ev["energy_pj"],
+                     "energy_pj_with_extras": ev["energy_pj_with_extras"],
+                     "reduction_pct": ev["reduction_pct"], "val_loss": ev["val_loss"],
+                     "params": ev["params"], "mean_spike_rate": ev["mean_spike_rate"]})
     return rows
 
 

@@ -33,7 +33,7 @@ SNN, token n occupies steps p = nT + t (T per token), spikes s[pop][n, t]:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Mapping, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -227,3 +227,163 @@ def by_layer(rows: Sequence[OpRow], include_extras: bool = False) -> Dict[str, f
 
 def shape_dict(shape: ModelShape) -> dict:
     return asdict(shape)
+
+
+# ------------------------------------------------- partially spiking decoders
+BLOCK_KINDS = ("embedding", "attention", "feedforward", "norm", "residual")
+
+
+def variant_op_rows(shape: ModelShape, ann_blocks: Sequence[str],
+                    spikes: Mapping[str, np.ndarray], start_position: int = 0,
+                    embedding: str = "rate", population: int = 4,
+                    n_tokens: Optional[int] = None) -> List[OpRow]:
+    """ACs, MACs and extras of a decoder whose block kinds in ``ann_blocks`` are ANN
+    (models/partial.py), for one sequence from ``start_position``.
+
+    ``spikes`` holds the (N, T, size) trains of the spiking populations (keys as the
+    SpikeDecoder's; ANN parts have none). The same rules cost every part:
+
+    * a weight applied to spikes: one AC per spike per synapse (nnz x fan-out);
+    * a weight applied to a real value (token time, once per token): rows x cols MACs;
+      a gain vector on a real value: one MAC per element;
+    * a real current held over the T steps of a token into a LIF: C x T ACs;
+    * spikes read by an ANN part as a rate: one AC per spike (1/T folds into the weights);
+    * spiking norm: a per-channel scale folded into the weights (free), except on the
+      integer attention counts (d T MACs, as ``snn_op_rows``); LayerNorm: 4 C extras per
+      application, softmax 3 H keys, GELU d_ff, real residual add d (as ``ann_op_rows``);
+    * embedding: rate / temporal 2 d T ACs (one-hot token and position as spikes);
+      population 2 (d/P) ACs, d extras (tuning curves), d T ACs held current; ANN d ACs.
+
+    With no ANN block the totals equal ``snn_op_rows``; with all five, ``ann_op_rows``
+    (tests/test_partial.py).
+    """
+    ann = set(ann_blocks)
+    unknown = ann - set(BLOCK_KINDS)
+    if unknown:
+        raise ValueError(f"unknown block kinds {sorted(unknown)}")
+    T, d, dff, V, H = (shape.steps_per_token, shape.d_model, shape.d_ff, shape.vocab,
+                       shape.n_heads)
+    s = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
+         for k, v in spikes.items() if not k.endswith(".A")}
+    N = n_tokens if n_tokens is not None else (next(iter(s.values())).shape[0] if s else None)
+    if N is None:
+        raise ValueError("n_tokens is needed when no population spikes")
+    pos = start_position + np.arange(N, dtype=np.float64)
+    p = pos[:, None] * T + np.arange(T)[None, :]
+    ann_norm = "norm" in ann
+    ln = "extra"
+
+    def norm_rows(tag: str, c: int, step_time: bool):
+        """LayerNorm of a current (per step, or per token when real) or a folded scale."""
+        return [(f"{tag}.layernorm", ln, 4 * c * (T if step_time else 1))] if ann_norm else []
+
+    def sum_rows(tag: str, terms, c: int):
+        """Rows of a membrane current sum_i W_i x_i into a LIF of width c.
+
+        terms: (name, fan_out or None (identity) or "gain", x) with x an (N, T, C) spike
+        array or the string "real". Returns (rows, step_time)."""
+        rows, real, step_time = [], False, False
+        for name, fan, x in terms:
+            if isinstance(x, str):                       # real, token time
+                real = True
+                if fan == "gain":
+                    rows.append((name, "mac", c))
+                elif fan is not None:
+                    rows.append((name, "mac", fan))      # fan = rows x cols here
+            else:
+                step_time = True
+                rows.append((name, "ac", _nnz(x) * (1 if fan == "gain" else fan)))
+        if real:
+            rows.append((f"{tag}.hold", "ac", c * T))
+        return rows, step_time
+
+    rows: List[OpRow] = []
+    # ---- embedding
+    if "embedding" in ann:
+        rows += _rows("emb", N, [("pos_add", "ac", d)])
+        x = "real"
+    else:
+        if embedding == "population":
+            w = d // population
+            rows += _rows("emb", N, [("input", "ac", 2 * w), ("tuning", "extra", d),
+                                     ("hold", "ac", d * T)]
+                          + ([("layernorm", ln, 4 * w)] if ann_norm else []))
+        elif ann_norm:       # LayerNorm of the real embedding, then held over the T steps
+            rows += _rows("emb", N, [("lookup", "ac", 2 * d), ("layernorm", ln, 4 * d),
+                                     ("hold", "ac", d * T)])
+        else:
+            rows += _rows("emb", N, [("input", "ac", 2 * d * T)])
+        x = s["emb"]
+    for i in range(shape.n_layers):
+        b = f"block{i}"
+        r: list = []
+        # ---- attention
+        if "attention" in ann:
+            if not isinstance(x, str):
+                r.append(("attn.rate", "ac", _nnz(x)))
+            if ann_norm:
+                r.append(("ln1", ln, 4 * d))
+            keys = pos + 1
+            r += [("qkv", "mac", 3 * d * d), ("scores", "mac", keys * d),
+                  ("av", "mac", keys * d), ("softmax", "extra", 3 * H * keys)]
+            out_terms = [("proj", d * d, "real")]          # proj computed in token time
+            out_real_macs = d * d
+        else:
+            rr, st = sum_rows("qkv", [("qkv", 3 * d * d if isinstance(x, str) else 3 * d, x)],
+                              3 * d)
+            r += rr + norm_rows("qkv", 3 * d, st)
+            qkv = s[f"{b}.qkv"]
+            nq = (qkv[..., :d] != 0).sum(axis=2).astype(np.float64)
+            nv = (qkv[..., 2 * d:] != 0).sum(axis=2).astype(np.float64)
+            r += [("qk", "ac", (nq * (p + 1)).sum(axis=1)),
+                  ("sv", "ac", np.cumsum(nv.reshape(-1)).reshape(N, T).sum(axis=1))]
+            r += [("attn.layernorm", ln, 4 * d * T)] if ann_norm else [("scale", "mac", d * T)]
+            out_terms = [("proj", d, s[f"{b}.attn"])]
+            out_real_macs = 0
+        # ---- residual 1
+        m, rr = _residual(ann, "1", out_terms, out_real_macs, x, s, f"{b}.mid", d, T,
+                          sum_rows, norm_rows)
+        r += rr
+        # ---- feed-forward
+        if "feedforward" in ann:
+            if not isinstance(m, str):
+                r.append(("ff.rate", "ac", _nnz(m)))
+            if ann_norm:
+                r.append(("ln2", ln, 4 * d))
+            r += [("ff1", "mac", d * dff), ("gelu", "extra", dff)]
+            out_terms, out_real_macs = [("ff2", dff * d, "real")], dff * d
+        else:
+            rr, st = sum_rows("ff1", [("ff1", dff * d if isinstance(m, str) else dff, m)], dff)
+            r += rr + norm_rows("ff1", dff, st)
+            out_terms, out_real_macs = [("ff2", d, s[f"{b}.ff"])], 0
+        # ---- residual 2
+        y, rr = _residual(ann, "2", out_terms, out_real_macs, m, s, f"{b}.out", d, T,
+                          sum_rows, norm_rows)
+        r += rr
+        rows += _rows(b, N, r)
+        x = y
+    # ---- readout
+    if isinstance(x, str):
+        rows += _rows("head", N, [("head", "mac", d * V)]
+                      + ([("layernorm", ln, 4 * d)] if ann_norm else []))
+    else:
+        rows += _rows("head", N, [("head", "ac", _nnz(x) * V), ("scale", "mac", V)])
+    return rows
+
+
+def _residual(ann, k, out_terms, out_real_macs, x, s, key, d, T, sum_rows, norm_rows):
+    """Rows of residual ``k`` and its output (spike array, or "real")."""
+    if "residual" in ann:
+        r = []
+        for name, fan, inp in out_terms:
+            r.append((name, "mac", out_real_macs) if isinstance(inp, str)
+                     else (name, "ac", _nnz(inp) * fan))
+        if not isinstance(x, str):
+            r.append((f"skip{k}.rate", "ac", _nnz(x)))
+        r.append((f"residual{k}", "extra", d))
+        return "real", r
+    terms = [(name, out_real_macs if isinstance(inp, str) else fan, inp)
+             for name, fan, inp in out_terms]
+    terms.append((f"skip{k}", "gain", x))
+    rr, st = sum_rows(f"res{k}", terms, d)
+    return s[key], rr + norm_rows(f"res{k}", d, st)

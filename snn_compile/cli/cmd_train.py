@@ -2,7 +2,10 @@
 
 Models: spikedecoder (fully spiking GPT-style decoder, deployable on Loihi 2 by
 default: reset to zero, no bias, norms folded into weights, 8-bit
-quantization-aware training) and ann (the non-spiking twin of the same size).
+quantization-aware training), partial (the SpikeDecoder with the block kinds named
+by --ann-blocks exchanged for their ANN versions; not deployable) and ann (the
+non-spiking twin of the same size). --embedding picks the spike code of a spiking
+embedding: rate (the one Loihi 2 deployment supports), temporal or population.
 The checkpoint holds the weights, the model config and the tokenizer, so every
 later stage decodes with the model's own vocabulary. Same seed, same result on
 CPU. Progress (loss, tokens/s, spike rate) goes to stderr.
@@ -16,8 +19,16 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=("spikedecoder", "ann"), default="spikedecoder",
-                        help="which decoder to train")
+    parser.add_argument("--model", choices=("spikedecoder", "partial", "ann"),
+                        default="spikedecoder", help="which decoder to train")
+    parser.add_argument("--ann-blocks", metavar="KINDS", default="",
+                        help="partial: comma-separated block kinds to make ANN, from "
+                             "embedding,attention,feedforward,norm,residual")
+    parser.add_argument("--embedding", choices=("rate", "temporal", "population"),
+                        default="rate", help="spike code of the embedding (only rate is "
+                                             "deployable)")
+    parser.add_argument("--population", type=int, default=4, metavar="P",
+                        help="neurons per value for --embedding population")
     parser.add_argument("--data", metavar="PATH",
                         help="UTF-8 text file to train on (default: the embedded corpus)")
     parser.add_argument("--tokenizer", choices=("char", "word"), default="char",
@@ -54,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    if args.ann_blocks and args.model != "partial":
+        raise UserError(f"--ann-blocks needs --model partial (got --model {args.model})")
     cfg = ModelConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers,
                       n_heads=args.heads, context=args.context, timesteps=args.timesteps,
-                      surrogate=args.surrogate, deployable=not args.no_deployable)
+                      surrogate=args.surrogate, deployable=not args.no_deployable,
+                      embedding=args.embedding, ann_blocks=args.ann_blocks,
+                      population=args.population)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,

@@ -104,9 +104,10 @@ def export_model(model, tokenizer=None):
     from snn_compile.models.fold import fold
 
     blocks = getattr(model, "non_spiking_blocks", None)
-    if callable(blocks) and blocks():
+    names = [str(b) for b in blocks()] if callable(blocks) else []
+    if names:
         raise UserError(f"{type(model).__name__} cannot be exported to NIR: its blocks "
-                        f"{', '.join(blocks())} are not spiking (softmax attention, GELU, "
+                        f"{', '.join(names)} are not spiking (softmax attention, GELU, "
                         "LayerNorm and float residuals have no neuromorphic lowering); export "
                         "a deployable SpikeDecoder (`snn-compile train --model spikedecoder`)")
     folded = fold(model)

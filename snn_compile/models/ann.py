@@ -17,6 +17,20 @@ import torch.nn.functional as F
 from snn_compile.models.config import ModelConfig
 
 
+def ann_block_names(n_layers: int, ann_blocks, spiking_embedding: bool) -> list:
+    """Names of the non-spiking blocks: ``embedding``, ``block{i}.{kind}``, and the
+    LayerNorms outside the blocks (``embedding.norm``, ``head.norm``) when norm is ANN."""
+    names = ["embedding"] if "embedding" in ann_blocks else []
+    if "norm" in ann_blocks and spiking_embedding:
+        names.append("embedding.norm")
+    for i in range(n_layers):
+        names += [f"block{i}.{k}" for k in ("attention", "feedforward", "norm", "residual")
+                  if k in ann_blocks]
+    if "norm" in ann_blocks and "residual" in ann_blocks:
+        names.append("head.norm")          # real-valued stream: LayerNorm before the head
+    return names
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -53,6 +67,11 @@ class ANNDecoder(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         for blk in self.blocks:
             nn.init.normal_(blk.fc2.weight, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    def non_spiking_blocks(self) -> list:
+        """Every block: the names a partial model with all five kinds exchanged reports."""
+        return ann_block_names(self.cfg.n_layers, ("embedding", "attention", "feedforward",
+                                                   "norm", "residual"), spiking_embedding=False)
 
     def forward(self, tokens: torch.Tensor, record: bool = False):
         N = tokens.shape[1]

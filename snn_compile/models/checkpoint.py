@@ -27,6 +27,9 @@ def build_model(cfg: ModelConfig):
     if cfg.kind == "spikedecoder":
         from snn_compile.models.spikedecoder import SpikeDecoder
         return SpikeDecoder(cfg)
+    if cfg.kind == "partial":
+        from snn_compile.models.partial import PartialDecoder
+        return PartialDecoder(cfg)
     from snn_compile.models.ann import ANNDecoder
     return ANNDecoder(cfg)
 

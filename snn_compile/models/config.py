@@ -6,8 +6,25 @@ from dataclasses import asdict, dataclass, fields
 
 from snn_compile.errors import UserError
 
-MODEL_KINDS = ("spikedecoder", "ann")
+MODEL_KINDS = ("spikedecoder", "partial", "ann")
 SURROGATES = ("atan", "fast_sigmoid")
+# block kinds of the block-exchange analysis (SpikeDecoder, Beger, Walter & Knoll,
+# arXiv:2606.12287): each can be its spiking or its ANN version in a ``partial`` model
+BLOCK_KINDS = ("embedding", "attention", "feedforward", "norm", "residual")
+EMBEDDINGS = ("rate", "temporal", "population")
+
+
+def parse_blocks(value) -> tuple:
+    """``"attention,norm"`` / a list / a tuple → canonical tuple in BLOCK_KINDS order."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = {str(i).strip() for i in items if str(i).strip()}
+    unknown = sorted(items - set(BLOCK_KINDS))
+    if unknown:
+        raise UserError(f"unknown block kind(s) {', '.join(unknown)} in --ann-blocks; choose "
+                        f"from {', '.join(BLOCK_KINDS)}")
+    return tuple(b for b in BLOCK_KINDS if b in items)
 
 
 @dataclass
@@ -16,6 +33,10 @@ class ModelConfig:
 
     ``spikedecoder``: fully spiking decoder, ``timesteps`` steps per token.
     ``ann``: the non-spiking twin (softmax attention, GELU, LayerNorm), same widths.
+    ``partial``: the SpikeDecoder with the block kinds in ``ann_blocks`` exchanged for
+    their ANN versions (docs/models.md); ``()`` is the SpikeDecoder, all five the twin.
+    ``embedding``: spike code of the spiking embedding (rate, temporal, population);
+    only ``rate`` is lowered by the compiler. ``population``: neurons per encoded value.
     ``deployable`` restricts the spiking model to what Loihi 2 / Lava executes
     (reset to zero, no bias, norms folded into weights, 8-bit weights via
     quantization-aware training); see docs/semantics.md.
@@ -31,6 +52,11 @@ class ModelConfig:
     surrogate: str = "atan"
     beta_init: float = 0.5
     deployable: bool = True
+    # fields added after the first checkpoints: their defaults are what those checkpoints
+    # were trained with, so they load unchanged
+    embedding: str = "rate"
+    ann_blocks: tuple = ()
+    population: int = 4
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -42,6 +68,22 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context", "timesteps"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.embedding not in EMBEDDINGS:
+            raise UserError(f"unknown spike embedding {self.embedding!r}; choose one of "
+                            f"{', '.join(EMBEDDINGS)}")
+        self.ann_blocks = parse_blocks(self.ann_blocks)
+        if self.ann_blocks and self.kind != "partial":
+            raise UserError(f"ann_blocks {', '.join(self.ann_blocks)} need the model kind "
+                            "'partial' (--model partial)")
+        spiking_embedding = self.kind == "spikedecoder" or (
+            self.kind == "partial" and "embedding" not in self.ann_blocks)
+        if self.embedding != "rate" and not spiking_embedding:
+            raise UserError(f"--embedding {self.embedding} codes a spiking embedding, but this "
+                            f"{self.kind} model's embedding is not spiking; drop --embedding")
+        if self.embedding == "population" and (self.population < 2
+                                                or self.d_model % self.population):
+            raise UserError(f"population coding needs d_model ({self.d_model}) divisible by a "
+                            f"population size >= 2 (got {self.population})")
         if self.kind == "ann" and self.deployable:
             self.deployable = False
 

@@ -118,6 +118,15 @@ def fold(model) -> FoldedDecoder:
     """Eval-mode folding of a deployable SpikeDecoder; anything else is refused."""
     if isinstance(model, FoldedDecoder):
         return model
+    cfg = getattr(model, "cfg", None)
+    if getattr(cfg, "kind", None) == "partial":
+        ann = ", ".join(cfg.ann_blocks) or "none"
+        raise UserError(f"a partial model (ANN block kinds: {ann}) is not a deployable "
+                        "SpikeDecoder; train one with `snn-compile train --model spikedecoder`")
+    if getattr(cfg, "embedding", "rate") != "rate":
+        raise UserError(f"the {cfg.embedding} spike embedding has no Loihi 2 lowering (the "
+                        "compiler lowers the rate embedding only); retrain with "
+                        "`--embedding rate`")
     if not isinstance(model, SpikeDecoder):
         raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
                         "SpikeDecoder can be exported/compiled (the ANN twin's softmax "

@@ -5,7 +5,9 @@ neuron is a reset-to-zero LIF without synaptic current or bias, threshold 1:
 
     v[t] = beta * v'[t-1] + I[t];  s[t] = v[t] > 1;  v'[t] = v[t] (1 - s[t]);  v'[-1] = 0
 
-    s0 = LIF_emb(E_tok e_tok + E_pos e_pos)                    spike embedding (rate code)
+    s0 = LIF_emb(E_tok e_tok + E_pos e_pos)                    spike embedding (rate code;
+                                                               temporal / population:
+                                                               models/embeddings.py)
     block:  q,k,v = LIF_qkv(W_qkv x)
             A[p]  = sum_{p'<=p} (q[p].k[p'])_head v[p']          spiking self-attention, no softmax,
                                                                causal over p = n*T + t
@@ -32,7 +34,6 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from snn_compile.models.config import ModelConfig
 
@@ -230,10 +231,12 @@ class SpikeDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        from snn_compile.models.embeddings import embedding_width
         d = cfg.d_model
-        self.E_tok = nn.Parameter(torch.randn(cfg.vocab_size, d))
-        self.E_pos = nn.Parameter(torch.randn(cfg.context, d) * 0.5)
-        self.norm_emb = MembraneNorm(d)
+        w = embedding_width(cfg)          # d, or d / P values for population coding
+        self.E_tok = nn.Parameter(torch.randn(cfg.vocab_size, w))
+        self.E_pos = nn.Parameter(torch.randn(cfg.context, w) * 0.5)
+        self.norm_emb = MembraneNorm(w)
         self.lif_emb = LIF(cfg.beta_init, cfg.surrogate, cfg.deployable)
         self.blocks = nn.ModuleList(SpikeBlock(cfg) for _ in range(cfg.n_layers))
         self.W_head = nn.Parameter(torch.randn(cfg.vocab_size, d) / math.sqrt(d))
@@ -252,13 +255,22 @@ class SpikeDecoder(nn.Module):
         raw = (self.E_tok[tokens] + self.E_pos[pos]) if self.training else None
         e_tok, e_pos = self.embedding_weights(raw)
         current = (e_tok[tokens] + e_pos[pos])                    # (B, N, d)
-        x = self.lif_emb(current.unsqueeze(2).expand(B, N, T, -1))
+        if self.cfg.embedding == "rate":
+            x = self.lif_emb(current.unsqueeze(2).expand(B, N, T, -1))
+        else:                                                     # models/embeddings.py
+            from snn_compile.models.embeddings import encode
+            x = encode(self.cfg, current, self.lif_emb)
         rec = {"emb": x} if record else None
         for i, blk in enumerate(self.blocks):
             x = blk(x, rec, f"block{i}")
         w_head = fake_quant(self.W_head, self.cfg.deployable)
         logits = (x @ w_head.t()).mean(dim=2)
         return (logits, rec) if record else logits
+
+    def non_spiking_blocks(self) -> List[str]:
+        """Every block is spiking (the embedding code may still be one the compiler
+        does not lower: ``fold`` refuses those)."""
+        return []
 
     def lif_modules(self) -> List[LIF]:
         return [m for m in self.modules() if isinstance(m, LIF)]

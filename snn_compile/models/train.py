@@ -150,9 +150,9 @@ def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[
             last = step + 1 == args.steps
             if (step + 1) % args.eval_interval == 0 or last:
                 ev = evaluate(model, val_ids, args.eval_tokens, device=args.device)
-                history.append({"step": step + 1, "train_loss": float(loss),
+                history.append({"step": step + 1, "train_loss": float(loss.detach()),
                                 "val_loss": ev["val_loss"]})
-                prog.console.print(f"step {step + 1}: train {float(loss):.4f} "
+                prog.console.print(f"step {step + 1}: train {float(loss.detach()):.4f} "
                                    f"val {ev['val_loss']:.4f} (bpc {ev['bpc']:.3f})")
                 improved = best is None or ev["val_loss"] < best
                 best = ev["val_loss"] if improved else best
