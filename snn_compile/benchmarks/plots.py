@@ -127,3 +127,23 @@ def energy_vs_loss(points: Sequence[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def encodings_energy_vs_loss(points: Sequence[dict], path: str) -> None:
+    """Scatter of energy per token vs validation loss, one marker per model/encoding, legend
+    instead of annotations (the encodings' points sit close together)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    cmap = plt.get_cmap("tab10")
+    for j, p in enumerate(points):
+        ax.scatter(p["energy_pj"] / 1e3, p["val_loss"], s=40, color=cmap(j % 10),
+                   marker=p.get("marker", "o"), label=p["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("theoretical energy per token, 45 nm (nJ)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Spike encodings: energy vs validation loss")
+    ax.grid(True, which="both", color="0.9", lw=0.5)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

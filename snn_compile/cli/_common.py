@@ -88,3 +88,13 @@ def not_built(command: str) -> int:
     """Exit path of a subcommand whose stage does not exist yet: say so, never pretend."""
     print(f"snn-compile {command}: not built yet", file=sys.stderr)
     return 3
+
+
+def add_encoding_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--encoding/--bits/--threshold``: spike encodings of an ANN's activations."""
+    parser.add_argument("--encoding", choices=("none", "binary", "ternary", "bitwise"),
+                        default="none", help=f"{what} (docs/encodings.md)")
+    parser.add_argument("--bits", type=int, default=8, metavar="K",
+                        help="bits of the bitwise encoding (default: 8)")
+    parser.add_argument("--threshold", type=float, metavar="X",
+                        help="binary/ternary threshold, a multiple of mean |x| (default: 0.7)")

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from snn_compile.cli._common import add_json_flag, print_json
+from snn_compile.cli._common import add_encoding_flags, add_json_flag, print_json
 
 DEFAULT_OUT = os.path.join("out", "bench")
 
@@ -42,9 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON written by `python -m snn_compile.benchmarks.gpu_energy`")
     parser.add_argument("--mean-hops", type=float, default=1.0,
                         help="tile hops per message in the Loihi estimate (default: 1)")
-    parser.add_argument("--encoding", choices=("none", "binary", "ternary", "bitwise"),
-                        default="none",
-                        help="add the table of spike encodings of the ANN twin")
+    add_encoding_flags(parser, "add the table of spike encodings of the ANN twin")
     parser.add_argument("--out", metavar="DIR",
                         help=f"folder for report.md, results.json, plots (default: {DEFAULT_OUT})")
     add_json_flag(parser)
@@ -58,10 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.benchmarks.harness import run_benchmark
     from snn_compile.cli._common import resolve_checkpoint
 
-    if args.encoding != "none":
-        from snn_compile.errors import UserError
-        raise UserError("spike-encoded ANN benchmarks (--encoding) are not available in this "
-                        "version; run without --encoding")
     model = resolve_checkpoint(args.model)
     ann = resolve_checkpoint(args.ann) if args.ann else None
     out = args.out
@@ -82,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
                             prompts=args.prompts, data=args.data, out_dir=None,
                             mean_hops=args.mean_hops, variants=args.variants,
                             gpu_results=args.gpu_results, progress=progress)
+        if args.encoding != "none":
+            res["encodings_data"] = _encodings(args, model, ann, progress)
+            res["encodings"] = _encoding_display(res["encodings_data"])
     from snn_compile.benchmarks.harness import write
 
     path = write(res, out)
@@ -92,6 +89,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(Console(), res, path)   # the table on stdout
     return 0
+
+
+def _encodings(args, model: str, ann, progress) -> list:
+    """Rows of the encodings table: plain twin, the twin with --encoding, the SpikeDecoder."""
+    from snn_compile.benchmarks import encodings as enc_bench
+    from snn_compile.errors import UserError
+
+    if ann is None:
+        raise UserError("--encoding encodes the ANN twin: give it with --ann CKPT")
+    kw = {"bits": args.bits} if args.encoding == "bitwise" else {"threshold": args.threshold}
+    res = enc_bench.run(ann, None if model.endswith(".nir") else model,
+                        encodings=[(args.encoding, kw)], data=args.data,
+                        progress=lambda label, done, total: progress("encodings", done, total))
+    return [dict(r, val_tokens=res["tokens"]) for r in res["rows"]]
+
+
+def _encoding_display(rows: list) -> list:
+    """The rows as report.md shows them (formatted here; the numbers stay in encodings_data)."""
+    def f(v, spec):
+        return "n/a" if v is None else spec.format(v)
+
+    return [{"model": r["model"], "encoding": r["encoding"],
+             "val loss": f(r["val_loss"], "{:.4f}"),
+             "spikes / activation": f(r["spikes_per_activation"], "{:.3f}"),
+             "spikes / token": f(r["spikes_per_token"], "{:.1f}"),
+             "energy / token (pJ)": f(r["energy_pj_per_token"], "{:,.0f}"),
+             "without extras (pJ)": f(r["energy_pj_no_extras"], "{:,.0f}"),
+             "val tokens": str(r["val_tokens"])} for r in rows]
 
 
 def _print_summary(console, r: dict, path: str) -> None:

@@ -2,12 +2,16 @@
 
 Prints validation loss (nats/token), bits per character (char tokenizer),
 perplexity, parameter count and the mean spike rate of every population. With
---json, one object with val_loss, bpc, ppl, params and spike_rates.
+--json, one object with val_loss, bpc, ppl, params and spike_rates. With
+--encoding (ANN checkpoints), the loss of the spike-encoded model and its
+spikes per activation and per token (docs/encodings.md).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from snn_compile.cli._common import add_encoding_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fixed-point graph (integer reference / bit-exact emulator)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="device of the emulator")
+    add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
+                               "ANN checkpoint")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.models.checkpoint import load_checkpoint
+    from snn_compile.models.config import BLOCK_KINDS
     from snn_compile.models.train import evaluate, prepare_data
 
+    if args.encoding != "none":
+        return _run_encoded(args)
     model, tok, info = load_checkpoint(args.checkpoint)
     _, _, val_ids = prepare_data(args.data, tok.kind, model.cfg.context, tok)
     if args.backend == "torch":
@@ -40,16 +49,62 @@ def run(args: argparse.Namespace) -> int:
     ev["backend"] = args.backend
     ev["params"] = sum(p.numel() for p in model.parameters())
     ev["model"] = model.cfg.kind
+    ev["ann_blocks"] = list(BLOCK_KINDS if model.cfg.kind == "ann"
+                            else getattr(model.cfg, "ann_blocks", ()))
+    ev["non_spiking_blocks"] = list(model.non_spiking_blocks()) \
+        if hasattr(model, "non_spiking_blocks") else []
+    ev["embedding"] = None if model.cfg.kind == "ann" else getattr(model.cfg, "embedding", "rate")
     if tok.kind != "char":
         ev["bpc"] = None
     if args.json:
         print_json(ev)
         return 0
-    print(f"model {ev['model']}  params {ev['params']}  tokens {ev['tokens']}")
+    print(f"model {ev['model']}  params {ev['params']}  tokens {ev['tokens']}"
+          + (f"  ANN blocks {','.join(ev['ann_blocks'])}" if ev["ann_blocks"] else "")
+          + (f"  embedding {ev['embedding']}" if ev["embedding"] else ""))
     print(f"val_loss {ev['val_loss']:.4f} nats/token  ppl {ev['ppl']:.3f}"
           + (f"  bpc {ev['bpc']:.4f}" if ev["bpc"] is not None else ""))
     for k, r in ev.get("spike_rates", {}).items():
         print(f"  spike rate {k:<14} {r:.4f}")
+    return 0
+
+
+def _run_encoded(args) -> int:
+    """Validation loss and spike counts of the ANN with spike-encoded linear layers."""
+    from snn_compile.cli._common import print_json
+    from snn_compile.cli.cmd_generate import load_ann
+    from snn_compile.errors import UserError
+    from snn_compile.models.encodings import apply_encoding, make_encoding
+    from snn_compile.models.train import evaluate, prepare_data
+
+    if args.backend != "torch":
+        raise UserError("--encoding runs on --backend torch only; drop --backend")
+    model, tok = load_ann(args.checkpoint)
+    enc = make_encoding(args.encoding, args.bits, args.threshold)
+    encoded = apply_encoding(model, enc)
+    _, _, val_ids = prepare_data(args.data, tok.kind, model.cfg.context, tok)
+    ev = evaluate(model, val_ids, args.max_tokens)
+    counts = encoded.summary()
+    ev.pop("spike_rates", None)
+    ev.pop("mean_spike_rate", None)
+    ev.update({k: v for k, v in counts.items() if k != "tokens"}, backend="torch",
+              model=model.cfg.kind, encoding=args.encoding, encoding_params=enc.describe(),
+              params=sum(p.numel() for p in model.parameters()))
+    if tok.kind != "char":
+        ev["bpc"] = None
+    if args.json:
+        print_json(ev)
+        return 0
+    print(f"model {ev['model']} + {args.encoding} encoding {enc.describe()}  "
+          f"tokens {ev['tokens']}")
+    print(f"val_loss {ev['val_loss']:.4f} nats/token  ppl {ev['ppl']:.3f}"
+          + (f"  bpc {ev['bpc']:.4f}" if ev["bpc"] is not None else ""))
+    print(f"spikes/activation {ev['spikes_per_activation']:.4f}  spikes/token "
+          f"{ev['spikes_per_token']:.1f}  sparsity {ev['sparsity']:.4f}  "
+          f"ACs/token {ev['acs_per_token']:.0f}")
+    for name, r in ev["per_layer"].items():
+        print(f"  {name:<14} {r['spikes_per_token']:9.1f} spikes/token  "
+              f"{r['spikes_per_activation']:.4f} spikes/activation")
     return 0
 
 

@@ -5,13 +5,18 @@ reference of the quantized graph), emulator (fast bit-exact emulator),
 lava-sim (Lava's bit-accurate Loihi 2 simulator), loihi2 (real hardware, needs
 lava-loihi). Temperature 0 is greedy decoding. With --json the text streams to
 stderr and stdout holds one object with the text and the token ids.
+
+ANN models (default:ann, or a local Hugging Face causal LM with --hf PATH) can
+run spike-driven: --encoding binary|ternary|bitwise encodes the activations
+entering every linear layer as spikes (docs/encodings.md); the JSON then adds
+spikes_per_token and sparsity.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from snn_compile.cli._common import add_json_flag
+from snn_compile.cli._common import add_encoding_flags, add_json_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling temperature; 0 = greedy")
     parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--encoding", choices=("none", "binary", "ternary", "bitwise"),
-                        default="none",
-                        help="spike-encode the activations entering each linear layer of an ANN")
-    parser.add_argument("--bits", type=int, default=8, metavar="K",
-                        help="bit planes of the bitwise encoding")
-    parser.add_argument("--threshold", type=float, metavar="X",
-                        help="threshold of the binary/ternary encoding")
+    add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
+                               "ANN")
     add_json_flag(parser)
 
 
@@ -42,8 +42,7 @@ def _backend(args):
     """(backend, tokenizer) for the requested backend."""
     from snn_compile.errors import UserError
     if args.hf or args.encoding != "none":
-        raise UserError("spike-encoded and Hugging Face generation (--hf/--encoding) are not "
-                        "available in this version")
+        return _encoded_backend(args)
     if args.model is None:
         raise UserError("name a model: a checkpoint, default:spikedecoder, default:ann or a .qgraph")
     if args.backend == "torch":
@@ -78,6 +77,43 @@ def _backend(args):
     return LavaBackend(q, hardware=(args.backend == "loihi2")), tok
 
 
+def _encoded_backend(args):
+    """(backend, tokenizer) of a spike-encoded ANN: the ANN twin checkpoint or --hf PATH."""
+    from snn_compile.errors import UserError
+    from snn_compile.models.encodings import apply_encoding, make_encoding
+    from snn_compile.models.hf import EncodedTorchBackend, HFBackend, load_hf
+
+    if args.backend != "torch":
+        raise UserError(f"--encoding/--hf run on --backend torch only (got --backend "
+                        f"{args.backend}); drop --backend")
+    if args.hf:
+        if args.model is not None:
+            raise UserError("give either MODEL or --hf PATH, not both")
+        model, tok, encoded = load_hf(args.hf, args.encoding, args.bits, args.threshold)
+        return HFBackend(model, encoded), tok
+    if args.model is None:
+        raise UserError("name a model: default:ann, an ANN checkpoint, or --hf PATH")
+    model, tok = load_ann(args.model)
+    encoded = apply_encoding(model, make_encoding(args.encoding, args.bits, args.threshold))
+    return EncodedTorchBackend(model, encoded), tok
+
+
+def load_ann(spec: str):
+    """(model, tokenizer) of a non-spiking checkpoint; a clear error for anything else."""
+    from snn_compile.errors import UserError
+    from snn_compile.models.checkpoint import load_checkpoint
+
+    if spec.endswith((".nir", ".qgraph")):
+        raise UserError(f"{spec} is a spiking graph; spike encodings (--encoding) apply to ANN "
+                        "checkpoints (default:ann) and --hf models: drop --encoding")
+    model, tok, _ = load_checkpoint(spec)
+    if model.cfg.kind != "ann":
+        raise UserError(f"{spec} is a {model.cfg.kind} checkpoint, which spikes already; spike "
+                        "encodings (--encoding) apply to ANN models (default:ann or --hf "
+                        "PATH): drop --encoding")
+    return model, tok
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
@@ -107,10 +143,25 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     stream.write("\n")
     if args.json:
-        print_json({"text": tok.decode(ids), "tokens": ids, "prompt": args.prompt,
-                    "backend": args.backend, "seconds": dt,
-                    "tokens_per_s": (len(prompt) + len(ids)) / dt})
+        obj = {"text": tok.decode(ids), "tokens": ids, "prompt": args.prompt,
+               "backend": args.backend, "seconds": dt,
+               "tokens_per_s": (len(prompt) + len(ids)) / dt}
+        if hasattr(backend, "counter"):
+            obj.update(backend.counter.report(), encoding=args.encoding, hf=args.hf,
+                       non_spiking=_non_spiking(args))
+        print_json(obj)
     else:
         print(f"[{args.backend}: {len(prompt) + len(ids)} tokens fed in {dt:.1f} s]",
               file=sys.stderr)
+        rep = backend.counter.report() if hasattr(backend, "counter") else {}
+        if rep.get("spikes_per_token") is not None:
+            print(f"[{args.encoding}: {rep['spikes_per_token']:.1f} spikes/token, sparsity "
+                  f"{rep['sparsity']:.3f}; non-spiking: {', '.join(_non_spiking(args))}]",
+                  file=sys.stderr)
     return 0
+
+
+def _non_spiking(args) -> list:
+    """What stays non-spiking in a spike-encoded run (reported with the counts)."""
+    from snn_compile.models.encodings import NON_SPIKING
+    return list(NON_SPIKING) if args.encoding != "none" else ["the whole model (--encoding none)"]
