@@ -143,3 +143,12 @@ def test_plots_render(tmp_path):
                          str(tmp_path / "e.png"))
     for f in "abcde":
         assert (tmp_path / f"{f}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_speed_times_both_models_in_one_run():
+    from snn_compile.benchmarks.train_speed import run
+
+    r = run("cpu", steps=1, warmup=1, rounds=2, batch_size=2, context=16)
+    assert set(r["tokens_per_s"]) == {"spikedecoder", "ann"}
+    assert all(len(v) == 2 and min(v) > 0 for v in r["all_rounds_tokens_per_s"].values())
+    assert r["snn_cost_over_ann"] == r["tokens_per_s"]["ann"] / r["tokens_per_s"]["spikedecoder"]
