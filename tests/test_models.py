@@ -32,9 +32,16 @@ def test_shapes(kind):
     assert m(x).shape == (3, 7, 11)
 
 
-@pytest.mark.parametrize("kind", ["spikedecoder", "ann"])
-def test_causality(kind):
-    m = tiny(kind).double().eval()
+CAUSAL_CASES = [("spikedecoder", {}), ("ann", {}),
+                ("spikedecoder", {"embedding": "temporal"}),
+                ("spikedecoder", {"embedding": "population"})] + [
+    ("partial", {"ann_blocks": (b,)})
+    for b in ("embedding", "attention", "feedforward", "norm", "residual")]
+
+
+@pytest.mark.parametrize("kind,extra", CAUSAL_CASES)
+def test_causality(kind, extra):
+    m = tiny(kind, **extra).double().eval()
     x = torch.randint(0, 11, (1, 10))
     base, rec = m(x, record=True)
     for j in (0, 4, 9):
@@ -44,7 +51,7 @@ def test_causality(kind):
         assert torch.equal(base[:, :j], other[:, :j])
         for k in rec:
             assert torch.equal(rec[k][:, :j], rec2[k][:, :j]), k
-        if kind == "spikedecoder" and j < 9:
+        if kind != "ann" and j < 9:
             # the change is visible from position j on (otherwise the test proves nothing)
             assert any(not torch.equal(rec[k][:, j:], rec2[k][:, j:]) for k in rec)
 
