@@ -152,3 +152,13 @@ def test_train_speed_times_both_models_in_one_run():
     assert set(r["tokens_per_s"]) == {"spikedecoder", "ann"}
     assert all(len(v) == 2 and min(v) > 0 for v in r["all_rounds_tokens_per_s"].values())
     assert r["snn_cost_over_ann"] == r["tokens_per_s"]["ann"] / r["tokens_per_s"]["spikedecoder"]
+
+
+def test_attention_sum_of_the_shipped_model_grows_with_the_position():
+    from snn_compile.benchmarks.attention_growth import run
+
+    r = run("default:spikedecoder", windows=16)
+    assert r["positions"][0] == 0 and r["positions"][-1] == 127
+    for block in r["blocks"].values():
+        assert len(block["A_mean"]) == len(r["positions"])
+        assert np.mean(block["A_mean"][-3:]) > 10 * block["A_mean"][0]

@@ -34,7 +34,9 @@ def test_shapes(kind):
 
 CAUSAL_CASES = [("spikedecoder", {}), ("ann", {}),
                 ("spikedecoder", {"embedding": "temporal"}),
-                ("spikedecoder", {"embedding": "population"})] + [
+                ("spikedecoder", {"embedding": "population"}),
+                ("spikedecoder", {"attention_memory": "mean"}),
+                ("spikedecoder", {"attention_memory": "decay"})] + [
     ("partial", {"ann_blocks": (b,)})
     for b in ("embedding", "attention", "feedforward", "norm", "residual")]
 
@@ -161,3 +163,28 @@ def test_shipped_checkpoints_load_and_beat_uniform():
         _, _, val = prepare_data(None, "char", m.cfg.context, tok)
         ev = evaluate(m, val, 1024)
         assert ev["val_loss"] < 0.7 * math.log(tok.vocab_size), spec
+
+
+def test_attention_memory_experiments_weigh_past_steps_and_are_not_deployable():
+    from snn_compile.models.spikedecoder import causal_spike_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randint(0, 2, (1, 3, 2, 4), generator=g).double() for _ in range(3))
+    total = causal_spike_attention(q, k, v, 1)
+    P = 6
+    qf, kf, vf = (x.reshape(P, 4) for x in (q, k, v))
+    lam = 1 - 2.0 ** -2
+    for p in range(P):
+        want_sum = sum((qf[p] @ kf[j]) * vf[j] for j in range(p + 1))
+        want_decay = sum(lam ** (p - j) * (qf[p] @ kf[j]) * vf[j] for j in range(p + 1))
+        n, t = divmod(p, 2)
+        assert torch.allclose(total[0, n, t], want_sum)
+        assert torch.allclose(causal_spike_attention(q, k, v, 1, "mean")[0, n, t],
+                              want_sum / (p + 1))
+        assert torch.allclose(causal_spike_attention(q, k, v, 1, "decay", 2)[0, n, t],
+                              want_decay)
+    m = tiny(attention_memory="decay")
+    with pytest.raises(UserError, match="attention memory has no Loihi 2 lowering"):
+        fold(m)
+    with pytest.raises(UserError, match="spikedecoder only"):
+        ModelConfig(kind="ann", attention_memory="mean")

@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding", choices=("rate", "temporal", "population"),
                         default="rate", help="spike code of the embedding (only rate is "
                                              "deployable)")
+    parser.add_argument("--attention-memory", choices=("sum", "mean", "decay"), default="sum",
+                        help="how spiking attention weighs past steps: sum (deployable), or "
+                             "the training experiments mean (1/(p+1)) and decay "
+                             "((1-2^-S)^lag); only sum has a Loihi 2 lowering")
+    parser.add_argument("--attention-decay-shift", type=int, default=6, metavar="S",
+                        help="S of --attention-memory decay (default: 6)")
     parser.add_argument("--population", type=int, default=4, metavar="P",
                         help="neurons per value for --embedding population")
     parser.add_argument("--data", metavar="PATH",
@@ -71,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                       n_heads=args.heads, context=args.context, timesteps=args.timesteps,
                       surrogate=args.surrogate, deployable=not args.no_deployable,
                       embedding=args.embedding, ann_blocks=args.ann_blocks,
-                      population=args.population)
+                      population=args.population, attention_memory=args.attention_memory,
+                      attention_decay_shift=args.attention_decay_shift)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,

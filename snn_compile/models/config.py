@@ -12,6 +12,11 @@ SURROGATES = ("atan", "fast_sigmoid")
 # arXiv:2606.12287): each can be its spiking or its ANN version in a ``partial`` model
 BLOCK_KINDS = ("embedding", "attention", "feedforward", "norm", "residual")
 EMBEDDINGS = ("rate", "temporal", "population")
+# how the spiking attention's causal key-value memory weighs past steps: "sum" is the
+# deployable one (exact integer accumulation); "mean" (divide by the p + 1 steps attended)
+# and "decay" (weight lambda^(p - p'), lambda = 1 - 2^-shift) are training experiments
+# without a Loihi 2 lowering yet
+ATTENTION_MEMORIES = ("sum", "mean", "decay")
 
 
 def parse_blocks(value) -> tuple:
@@ -37,6 +42,8 @@ class ModelConfig:
     their ANN versions (docs/models.md); ``()`` is the SpikeDecoder, all five the twin.
     ``embedding``: spike code of the spiking embedding (rate, temporal, population);
     only ``rate`` is lowered by the compiler. ``population``: neurons per encoded value.
+    ``attention_memory``: how causal spiking attention weighs past steps (``sum``, the
+    deployable one; ``mean`` and ``decay`` are training experiments, see ATTENTION_MEMORIES).
     ``deployable`` restricts the spiking model to what Loihi 2 / Lava executes
     (reset to zero, no bias, norms folded into weights, 8-bit weights via
     quantization-aware training); see docs/semantics.md.
@@ -57,6 +64,8 @@ class ModelConfig:
     embedding: str = "rate"
     ann_blocks: tuple = ()
     population: int = 4
+    attention_memory: str = "sum"
+    attention_decay_shift: int = 6
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -71,6 +80,15 @@ class ModelConfig:
         if self.embedding not in EMBEDDINGS:
             raise UserError(f"unknown spike embedding {self.embedding!r}; choose one of "
                             f"{', '.join(EMBEDDINGS)}")
+        if self.attention_memory not in ATTENTION_MEMORIES:
+            raise UserError(f"unknown attention memory {self.attention_memory!r}; choose one of "
+                            f"{', '.join(ATTENTION_MEMORIES)}")
+        if not 1 <= self.attention_decay_shift <= 12:
+            raise UserError(f"attention_decay_shift must be in 1..12, got "
+                            f"{self.attention_decay_shift}")
+        if self.attention_memory != "sum" and self.kind != "spikedecoder":
+            raise UserError(f"--attention-memory {self.attention_memory} applies to "
+                            "--model spikedecoder only")
         self.ann_blocks = parse_blocks(self.ann_blocks)
         if self.ann_blocks and self.kind != "partial":
             raise UserError(f"ann_blocks {', '.join(self.ann_blocks)} need the model kind "

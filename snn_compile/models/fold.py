@@ -127,6 +127,10 @@ def fold(model) -> FoldedDecoder:
         raise UserError(f"the {cfg.embedding} spike embedding has no Loihi 2 lowering (the "
                         "compiler lowers the rate embedding only); retrain with "
                         "`--embedding rate`")
+    if getattr(cfg, "attention_memory", "sum") != "sum":
+        raise UserError(f"the '{cfg.attention_memory}' attention memory has no Loihi 2 lowering "
+                        "(the compiler lowers the exact causal sum only); retrain with "
+                        "`--attention-memory sum`")
     if not isinstance(model, SpikeDecoder):
         raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
                         "SpikeDecoder can be exported/compiled (the ANN twin's softmax "

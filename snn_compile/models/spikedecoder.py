@@ -139,10 +139,14 @@ class MembraneNorm(nn.Module):
         return self.gamma / torch.sqrt(ms + self.eps)
 
 
-def causal_spike_attention(q, k, v, n_heads: int) -> torch.Tensor:
-    """A[p] = sum_{p'<=p} (q[p].k[p'])_head v[p'], p = n*T + t (inclusive).
+def causal_spike_attention(q, k, v, n_heads: int, memory: str = "sum",
+                           decay_shift: int = 6) -> torch.Tensor:
+    """A[p] = sum_{p'<=p} w(p, p') (q[p].k[p'])_head v[p'], p = n*T + t (inclusive).
 
-    q, k, v: (B, N, T, d) spikes. Returns integer-valued counts (B, N, T, d).
+    q, k, v: (B, N, T, d) spikes. ``memory="sum"`` (w = 1, deployable) returns
+    integer-valued counts (B, N, T, d); the training experiments ``mean``
+    (w = 1/(p+1)) and ``decay`` (w = lambda^(p-p'), lambda = 1 - 2^-decay_shift)
+    keep A's scale from growing with the position.
     """
     B, N, T, d = q.shape
     dh = d // n_heads
@@ -155,6 +159,12 @@ def causal_spike_attention(q, k, v, n_heads: int) -> torch.Tensor:
     scores = qh @ kh.transpose(-1, -2)                         # (B, H, P, P)
     mask = torch.ones(P, P, dtype=torch.bool, device=q.device).tril()
     scores = scores.masked_fill(~mask, 0.0)
+    if memory == "mean":
+        scores = scores / torch.arange(1, P + 1, device=q.device, dtype=q.dtype)[:, None]
+    elif memory == "decay":
+        lag = (torch.arange(P, device=q.device)[:, None]
+               - torch.arange(P, device=q.device)[None, :]).clamp(min=0).to(q.dtype)
+        scores = scores * torch.pow(1.0 - 2.0 ** -decay_shift, lag)
     a = scores @ vh                                            # (B, H, P, dh)
     return a.transpose(1, 2).reshape(B, N, T, d)
 
@@ -207,7 +217,8 @@ class SpikeBlock(nn.Module):
                           self.W_qkv)
         qkv = self.lif_qkv(x @ w.t())
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-        a = causal_spike_attention(q, k, v, self.cfg.n_heads)
+        a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.cfg.attention_memory,
+                                   self.cfg.attention_decay_shift)
         (c,) = self._fold(self.norm_attn, a if self.training else None, torch.ones_like(self.g1))
         r = self.lif_attn(a * c)
         raw = (r @ self.W_o.t() + self.g1 * x) if self.training else None
