@@ -8,13 +8,29 @@ status 2, without a traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import sys
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class UserError(Exception):
     """A problem with the user's input; the message names the thing and the fix."""
+
+
+def exits_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
+    """For ``python -m`` entry points: a UserError becomes one line on stderr and exit
+    status 2, as in the ``snn-compile`` CLI."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return wrapped
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from snn_compile.errors import exits_on_user_error
+
 POSITIONS = (0, 1, 3, 7, 15, 31, 63, 127)
 
 
@@ -48,6 +50,7 @@ def run(spec: str = "default:spikedecoder", windows: int = 32) -> dict:
     return out
 
 
+@exits_on_user_error
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.attention_growth",
                                  description=__doc__.split("\n\n")[0])
@@ -55,12 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--windows", type=int, default=32, help="validation windows (default 32)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
-    from snn_compile.errors import UserError
-    try:
-        r = run(a.model, a.windows)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    r = run(a.model, a.windows)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0

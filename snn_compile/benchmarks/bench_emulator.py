@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from snn_compile.errors import UserError
+from snn_compile.errors import UserError, exits_on_user_error
 
 
 def _sync(device: str) -> None:
@@ -184,6 +184,7 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
     return res
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.bench_emulator",
                                  description=__doc__.split("\n\n")[0])
@@ -215,17 +216,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
-    try:
-        batches = a.batch or [64]
-        if min(a.tokens, a.batch_tokens, a.repeat, *batches) < 1:
-            raise UserError("--tokens, --batch, --batch-tokens and --repeat must be at least 1")
-        if a.threads:
-            torch.set_num_threads(a.threads)
-        res = run(load_graph(a.qgraph, a.seed, a.model), a.tokens, batches, a.device, a.lava,
-                  a.seed, a.batch_tokens, a.engine or [None], a.repeat)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    batches = a.batch or [64]
+    if min(a.tokens, a.batch_tokens, a.repeat, *batches) < 1:
+        raise UserError("--tokens, --batch, --batch-tokens and --repeat must be at least 1")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    res = run(load_graph(a.qgraph, a.seed, a.model), a.tokens, batches, a.device, a.lava,
+              a.seed, a.batch_tokens, a.engine or [None], a.repeat)
     if a.json:
         print(json.dumps(res, indent=1))
         return 0

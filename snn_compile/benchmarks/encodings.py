@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from snn_compile.benchmarks import energy, theory
-from snn_compile.errors import UserError
+from snn_compile.errors import UserError, exits_on_user_error
 
 DEFAULT_TOKENS = 16384
 DEFAULT_OUT = os.path.join("out", "encodings")
@@ -272,9 +272,8 @@ def write(res: dict, out: str) -> str:
     return os.path.abspath(out)
 
 
+@exits_on_user_error
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import sys
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
         TimeElapsedColumn
@@ -293,26 +292,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = p.parse_args(argv)
-    try:
-        from snn_compile.cli._common import resolve_checkpoint
+    from snn_compile.cli._common import resolve_checkpoint
 
-        ann, snn = resolve_checkpoint(args.ann), resolve_checkpoint(args.snn)
-        if args.out == DEFAULT_OUT:
-            os.makedirs(os.path.dirname(DEFAULT_OUT), exist_ok=True)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True)) as bar:
-            task = bar.add_task("encodings", total=None)
+    ann, snn = resolve_checkpoint(args.ann), resolve_checkpoint(args.snn)
+    if args.out == DEFAULT_OUT:
+        os.makedirs(os.path.dirname(DEFAULT_OUT), exist_ok=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("encodings", total=None)
 
-            def progress(label, done, total):
-                bar.update(task, description=f"encodings: {label}", completed=done, total=total)
+        def progress(label, done, total):
+            bar.update(task, description=f"encodings: {label}", completed=done, total=total)
 
-            res = run(ann, snn, data=args.data, max_tokens=args.max_tokens, progress=progress)
-        res["models"] = {"ann": args.ann, "spikedecoder": args.snn}
-        path = write(res, args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        res = run(ann, snn, data=args.data, max_tokens=args.max_tokens, progress=progress)
+    res["models"] = {"ann": args.ann, "spikedecoder": args.snn}
+    path = write(res, args.out)
     res["out"] = path
     if args.json:
         print_json(res)

@@ -25,6 +25,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from snn_compile.errors import exits_on_user_error
+
 
 def _step_fn(model, device):
     import torch
@@ -85,6 +87,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
             "snn_cost_over_ann": med["ann"] / med["spikedecoder"]}
 
 
+@exits_on_user_error
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.train_speed",
                                  description=__doc__.split("\n\n")[0])
@@ -94,12 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
-    from snn_compile.errors import UserError
-    try:
-        r = run(a.device, a.steps, rounds=a.rounds, batch_size=a.batch_size)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    r = run(a.device, a.steps, rounds=a.rounds, batch_size=a.batch_size)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from snn_compile.benchmarks import energy, theory
+from snn_compile.errors import exits_on_user_error
 
 ALL_ANN = theory.BLOCK_KINDS
 
@@ -198,9 +199,8 @@ def write(res: dict, out: str) -> str:
     return os.path.abspath(out)
 
 
+@exits_on_user_error
 def main(argv: Optional[List[str]] = None) -> int:
-    from snn_compile.errors import UserError
-
     ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.variants",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,20 +210,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--max-tokens", type=int, metavar="N",
                     help="first N validation tokens only (default: the whole split)")
     args = ap.parse_args(argv)
-    try:
-        rows = evaluate_checkpoints(
-            args.checkpoints, args.data, args.max_tokens,
-            progress=lambda r: print(f"{r['name']}: val loss {r['val_loss']:.4f}, "
-                                     f"{r['energy_pj'] / 1e3:.2f} nJ/token "
-                                     f"({r['seconds']:.0f} s)", file=sys.stderr))
-        cmd = "python -m snn_compile.benchmarks.variants " + " ".join(
-            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        res = {"variants": rows, "data": args.data or "the embedded corpus",
-               "command": cmd, "constants": energy.constants_table()}
-        print(write(res, args.out), file=sys.stderr)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rows = evaluate_checkpoints(
+        args.checkpoints, args.data, args.max_tokens,
+        progress=lambda r: print(f"{r['name']}: val loss {r['val_loss']:.4f}, "
+                                 f"{r['energy_pj'] / 1e3:.2f} nJ/token "
+                                 f"({r['seconds']:.0f} s)", file=sys.stderr))
+    cmd = "python -m snn_compile.benchmarks.variants " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    res = {"variants": rows, "data": args.data or "the embedded corpus",
+           "command": cmd, "constants": energy.constants_table()}
+    print(write(res, args.out), file=sys.stderr)
     return 0
 
 
