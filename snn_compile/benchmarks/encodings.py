@@ -257,19 +257,12 @@ def plot_points(rows: Sequence[dict]) -> List[dict]:
 
 def write(res: dict, out: str) -> str:
     """report.md, results.json and energy_vs_loss.png into ``out`` (atomically)."""
-    import json
-
     from snn_compile.benchmarks import plots
-    from snn_compile.benchmarks.report import atomic_dir, to_jsonable
+    from snn_compile.benchmarks.report import write_bundle
 
-    with atomic_dir(out) as tmp:
-        plots.encodings_energy_vs_loss(plot_points(res["rows"]),
-                                       os.path.join(tmp, "energy_vs_loss.png"))
-        with open(os.path.join(tmp, "results.json"), "w") as f:
-            json.dump(to_jsonable(res), f, indent=1, allow_nan=False)
-        with open(os.path.join(tmp, "report.md"), "w") as f:
-            f.write(markdown(res))
-    return os.path.abspath(out)
+    return write_bundle(out, res, markdown(res), {
+        "energy_vs_loss.png":
+            lambda path: plots.encodings_energy_vs_loss(plot_points(res["rows"]), path)})
 
 
 @exits_on_user_error

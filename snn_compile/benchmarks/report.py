@@ -168,18 +168,24 @@ def markdown(r: dict, plots: Dict[str, str]) -> str:
     return "\n".join(s)
 
 
-def write_report(results: dict, out: str,
-                 plot_fns: Optional[Dict[str, Callable[[str], None]]] = None) -> str:
-    """Write report.md, results.json and the plots (name → writer(path)) atomically."""
-    plot_fns = plot_fns or {}
+def write_bundle(out: str, results: dict, markdown_text: str,
+                 plot_fns: Optional[Dict[str, Callable[[str], None]]] = None,
+                 markdown_name: str = "report.md") -> str:
+    """results.json, a Markdown file and the plots (name → writer(path)), atomically."""
     with atomic_dir(out) as tmp:
-        plots = {}
-        for name, fn in plot_fns.items():
+        for name, fn in (plot_fns or {}).items():
             fn(os.path.join(tmp, name))
-            plots[name.rsplit(".", 1)[0]] = name
-        results = dict(results, plots=sorted(plots.values()))
         with open(os.path.join(tmp, "results.json"), "w") as f:
             json.dump(to_jsonable(results), f, indent=1, allow_nan=False)
-        with open(os.path.join(tmp, "report.md"), "w") as f:
-            f.write(markdown(results, plots))
+        with open(os.path.join(tmp, markdown_name), "w") as f:
+            f.write(markdown_text)
     return os.path.abspath(out)
+
+
+def write_report(results: dict, out: str,
+                 plot_fns: Optional[Dict[str, Callable[[str], None]]] = None) -> str:
+    """Write the benchmark's report.md, results.json and plots atomically."""
+    plot_fns = plot_fns or {}
+    plots = {name.rsplit(".", 1)[0]: name for name in plot_fns}
+    results = dict(results, plots=sorted(plots.values()))
+    return write_bundle(out, results, markdown(results, plots), plot_fns)

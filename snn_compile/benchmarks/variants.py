@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import sys
 import time
@@ -183,20 +182,15 @@ def markdown(res: dict) -> str:
 
 
 def write(res: dict, out: str) -> str:
-    import json
-
+    """README.md (the table), results.json and energy_vs_loss.png into ``out`` (atomically)."""
     from snn_compile.benchmarks import plots
-    from snn_compile.benchmarks.report import atomic_dir, to_jsonable
+    from snn_compile.benchmarks.report import write_bundle
 
-    with atomic_dir(out) as tmp:
-        plots.energy_vs_loss([{"name": r["name"], "energy_pj": r["energy_pj"],
-                               "val_loss": r["val_loss"]} for r in res["variants"]],
-                             os.path.join(tmp, "energy_vs_loss.png"))
-        with open(os.path.join(tmp, "results.json"), "w") as f:
-            json.dump(to_jsonable(res), f, indent=1, allow_nan=False)
-        with open(os.path.join(tmp, "README.md"), "w") as f:
-            f.write(markdown(res))
-    return os.path.abspath(out)
+    points = [{"name": r["name"], "energy_pj": r["energy_pj"], "val_loss": r["val_loss"]}
+              for r in res["variants"]]
+    return write_bundle(out, res, markdown(res),
+                        {"energy_vs_loss.png": lambda path: plots.energy_vs_loss(points, path)},
+                        markdown_name="README.md")
 
 
 @exits_on_user_error
