@@ -5,23 +5,15 @@
 #   python -m snn_compile.benchmarks.variants OUT/*.pt --out docs/results/block_exchange
 # Usage: scripts/block_exchange.sh OUT_DIR [STEPS] [DEVICE]
 # EMBEDDINGS=1 also trains the SpikeDecoder with temporal and population spike embeddings.
-# TRAIN_TIMEOUT=S stops each run after S seconds (the best checkpoint so far stays; its
-# recorded step count says how far it got).
+# TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh).
 set -euo pipefail
 out=${1:?usage: scripts/block_exchange.sh OUT_DIR [STEPS] [DEVICE]}
 steps=${2:-3000}
 device=${3:-cuda}
 mkdir -p "$out"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1
 common=(--steps "$steps" --batch-size 64 --d-model 64 --layers 2 --heads 4 --context 128
         --timesteps 4 --eval-interval 250 --device "$device" --seed 0)
-lim=()
-if [[ -n "${TRAIN_TIMEOUT:-}" ]]; then lim=(timeout -s INT "$TRAIN_TIMEOUT"); fi
-run() {
-    name=$1; shift
-    "${lim[@]}" python3 -m snn_compile.cli.main train "$@" "${common[@]}" -o "$out/$name.pt" \
-        > "$out/$name.log" 2>&1 &
-}
+source "$(dirname "$0")/_train_runs.sh"
 # learning rates of the shipped checkpoints (snn_compile/assets/MANIFEST.md): 1e-3 for every
 # model with spiking parts, 3e-3 for the ANN twin
 run spikedecoder       --model spikedecoder --lr 1e-3
@@ -35,7 +27,4 @@ if [[ -n "${EMBEDDINGS:-}" ]]; then
         run "spikedecoder_$code" --model spikedecoder --embedding "$code" --lr 1e-3
     done
 fi
-status=0
-wait || status=$?
-for f in "$out"/*.log; do echo "== $f"; grep -E '^(step|error)' "$f" | tail -3 || true; done
-exit $status
+finish
