@@ -210,7 +210,7 @@ def test_variant_table_and_bench_rows(tmp_path):
         path = tmp_path / f"{name}.pt"
         save_checkpoint(str(path), m, tok, {"steps": 3, "command": "snn-compile train --steps 5"})
         specs.append(str(path))
-    rows = harness.variant_rows(specs, {}, str(text))
+    rows = harness.variant_rows(specs, str(text))
     assert [r["spiking"] for r in rows] == [",".join(BLOCK_KINDS), "embedding,feedforward,norm,"
                                             "residual", "none"]
     assert rows[2]["reduction_pct"] == pytest.approx(0.0)

@@ -321,7 +321,7 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         "assumptions": ASSUMPTIONS,
     }
     if variants:
-        results["variants"] = variant_rows(variants, results, data)
+        results["variants"] = variant_rows(variants, data)
     if gpu_results:
         results["gpu"] = _gpu(gpu_results)
     results["seconds"] = time.perf_counter() - t0
@@ -373,7 +373,7 @@ def _gpu(path: str) -> dict:
         return dict(json.load(f), file=path)
 
 
-def variant_rows(specs: Sequence[str], results: dict, data: Optional[str]) -> List[dict]:
+def variant_rows(specs: Sequence[str], data: Optional[str]) -> List[dict]:
     """Theoretical energy and validation loss of partially spiking variants (block exchange).
 
     Each checkpoint is evaluated by ``variants.evaluate_variant`` on the first VAL_TOKENS
@@ -381,20 +381,9 @@ def variant_rows(specs: Sequence[str], results: dict, data: Optional[str]) -> Li
     the reduction is against the ANN twin's count at the same token positions.
     """
     from snn_compile.benchmarks import variants
-    from snn_compile.models.checkpoint import load_checkpoint
 
-    rows = []
-    for spec in specs:
-        m, tok, _ = load_checkpoint(spec)
-        ev = variants.evaluate_variant(m, tok, data, VAL_TOKENS)
-        ann = variants.ann_blocks_of(m)
-        rows.append({"name": os.path.basename(spec), "model": variants.label(m),
-                     "spiking": ",".join(b for b in theory.BLOCK_KINDS if b not in ann) or "none",
-                     "ann_blocks": list(ann), "energy_pj": ev["energy_pj"],
-                     "energy_pj_with_extras": ev["energy_pj_with_extras"],
-                     "reduction_pct": ev["reduction_pct"], "val_loss": ev["val_loss"],
-                     "params": ev["params"], "mean_spike_rate": ev["mean_spike_rate"]})
-    return rows
+    return [dict(r, name=os.path.basename(r["checkpoint"]), model=r["name"])
+            for r in variants.evaluate_checkpoints(specs, data, VAL_TOKENS)]
 
 
 def write(results: dict, out_dir: str, outputs=None, qgraph=None) -> str:
