@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from snn_compile.errors import atomic_path, exits_on_user_error
 
 
 class EnergyMeter:
@@ -129,6 +129,7 @@ def _load(spec: Optional[str], kind: str, random_init: bool, device):
     return model.to(device).eval()
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.gpu_energy",
                                  description=__doc__.split("\n\n")[0])
@@ -189,10 +190,8 @@ def main(argv=None) -> int:
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:
-        tmp = a.out + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_path(a.out) as tmp, open(tmp, "w") as f:
             f.write(text + "\n")
-        os.replace(tmp, a.out)
     return 0
 
 
