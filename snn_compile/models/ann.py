@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snn_compile.models.config import ModelConfig
+from snn_compile.models.config import BLOCK_KINDS, ModelConfig
 
 
 def ann_block_names(n_layers: int, ann_blocks, spiking_embedding: bool) -> list:
@@ -70,8 +70,7 @@ class ANNDecoder(nn.Module):
 
     def non_spiking_blocks(self) -> list:
         """Every block: the names a partial model with all five kinds exchanged reports."""
-        return ann_block_names(self.cfg.n_layers, ("embedding", "attention", "feedforward",
-                                                   "norm", "residual"), spiking_embedding=False)
+        return ann_block_names(self.cfg.n_layers, BLOCK_KINDS, spiking_embedding=False)
 
     def forward(self, tokens: torch.Tensor, record: bool = False):
         N = tokens.shape[1]
