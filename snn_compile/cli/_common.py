@@ -98,3 +98,18 @@ def add_encoding_flags(parser: argparse.ArgumentParser, what: str) -> None:
                         help="bits of the bitwise encoding (default: 8)")
     parser.add_argument("--threshold", type=float, metavar="X",
                         help="binary/ternary threshold, a multiple of mean |x| (default: 0.7)")
+
+
+def load_ann(spec: str):
+    """(model, tokenizer) of a non-spiking checkpoint; a clear error for anything else."""
+    from snn_compile.models.checkpoint import load_checkpoint
+
+    if spec.endswith((".nir", ".qgraph")):
+        raise UserError(f"{spec} is a spiking graph; spike encodings (--encoding) apply to ANN "
+                        "checkpoints (default:ann) and --hf models: drop --encoding")
+    model, tok, _ = load_checkpoint(spec)
+    if model.cfg.kind != "ann":
+        raise UserError(f"{spec} is a {model.cfg.kind} checkpoint, which spikes already; spike "
+                        "encodings (--encoding) apply to ANN models (default:ann or --hf "
+                        "PATH): drop --encoding")
+    return model, tok

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_encoded(args) -> int:
     """Validation loss and spike counts of the ANN with spike-encoded linear layers."""
     from snn_compile.cli._common import print_json
-    from snn_compile.cli.cmd_generate import load_ann
+    from snn_compile.cli._common import load_ann
     from snn_compile.errors import UserError
     from snn_compile.models.encodings import apply_encoding, make_encoding
     from snn_compile.models.train import evaluate, prepare_data

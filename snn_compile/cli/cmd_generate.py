@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from snn_compile.cli._common import add_encoding_flags, add_json_flag
+from snn_compile.cli._common import add_encoding_flags, add_json_flag, load_ann
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,22 +96,6 @@ def _encoded_backend(args):
     model, tok = load_ann(args.model)
     encoded = apply_encoding(model, make_encoding(args.encoding, args.bits, args.threshold))
     return EncodedTorchBackend(model, encoded), tok
-
-
-def load_ann(spec: str):
-    """(model, tokenizer) of a non-spiking checkpoint; a clear error for anything else."""
-    from snn_compile.errors import UserError
-    from snn_compile.models.checkpoint import load_checkpoint
-
-    if spec.endswith((".nir", ".qgraph")):
-        raise UserError(f"{spec} is a spiking graph; spike encodings (--encoding) apply to ANN "
-                        "checkpoints (default:ann) and --hf models: drop --encoding")
-    model, tok, _ = load_checkpoint(spec)
-    if model.cfg.kind != "ann":
-        raise UserError(f"{spec} is a {model.cfg.kind} checkpoint, which spikes already; spike "
-                        "encodings (--encoding) apply to ANN models (default:ann or --hf "
-                        "PATH): drop --encoding")
-    return model, tok
 
 
 def run(args: argparse.Namespace) -> int:
