@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "((1-2^-S)^lag); only sum has a Loihi 2 lowering")
     parser.add_argument("--attention-decay-shift", type=int, default=6, metavar="S",
                         help="S of --attention-memory decay (default: 6)")
+    parser.add_argument("--token-shift", type=int, default=0, metavar="K",
+                        help="SpikeDecoder blocks also see the spikes of the previous K tokens "
+                             "(0, 1 or 2; default: 0)")
+    parser.add_argument("--shift-mode", choices=("diag", "full"), default="diag",
+                        help="token-shift weights: per-channel gains (diag) or whole matrices")
+    parser.add_argument("--shift-into", choices=("qkv", "ff", "both"), default="both",
+                        help="which populations receive the shifted spikes (default: both)")
     parser.add_argument("--population", type=int, default=4, metavar="P",
                         help="neurons per value for --embedding population")
     parser.add_argument("--data", metavar="PATH",
@@ -78,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
                       surrogate=args.surrogate, deployable=not args.no_deployable,
                       embedding=args.embedding, ann_blocks=args.ann_blocks,
                       population=args.population, attention_memory=args.attention_memory,
-                      attention_decay_shift=args.attention_decay_shift)
+                      attention_decay_shift=args.attention_decay_shift,
+                      token_shift=args.token_shift, shift_mode=args.shift_mode,
+                      shift_into=args.shift_into)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,

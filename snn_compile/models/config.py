@@ -17,6 +17,12 @@ EMBEDDINGS = ("rate", "temporal", "population")
 # and "decay" (weight lambda^(p - p'), lambda = 1 - 2^-shift) are training experiments
 # without a Loihi 2 lowering yet
 ATTENTION_MEMORIES = ("sum", "mean", "decay")
+# token shift: a block's populations also receive the spikes of the previous
+# ``token_shift`` tokens (same step t) through their own weights; in hardware each is a
+# synapse delayed by whole token windows. "diag" trains one gain per input channel and
+# shift (the weights are W diag(mu_j): d extra parameters), "full" a whole matrix
+SHIFT_MODES = ("diag", "full")
+SHIFT_TARGETS = ("qkv", "ff", "both")
 
 
 def parse_blocks(value) -> tuple:
@@ -66,6 +72,9 @@ class ModelConfig:
     population: int = 4
     attention_memory: str = "sum"
     attention_decay_shift: int = 6
+    token_shift: int = 0
+    shift_mode: str = "diag"
+    shift_into: str = "both"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -89,6 +98,16 @@ class ModelConfig:
         if self.attention_memory != "sum" and self.kind != "spikedecoder":
             raise UserError(f"--attention-memory {self.attention_memory} applies to "
                             "--model spikedecoder only")
+        if not 0 <= self.token_shift <= 2:
+            raise UserError(f"token_shift must be 0, 1 or 2, got {self.token_shift}")
+        if self.shift_mode not in SHIFT_MODES:
+            raise UserError(f"unknown shift mode {self.shift_mode!r}; choose one of "
+                            f"{', '.join(SHIFT_MODES)}")
+        if self.shift_into not in SHIFT_TARGETS:
+            raise UserError(f"unknown shift target {self.shift_into!r}; choose one of "
+                            f"{', '.join(SHIFT_TARGETS)}")
+        if self.token_shift and self.kind != "spikedecoder":
+            raise UserError("--token-shift applies to --model spikedecoder only")
         self.ann_blocks = parse_blocks(self.ann_blocks)
         if self.ann_blocks and self.kind != "partial":
             raise UserError(f"ann_blocks {', '.join(self.ann_blocks)} need the model kind "

@@ -131,6 +131,9 @@ def fold(model) -> FoldedDecoder:
         raise UserError(f"the '{cfg.attention_memory}' attention memory has no Loihi 2 lowering "
                         "(the compiler lowers the exact causal sum only); retrain with "
                         "`--attention-memory sum`")
+    if getattr(cfg, "token_shift", 0):
+        raise UserError("this SpikeDecoder uses a token shift, which has no Loihi 2 lowering "
+                        "yet; retrain with `--token-shift 0`")
     if not isinstance(model, SpikeDecoder):
         raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
                         "SpikeDecoder can be exported/compiled (the ANN twin's softmax "

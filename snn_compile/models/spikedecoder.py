@@ -192,6 +192,38 @@ class SpikeBlock(nn.Module):
         self.W_2 = nn.Parameter(torch.randn(d, 4 * d) / math.sqrt(4 * d))
         self.g2 = nn.Parameter(torch.ones(d))
         self.norm_out, self.lif_out = MembraneNorm(d), lif()
+        # token shift: the weights of the previous tokens' spikes into qkv and/or ff
+        K = cfg.token_shift
+        self.shift_targets = (("qkv", "ff") if cfg.shift_into == "both" else (cfg.shift_into,)
+                              ) if K else ()
+        for tgt in self.shift_targets:
+            base = self.W_qkv if tgt == "qkv" else self.W_1
+            if cfg.shift_mode == "diag":
+                p = nn.Parameter(torch.full((K, base.shape[1]), 0.5))
+            else:
+                p = nn.Parameter(torch.randn(K, *base.shape) * 0.5 / math.sqrt(base.shape[1]))
+            setattr(self, f"S_{tgt}", p)
+
+    def shift_matrices(self, tgt: str) -> List[torch.Tensor]:
+        """Unfolded weights of the spikes of tokens n-1, ..., n-K into ``tgt``."""
+        if tgt not in self.shift_targets:
+            return []
+        p = getattr(self, f"S_{tgt}")
+        if self.cfg.shift_mode == "full":
+            return list(p)
+        base = self.W_qkv if tgt == "qkv" else self.W_1
+        return [base * p[j][None, :] for j in range(p.shape[0])]
+
+    @staticmethod
+    def shifted(x: torch.Tensor, j: int) -> torch.Tensor:
+        """Spikes of token n-j at token n (zeros for n < j); x: (B, N, T, C)."""
+        return torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :x.shape[1]]
+
+    def _shift_current(self, x: torch.Tensor, mats: List[torch.Tensor]) -> torch.Tensor:
+        out = 0
+        for j, w in enumerate(mats, start=1):
+            out = out + self.shifted(x, j) @ w.t()
+        return out
 
     # folded (norm scale in the rows) and fake-quantized weights
     def _fold(self, norm: MembraneNorm, raw: Optional[torch.Tensor], *mats: torch.Tensor):
@@ -213,9 +245,10 @@ class SpikeBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, rec: Optional[dict] = None, prefix: str = ""):
         d = self.cfg.d_model
-        (w,) = self._fold(self.norm_qkv, x @ self.W_qkv.t() if self.training else None,
-                          self.W_qkv)
-        qkv = self.lif_qkv(x @ w.t())
+        s_qkv = self.shift_matrices("qkv")
+        raw = (x @ self.W_qkv.t() + self._shift_current(x, s_qkv)) if self.training else None
+        w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
+        qkv = self.lif_qkv(x @ w.t() + self._shift_current(x, ws))
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
         a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.cfg.attention_memory,
                                    self.cfg.attention_decay_shift)
@@ -224,8 +257,10 @@ class SpikeBlock(nn.Module):
         raw = (r @ self.W_o.t() + self.g1 * x) if self.training else None
         w_o, g1 = self._fold(self.norm_mid, raw, self.W_o, self.g1)
         m = self.lif_mid(r @ w_o.t() + g1 * x)
-        (w_1,) = self._fold(self.norm_ff, m @ self.W_1.t() if self.training else None, self.W_1)
-        f = self.lif_ff(m @ w_1.t())
+        s_ff = self.shift_matrices("ff")
+        raw = (m @ self.W_1.t() + self._shift_current(m, s_ff)) if self.training else None
+        w_1, *ws = self._fold(self.norm_ff, raw, self.W_1, *s_ff)
+        f = self.lif_ff(m @ w_1.t() + self._shift_current(m, ws))
         raw = (f @ self.W_2.t() + self.g2 * m) if self.training else None
         w_2, g2 = self._fold(self.norm_out, raw, self.W_2, self.g2)
         y = self.lif_out(f @ w_2.t() + g2 * m)
