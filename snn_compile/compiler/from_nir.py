@@ -70,6 +70,22 @@ def folded_from_nir(graph) -> FoldedDecoder:
         return np.asarray(get(name, "Scale").scale, np.float64)
 
     n_layers = int(meta["n_layers"])
+    T = int(fr["steps_per_token"])
+
+    def lagged(p, tag, w_name):
+        """Token-shift weights of one target, checked against the Delay nodes' lags."""
+        mats, j = [], 1
+        while p + f"{w_name}_lag{j}" in nodes:
+            steps = np.rint(np.asarray(get(p + f"{tag}_lag{j}", "Delay").delay, np.float64)
+                            / dt)
+            if not np.all(steps == j * T):
+                raise NIRGraphError(f"Delay node {p}{tag}_lag{j} holds {sorted(set(steps))} "
+                                    f"steps; a token shift of {j} must be {j * T} steps "
+                                    f"({j} tokens of {T}); re-export the model")
+            mats.append(w(p + f"{w_name}_lag{j}"))
+            j += 1
+        return mats
+
     blocks = []
     att = None
     for i in range(n_layers):
@@ -78,10 +94,11 @@ def folded_from_nir(graph) -> FoldedDecoder:
         blocks.append(FoldedBlock(
             W_qkv=w(p + "w_qkv"), c=s(p + "attn_scale"), W_o=w(p + "w_o"), g1=s(p + "skip1"),
             W_1=w(p + "w_1"), W_2=w(p + "w_2"), g2=s(p + "skip2"),
-            beta={k: lif_beta(p + k, get(p + k, "LIF"), dt) for k in BLOCK_POPS}))
+            beta={k: lif_beta(p + k, get(p + k, "LIF"), dt) for k in BLOCK_POPS},
+            S_qkv=lagged(p, "x", "w_qkv"), S_ff=lagged(p, "mid", "w_1")))
     E_tok, E_pos = w("emb.tok"), w("emb.pos")
     d = E_tok.shape[0]
-    return FoldedDecoder(T=int(fr["steps_per_token"]), context=int(fr["context"]),
+    return FoldedDecoder(T=T, context=int(fr["context"]),
                          vocab_size=E_tok.shape[1], d_model=d,
                          n_heads=att.n_heads if att is not None else int(meta["n_heads"]),
                          E_tok=E_tok, E_pos=E_pos,

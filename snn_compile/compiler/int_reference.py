@@ -1,7 +1,8 @@
 """The integer reference: a ``QGraph`` executed in token time (docs/semantics.md).
 
 Populations run in depth order; the input of a population at ``(n, t)`` is the
-sum of its synapses applied to the sources' outputs at the same ``(n, t)``;
+sum of its synapses applied to the sources' outputs at the same ``(n, t)`` (at
+``(n - token_lag, t)`` for a token-shift synapse; streaming keeps those tokens);
 LIF state resets at ``t = 0`` of every token; ``accum`` is the cumulative sum
 over the flattened ``p = n*T + t``. Synapses act on all ``(b, n, t)`` rows at
 once (time-parallel), only the LIF recursion loops over ``t``. The arithmetic
@@ -84,6 +85,7 @@ def input_frames(qgraph: QGraph, tokens, positions=None, device=None) -> Dict[st
 class PortPlan:
     synapses: List[fx.SynapseKernel]
     srcs: List[str]
+    lags: List[int]
     wrap: bool                       # several int32 channels may overflow when summed
     bound: Optional[int]
 
@@ -100,6 +102,7 @@ class GraphPlan:
     prod_wrap: Dict[str, bool]
     out_bound: Dict[str, Optional[int]]
     consumers: Dict[str, int] = field(default_factory=dict)
+    history: Dict[str, int] = field(default_factory=dict)   # lagged source -> tokens kept
 
 
 def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
@@ -128,7 +131,8 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
                 consumers[s.src] += 1
             b = fx.add_bounds(*[k.bound for k in ks]) if ks else 0
             wrap = len(ks) > 1 and b is None
-            ports[name][port] = PortPlan(ks, [s.src for s in syns], wrap, b)
+            ports[name][port] = PortPlan(ks, [s.src for s in syns],
+                                         [s.token_lag for s in syns], wrap, b)
         if pop.kind == "input":
             bound[name] = 1
         elif pop.kind == "lif":
@@ -148,15 +152,30 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
             steps = qgraph.context * qgraph.window + max(p.depth for p in qgraph.populations.values())
             lim = None if (b is None or not qgraph.context) else b * steps
             bound[name] = lim if lim is not None and lim < fx.I32 else None
-    return GraphPlan(qgraph, dev, order, ports, lif, prod_wrap, bound, consumers)
+    history: Dict[str, int] = {}
+    for s in qgraph.synapses:
+        if s.token_lag:
+            history[s.src] = max(history.get(s.src, 0), s.token_lag)
+    return GraphPlan(qgraph, dev, order, ports, lif, prod_wrap, bound, consumers, history)
+
+
+def _lagged(x: torch.Tensor, lag: int, past: Optional[torch.Tensor]) -> torch.Tensor:
+    """Outputs (B, N, T, size) of tokens n - lag, from ``past`` (B, >= lag, T, size: the
+    tokens before this run, latest last) where n - lag < 0 of this run; zeros without."""
+    if past is None:
+        past = torch.zeros_like(x[:, :1]).expand(-1, lag, -1, -1)
+    return torch.cat([past[:, past.shape[1] - lag:].to(x.device), x], dim=1)[:, :x.shape[1]]
 
 
 def port_input(plan: GraphPlan, pp: PortPlan, outs: Dict[str, torch.Tensor],
-               rows_shape) -> torch.Tensor:
-    """Sum of a port's synapses applied to their sources' outputs (rows flattened)."""
+               rows_shape, past: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    """Sum of a port's synapses applied to their sources' outputs (rows flattened);
+    ``past[src]``: the source's outputs of the tokens before this run (token shift)."""
     acc = None
-    for k, src in zip(pp.synapses, pp.srcs):
+    for k, src, lag in zip(pp.synapses, pp.srcs, pp.lags):
         x = outs[src]
+        if lag:
+            x = _lagged(x, lag, (past or {}).get(src))
         y = k(x.reshape(-1, x.shape[-1]))
         acc = y if acc is None else acc + y
     if pp.wrap:
@@ -181,18 +200,20 @@ class IntRun:
 
 
 def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor], bn,
-                        prev: Optional[torch.Tensor] = None, lif: Optional[fx.LifParams] = None):
+                        prev: Optional[torch.Tensor] = None, lif: Optional[fx.LifParams] = None,
+                        past: Optional[Dict[str, torch.Tensor]] = None):
     """Token-time outputs (B, N, T, size) of one non-input population from its sources'.
 
     Returns (outputs, last accum value or None). ``prev``: accum value before
-    this run; ``lif`` overrides the LIF constants (threshold calibration).
+    this run; ``lif`` overrides the LIF constants (threshold calibration);
+    ``past``: earlier tokens' outputs of token-shift sources (``run_frames``).
     """
     q = plan.qgraph
     pop = q.pop(name)
     B, N = bn
     T = q.steps_per_token
     pp = plan.ports[name]
-    a = {port: port_input(plan, pp[port], outs, (B, N, T)) for port in pp}
+    a = {port: port_input(plan, pp[port], outs, (B, N, T), past) for port in pp}
     if pop.kind == "lif":
         p = lif or plan.lif[name]
         x = a["a_in"].reshape(B * N, T, pop.size)
@@ -220,7 +241,8 @@ def run_frames(plan: GraphPlan, frames: Dict[str, torch.Tensor],
     """Token-time run on explicit input frames ``{input: (B, N, T, size)}``.
 
     ``state`` carries the accum values of a previous run of the same sequences
-    (streaming); LIF state always starts from zero at every token.
+    and the last outputs of token-shift sources (``_hist.NAME``) (streaming); LIF
+    state always starts from zero at every token.
     """
     q = plan.qgraph
     T = q.steps_per_token
@@ -233,6 +255,18 @@ def run_frames(plan: GraphPlan, frames: Dict[str, torch.Tensor],
     outs: Dict[str, torch.Tensor] = {}
     left = dict(plan.consumers)
     new_state: Dict[str, torch.Tensor] = {}
+    past = {n: state[f"_hist.{n}"] for n in plan.history
+            if state and f"_hist.{n}" in state}
+
+    def keep_history(name: str) -> None:
+        if name in plan.history:
+            x = outs[name]
+            old = past.get(name)
+            L = plan.history[name]
+            if old is None:         # tokens before the first: zeros
+                old = torch.zeros_like(x[:, :1]).expand(-1, L, -1, -1)
+            new_state[f"_hist.{name}"] = torch.cat([old.to(x.device), x], dim=1)[:, -L:]
+
     for name in plan.order:
         pop = q.pop(name)
         if pop.kind == "input":
@@ -241,9 +275,11 @@ def run_frames(plan: GraphPlan, frames: Dict[str, torch.Tensor],
                 raise UserError(f"frames of input {name!r}: shape {tuple(f.shape)}, expected "
                                 f"{(B, N, T, pop.size)}")
             outs[name] = f.to(plan.device, torch.int64)
+            keep_history(name)
             continue
         prev = state.get(name) if state else None
-        outs[name], last = compute_population(plan, name, outs, (B, N), prev)
+        outs[name], last = compute_population(plan, name, outs, (B, N), prev, past=past)
+        keep_history(name)
         if last is not None:
             new_state[name] = last
         for s_ in q.incoming(name):

@@ -133,8 +133,8 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
     readout is extracted. ``sparse`` allows ``Sparse`` for sparse matrices.
 
     ``state`` is what is non-zero at the end of a token window and outlives it:
-    the memory (its loop ``a_buff``), the synapses fed by it, and LIFs without
-    per-token reset. Everything else is zero by then in a streamable graph
+    the memory (its loop ``a_buff``), the synapses fed by it, token-shift synapses
+    (delays of whole windows), and LIFs without per-token reset. Everything else is zero by then in a streamable graph
     (sources silent for ``depth(readout) - depth(src)`` steps, longer than any
     delay ring) or is cleared by ``LIFReset`` before the next token.
     ``Var.set`` costs per element, so clearing only these keeps ``reset()`` cheap.
@@ -192,7 +192,9 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
         (src.out_port if s.src in injectors else src.s_out).connect(proc.s_in)
         proc.a_out.connect(getattr(neurons[s.dst], s.port))
         synapses[s.name] = proc
-        if q.pop(s.src).kind == "accum":
+        if q.pop(s.src).kind == "accum" or s.token_lag:
+            # the memory's readers, and token-shift synapses (their delay ring holds
+            # the last windows' spikes)
             state.append((proc, "a_buff"))
 
     for name, p in q.populations.items():

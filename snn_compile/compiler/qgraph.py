@@ -7,9 +7,11 @@ lowering, the resource report and the energy counters all read this one object;
 ``docs/semantics.md`` gives the equations.
 
 Timing: every synapse adds one step of latency plus its ``delay``; the compiler
-assigns depths so that ``depth[dst] == depth[src] + 1 + delay`` holds for every
-synapse (``validate`` checks it), which makes the pipelined (global-time) run
-equal the token-time run.
+assigns depths so that ``depth[dst] + token_lag * W == depth[src] + 1 + delay``
+holds for every synapse (``validate`` checks it; ``W`` is the token window), which
+makes the pipelined (global-time) run equal the token-time run. A synapse with
+``token_lag = j`` (the token shift) carries its source's output of token ``n - j``
+into token ``n``: in hardware, a delay of ``j`` whole windows.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ class Synapse:
     ``weights`` has shape (dst.size, src.size) and holds the values Lava's Dense
     uses after its own clip/truncate (so that pass is a no-op). ``graded`` means
     the source sends integer payloads (num_message_bits = 24) rather than 1-bit
-    spikes. ``delay`` adds steps beyond the synapse's own one.
+    spikes. ``delay`` adds steps beyond the synapse's own one. ``token_lag``: the
+    destination at ``(n, t)`` receives the source's output of ``(n - token_lag, t)``
+    (zero before the first token).
     """
 
     name: str
@@ -86,6 +90,7 @@ class Synapse:
     port: str = "a_in"
     graded: bool = False
     delay: int = 0
+    token_lag: int = 0
 
 
 @dataclass
@@ -173,9 +178,13 @@ class QGraph:
                 errs.append(f"synapse {s.name}: delay {s.delay} outside 0..{DELAY_MAX}")
             if s.graded != (src.kind in ("prod", "graded", "accum")):
                 errs.append(f"synapse {s.name}: graded={s.graded} but source kind is {src.kind}")
-            if dst.depth != src.depth + 1 + s.delay:
+            if s.token_lag < 0:
+                errs.append(f"synapse {s.name}: token_lag {s.token_lag} < 0 reads the future")
+            elif (self.readout in self.populations
+                  and dst.depth + s.token_lag * self.window != src.depth + 1 + s.delay):
                 errs.append(f"synapse {s.name}: depth {src.depth} -> {dst.depth} with delay "
-                            f"{s.delay} breaks depth[dst] = depth[src] + 1 + delay")
+                            f"{s.delay} and token lag {s.token_lag} breaks depth[dst] + "
+                            f"token_lag * W = depth[src] + 1 + delay (W = {self.window})")
         if errs:
             raise QGraphError("invalid quantized graph:\n  " + "\n  ".join(errs))
         return self
@@ -184,7 +193,7 @@ class QGraph:
     def save(self, path: str) -> None:
         """Write atomically as a zip of ``graph.json`` + one ``.npy`` per synapse."""
         header = {
-            "format": "snn_compile.qgraph", "version": 1,
+            "format": "snn_compile.qgraph", "version": 2,
             "populations": [asdict(p) for p in self.populations.values()],
             "synapses": [{k: v for k, v in asdict(s).items() if k != "weights"}
                          for s in self.synapses],
@@ -246,19 +255,23 @@ def shift(a: np.ndarray, exp: int) -> np.ndarray:
 
 
 def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],
-                  inputs: List[str]) -> None:
+                  inputs: List[str], steps_per_token: Optional[int] = None,
+                  readout: Optional[str] = None) -> None:
     """Give every population its longest-path depth and set each synapse's delay.
 
-    Depth of inputs is 0; ``depth[dst] = max over incoming (depth[src] + 1)``;
-    then ``delay = depth[dst] - depth[src] - 1`` pads the shorter paths. The
-    graph must be acyclic apart from the implicit self-loop of ``accum``.
+    Depth of inputs is 0; ``depth[dst] = max over incoming (depth[src] + 1)``
+    (synapses with a token lag come from an earlier window and do not count);
+    then ``delay = depth[dst] - depth[src] - 1`` pads the shorter paths, plus
+    ``token_lag * W`` (``W = steps_per_token + depth[readout]``) for a lagged
+    synapse. The graph must be acyclic apart from the implicit self-loop of ``accum``.
     """
     depth: Dict[str, Optional[int]] = {n: None for n in pops}
     for n in inputs:
         depth[n] = 0
     incoming: Dict[str, List[Synapse]] = {n: [] for n in pops}
     for s in synapses:
-        incoming[s.dst].append(s)
+        if not s.token_lag:
+            incoming[s.dst].append(s)
     remaining = [n for n in pops if depth[n] is None]
     while remaining:
         progressed = False
@@ -275,5 +288,10 @@ def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],
                               + " (only the attention memory may feed back, as kind 'accum')")
     for n, p in pops.items():
         p.depth = int(depth[n])
+    lagged = [s.name for s in synapses if s.token_lag]
+    if lagged and (steps_per_token is None or readout is None):
+        raise QGraphError(f"synapses {lagged} have a token lag: their delay needs the token "
+                          "window (give steps_per_token and readout)")
+    W = steps_per_token + pops[readout].depth if lagged else 0
     for s in synapses:
-        s.delay = pops[s.dst].depth - pops[s.src].depth - 1
+        s.delay = pops[s.dst].depth - pops[s.src].depth - 1 + s.token_lag * W

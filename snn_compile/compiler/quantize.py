@@ -22,6 +22,8 @@ per step).
 The attention memory is lowered to standard populations (docs/semantics.md):
 ``kv`` (ProdNeuron, k_a * v_b), ``mem`` (accumulator), ``read`` (ProdNeuron,
 S_ab * q_a), then a graded Dense summing over ``a`` into the ``attn`` LIF.
+A token shift becomes one more synapse per lag into ``qkv``/``ff`` with
+``token_lag = j`` (a ``DelayDense`` of ``j`` token windows in hardware).
 """
 
 from __future__ import annotations
@@ -133,12 +135,20 @@ def _currents(folded, tokens) -> Dict[str, float]:
     cur = {"emb": float((t64(folded.E_tok).t()[tokens] + t64(folded.E_pos).t()[:N]).abs().max())}
     d = folded.d_model
     x = sp["emb"]
+
+    def lagged(x, mats):
+        out = 0
+        for j, w in enumerate(mats, start=1):
+            out = out + torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :N] @ t64(w).t()
+        return out
+
     for i, b in enumerate(folded.blocks):
         p = f"block{i}"
-        cur[f"{p}.qkv"] = float((x @ t64(b.W_qkv).t()).abs().max())
+        cur[f"{p}.qkv"] = float((x @ t64(b.W_qkv).t() + lagged(x, b.S_qkv)).abs().max())
         cur[f"{p}.attn"] = float((sp[f"{p}.A"] * t64(b.c)).abs().max())
         cur[f"{p}.mid"] = float((sp[f"{p}.attn"] @ t64(b.W_o).t() + t64(b.g1) * x).abs().max())
-        cur[f"{p}.ff"] = float((sp[f"{p}.mid"] @ t64(b.W_1).t()).abs().max())
+        cur[f"{p}.ff"] = float((sp[f"{p}.mid"] @ t64(b.W_1).t()
+                                + lagged(sp[f"{p}.mid"], b.S_ff)).abs().max())
         cur[f"{p}.out"] = float((sp[f"{p}.ff"] @ t64(b.W_2).t()
                                  + t64(b.g2) * sp[f"{p}.mid"]).abs().max())
         x = sp[f"{p}.out"]
@@ -189,8 +199,9 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
                                  "max_a_in": b * 2 ** k,
                                  "a_in_headroom": A_IN_TARGET / max(b * 2 ** k, 1e-9)}
 
-    def syn(name, s, dst, w, **kw):
+    def syn(name, s, dst, w, token_lag=0, **kw):
         sy, st = lava_synapse(name, s, dst, w, klog.get(dst, 0), **kw)
+        sy.token_lag = token_lag
         syns.append(sy)
         rep.synapses[name] = st
 
@@ -204,8 +215,10 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
     n_att = H * dh * dh
     for i, b in enumerate(folded.blocks):
         p, L = f"block{i}", f"block{i}"
-        lif(f"{p}.qkv", 3 * d, L, "qkv", [b.W_qkv])
+        lif(f"{p}.qkv", 3 * d, L, "qkv", [b.W_qkv, *b.S_qkv])
         syn(f"{p}.w_qkv", x, f"{p}.qkv", b.W_qkv)
+        for j, w in enumerate(b.S_qkv, start=1):     # token shift: x of token n - j
+            syn(f"{p}.w_qkv_lag{j}", x, f"{p}.qkv", w, token_lag=j)
         pops[f"{p}.kv"] = Population(f"{p}.kv", "prod", n_att, vth=0, layer=L, role="kv_product")
         syns.append(Synapse(f"{p}.kv_k", f"{p}.qkv", f"{p}.kv", replication(k_of, 3 * d),
                             port="a_in1"))
@@ -228,8 +241,10 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
         lif(f"{p}.mid", d, L, "mid", [b.W_o, np.diag(b.g1)])
         syn(f"{p}.w_o", f"{p}.attn", f"{p}.mid", b.W_o)
         syn(f"{p}.skip1", x, f"{p}.mid", np.diag(b.g1))
-        lif(f"{p}.ff", 4 * d, L, "ff", [b.W_1])
+        lif(f"{p}.ff", 4 * d, L, "ff", [b.W_1, *b.S_ff])
         syn(f"{p}.w_1", f"{p}.mid", f"{p}.ff", b.W_1)
+        for j, w in enumerate(b.S_ff, start=1):
+            syn(f"{p}.w_1_lag{j}", f"{p}.mid", f"{p}.ff", w, token_lag=j)
         lif(f"{p}.out", d, L, "out", [b.W_2, np.diag(b.g2)])
         syn(f"{p}.w_2", f"{p}.ff", f"{p}.out", b.W_2)
         syn(f"{p}.skip2", f"{p}.mid", f"{p}.out", np.diag(b.g2))
@@ -241,7 +256,7 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
                         weight_exp=0, graded=False))
     rep.synapses["head.w"] = SynapseStats("head.w", 0, True, err)
     logit_scale = 2.0 ** e / (2 if mixed else 1) / T
-    assign_depths(pops, syns, ["tokens", "positions"])
+    assign_depths(pops, syns, ["tokens", "positions"], T, "head")
     meta = {"model": "spikedecoder", "d_model": d, "n_heads": H, "n_layers": len(folded.blocks)}
     if tokenizer is not None:
         meta["tokenizer"] = tokenizer.to_dict()

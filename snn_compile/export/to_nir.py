@@ -11,6 +11,13 @@ Node map (``docs/nir-extensions.md``), with ``dt`` = ``DT`` seconds per step:
       mid ─ w_1 (Linear) ─► ff (LIF 4d)
       ff ─ w_2 (Linear) ┐, mid ─ skip2 (Scale g2) ┘ ─► out (LIF)        spike residual
     out ─ head (Linear W_head) ─► logits (Output V)
+    token shift (j = 1..K, where the model has one):
+      x ─ x_lag{j} (Delay j T dt) ─ w_qkv_lag{j} (Linear) ─► qkv
+      mid ─ mid_lag{j} (Delay j T dt) ─ w_1_lag{j} (Linear) ─► ff
+
+A ``Delay`` of ``j T`` steps hands a population the spikes of the token ``j`` back at
+the same step ``t`` (the framing runs exactly ``T`` steps per token; delays are not
+reset at token starts, neurons are).
 
 Several edges into one node add (NIR semantics). A discrete reset-to-zero LIF
 ``v = beta v + I, s = v > 1, v <- 0`` is NIR's LIF under forward Euler with
@@ -79,6 +86,14 @@ def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
                   (p + "skip1", p + "mid"), (p + "mid", p + "w_1"), (p + "w_1", p + "ff"),
                   (p + "ff", p + "w_2"), (p + "w_2", p + "out"), (p + "mid", p + "skip2"),
                   (p + "skip2", p + "out")]
+        for src, dst, w_name, mats in ((x, p + "qkv", "w_qkv", b.S_qkv),
+                                       (p + "mid", p + "ff", "w_1", b.S_ff)):
+            tag = "x" if src == x else "mid"
+            for j, w in enumerate(mats, start=1):
+                lag, lin = f"{p}{tag}_lag{j}", f"{p}{w_name}_lag{j}"
+                nodes[lag] = nir.Delay(delay=np.full(d, j * folded.T * dt))
+                nodes[lin] = nir.Linear(weight=np.asarray(w, np.float64))
+                edges += [(src, lag), (lag, lin), (lin, dst)]
         x = p + "out"
     nodes["head"] = nir.Linear(weight=np.asarray(folded.W_head, np.float64))
     nodes["logits"] = nir.Output(output_type=np.array([V]))
@@ -89,7 +104,8 @@ def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
                "readout": "logits", "readout_reduction": "mean over the steps of a token"}
     meta = {FORMAT_KEY: FORMAT_VERSION, "snn_compile.model": "spikedecoder",
             "dt": float(dt), FRAMING_KEY: json.dumps(framing),
-            "n_layers": len(folded.blocks), "d_model": d, "n_heads": folded.n_heads}
+            "n_layers": len(folded.blocks), "d_model": d, "n_heads": folded.n_heads,
+            "token_shift": folded.token_shift}
     if tokenizer is not None:
         meta["snn_compile.tokenizer"] = json.dumps(tokenizer.to_dict())
     if config is not None:

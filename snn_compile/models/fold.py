@@ -31,6 +31,14 @@ class FoldedBlock:
     W_2: np.ndarray     # (d, 4d)
     g2: np.ndarray      # (d,)     skip gain m -> LIF_out
     beta: Dict[str, float]   # per population: qkv, attn, mid, ff, out
+    # token shift: S_qkv[j-1] (3d, d) weighs the block input x of token n-j into qkv,
+    # S_ff[j-1] (4d, d) the mid spikes of token n-j into ff (same step t)
+    S_qkv: List[np.ndarray] = field(default_factory=list)
+    S_ff: List[np.ndarray] = field(default_factory=list)
+
+    @property
+    def token_shift(self) -> int:
+        return max(len(self.S_qkv), len(self.S_ff))
 
 
 @dataclass
@@ -56,7 +64,18 @@ class FoldedDecoder:
         from snn_compile.models.config import ModelConfig
         return ModelConfig(kind="spikedecoder", vocab_size=self.vocab_size, d_model=self.d_model,
                            n_layers=len(self.blocks), n_heads=self.n_heads, context=self.context,
-                           timesteps=self.T, deployable=True)
+                           timesteps=self.T, deployable=True, token_shift=self.token_shift,
+                           shift_into=self.shift_into)
+
+    @property
+    def token_shift(self) -> int:
+        return max((b.token_shift for b in self.blocks), default=0)
+
+    @property
+    def shift_into(self) -> str:
+        q = any(b.S_qkv for b in self.blocks)
+        f = any(b.S_ff for b in self.blocks)
+        return "ff" if f and not q else ("qkv" if q and not f else "both")
 
     def eval(self) -> "FoldedDecoder":
         return self
@@ -98,13 +117,20 @@ class FoldedDecoder:
         x = lif(cur.unsqueeze(2).expand(B, N, T, -1), self.beta_emb)
         rec = {"emb": x}
         d = self.d_model
+        def lagged(x, mats):
+            """sum_j x[token n-j] @ S_j^T (zeros before the first token)."""
+            out = 0
+            for j, w in enumerate(mats, start=1):
+                out = out + torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :N] @ t64(w).t()
+            return out
+
         for i, b in enumerate(self.blocks):
-            qkv = lif(x @ t64(b.W_qkv).t(), b.beta["qkv"])
+            qkv = lif(x @ t64(b.W_qkv).t() + lagged(x, b.S_qkv), b.beta["qkv"])
             a = causal_spike_attention(qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:],
                                        self.n_heads)
             r = lif(a * t64(b.c), b.beta["attn"])
             m = lif(r @ t64(b.W_o).t() + t64(b.g1) * x, b.beta["mid"])
-            f = lif(m @ t64(b.W_1).t(), b.beta["ff"])
+            f = lif(m @ t64(b.W_1).t() + lagged(m, b.S_ff), b.beta["ff"])
             y = lif(f @ t64(b.W_2).t() + t64(b.g2) * m, b.beta["out"])
             rec.update({f"block{i}.qkv": qkv, f"block{i}.A": a, f"block{i}.attn": r,
                         f"block{i}.mid": m, f"block{i}.ff": f, f"block{i}.out": y})
@@ -131,9 +157,6 @@ def fold(model) -> FoldedDecoder:
         raise UserError(f"the '{cfg.attention_memory}' attention memory has no Loihi 2 lowering "
                         "(the compiler lowers the exact causal sum only); retrain with "
                         "`--attention-memory sum`")
-    if getattr(cfg, "token_shift", 0):
-        raise UserError("this SpikeDecoder uses a token shift, which has no Loihi 2 lowering "
-                        "yet; retrain with `--token-shift 0`")
     if not isinstance(model, SpikeDecoder):
         raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
                         "SpikeDecoder can be exported/compiled (the ANN twin's softmax "
@@ -150,7 +173,8 @@ def fold(model) -> FoldedDecoder:
         for blk in model.blocks:
             f = blk.folded()
             beta = {k: float(getattr(blk, f"lif_{k}").beta()) for k in BLOCK_POPS}
-            blocks.append(FoldedBlock(**{k: np64(v) for k, v in f.items()}, beta=beta))
+            blocks.append(FoldedBlock(**{k: ([np64(m) for m in v] if isinstance(v, list)
+                                             else np64(v)) for k, v in f.items()}, beta=beta))
         from snn_compile.models.spikedecoder import fake_quant
         cfg = model.cfg
         return FoldedDecoder(T=cfg.timesteps, context=cfg.context, vocab_size=cfg.vocab_size,

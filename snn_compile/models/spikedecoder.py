@@ -236,12 +236,13 @@ class SpikeBlock(nn.Module):
 
     def folded(self) -> Dict[str, torch.Tensor]:
         """Eval-mode folded weights (running statistics)."""
-        (w_qkv,) = self._fold(self.norm_qkv, None, self.W_qkv)
+        w_qkv, *s_qkv = self._fold(self.norm_qkv, None, self.W_qkv, *self.shift_matrices("qkv"))
         (c,) = self._fold(self.norm_attn, None, torch.ones_like(self.g1))
         w_o, g1 = self._fold(self.norm_mid, None, self.W_o, self.g1)
-        (w_1,) = self._fold(self.norm_ff, None, self.W_1)
+        w_1, *s_ff = self._fold(self.norm_ff, None, self.W_1, *self.shift_matrices("ff"))
         w_2, g2 = self._fold(self.norm_out, None, self.W_2, self.g2)
-        return dict(W_qkv=w_qkv, c=c, W_o=w_o, g1=g1, W_1=w_1, W_2=w_2, g2=g2)
+        return dict(W_qkv=w_qkv, c=c, W_o=w_o, g1=g1, W_1=w_1, W_2=w_2, g2=g2,
+                    S_qkv=s_qkv, S_ff=s_ff)
 
     def forward(self, x: torch.Tensor, rec: Optional[dict] = None, prefix: str = ""):
         d = self.cfg.d_model
