@@ -26,6 +26,8 @@ SNN, token n occupies steps p = nT + t (T per token), spikes s[pop][n, t]:
     proj       nnz(attn) d AC       skip1   nnz(x) AC   (g1 * x, one synapse per spike)
     ff1        nnz(mid) d_ff AC     ff2     nnz(ff) d AC       skip2   nnz(mid) AC
     head       nnz(y_L) V AC        head.scale  V MAC (1/T average)
+  token shift (K lags): qkv_shift sum_j nnz(x[n-j]) 3d AC, ff1_shift sum_j nnz(mid[n-j]) d_ff AC
+  (tokens before the measured sequence's start are not seen)
   Neuron (membrane) updates are not counted in this view, as in the literature;
   the Loihi view counts them.
 """
@@ -51,6 +53,8 @@ class ModelShape:
     d_ff: int
     steps_per_token: int = 1      # T (SNN only)
     context: int = 0
+    shift_qkv: int = 0            # token-shift lags into qkv / ff (SNN only)
+    shift_ff: int = 0
 
 
 @dataclass
@@ -111,6 +115,13 @@ def _nnz(a: np.ndarray) -> np.ndarray:
     return (a != 0).reshape(a.shape[0], -1).sum(axis=1).astype(np.float64)
 
 
+def _lagged_nnz(a: np.ndarray, lags: int) -> np.ndarray:
+    """sum_{j=1..lags} spikes of token n - j, per token n: (N, T, size) -> (N,)."""
+    per = _nnz(a)
+    return sum(np.concatenate([np.zeros(min(j, len(per))), per[:max(len(per) - j, 0)]])
+               for j in range(1, lags + 1))
+
+
 def check_spikes(spikes: Mapping[str, np.ndarray], shape: ModelShape) -> Dict[str, np.ndarray]:
     """Spike trains as (N, T, size) float arrays, one per population; raise on a mismatch."""
     T = shape.steps_per_token
@@ -166,6 +177,11 @@ def snn_op_rows(shape: ModelShape, spikes: Mapping[str, np.ndarray],
             ("scale", "mac", d * T), ("proj", "ac", _nnz(s[f"{b}.attn"]) * d),
             ("skip1", "ac", _nnz(x)), ("ff1", "ac", _nnz(s[f"{b}.mid"]) * dff),
             ("ff2", "ac", _nnz(s[f"{b}.ff"]) * d), ("skip2", "ac", _nnz(s[f"{b}.mid"]))])
+        if shape.shift_qkv:
+            rows += _rows(b, N, [("qkv_shift", "ac", _lagged_nnz(x, shape.shift_qkv) * 3 * d)])
+        if shape.shift_ff:
+            rows += _rows(b, N, [("ff1_shift", "ac",
+                                  _lagged_nnz(s[f"{b}.mid"], shape.shift_ff) * dff)])
         x = s[f"{b}.out"]
     rows += _rows("head", N, [("head", "ac", _nnz(x) * V), ("scale", "mac", V)])
     return rows
@@ -360,6 +376,12 @@ def variant_op_rows(shape: ModelShape, ann_blocks: Sequence[str],
         y, rr = _residual(ann, "2", out_terms, out_real_macs, m, s, f"{b}.out", d, T,
                           sum_rows, norm_rows)
         r += rr
+        if (shape.shift_qkv or shape.shift_ff) and ann:
+            raise ValueError("a token shift exists only in the fully spiking decoder")
+        if shape.shift_qkv:         # token shift, as snn_op_rows
+            r.append(("qkv_shift", "ac", _lagged_nnz(x, shape.shift_qkv) * 3 * d))
+        if shape.shift_ff:
+            r.append(("ff1_shift", "ac", _lagged_nnz(m, shape.shift_ff) * dff))
         rows += _rows(b, N, r)
         x = y
     # ---- readout

@@ -53,8 +53,12 @@ def attention_indices(d: int, heads: int):
 # --------------------------------------------------------------- the decoder
 def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: int = 4,
                           layers: int = 2, T: int = 4, context: int = 128,
-                          rate: float = 0.2, calib_tokens: int = 32) -> QGraph:
+                          rate: float = 0.2, calib_tokens: int = 32,
+                          token_shift: int = 0) -> QGraph:
     """A deployable SpikeDecoder QGraph with random integer parameters.
+
+    ``token_shift`` adds, per block, synapses from x (into qkv) and from mid (into ff)
+    with token lags 1..token_shift, as the quantizer lowers a token shift.
 
     LIF thresholds are set population by population (in depth order) so that
     the spike rate on random tokens is about ``rate``.
@@ -70,9 +74,10 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
         P[name] = Population(name, "lif", size, dv=int(rng.integers(0, 1024)), layer=layer,
                              role=role)
 
-    def syn(name, src, dst, w, exp=0, port="a_in"):
+    def syn(name, src, dst, w, exp=0, port="a_in", token_lag=0):
         graded = P[src].kind in ("prod", "graded", "accum")
-        S.append(Synapse(name, src, dst, np.asarray(w, dtype=np.int64), exp, port, graded))
+        S.append(Synapse(name, src, dst, np.asarray(w, dtype=np.int64), exp, port, graded,
+                         token_lag=token_lag))
 
     P["tokens"] = Population("tokens", "input", vocab, layer="emb", role="token")
     P["positions"] = Population("positions", "input", context, layer="emb", role="position")
@@ -85,6 +90,9 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
         b = f"block{i}"
         lif(f"{b}.qkv", 3 * d, b, "qkv")
         syn(f"{b}.w_qkv", x, f"{b}.qkv", mixed_weights(rng, (3 * d, d), 40, 6))
+        for j in range(1, token_shift + 1):
+            syn(f"{b}.w_qkv_lag{j}", x, f"{b}.qkv", mixed_weights(rng, (3 * d, d), 40, 6),
+                token_lag=j)
         P[f"{b}.kv"] = Population(f"{b}.kv", "prod", heads * dh * dh, layer=b, role="kv_product")
         syn(f"{b}.kv_k", f"{b}.qkv", f"{b}.kv", replication(k_of, 3 * d), port="a_in1")
         syn(f"{b}.kv_v", f"{b}.qkv", f"{b}.kv", replication(v_of, 3 * d), port="a_in2")
@@ -104,6 +112,9 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
         syn(f"{b}.skip1", x, f"{b}.mid", np.diag(rng.integers(20, 120, size=d)))
         lif(f"{b}.ff", 4 * d, b, "ff")
         syn(f"{b}.w_1", f"{b}.mid", f"{b}.ff", mixed_weights(rng, (4 * d, d), 40, 6))
+        for j in range(1, token_shift + 1):
+            syn(f"{b}.w_1_lag{j}", f"{b}.mid", f"{b}.ff", mixed_weights(rng, (4 * d, d), 40, 6),
+                token_lag=j)
         lif(f"{b}.out", d, b, "out")
         syn(f"{b}.w_2", f"{b}.ff", f"{b}.out", mixed_weights(rng, (d, 4 * d), 30, 2),
             exp=int(rng.integers(-1, 1)))
@@ -111,11 +122,12 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
         x = f"{b}.out"
     P["head"] = Population("head", "graded", vocab, vth=0, layer="head", role="readout")
     syn("head.w", x, "head", mixed_weights(rng, (vocab, d), 60))
-    assign_depths(P, S, ["tokens", "positions"])
+    assign_depths(P, S, ["tokens", "positions"], T, "head")
     q = QGraph(P, S, T, ["tokens", "positions"], "head", logit_scale=1.0 / (T * 64),
                context=context,
                metadata={"generator": "random_decoder_qgraph", "seed": seed, "vocab": vocab,
-                         "d": d, "heads": heads, "layers": layers})
+                         "d": d, "heads": heads, "layers": layers,
+                         "token_shift": token_shift})
     tokens = torch.as_tensor(rng.integers(0, vocab, size=(4, min(calib_tokens, context))))
     calibrate_thresholds(q, tokens, rate)
     return q.validate()

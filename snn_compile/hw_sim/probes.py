@@ -139,6 +139,8 @@ def activity_from_token_time(qgraph, outputs: Mapping[str, object]) -> Activity:
     src: Dict[str, str] = {}
     for s in qgraph.synapses:
         fan = (np.asarray(s.weights) != 0).sum(axis=0).astype(np.int64)
+        # a delayed (token-shift) synapse accumulates a spike into its delay ring when
+        # the spike arrives, so its ops belong to the token that sent the spike
         synops[s.name] = per_neuron[s.src] @ fan
         sent[s.name] = per_neuron[s.src] @ (fan > 0).astype(np.int64)
         src[s.name] = s.src
