@@ -158,16 +158,28 @@ def test_partial_checkpoint_round_trip_and_eval(tmp_path):
     assert math.isfinite(ev["val_loss"]) and "block0.qkv" in ev["spike_rates"]
 
 
-def test_shipped_checkpoint_loads_with_the_new_config_fields_and_same_logits():
-    m, tok, _ = load_checkpoint("default:spikedecoder")
-    assert m.cfg.embedding == "rate" and m.cfg.ann_blocks == ()
-    x = torch.as_tensor([tok.encode("The with statement")])
-    p = build_model(ModelConfig(**dict(m.cfg.to_dict(), kind="partial"))).eval()
-    p.load_state_dict(m.state_dict())
+def test_checkpoints_without_the_later_config_fields_load_with_same_logits(tmp_path):
+    """A checkpoint written before embedding, ann_blocks, population, attention memory
+    and token shift existed loads with their defaults, and the partial decoder with no
+    ANN block computes it exactly."""
+    m = tiny("spikedecoder").eval()
+    tok = make_tokenizer("char", "abcdefghijk")
+    path = str(tmp_path / "old.pt")
+    save_checkpoint(path, m, tok, {"steps": 1})
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    for k in ("embedding", "ann_blocks", "population", "attention_memory",
+              "attention_decay_shift", "token_shift", "shift_mode", "shift_into"):
+        del raw["config"][k]
+    torch.save(raw, path)
+    m2, _, _ = load_checkpoint(path)
+    assert m2.cfg.embedding == "rate" and m2.cfg.ann_blocks == () and m2.cfg.token_shift == 0
+    x = torch.randint(0, 11, (2, 9))
+    p = build_model(ModelConfig(**dict(m2.cfg.to_dict(), kind="partial"))).eval()
+    p.load_state_dict(m2.state_dict())
     with torch.no_grad():
-        assert torch.equal(m(x), p(x))
-        f = fold(m).forward(x)["logits"]
-    assert torch.allclose(m(x).double(), f, atol=1e-4)
+        assert torch.equal(m(x), m2(x)) and torch.equal(m2(x), p(x))
+        f = fold(m2).forward(x)["logits"]
+    assert torch.allclose(m2(x).double(), f, atol=1e-4)
 
 
 def test_variant_op_counts_reduce_to_snn_and_ann_counts():
