@@ -1,6 +1,7 @@
 """Benchmark harness: operation counts of a QGraph run, the exact reference check, reports."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from snn_compile.benchmarks import measure, report
 from snn_compile.compiler.qgraph import Population, QGraph, Synapse
+from snn_compile.errors import UserError
 
 
 def tiny_graph() -> QGraph:
@@ -162,3 +164,15 @@ def test_attention_sum_of_the_shipped_model_grows_with_the_position():
     for block in r["blocks"].values():
         assert len(block["A_mean"]) == len(r["positions"])
         assert np.mean(block["A_mean"][-3:]) > 10 * block["A_mean"][0]
+
+
+def test_ngram_baseline_uses_its_context():
+    from snn_compile.benchmarks.ngram import ngram_losses
+    train = [0, 1, 2] * 200               # each token fixes the next one
+    val = [0, 1, 2] * 20
+    rows = ngram_losses(train, val, vocab=3, max_context=2)
+    assert [r["context"] for r in rows] == [0, 1, 2]
+    assert abs(rows[0]["val_loss"] - math.log(3)) < 0.01      # unigram: uniform here
+    assert rows[1]["val_loss"] < 0.05 and rows[2]["val_loss"] <= rows[1]["val_loss"]
+    with pytest.raises(UserError, match="max-context"):
+        ngram_losses(train, val, 3, -1)

@@ -13,6 +13,7 @@ energy_vs_loss.png atomically into DIR. ``scripts/block_exchange.sh`` trains the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shlex
 import sys
@@ -25,6 +26,7 @@ from snn_compile.benchmarks import energy, theory
 from snn_compile.errors import exits_on_user_error
 
 ALL_ANN = theory.BLOCK_KINDS
+TITLE = "Block exchange: SpikeDecoder, partially spiking variants, ANN twin"
 
 
 def ann_blocks_of(model) -> tuple:
@@ -40,7 +42,17 @@ def label(model) -> str:
     emb = getattr(cfg, "embedding", "rate")
     tail = "" if emb == "rate" or cfg.kind == "ann" else f" ({emb} embedding)"
     if cfg.kind == "spikedecoder":
-        return "SpikeDecoder" + tail
+        extra = []
+        if getattr(cfg, "token_shift", 0):
+            extra.append(f"token shift {cfg.token_shift} {cfg.shift_mode}"
+                         + ("" if cfg.shift_into == "both" else f" into {cfg.shift_into}"))
+        if getattr(cfg, "attention_memory", "sum") == "decay":
+            extra.append(f"decay memory S={cfg.attention_decay_shift}")
+        elif getattr(cfg, "attention_memory", "sum") != "sum":
+            extra.append(f"{cfg.attention_memory} memory")
+        if extra:
+            tail += (" " if tail else "") + ", ".join(extra)
+        return "SpikeDecoder" + (f" ({tail.strip(' ()')})" if tail else "")
     if cfg.kind == "ann":
         return "ANN twin (all five ANN)"
     return "ANN " + "+".join(cfg.ann_blocks) + tail if cfg.ann_blocks else "partial (none)"
@@ -59,6 +71,7 @@ def evaluate_variant(model, tok, data: Optional[str] = None, max_tokens: Optiona
     _, _, val = prepare_data(data, tok.kind, model.cfg.context, tok)
     ids = val if max_tokens is None else val[: max_tokens + 1]
     shape = model_shape(model)
+    twin_shape = dataclasses.replace(shape, shift_qkv=0, shift_ff=0)   # the twin has no shift
     ann = ann_blocks_of(model)
     emb, pop = getattr(model.cfg, "embedding", "rate"), getattr(model.cfg, "population", 4)
     model.eval()
@@ -80,7 +93,7 @@ def evaluate_variant(model, tok, data: Optional[str] = None, max_tokens: Optiona
                 rows.append(theory.variant_op_rows(shape, ann, {k: a[b] for k, a in rec.items()},
                                                    embedding=emb, population=pop,
                                                    n_tokens=x.shape[1]))
-                twin_rows.append(theory.variant_op_rows(shape, ALL_ANN, {},
+                twin_rows.append(theory.variant_op_rows(twin_shape, ALL_ANN, {},
                                                         n_tokens=x.shape[1]))
     allr, twin = theory.concat_rows(rows), theory.concat_rows(twin_rows)
     e = theory.per_token_energy(allr)
@@ -116,6 +129,7 @@ def evaluate_checkpoints(specs: Sequence[str], data: Optional[str] = None,
                "non_spiking_blocks": list(model.non_spiking_blocks())
                if hasattr(model, "non_spiking_blocks") else [],
                "train_steps": info.get("steps"), "trained_steps": _trained_steps(info),
+               "training": _training(info, model.cfg),
                "train_command": info.get("command"),
                "train_device": info.get("device")}
         row.update(evaluate_variant(model, tok, data, max_tokens))
@@ -126,16 +140,31 @@ def evaluate_checkpoints(specs: Sequence[str], data: Optional[str] = None,
     return out
 
 
+def _command_arg(info: dict, flag: str) -> Optional[str]:
+    """The value of ``flag`` in the training command a checkpoint records (last one wins,
+    as in argparse)."""
+    cmd = (info.get("command") or "").split()
+    vals = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == flag]
+    return vals[-1] if vals else None
+
+
 def _trained_steps(info: dict) -> Optional[int]:
     """Steps the run was asked for (its command's --steps); the checkpoint kept is the
     best validation one, at ``info["steps"]``."""
-    cmd = (info.get("command") or "").split()
-    if "--steps" in cmd and cmd.index("--steps") + 1 < len(cmd):
-        try:
-            return int(cmd[cmd.index("--steps") + 1])
-        except ValueError:
-            return None
-    return None
+    v = _command_arg(info, "--steps")
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _training(info: dict, cfg) -> str:
+    """Learning rate, steps per token and seed of the run, as its command gave them."""
+    parts = [f"lr {_command_arg(info, '--lr') or '3e-3 (default)'}"]
+    if cfg.kind != "ann":
+        parts.append(f"T {cfg.timesteps}")
+    parts.append(f"seed {info.get('seed', _command_arg(info, '--seed') or 0)}")
+    return ", ".join(parts)
 
 
 def _fmt(x, nd=3):
@@ -146,7 +175,7 @@ def _fmt(x, nd=3):
 
 def markdown(res: dict) -> str:
     rows = res["variants"]
-    s = ["# Block exchange: SpikeDecoder, partially spiking variants, ANN twin", "",
+    s = [f"# {res.get('title') or TITLE}", "",
          f"Validation split of {res['data']}: {rows[0]['tokens'] if rows else 0} tokens per "
          "model (windows of the context, each from a reset). Theoretical energy per token, "
          "45 nm (Horowitz 2014): spike-driven synaptic ops x "
@@ -155,12 +184,14 @@ def markdown(res: dict) -> str:
          "in the last column only. Reduction: against the ANN twin's energy at the same "
          "token positions. Each run keeps its best validation checkpoint (validation on "
          "the first 16384 characters every 250 steps): the last column gives its step.", "",
-         "| model | ANN blocks | val loss (nats/char) | BPC | params | mean spike rate | "
-         "energy / token (nJ) | reduction vs ANN | with extras (nJ) | kept step / trained |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+         "| model | ANN blocks | training | val loss (nats/char) | BPC | params | "
+         "mean spike rate | energy / token (nJ) | reduction vs ANN | with extras (nJ) | "
+         "kept step / trained |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         s.append("| " + " | ".join([
-            r["name"], ",".join(r["ann_blocks"]) or "none", _fmt(r["val_loss"], 4),
+            r["name"], ",".join(r["ann_blocks"]) or "none", r.get("training", "—"),
+            _fmt(r["val_loss"], 4),
             _fmt(r["bpc"], 4), f"{r['params']:,}", _fmt(r["mean_spike_rate"], 3),
             _fmt(r["energy_pj"] / 1e3, 2), f"{r['reduction_pct']:.1f} %",
             _fmt(r["energy_pj_with_extras"] / 1e3, 2),
@@ -203,6 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--data", metavar="PATH", help="text file (default: the embedded corpus)")
     ap.add_argument("--max-tokens", type=int, metavar="N",
                     help="first N validation tokens only (default: the whole split)")
+    ap.add_argument("--title", default=TITLE, help="heading of the README.md written")
     args = ap.parse_args(argv)
     rows = evaluate_checkpoints(
         args.checkpoints, args.data, args.max_tokens,
@@ -211,7 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  f"({r['seconds']:.0f} s)", file=sys.stderr))
     cmd = "python -m snn_compile.benchmarks.variants " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    res = {"variants": rows, "data": args.data or "the embedded corpus",
+    res = {"variants": rows, "data": args.data or "the embedded corpus", "title": args.title,
            "command": cmd, "constants": energy.constants_table()}
     print(write(res, args.out), file=sys.stderr)
     return 0
