@@ -128,6 +128,8 @@ class QuantReport:
 def _currents(folded, tokens) -> Dict[str, float]:
     """Largest |input current| of every LIF population on calibration tokens (float)."""
     import torch
+
+    from snn_compile.models.spikedecoder import shift_current
     run = folded.forward(tokens)
     sp = run["spikes"]
     t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
@@ -137,10 +139,7 @@ def _currents(folded, tokens) -> Dict[str, float]:
     x = sp["emb"]
 
     def lagged(x, mats):
-        out = 0
-        for j, w in enumerate(mats, start=1):
-            out = out + torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :N] @ t64(w).t()
-        return out
+        return shift_current(x, [t64(w) for w in mats])
 
     for i, b in enumerate(folded.blocks):
         p = f"block{i}"

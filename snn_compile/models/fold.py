@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from snn_compile.errors import UserError
-from snn_compile.models.spikedecoder import SpikeDecoder, causal_spike_attention
+from snn_compile.models.spikedecoder import (SpikeDecoder, causal_spike_attention,
+                                              shift_current)
 
 BLOCK_POPS = ("qkv", "attn", "mid", "ff", "out")
 
@@ -117,20 +118,13 @@ class FoldedDecoder:
         x = lif(cur.unsqueeze(2).expand(B, N, T, -1), self.beta_emb)
         rec = {"emb": x}
         d = self.d_model
-        def lagged(x, mats):
-            """sum_j x[token n-j] @ S_j^T (zeros before the first token)."""
-            out = 0
-            for j, w in enumerate(mats, start=1):
-                out = out + torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :N] @ t64(w).t()
-            return out
-
         for i, b in enumerate(self.blocks):
-            qkv = lif(x @ t64(b.W_qkv).t() + lagged(x, b.S_qkv), b.beta["qkv"])
+            qkv = lif(x @ t64(b.W_qkv).t() + shift_current(x, [t64(w) for w in b.S_qkv]), b.beta["qkv"])
             a = causal_spike_attention(qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:],
                                        self.n_heads)
             r = lif(a * t64(b.c), b.beta["attn"])
             m = lif(r @ t64(b.W_o).t() + t64(b.g1) * x, b.beta["mid"])
-            f = lif(m @ t64(b.W_1).t() + lagged(m, b.S_ff), b.beta["ff"])
+            f = lif(m @ t64(b.W_1).t() + shift_current(m, [t64(w) for w in b.S_ff]), b.beta["ff"])
             y = lif(f @ t64(b.W_2).t() + t64(b.g2) * m, b.beta["out"])
             rec.update({f"block{i}.qkv": qkv, f"block{i}.A": a, f"block{i}.attn": r,
                         f"block{i}.mid": m, f"block{i}.ff": f, f"block{i}.out": y})

@@ -14,6 +14,8 @@ neuron is a reset-to-zero LIF without synaptic current or bias, threshold 1:
             r = LIF_attn(c * A)
             m = LIF_mid(W_o r + g1 * x)                        spike residual: skip enters the membrane
             y = LIF_out(W_2 LIF_ff(W_1 m) + g2 * m)
+            token shift (K > 0): + sum_j S_qkv,j x[n-j] into LIF_qkv, + sum_j S_ff,j m[n-j]
+            into LIF_ff (the spikes of token n-j at the same step t)
     logits = (1/T) sum_t W_head y
 
 Normalisation acts on membrane input currents: a per-channel scale
@@ -169,6 +171,16 @@ def causal_spike_attention(q, k, v, n_heads: int, memory: str = "sum",
     return a.transpose(1, 2).reshape(B, N, T, d)
 
 
+def shift_current(x: torch.Tensor, mats) -> torch.Tensor:
+    """Token shift: ``sum_j x[token n-j] @ mats[j-1]^T`` (zeros for n < j); x: (B, N, T, C).
+
+    The spikes of token n-j enter at the same step t; with no matrices, 0."""
+    out = 0
+    for j, w in enumerate(mats, start=1):
+        out = out + torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :x.shape[1]] @ w.t()
+    return out
+
+
 # ---------------------------------------------------------------------- blocks
 class SpikeBlock(nn.Module):
     """One decoder block: SSA → spike residual → spiking MLP → spike residual."""
@@ -214,16 +226,6 @@ class SpikeBlock(nn.Module):
         base = self.W_qkv if tgt == "qkv" else self.W_1
         return [base * p[j][None, :] for j in range(p.shape[0])]
 
-    @staticmethod
-    def shifted(x: torch.Tensor, j: int) -> torch.Tensor:
-        """Spikes of token n-j at token n (zeros for n < j); x: (B, N, T, C)."""
-        return torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :x.shape[1]]
-
-    def _shift_current(self, x: torch.Tensor, mats: List[torch.Tensor]) -> torch.Tensor:
-        out = 0
-        for j, w in enumerate(mats, start=1):
-            out = out + self.shifted(x, j) @ w.t()
-        return out
 
     # folded (norm scale in the rows) and fake-quantized weights
     def _fold(self, norm: MembraneNorm, raw: Optional[torch.Tensor], *mats: torch.Tensor):
@@ -247,9 +249,9 @@ class SpikeBlock(nn.Module):
     def forward(self, x: torch.Tensor, rec: Optional[dict] = None, prefix: str = ""):
         d = self.cfg.d_model
         s_qkv = self.shift_matrices("qkv")
-        raw = (x @ self.W_qkv.t() + self._shift_current(x, s_qkv)) if self.training else None
+        raw = (x @ self.W_qkv.t() + shift_current(x, s_qkv)) if self.training else None
         w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
-        qkv = self.lif_qkv(x @ w.t() + self._shift_current(x, ws))
+        qkv = self.lif_qkv(x @ w.t() + shift_current(x, ws))
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
         a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.cfg.attention_memory,
                                    self.cfg.attention_decay_shift)
@@ -259,9 +261,9 @@ class SpikeBlock(nn.Module):
         w_o, g1 = self._fold(self.norm_mid, raw, self.W_o, self.g1)
         m = self.lif_mid(r @ w_o.t() + g1 * x)
         s_ff = self.shift_matrices("ff")
-        raw = (m @ self.W_1.t() + self._shift_current(m, s_ff)) if self.training else None
+        raw = (m @ self.W_1.t() + shift_current(m, s_ff)) if self.training else None
         w_1, *ws = self._fold(self.norm_ff, raw, self.W_1, *s_ff)
-        f = self.lif_ff(m @ w_1.t() + self._shift_current(m, ws))
+        f = self.lif_ff(m @ w_1.t() + shift_current(m, ws))
         raw = (f @ self.W_2.t() + self.g2 * m) if self.training else None
         w_2, g2 = self._fold(self.norm_out, raw, self.W_2, self.g2)
         y = self.lif_out(f @ w_2.t() + g2 * m)
