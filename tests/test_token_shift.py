@@ -191,3 +191,31 @@ def test_lava_equals_reference_across_a_reset():
             assert np.array_equal(a, b)
     finally:
         lb.close()
+
+
+def test_cli_trains_exports_and_compiles_a_shifted_model(run_cli, tmp_path):
+    (tmp_path / "c.txt").write_text("the cat sat on the mat. " * 120)
+    r = run_cli("train", "--data", "c.txt", "--token-shift", "1", "--shift-mode", "full",
+                "--shift-into", "qkv", "--steps", "3", "--batch-size", "4", "--d-model", "16",
+                "--heads", "2", "--layers", "1", "--context", "16", "--eval-interval", "3",
+                "-o", "m.pt")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("export", "m.pt", "-o", "m.nir")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("compile", "m.nir", "-o", "m.qgraph")
+    assert r.returncode == 0, r.stderr
+    q = QGraph.load(str(tmp_path / "m.qgraph"))
+    assert [s.token_lag for s in q.synapses if s.token_lag] == [1]
+    r = run_cli("train", "--token-shift", "3", "--steps", "1", "-o", "bad.pt")
+    assert r.returncode == 2 and "token_shift must be 0, 1 or 2" in r.stderr
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_a_shift_longer_than_the_delay_rings_is_refused():
+    from snn_compile.compiler.quantize import quantize_decoder
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(vocab_size=11, d_model=16, n_layers=4, n_heads=2, context=12,
+                                timesteps=3, token_shift=2))
+    with pytest.raises(UserError, match=r"needs a delay of \d+ steps \(2 token windows.*"
+                                        r"smaller --token-shift"):
+        quantize_decoder(fold(m))

@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import (DECAY_MAX, QGraph, Population, Synapse,
+from snn_compile.compiler.qgraph import (DECAY_MAX, DELAY_MAX, QGraph, Population, Synapse,
                                          WEIGHT_EXP_RANGE, assign_depths)
 from snn_compile.errors import UserError
 
@@ -256,6 +256,15 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
     rep.synapses["head.w"] = SynapseStats("head.w", 0, True, err)
     logit_scale = 2.0 ** e / (2 if mixed else 1) / T
     assign_depths(pops, syns, ["tokens", "positions"], T, "head")
+    late = [s for s in syns if s.token_lag and s.delay > DELAY_MAX]
+    if late:
+        worst = max(late, key=lambda s: s.delay)
+        window = T + pops["head"].depth
+        raise UserError(f"the token shift's synapse {worst.name} needs a delay of {worst.delay} "
+                        f"steps ({worst.token_lag} token windows of {window} steps), beyond "
+                        f"the {DELAY_MAX} that Loihi 2's DelayDense holds; retrain with a "
+                        "smaller --token-shift, or fewer layers or steps per token (each "
+                        "lengthens the window)")
     meta = {"model": "spikedecoder", "d_model": d, "n_heads": H, "n_layers": len(folded.blocks)}
     if tokenizer is not None:
         meta["tokenizer"] = tokenizer.to_dict()

@@ -99,7 +99,9 @@ class ModelConfig:
             raise UserError(f"--attention-memory {self.attention_memory} applies to "
                             "--model spikedecoder only")
         if not 0 <= self.token_shift <= 2:
-            raise UserError(f"token_shift must be 0, 1 or 2, got {self.token_shift}")
+            raise UserError(f"token_shift must be 0, 1 or 2, got {self.token_shift} (a lag of "
+                            "j tokens is a delay of j token windows, and Loihi 2 delays end "
+                            "at 62 steps)")
         if self.shift_mode not in SHIFT_MODES:
             raise UserError(f"unknown shift mode {self.shift_mode!r}; choose one of "
                             f"{', '.join(SHIFT_MODES)}")
