@@ -36,7 +36,9 @@ CAUSAL_CASES = [("spikedecoder", {}), ("ann", {}),
                 ("spikedecoder", {"embedding": "temporal"}),
                 ("spikedecoder", {"embedding": "population"}),
                 ("spikedecoder", {"attention_memory": "mean"}),
-                ("spikedecoder", {"attention_memory": "decay"})] + [
+                ("spikedecoder", {"attention_memory": "decay"}),
+                ("spikedecoder", {"attention": "sdsa"}),
+                ("spikedecoder", {"attention": "sdsa", "token_shift": 1})] + [
     ("partial", {"ann_blocks": (b,)})
     for b in ("embedding", "attention", "feedforward", "norm", "residual")]
 
@@ -188,3 +190,36 @@ def test_attention_memory_experiments_weigh_past_steps_and_are_not_deployable():
         fold(m)
     with pytest.raises(UserError, match="spikedecoder only"):
         ModelConfig(kind="ann", attention_memory="mean")
+
+
+def test_sdsa_attention_reads_q_times_thresholded_channel_memory():
+    from snn_compile.benchmarks import theory
+    from snn_compile.benchmarks.harness import model_shape
+    from snn_compile.models.spikedecoder import causal_sdsa_memory
+
+    g = torch.Generator().manual_seed(1)
+    k, v = (torch.randint(0, 2, (1, 3, 2, 4), generator=g).double() for _ in range(2))
+    mem = causal_sdsa_memory(k, v)
+    kf, vf = k.reshape(6, 4), v.reshape(6, 4)
+    for p in range(6):
+        assert torch.equal(mem.reshape(6, 4)[p], (kf[: p + 1] * vf[: p + 1]).sum(0))
+    m = tiny(attention="sdsa").double().eval()
+    x = torch.randint(0, 11, (1, 8))
+    _, rec = m(x, record=True)
+    d = m.cfg.d_model
+    q = rec["block0.qkv"][..., :d]
+    assert torch.all(rec["block0.attn"] <= q)           # the output is gated by q
+    m.train()
+    m(x).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    with pytest.raises(UserError, match="sdsa attention has no Loihi 2 lowering"):
+        fold(m)
+    with pytest.raises(UserError, match="--attention sdsa applies to"):
+        ModelConfig(attention="sdsa", attention_memory="decay")
+    shape = model_shape(m)
+    assert shape.attention == "sdsa"
+    spk = {k_: v_[0].detach().numpy() for k_, v_ in rec.items()}
+    ops = {(r.layer, r.op): r.per_token for r in theory.snn_op_rows(shape, spk)}
+    kv = rec["block1.qkv"][0, ..., d:2 * d] * rec["block1.qkv"][0, ..., 2 * d:]
+    assert np.array_equal(ops[("block1", "accumulate")], kv.reshape(8, -1).sum(1).detach().numpy())
+    assert ("block1", "qk") not in ops

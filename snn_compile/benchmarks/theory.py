@@ -22,6 +22,7 @@ SNN, token n occupies steps p = nT + t (T per token), spikes s[pop][n, t]:
     qkv        nnz(x) 3d AC         x = block input (emb or previous block's out)
     qk         sum_t nnz(q[p]) (p+1) AC   binary q meets the keys of all p+1 positions
     sv         sum_t sum_{p'<=p} nnz(v[p']) AC   each v spike accumulates its integer score
+    (SDSA variant instead: kv nnz(k), accumulate nnz(k*v), mask nnz(q) ACs; attention_core)
     scale      d T MAC              c * A: per-channel scale of the integer attention (not spike-driven)
     proj       nnz(attn) d AC       skip1   nnz(x) AC   (g1 * x, one synapse per spike)
     ff1        nnz(mid) d_ff AC     ff2     nnz(ff) d AC       skip2   nnz(mid) AC
@@ -55,6 +56,7 @@ class ModelShape:
     context: int = 0
     shift_qkv: int = 0            # token-shift lags into qkv / ff (SNN only)
     shift_ff: int = 0
+    attention: str = "ssa"        # "ssa" or "sdsa" (SNN only)
 
 
 @dataclass
@@ -115,6 +117,28 @@ def _nnz(a: np.ndarray) -> np.ndarray:
     return (a != 0).reshape(a.shape[0], -1).sum(axis=1).astype(np.float64)
 
 
+def attention_core(shape: ModelShape, qkv: np.ndarray, p: np.ndarray) -> list:
+    """(op, kind, per-token count) of the spiking attention between the qkv spikes and
+    the attention LIF's input; ``p``: flattened step index (N, T) from the sequence start.
+
+    ssa:  qk = sum_t nnz(q[p]) (p + 1)   (binary q meets the keys of all p + 1 steps);
+          sv = sum_t sum_{p' <= p} nnz(v[p'])   (each v spike accumulates its score).
+    sdsa: kv = nnz(k) (each k spike gates its v channel); accumulate = nnz(k * v);
+          mask = nnz(q) (each q spike reads the thresholded memory of its channel).
+    Steps before the sequence start (a continued memory) are not seen here."""
+    d = shape.d_model
+    q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
+    N, T = qkv.shape[0], qkv.shape[1]
+    if shape.attention == "sdsa":
+        return [("kv", "ac", _nnz(k)), ("accumulate", "ac", _nnz(k * v)),
+                ("mask", "ac", _nnz(q))]
+    nq = (q != 0).sum(axis=2).astype(np.float64)            # (N, T)
+    nv = (v != 0).sum(axis=2).astype(np.float64)
+    qk = (nq * (p + 1)).sum(axis=1)
+    sv = np.cumsum(nv.reshape(-1)).reshape(N, T).sum(axis=1)
+    return [("qk", "ac", qk), ("sv", "ac", sv)]
+
+
 def _lagged_nnz(a: np.ndarray, lags: int) -> np.ndarray:
     """sum_{j=1..lags} spikes of token n - j, per token n: (N, T, size) -> (N,)."""
     per = _nnz(a)
@@ -164,16 +188,8 @@ def snn_op_rows(shape: ModelShape, spikes: Mapping[str, np.ndarray],
     p = (start_position + np.arange(N))[:, None] * T + np.arange(T)[None, :]
     for i in range(shape.n_layers):
         b = f"block{i}"
-        qkv = s[f"{b}.qkv"]
-        q, v = qkv[..., :d], qkv[..., 2 * d:]
-        nq = (q != 0).sum(axis=2).astype(np.float64)            # (N, T)
-        nv = (v != 0).sum(axis=2).astype(np.float64)
-        qk = (nq * (p + 1)).sum(axis=1)
-        # sum_{p' <= p} nnz(v[p']) for every step p of the sequence; steps before
-        # start_position (a sequence continued from a memory) are not seen here
-        sv = np.cumsum(nv.reshape(-1)).reshape(N, T).sum(axis=1)
-        rows += _rows(b, N, [
-            ("qkv", "ac", _nnz(x) * 3 * d), ("qk", "ac", qk), ("sv", "ac", sv),
+        rows += _rows(b, N, [("qkv", "ac", _nnz(x) * 3 * d)]
+                      + attention_core(shape, s[f"{b}.qkv"], p) + [
             ("scale", "mac", d * T), ("proj", "ac", _nnz(s[f"{b}.attn"]) * d),
             ("skip1", "ac", _nnz(x)), ("ff1", "ac", _nnz(s[f"{b}.mid"]) * dff),
             ("ff2", "ac", _nnz(s[f"{b}.ff"]) * d), ("skip2", "ac", _nnz(s[f"{b}.mid"]))])
@@ -348,11 +364,7 @@ def variant_op_rows(shape: ModelShape, ann_blocks: Sequence[str],
             rr, st = sum_rows("qkv", [("qkv", 3 * d * d if isinstance(x, str) else 3 * d, x)],
                               3 * d)
             r += rr + norm_rows("qkv", 3 * d, st)
-            qkv = s[f"{b}.qkv"]
-            nq = (qkv[..., :d] != 0).sum(axis=2).astype(np.float64)
-            nv = (qkv[..., 2 * d:] != 0).sum(axis=2).astype(np.float64)
-            r += [("qk", "ac", (nq * (p + 1)).sum(axis=1)),
-                  ("sv", "ac", np.cumsum(nv.reshape(-1)).reshape(N, T).sum(axis=1))]
+            r += attention_core(shape, s[f"{b}.qkv"], p)
             r += [("attn.layernorm", ln, 4 * d * T)] if ann_norm else [("scale", "mac", d * T)]
             out_terms = [("proj", d, s[f"{b}.attn"])]
             out_real_macs = 0

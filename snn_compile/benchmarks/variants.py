@@ -42,7 +42,7 @@ def label(model) -> str:
     emb = getattr(cfg, "embedding", "rate")
     tail = "" if emb == "rate" or cfg.kind == "ann" else f" ({emb} embedding)"
     if cfg.kind == "spikedecoder":
-        extra = []
+        extra = ["SDSA"] if getattr(cfg, "attention", "ssa") == "sdsa" else []
         if getattr(cfg, "token_shift", 0):
             extra.append(f"token shift {cfg.token_shift} {cfg.shift_mode}"
                          + ("" if cfg.shift_into == "both" else f" into {cfg.shift_into}"))
@@ -71,7 +71,7 @@ def evaluate_variant(model, tok, data: Optional[str] = None, max_tokens: Optiona
     _, _, val = prepare_data(data, tok.kind, model.cfg.context, tok)
     ids = val if max_tokens is None else val[: max_tokens + 1]
     shape = model_shape(model)
-    twin_shape = dataclasses.replace(shape, shift_qkv=0, shift_ff=0)   # the twin has no shift
+    twin_shape = dataclasses.replace(shape, shift_qkv=0, shift_ff=0, attention="ssa")
     ann = ann_blocks_of(model)
     emb, pop = getattr(model.cfg, "embedding", "rate"), getattr(model.cfg, "population", 4)
     model.eval()

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "((1-2^-S)^lag); only sum has a Loihi 2 lowering")
     parser.add_argument("--attention-decay-shift", type=int, default=6, metavar="S",
                         help="S of --attention-memory decay (default: 6)")
+    parser.add_argument("--attention", choices=("ssa", "sdsa"), default="ssa",
+                        help="spiking attention: ssa (per-head (q.k) v, deployable; default) or "
+                             "sdsa (Spike-driven Transformer's q * SN(sum k*v), a training "
+                             "experiment)")
     parser.add_argument("--token-shift", type=int, default=0, metavar="K",
                         help="SpikeDecoder blocks also see the spikes of the previous K tokens "
                              "(0, 1 or 2; default: 0)")
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                       population=args.population, attention_memory=args.attention_memory,
                       attention_decay_shift=args.attention_decay_shift,
                       token_shift=args.token_shift, shift_mode=args.shift_mode,
-                      shift_into=args.shift_into)
+                      shift_into=args.shift_into, attention=args.attention)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,

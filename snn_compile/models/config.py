@@ -22,6 +22,10 @@ ATTENTION_MEMORIES = ("sum", "mean", "decay")
 # synapse delayed by whole token windows. "diag" trains one gain per input channel and
 # shift (the weights are W diag(mu_j): d extra parameters), "full" a whole matrix
 SHIFT_MODES = ("diag", "full")
+# spiking self-attention: "ssa" (Spikformer / SpikeDecoder, A = sum (q.k) v per head, the
+# deployable one) or "sdsa" (Spike-driven Transformer, Yao et al., NeurIPS 2023:
+# q * SN(sum k * v), channel-wise, no head products; a training experiment, not lowered)
+ATTENTIONS = ("ssa", "sdsa")
 SHIFT_TARGETS = ("qkv", "ff", "both")
 
 
@@ -75,6 +79,7 @@ class ModelConfig:
     token_shift: int = 0
     shift_mode: str = "diag"
     shift_into: str = "both"
+    attention: str = "ssa"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -108,6 +113,13 @@ class ModelConfig:
         if self.shift_into not in SHIFT_TARGETS:
             raise UserError(f"unknown shift target {self.shift_into!r}; choose one of "
                             f"{', '.join(SHIFT_TARGETS)}")
+        if self.attention not in ATTENTIONS:
+            raise UserError(f"unknown attention {self.attention!r}; choose one of "
+                            f"{', '.join(ATTENTIONS)}")
+        if self.attention == "sdsa" and (self.kind != "spikedecoder"
+                                         or self.attention_memory != "sum"):
+            raise UserError("--attention sdsa applies to --model spikedecoder with the sum "
+                            "attention memory only")
         if self.token_shift and self.kind != "spikedecoder":
             raise UserError("--token-shift applies to --model spikedecoder only")
         self.ann_blocks = parse_blocks(self.ann_blocks)

@@ -151,6 +151,9 @@ def fold(model) -> FoldedDecoder:
         raise UserError(f"the '{cfg.attention_memory}' attention memory has no Loihi 2 lowering "
                         "(the compiler lowers the exact causal sum only); retrain with "
                         "`--attention-memory sum`")
+    if getattr(cfg, "attention", "ssa") != "ssa":
+        raise UserError(f"the {cfg.attention} attention has no Loihi 2 lowering yet (the "
+                        "compiler lowers ssa); retrain with `--attention ssa`")
     if not isinstance(model, SpikeDecoder):
         raise UserError(f"{type(model).__name__} is not a spiking decoder: only a deployable "
                         "SpikeDecoder can be exported/compiled (the ANN twin's softmax "

@@ -14,6 +14,8 @@ neuron is a reset-to-zero LIF without synaptic current or bias, threshold 1:
             r = LIF_attn(c * A)
             m = LIF_mid(W_o r + g1 * x)                        spike residual: skip enters the membrane
             y = LIF_out(W_2 LIF_ff(W_1 m) + g2 * m)
+            SDSA variant (attention = "sdsa"): A = sum_{p'<=p} k * v per channel,
+            r = q * LIF_attn(c * A)
             token shift (K > 0): + sum_j S_qkv,j x[n-j] into LIF_qkv, + sum_j S_ff,j m[n-j]
             into LIF_ff (the spikes of token n-j at the same step t)
     logits = (1/T) sum_t W_head y
@@ -171,6 +173,16 @@ def causal_spike_attention(q, k, v, n_heads: int, memory: str = "sum",
     return a.transpose(1, 2).reshape(B, N, T, d)
 
 
+def causal_sdsa_memory(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDSA's memory, causal: M[p] = sum_{p'<=p} k[p'] * v[p'] per channel (B, N, T, d).
+
+    Spike-driven self-attention (Yao et al., "Spike-driven Transformer", NeurIPS 2023)
+    reads ``q * SN(M)``: AND and add only, no per-head products; here SN is the
+    block's attention LIF after the membrane norm."""
+    B, N, T, d = k.shape
+    return torch.cumsum((k * v).reshape(B, N * T, d), dim=1).reshape(B, N, T, d)
+
+
 def shift_current(x: torch.Tensor, mats) -> torch.Tensor:
     """Token shift: ``sum_j x[token n-j] @ mats[j-1]^T`` (zeros for n < j); x: (B, N, T, C).
 
@@ -253,10 +265,15 @@ class SpikeBlock(nn.Module):
         w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
         qkv = self.lif_qkv(x @ w.t() + shift_current(x, ws))
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-        a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.cfg.attention_memory,
-                                   self.cfg.attention_decay_shift)
+        if self.cfg.attention == "sdsa":
+            a = causal_sdsa_memory(k, v)
+        else:
+            a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.cfg.attention_memory,
+                                       self.cfg.attention_decay_shift)
         (c,) = self._fold(self.norm_attn, a if self.training else None, torch.ones_like(self.g1))
         r = self.lif_attn(a * c)
+        if self.cfg.attention == "sdsa":
+            r = q * r                         # the query spikes gate the thresholded memory
         raw = (r @ self.W_o.t() + self.g1 * x) if self.training else None
         w_o, g1 = self._fold(self.norm_mid, raw, self.W_o, self.g1)
         m = self.lif_mid(r @ w_o.t() + g1 * x)
