@@ -2,12 +2,12 @@
 # SDSA (Spike-driven Transformer attention, q * SN(sum k*v) per channel) against the
 # SpikeDecoder's SSA (per-head (q.k) v), both with the shipped token shift and learning
 # rate, at a small budget that a 2-core CPU trains in about ten minutes (context 64,
-# batch 16, 800 steps). Evaluate with `python -m snn_compile.benchmarks.variants`.
+# batch 16, 2400 steps). Evaluate with `python -m snn_compile.benchmarks.variants`.
 # Usage: scripts/sdsa_compare.sh OUT_DIR [STEPS] [DEVICE]
 # TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh).
 set -euo pipefail
 out=${1:?usage: scripts/sdsa_compare.sh OUT_DIR [STEPS] [DEVICE]}
-steps=${2:-800}
+steps=${2:-2400}
 device=${3:-cpu}
 mkdir -p "$out"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
