@@ -54,6 +54,9 @@ class ModelConfig:
     only ``rate`` is lowered by the compiler. ``population``: neurons per encoded value.
     ``attention_memory``: how causal spiking attention weighs past steps (``sum``, the
     deployable one; ``mean`` and ``decay`` are training experiments, see ATTENTION_MEMORIES).
+    ``token_shift``, ``shift_mode``, ``shift_into``: blocks also receive the spikes of the
+    previous ``token_shift`` tokens (SHIFT_MODES; lowered to delayed synapses).
+    ``attention``: ``ssa`` (deployable) or the ``sdsa`` training experiment (ATTENTIONS).
     ``deployable`` restricts the spiking model to what Loihi 2 / Lava executes
     (reset to zero, no bias, norms folded into weights, 8-bit weights via
     quantization-aware training); see docs/semantics.md.
