@@ -42,17 +42,17 @@ def label(model) -> str:
     emb = getattr(cfg, "embedding", "rate")
     tail = "" if emb == "rate" or cfg.kind == "ann" else f" ({emb} embedding)"
     if cfg.kind == "spikedecoder":
-        extra = ["SDSA"] if getattr(cfg, "attention", "ssa") == "sdsa" else []
+        parts = [f"{emb} embedding"] if emb != "rate" else []
+        if getattr(cfg, "attention", "ssa") == "sdsa":
+            parts.append("SDSA")
         if getattr(cfg, "token_shift", 0):
-            extra.append(f"token shift {cfg.token_shift} {cfg.shift_mode}"
+            parts.append(f"token shift {cfg.token_shift} {cfg.shift_mode}"
                          + ("" if cfg.shift_into == "both" else f" into {cfg.shift_into}"))
         if getattr(cfg, "attention_memory", "sum") == "decay":
-            extra.append(f"decay memory S={cfg.attention_decay_shift}")
+            parts.append(f"decay memory S={cfg.attention_decay_shift}")
         elif getattr(cfg, "attention_memory", "sum") != "sum":
-            extra.append(f"{cfg.attention_memory} memory")
-        if extra:
-            tail += (" " if tail else "") + ", ".join(extra)
-        return "SpikeDecoder" + (f" ({tail.strip(' ()')})" if tail else "")
+            parts.append(f"{cfg.attention_memory} memory")
+        return "SpikeDecoder" + (f" ({', '.join(parts)})" if parts else "")
     if cfg.kind == "ann":
         return "ANN twin (all five ANN)"
     return "ANN " + "+".join(cfg.ann_blocks) + tail if cfg.ann_blocks else "partial (none)"
