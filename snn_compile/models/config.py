@@ -29,6 +29,12 @@ ATTENTIONS = ("ssa", "sdsa")
 SHIFT_TARGETS = ("qkv", "ff", "both")
 
 
+def _check_choice(what: str, value, choices: tuple) -> None:
+    """One error for a value outside its choices, naming them."""
+    if value not in choices:
+        raise UserError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
 def parse_blocks(value) -> tuple:
     """``"attention,norm"`` / a list / a tuple → canonical tuple in BLOCK_KINDS order."""
     if value is None:
@@ -85,21 +91,15 @@ class ModelConfig:
     attention: str = "ssa"
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise UserError(f"unknown model kind {self.kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-        if self.surrogate not in SURROGATES:
-            raise UserError(f"unknown surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}")
+        _check_choice("model kind", self.kind, MODEL_KINDS)
+        _check_choice("surrogate", self.surrogate, SURROGATES)
         if self.d_model % self.n_heads:
             raise UserError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context", "timesteps"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.embedding not in EMBEDDINGS:
-            raise UserError(f"unknown spike embedding {self.embedding!r}; choose one of "
-                            f"{', '.join(EMBEDDINGS)}")
-        if self.attention_memory not in ATTENTION_MEMORIES:
-            raise UserError(f"unknown attention memory {self.attention_memory!r}; choose one of "
-                            f"{', '.join(ATTENTION_MEMORIES)}")
+        _check_choice("spike embedding", self.embedding, EMBEDDINGS)
+        _check_choice("attention memory", self.attention_memory, ATTENTION_MEMORIES)
         if not 1 <= self.attention_decay_shift <= 12:
             raise UserError(f"attention_decay_shift must be in 1..12, got "
                             f"{self.attention_decay_shift}")
@@ -110,15 +110,9 @@ class ModelConfig:
             raise UserError(f"token_shift must be 0, 1 or 2, got {self.token_shift} (a lag of "
                             "j tokens is a delay of j token windows, and Loihi 2 delays end "
                             "at 62 steps)")
-        if self.shift_mode not in SHIFT_MODES:
-            raise UserError(f"unknown shift mode {self.shift_mode!r}; choose one of "
-                            f"{', '.join(SHIFT_MODES)}")
-        if self.shift_into not in SHIFT_TARGETS:
-            raise UserError(f"unknown shift target {self.shift_into!r}; choose one of "
-                            f"{', '.join(SHIFT_TARGETS)}")
-        if self.attention not in ATTENTIONS:
-            raise UserError(f"unknown attention {self.attention!r}; choose one of "
-                            f"{', '.join(ATTENTIONS)}")
+        _check_choice("shift mode", self.shift_mode, SHIFT_MODES)
+        _check_choice("shift target", self.shift_into, SHIFT_TARGETS)
+        _check_choice("attention", self.attention, ATTENTIONS)
         if self.attention == "sdsa" and (self.kind != "spikedecoder"
                                          or self.attention_memory != "sum"):
             raise UserError("--attention sdsa applies to --model spikedecoder with the sum "
