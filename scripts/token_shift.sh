@@ -5,9 +5,8 @@
 # or whole matrices (full); models/config.py: SHIFT_MODES. Shipped size, concurrently
 # on one GPU; evaluate with `python -m snn_compile.benchmarks.variants OUT/*.pt ...`.
 # Usage: scripts/token_shift.sh OUT_DIR [STEPS] [DEVICE] [GROUP]
-#   GROUP ablation: K, diag/full, targets, at lr 1e-3 (+ lr 2e-3, + decaying memory)
-#   GROUP lr:       K = 2 diag into both at lr 2e-3..6e-3, T = 8, a second seed, the
-#                   decaying memory, and the SpikeDecoder without shift at lr 6e-3
+#   GROUP ablation: K, diag/full, targets, at lr 1e-3 (+ lr 2e-3)
+#   GROUP lr:       K = 2 diag into both at lr 2e-3..6e-3, T = 8, a second seed, and the SpikeDecoder without shift at lr 6e-3
 #                   (the shipped default:spikedecoder is lr6)
 # TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh).
 set -euo pipefail
@@ -29,15 +28,11 @@ ablation)
     run shift1_diag_ff        --seed 0 --lr 1e-3 --token-shift 1 --shift-mode diag --shift-into ff
     run shift2_full_both      --seed 0 --lr 1e-3 --token-shift 2 --shift-mode full --shift-into both
     run shift2_diag_both_lr2  --seed 0 --lr 2e-3 "${k2[@]}"
-    run shift2_diag_both_dec5 --seed 0 --lr 1e-3 "${k2[@]}" --attention-memory decay \
-        --attention-decay-shift 5
     ;;
 lr)
     run shift2_lr2        --seed 0 --lr 2e-3 "${k2[@]}"
     run shift2_lr2_T8     --seed 0 --lr 2e-3 "${k2[@]}" --timesteps 8
-    run shift2_lr2_dec5   --seed 0 --lr 2e-3 "${k2[@]}" --attention-memory decay --attention-decay-shift 5
     run shift2_lr3        --seed 0 --lr 3e-3 "${k2[@]}"
-    run shift2_lr3_dec5   --seed 0 --lr 3e-3 "${k2[@]}" --attention-memory decay --attention-decay-shift 5
     run shift2_lr4        --seed 0 --lr 4e-3 "${k2[@]}"
     run shift2_lr4_seed1  --seed 1 --lr 4e-3 "${k2[@]}"
     run shift2_lr6        --seed 0 --lr 6e-3 "${k2[@]}"

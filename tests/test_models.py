@@ -35,8 +35,9 @@ def test_shapes(kind):
 CAUSAL_CASES = [("spikedecoder", {}), ("ann", {}),
                 ("spikedecoder", {"embedding": "temporal"}),
                 ("spikedecoder", {"embedding": "population"}),
-                ("spikedecoder", {"attention_memory": "mean"}),
-                ("spikedecoder", {"attention_memory": "decay"}),
+                ("spikedecoder", {"residual": "stream"}),
+                ("spikedecoder", {"residual": "stream", "attention_memory": "decay",
+                                  "token_shift": 1}),
                 ("spikedecoder", {"attention": "sdsa"}),
                 ("spikedecoder", {"attention": "sdsa", "token_shift": 1})] + [
     ("partial", {"ann_blocks": (b,)})
@@ -167,29 +168,36 @@ def test_shipped_checkpoints_load_and_beat_uniform():
         assert ev["val_loss"] < 0.7 * math.log(tok.vocab_size), spec
 
 
-def test_attention_memory_experiments_weigh_past_steps_and_are_not_deployable():
+def test_decay_memory_weighs_past_steps_by_loihi_time_and_stays_bounded():
+    """A_h[p] = sum_{p'<=p} lambda_h^(g(p) - g(p')) (q.k) v with g(n, t) = n W + t: the
+    memory also decays through the W - T drain steps between tokens."""
     from snn_compile.models.spikedecoder import causal_spike_attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randint(0, 2, (1, 3, 2, 4), generator=g).double() for _ in range(3))
     total = causal_spike_attention(q, k, v, 1)
-    P = 6
-    qf, kf, vf = (x.reshape(P, 4) for x in (q, k, v))
-    lam = 1 - 2.0 ** -2
-    for p in range(P):
-        want_sum = sum((qf[p] @ kf[j]) * vf[j] for j in range(p + 1))
-        want_decay = sum(lam ** (p - j) * (qf[p] @ kf[j]) * vf[j] for j in range(p + 1))
+    lam, W = torch.tensor([1 - 300 / 4096.0], dtype=torch.float64), 5
+    dec = causal_spike_attention(q, k, v, 1, lam, W)
+    qf, kf, vf = (x.reshape(6, 4) for x in (q, k, v))
+    for p in range(6):
         n, t = divmod(p, 2)
+        want_sum = sum((qf[p] @ kf[j]) * vf[j] for j in range(p + 1))
+        want_dec = sum(float(lam) ** ((n * W + t) - (j // 2 * W + j % 2)) * (qf[p] @ kf[j])
+                       * vf[j] for j in range(p + 1))
         assert torch.allclose(total[0, n, t], want_sum)
-        assert torch.allclose(causal_spike_attention(q, k, v, 1, "mean")[0, n, t],
-                              want_sum / (p + 1))
-        assert torch.allclose(causal_spike_attention(q, k, v, 1, "decay", 2)[0, n, t],
-                              want_decay)
-    m = tiny(attention_memory="decay")
-    with pytest.raises(UserError, match="attention memory has no Loihi 2 lowering"):
-        fold(m)
+        assert torch.allclose(dec[0, n, t], want_dec)
+    # the decayed memory of all-ones spikes stays below 1 / (1 - lambda^W) per token
+    ones = torch.ones(1, 64, 2, 4, dtype=torch.float64)
+    big = causal_spike_attention(ones, ones, ones, 1, lam, W)
+    assert float(big.max()) < 4 * 2 / (1 - float(lam) ** W)
+    with pytest.raises(UserError, match="needs --residual stream"):
+        ModelConfig(attention_memory="decay")
     with pytest.raises(UserError, match="spikedecoder only"):
-        ModelConfig(kind="ann", attention_memory="mean")
+        ModelConfig(kind="ann", residual="stream")
+    cfg = ModelConfig(residual="stream", attention_memory="decay", n_layers=4, n_heads=4)
+    assert cfg.memory_window == cfg.timesteps + 9 * 4 + 3
+    assert len(cfg.memory_decay) == 4 and all(1 <= m <= 255 for m in cfg.memory_decay)
+    assert list(cfg.memory_decay) == sorted(cfg.memory_decay, reverse=True)
 
 
 def test_sdsa_attention_reads_q_times_thresholded_channel_memory():

@@ -168,7 +168,8 @@ def test_checkpoints_without_the_later_config_fields_load_with_same_logits(tmp_p
     save_checkpoint(path, m, tok, {"steps": 1})
     raw = torch.load(path, map_location="cpu", weights_only=False)
     for k in ("embedding", "ann_blocks", "population", "attention_memory",
-              "attention_decay_shift", "token_shift", "shift_mode", "shift_into", "attention"):
+              "token_shift", "shift_mode", "shift_into", "attention", "residual",
+              "memory_decay", "memory_window"):
         del raw["config"][k]
     torch.save(raw, path)
     m2, _, _ = load_checkpoint(path)

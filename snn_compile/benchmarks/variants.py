@@ -48,10 +48,10 @@ def label(model) -> str:
         if getattr(cfg, "token_shift", 0):
             parts.append(f"token shift {cfg.token_shift} {cfg.shift_mode}"
                          + ("" if cfg.shift_into == "both" else f" into {cfg.shift_into}"))
+        if getattr(cfg, "residual", "spike") == "stream":
+            parts.append("residual stream")
         if getattr(cfg, "attention_memory", "sum") == "decay":
-            parts.append(f"decay memory S={cfg.attention_decay_shift}")
-        elif getattr(cfg, "attention_memory", "sum") != "sum":
-            parts.append(f"{cfg.attention_memory} memory")
+            parts.append("decay memory")
         return "SpikeDecoder" + (f" ({', '.join(parts)})" if parts else "")
     if cfg.kind == "ann":
         return "ANN twin (all five ANN)"

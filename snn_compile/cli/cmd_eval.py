@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fixed-point graph (integer reference / bit-exact emulator)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="device of the emulator")
+    parser.add_argument("--ablate", choices=("attention",), metavar="PART",
+                        help="attention: zero every block's attention memory (A = 0) and "
+                             "report the loss without it (torch backend)")
     add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
                                "ANN checkpoint")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -34,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
+    from snn_compile.errors import UserError
     from snn_compile.models.checkpoint import load_checkpoint
     from snn_compile.models.config import BLOCK_KINDS
     from snn_compile.models.train import evaluate, prepare_data
@@ -42,13 +46,22 @@ def run(args: argparse.Namespace) -> int:
         return _run_encoded(args)
     model, tok, info = load_checkpoint(args.checkpoint)
     _, _, val_ids = prepare_data(args.data, tok.kind, model.cfg.context, tok)
+    if args.ablate and (args.backend != "torch" or not hasattr(model, "set_ablation")):
+        raise UserError("--ablate attention needs a SpikeDecoder checkpoint on --backend torch "
+                        "(it zeroes the spiking attention memory)")
     if args.backend == "torch":
+        if args.ablate:
+            model.set_ablation(attention=True)
         ev = evaluate(model, val_ids, args.max_tokens)
+        ev["ablate"] = args.ablate
     else:
         ev = _evaluate_deployed(args, val_ids, model.cfg.context)
     ev["backend"] = args.backend
     ev["params"] = sum(p.numel() for p in model.parameters())
     ev["model"] = model.cfg.kind
+    ev["layers"], ev["d_model"] = model.cfg.n_layers, model.cfg.d_model
+    ev["attention_spike_rates"] = {k[:-len(".attn")]: r for k, r in
+                                   ev.get("spike_rates", {}).items() if k.endswith(".attn")}
     ev["ann_blocks"] = list(BLOCK_KINDS if model.cfg.kind == "ann"
                             else getattr(model.cfg, "ann_blocks", ()))
     ev["non_spiking_blocks"] = list(model.non_spiking_blocks()) \
@@ -59,13 +72,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(ev)
         return 0
-    print(f"model {ev['model']}  params {ev['params']}  tokens {ev['tokens']}"
+    print(f"model {ev['model']}  {ev['layers']} x {ev['d_model']}  params {ev['params']}  "
+          f"tokens {ev['tokens']}" + ("  attention ablated" if args.ablate else "")
           + (f"  ANN blocks {','.join(ev['ann_blocks'])}" if ev["ann_blocks"] else "")
           + (f"  embedding {ev['embedding']}" if ev["embedding"] else ""))
     print(f"val_loss {ev['val_loss']:.4f} nats/token  ppl {ev['ppl']:.3f}"
           + (f"  bpc {ev['bpc']:.4f}" if ev["bpc"] is not None else ""))
     for k, r in ev.get("spike_rates", {}).items():
         print(f"  spike rate {k:<14} {r:.4f}")
+    if ev["attention_spike_rates"]:
+        print("attention spike rate per block: " + "  ".join(
+            f"{k} {r:.4f}" for k, r in ev["attention_spike_rates"].items()))
     return 0
 
 

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.export.to_nir import export_model, nir_node_of
     from snn_compile.models.checkpoint import load_checkpoint
     from snn_compile.models.fold import fold
+    from snn_compile.models.spikedecoder import is_spike_record
 
     if not args.output.endswith(".nir"):
         raise UserError(f"output {args.output} should end in .nir")
@@ -51,8 +52,12 @@ def run(args: argparse.Namespace) -> int:
         toks = calibration_tokens(tok, folded.context, n=min(32, folded.context))
         ref = folded.forward(toks)
         got = run_tokens(NIRInterpreter(read_nir(args.output)), toks)
+        # spikes must be equal; attention memories (float sums, decayed in another order
+        # in the step-by-step interpreter) agree to float64 rounding; streams are not nodes
         mism = [k for k, v in ref["spikes"].items()
-                if not torch.equal(v, got["spikes"][nir_node_of(k)])]
+                if (is_spike_record(k) and not torch.equal(v, got["spikes"][nir_node_of(k)]))
+                or (k.endswith(".A") and not torch.allclose(v, got["spikes"][nir_node_of(k)],
+                                                             rtol=1e-9, atol=1e-9))]
         diff = float((ref["logits"] - got["logits"]).abs().max())
         result.update(check_tokens=int(toks.shape[1]), spikes_equal=not mism,
                       logits_max_abs_diff=diff)

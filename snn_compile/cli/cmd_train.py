@@ -27,12 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding", choices=("rate", "temporal", "population"),
                         default="rate", help="spike code of the embedding (only rate is "
                                              "deployable)")
-    parser.add_argument("--attention-memory", choices=("sum", "mean", "decay"), default="sum",
-                        help="how spiking attention weighs past steps: sum (deployable), or "
-                             "the training experiments mean (1/(p+1)) and decay "
-                             "((1-2^-S)^lag); only sum has a Loihi 2 lowering")
-    parser.add_argument("--attention-decay-shift", type=int, default=6, metavar="S",
-                        help="S of --attention-memory decay (default: 6)")
+    parser.add_argument("--residual", choices=("spike", "stream"), default="spike",
+                        help="how SpikeDecoder blocks are joined: spike (re-spiked outputs, "
+                             "trains up to 2 blocks) or stream (a real-valued residual "
+                             "stream read through LIFs; trains at depth)")
+    parser.add_argument("--attention-memory", choices=("sum", "decay"), default="sum",
+                        help="spiking attention's causal memory: sum (grows with the "
+                             "position) or decay (per-head retention, half-lives from 0.5 "
+                             "token to context/2; needs --residual stream)")
     parser.add_argument("--attention", choices=("ssa", "sdsa"), default="ssa",
                         help="spiking attention: ssa (per-head (q.k) v, deployable; default) or "
                              "sdsa (Spike-driven Transformer's q * SN(sum k*v), a training "
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                       surrogate=args.surrogate, deployable=not args.no_deployable,
                       embedding=args.embedding, ann_blocks=args.ann_blocks,
                       population=args.population, attention_memory=args.attention_memory,
-                      attention_decay_shift=args.attention_decay_shift,
+                      residual=args.residual,
                       token_shift=args.token_shift, shift_mode=args.shift_mode,
                       shift_into=args.shift_into, attention=args.attention)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -20,7 +20,8 @@ from snn_compile.errors import UserError
 from snn_compile.export.extensions import CausalSpikeAttention
 from snn_compile.export.interpreter import DEFAULT_DT, _coef
 from snn_compile.export.nir_io import NIRGraphError, flatten, node_type, validate
-from snn_compile.models.fold import BLOCK_POPS, FoldedBlock, FoldedDecoder
+from snn_compile.models.fold import (BLOCK_POPS, STREAM_POPS, FoldedBlock, FoldedDecoder,
+                                     FoldedStreamBlock, FoldedStreamDecoder)
 
 
 def is_decoder_graph(graph) -> bool:
@@ -86,6 +87,28 @@ def folded_from_nir(graph) -> FoldedDecoder:
             j += 1
         return mats
 
+    if meta.get("snn_compile.residual") == "stream":
+        blocks, att = [], None
+        for i in range(n_layers):
+            p = f"block{i}."
+            att = get(p + "attention", CausalSpikeAttention.NAME)
+            blocks.append(FoldedStreamBlock(
+                s_in=s(p + "in_scale"), W_qkv=w(p + "w_qkv"), c=s(p + "attn_scale"),
+                s_mid=s(p + "mid_scale"), W_om=w(p + "w_om"), W_o=w(p + "w_o"),
+                W_1=w(p + "w_1"), W_2=w(p + "w_2"),
+                beta={k: lif_beta(p + k, get(p + k, "LIF"), dt) for k in STREAM_POPS},
+                S_qkv=lagged(p, "in", "w_qkv"), S_ff=lagged(p, "mid", "w_1")))
+            for stream in ("h0" if i == 0 else f"block{i - 1}.h", p + "h"):
+                if not np.all(s(stream) == 1.0):
+                    raise NIRGraphError(f"stream node {stream} must be Scale(1); re-export")
+        E_tok = w("emb.tok")
+        return FoldedStreamDecoder(
+            T=T, context=int(fr["context"]), vocab_size=E_tok.shape[1], d_model=E_tok.shape[0],
+            n_heads=att.n_heads if att is not None else int(meta["n_heads"]), E_tok=E_tok,
+            E_pos=w("emb.pos"), blocks=blocks, s_final=s("final_scale"),
+            beta_final=lif_beta("final", get("final", "LIF"), dt), W_head=w("head"),
+            memory_decay=tuple(att.decay) if att is not None else (),
+            window=att.window if att is not None and att.decay else 0)
     blocks = []
     att = None
     for i in range(n_layers):

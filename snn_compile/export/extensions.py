@@ -11,6 +11,12 @@ Two things of the deployed decoder have no NIR node (docs/nir-extensions.md):
 
    with p = n*T + t running over every step of every token of the context;
    ``S`` starts at 0 when a sequence starts and is never reset inside it.
+   Version 2 adds an optional per-head retention (the decay memory):
+
+       S_h[g] = lambda_h S_h[g-1] + k_h[g]^T v_h[g],   lambda_h = 1 - m_h / 2^decay_exp
+
+   at every Loihi step g = n*W + t of a token window of W steps, so between the last
+   step of token n and the first of token n+1 the memory decays W - T + 1 times.
 
 2. **Token framing** — graph-level metadata (``FRAMING_KEY``): T steps per token, the
    one-hot ``tokens``/``positions`` inputs held for the T steps, every neuron
@@ -65,6 +71,9 @@ class CausalSpikeAttention:
     n_heads: int
     version: int = 1
     metadata: Dict[str, Any] = field(default_factory=dict)
+    decay: tuple = ()        # per-head mantissas m_h (version 2); () = the exact sum
+    decay_exp: int = 12
+    window: int = 0          # Loihi steps per token W that the retention assumes
 
     NAME = "CausalSpikeAttention"
 
@@ -73,15 +82,29 @@ class CausalSpikeAttention:
         if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
             raise ValueError(f"{self.NAME}: d_model {self.d_model} must be a positive "
                              f"multiple of n_heads {self.n_heads}")
-        if self.version != 1:
+        self.decay = tuple(int(m) for m in np.asarray(self.decay).reshape(-1))
+        if self.decay and self.version < 2:
+            self.version = 2
+        if self.version not in (1, 2):
             raise ValueError(f"{self.NAME} version {self.version} is newer than this "
-                             "snn_compile understands (1); upgrade snn_compile")
+                             "snn_compile understands (2); upgrade snn_compile")
+        if self.decay and (len(self.decay) != self.n_heads or self.window <= 0
+                           or not all(0 < m < 2 ** self.decay_exp for m in self.decay)):
+            raise ValueError(f"{self.NAME}: decay {self.decay} needs one mantissa in "
+                             f"1..2^{self.decay_exp}-1 per head ({self.n_heads}) and a window "
+                             f"> 0 (got {self.window})")
         self.input_type = {"input": np.array([3 * self.d_model])}
         self.output_type = {"output": np.array([self.d_model])}
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def retention(self) -> np.ndarray:
+        """lambda_h per Loihi step (ones for the exact sum)."""
+        if not self.decay:
+            return np.ones(self.n_heads)
+        return 1.0 - np.asarray(self.decay, np.float64) / 2 ** self.decay_exp
 
     def to_nir(self):
         """A standard ``NIRGraph`` carrying this node (see module docstring)."""
@@ -90,6 +113,11 @@ class CausalSpikeAttention:
         meta = {EXTENSION_KEY: self.NAME, EXTENSION_VERSION_KEY: self.version,
                 "d_model": d, "n_heads": self.n_heads, "layout": "q|k|v",
                 "equation": "A_h[p] = q_h[p] S_h[p], S_h[p] = S_h[p-1] + k_h[p]^T v_h[p]"}
+        if self.decay:
+            meta.update(decay=np.asarray(self.decay, np.int64), decay_exp=self.decay_exp,
+                        window=self.window, equation=(
+                            "A_h[g] = q_h[g] S_h[g], S_h[g] = (1 - decay_h / 2^decay_exp) "
+                            "S_h[g-1] + k_h[g]^T v_h[g], g = n window + t"))
         return nir.NIRGraph(
             nodes={"input": nir.Input(input_type=np.array([3 * d])),
                    "opaque": nir.Linear(weight=np.zeros((d, 3 * d))),
@@ -100,8 +128,13 @@ class CausalSpikeAttention:
     @classmethod
     def from_nir(cls, graph) -> "CausalSpikeAttention":
         m = graph.metadata
+        extra = {}
+        if "decay" in m:
+            extra = dict(decay=tuple(int(x) for x in np.asarray(m["decay"]).reshape(-1)),
+                         decay_exp=int(_scalar(m.get("decay_exp", 12))),
+                         window=int(_scalar(m.get("window", 0))))
         return cls(d_model=int(_scalar(m["d_model"])), n_heads=int(_scalar(m["n_heads"])),
-                   version=int(_scalar(m.get(EXTENSION_VERSION_KEY, 1))))
+                   version=int(_scalar(m.get(EXTENSION_VERSION_KEY, 1))), **extra)
 
 
 EXTENSIONS = {CausalSpikeAttention.NAME: CausalSpikeAttention}

@@ -106,7 +106,9 @@ class NIRInterpreter:
                                 "cannot be executed in discrete time")
             return {"k": torch.as_tensor(k, device=self.device), "kmax": int(k.max(initial=1))}
         if t == "CausalSpikeAttention":
-            return {"d": node.d_model, "H": node.n_heads, "dh": node.head_dim}
+            lam = self._t(node.retention())[None, :, None, None]
+            return {"d": node.d_model, "H": node.n_heads, "dh": node.head_dim,
+                    "lam": lam if node.decay else None, "window": node.window}
         return {}
 
     # ------------------------------------------------------------------ state
@@ -114,11 +116,17 @@ class NIRInterpreter:
         """Zero every state for ``batch`` sequences."""
         self.batch, self.state = batch, {}
 
-    def reset_neurons(self) -> None:
-        """Token boundary: neuron states to zero; attention memories and delays stay."""
+    def reset_neurons(self, steps: int = 0) -> None:
+        """Token boundary: neuron states to zero; attention memories and delays stay.
+
+        ``steps``: the steps T of the token just run; a decaying memory then also decays
+        through the token window's ``W - T`` drain steps (``lambda^(W - T)``)."""
         for n in list(self.state):
-            if node_type(self.flat.nodes[n]) in NEURONS:
+            t = node_type(self.flat.nodes[n])
+            if t in NEURONS:
                 del self.state[n]
+            elif t == "CausalSpikeAttention" and self.p[n]["lam"] is not None and steps:
+                self.state[n] = self.state[n] * self.p[n]["lam"] ** (self.p[n]["window"] - steps)
 
     def _zeros(self, size: int) -> torch.Tensor:
         return torch.zeros(self.batch, size, dtype=self.dtype, device=self.device)
@@ -189,6 +197,8 @@ class NIRInterpreter:
         S = self.state.get(n)
         if S is None:
             S = torch.zeros(B, H, dh, dh, dtype=self.dtype, device=self.device)
+        if p["lam"] is not None:
+            S = S * p["lam"]                                    # retention per Loihi step
         S = S + k[..., :, None] * v[..., None, :]              # S_h += k_h^T v_h
         self.state[n] = S
         return (q[..., None, :] @ S)[..., 0, :].reshape(B, d)   # A_h = q_h S_h
@@ -265,7 +275,7 @@ def run_tokens(interp: NIRInterpreter, tokens, record_spikes: bool = True) -> di
     eye_t = torch.eye(size["tokens"], dtype=interp.dtype, device=interp.device)
     eye_p = torch.eye(size["positions"], dtype=interp.dtype, device=interp.device)
     for i in range(N):
-        interp.reset_neurons()
+        interp.reset_neurons(T)
         frame = {"tokens": eye_t[tok[:, i].to(interp.device)],
                  "positions": eye_p[torch.full((B,), i, device=interp.device)]}
         steps = []
@@ -309,7 +319,7 @@ class NIRBackend:
         if self.pos >= self.C:
             raise UserError(f"context of {self.C} tokens is full; reset first")
         it = self.interp
-        it.reset_neurons()
+        it.reset_neurons(self.T)
         frame = {"tokens": torch.nn.functional.one_hot(torch.tensor([token]), self.V),
                  "positions": torch.nn.functional.one_hot(torch.tensor([self.pos]), self.C)}
         acc = None

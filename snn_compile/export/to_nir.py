@@ -113,6 +113,87 @@ def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
+def stream_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: float = DT):
+    """``FoldedStreamDecoder`` → ``nir.NIRGraph`` (standard nodes + the attention extension).
+
+    The residual stream is a chain of ``Scale(1)`` nodes (NIR adds the edges into a node):
+
+        tokens ─ emb.tok (Linear) ┐, positions ─ emb.pos (Linear) ┘ ─► h0 (Scale 1)
+        per block i, h = h0 or block{i-1}.h:
+          h ─ in_scale (Scale s_in) ─► in (LIF) ─ w_qkv ─► qkv (LIF) ─► attention
+            (CausalSpikeAttention v2 when the memory decays) ─ attn_scale ─► attn (LIF)
+          h ─ mid_scale (Scale s_mid) ┐, attn ─ w_om (Linear s_mid W_o) ┘ ─► mid (LIF)
+          mid ─ w_1 ─► ff (LIF 4d)
+          h ┐, attn ─ w_o (Linear) ┤, ff ─ w_2 (Linear) ┘ ─► h (Scale 1)   the stream
+        h_L ─ final_scale (Scale s_final) ─► final (LIF) ─ head ─► logits
+    Token shift as in ``folded_to_nir``: ``in``/``mid`` ─ Delay (j T dt) ─ Linear ─► qkv/ff.
+    """
+    import nir
+
+    d, V, C = folded.d_model, folded.vocab_size, folded.context
+    ones = np.ones(d)
+    nodes = {"tokens": nir.Input(input_type=np.array([V])),
+             "positions": nir.Input(input_type=np.array([C])),
+             "emb.tok": nir.Linear(weight=np.asarray(folded.E_tok, np.float64)),
+             "emb.pos": nir.Linear(weight=np.asarray(folded.E_pos, np.float64)),
+             "h0": nir.Scale(scale=ones.copy())}
+    edges = [("tokens", "emb.tok"), ("positions", "emb.pos"), ("emb.tok", "h0"),
+             ("emb.pos", "h0")]
+    h = "h0"
+    for i, b in enumerate(folded.blocks):
+        p = f"block{i}."
+        att = CausalSpikeAttention(d, folded.n_heads, decay=tuple(folded.memory_decay),
+                                   window=folded.window)
+        nodes.update({
+            p + "in_scale": nir.Scale(scale=np.asarray(b.s_in, np.float64)),
+            p + "in": lif_node(b.beta["in"], d, dt),
+            p + "w_qkv": nir.Linear(weight=b.W_qkv), p + "qkv": lif_node(b.beta["qkv"], 3 * d, dt),
+            p + "attention": att.to_nir(),
+            p + "attn_scale": nir.Scale(scale=np.asarray(b.c, np.float64)),
+            p + "attn": lif_node(b.beta["attn"], d, dt),
+            p + "mid_scale": nir.Scale(scale=np.asarray(b.s_mid, np.float64)),
+            p + "w_om": nir.Linear(weight=b.W_om), p + "mid": lif_node(b.beta["mid"], d, dt),
+            p + "w_1": nir.Linear(weight=b.W_1), p + "ff": lif_node(b.beta["ff"], 4 * d, dt),
+            p + "w_o": nir.Linear(weight=b.W_o), p + "w_2": nir.Linear(weight=b.W_2),
+            p + "h": nir.Scale(scale=ones.copy())})
+        edges += [(h, p + "in_scale"), (p + "in_scale", p + "in"), (p + "in", p + "w_qkv"),
+                  (p + "w_qkv", p + "qkv"), (p + "qkv", p + "attention"),
+                  (p + "attention", p + "attn_scale"), (p + "attn_scale", p + "attn"),
+                  (h, p + "mid_scale"), (p + "mid_scale", p + "mid"), (p + "attn", p + "w_om"),
+                  (p + "w_om", p + "mid"), (p + "mid", p + "w_1"), (p + "w_1", p + "ff"),
+                  (h, p + "h"), (p + "attn", p + "w_o"), (p + "w_o", p + "h"),
+                  (p + "ff", p + "w_2"), (p + "w_2", p + "h")]
+        for src, dst, w_name, tag, mats in ((p + "in", p + "qkv", "w_qkv", "in", b.S_qkv),
+                                            (p + "mid", p + "ff", "w_1", "mid", b.S_ff)):
+            for j, w in enumerate(mats, start=1):
+                lag, lin = f"{p}{tag}_lag{j}", f"{p}{w_name}_lag{j}"
+                nodes[lag] = nir.Delay(delay=np.full(d, j * folded.T * dt))
+                nodes[lin] = nir.Linear(weight=np.asarray(w, np.float64))
+                edges += [(src, lag), (lag, lin), (lin, dst)]
+        h = p + "h"
+    nodes.update({"final_scale": nir.Scale(scale=np.asarray(folded.s_final, np.float64)),
+                  "final": lif_node(folded.beta_final, d, dt),
+                  "head": nir.Linear(weight=np.asarray(folded.W_head, np.float64)),
+                  "logits": nir.Output(output_type=np.array([V]))})
+    edges += [(h, "final_scale"), ("final_scale", "final"), ("final", "head"),
+              ("head", "logits")]
+    framing = {"steps_per_token": folded.T, "context": C, "inputs": ["tokens", "positions"],
+               "input_coding": "one-hot, held for the steps of a token",
+               "reset": "every neuron state to 0 at each token start",
+               "readout": "logits", "readout_reduction": "mean over the steps of a token"}
+    if folded.memory_decay:
+        framing["window"] = folded.window
+    meta = {FORMAT_KEY: FORMAT_VERSION, "snn_compile.model": "spikedecoder",
+            "snn_compile.residual": "stream", "dt": float(dt), FRAMING_KEY: json.dumps(framing),
+            "n_layers": len(folded.blocks), "d_model": d, "n_heads": folded.n_heads,
+            "token_shift": folded.token_shift}
+    if tokenizer is not None:
+        meta["snn_compile.tokenizer"] = json.dumps(tokenizer.to_dict())
+    if config is not None:
+        meta["snn_compile.config"] = json.dumps(config)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
 def export_model(model, tokenizer=None):
     """A trained model → NIR graph; anything that is not a deployable SpikeDecoder is
     refused with the blocks that cannot be exported named."""
@@ -128,4 +209,5 @@ def export_model(model, tokenizer=None):
                         "a deployable SpikeDecoder (`snn-compile train --model spikedecoder`)")
     folded = fold(model)
     cfg = getattr(model, "cfg", None)
-    return folded_to_nir(folded, tokenizer, cfg.to_dict() if cfg is not None else None)
+    write = stream_to_nir if getattr(folded, "residual", "spike") == "stream" else folded_to_nir
+    return write(folded, tokenizer, cfg.to_dict() if cfg is not None else None)

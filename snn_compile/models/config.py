@@ -12,11 +12,17 @@ SURROGATES = ("atan", "fast_sigmoid")
 # arXiv:2606.12287): each can be its spiking or its ANN version in a ``partial`` model
 BLOCK_KINDS = ("embedding", "attention", "feedforward", "norm", "residual")
 EMBEDDINGS = ("rate", "temporal", "population")
-# how the spiking attention's causal key-value memory weighs past steps: "sum" is the
-# deployable one (exact integer accumulation); "mean" (divide by the p + 1 steps attended)
-# and "decay" (weight lambda^(p - p'), lambda = 1 - 2^-shift) are training experiments
-# without a Loihi 2 lowering yet
-ATTENTION_MEMORIES = ("sum", "mean", "decay")
+# how the spiking attention's causal key-value memory weighs past steps: "sum" (exact
+# integer accumulation, grows with the position) or "decay" (multi-scale retention: head h
+# keeps lambda_h = 1 - m_h / 4096 of its memory per Loihi time step, half-lives from half a
+# token to half the context; both deployable)
+ATTENTION_MEMORIES = ("sum", "decay")
+# how blocks are joined: "spike" (every block output re-spiked, skips enter the membrane;
+# trains up to 2 blocks) or "stream" (a real-valued residual stream that blocks read
+# through LIFs and write with their output projections: Spike-driven Transformer V2's
+# membrane shortcut; trains at depth)
+RESIDUALS = ("spike", "stream")
+DECAY_EXP = 12           # retention lambda = 1 - m / 2^DECAY_EXP, m in 1..255 (8-bit weight)
 # token shift: a block's populations also receive the spikes of the previous
 # ``token_shift`` tokens (same step t) through their own weights; in hardware each is a
 # synapse delayed by whole token windows. "diag" trains one gain per input channel and
@@ -27,6 +33,19 @@ SHIFT_MODES = ("diag", "full")
 # q * SN(sum k * v), channel-wise, no head products; a training experiment, not lowered)
 ATTENTIONS = ("ssa", "sdsa")
 SHIFT_TARGETS = ("qkv", "ff", "both")
+
+
+def retention_mantissas(n_heads: int, context: int, window: int) -> tuple:
+    """Per-head decay mantissas: half-lives from 0.5 token to context / 2 tokens, geometric.
+
+    Head h keeps ``lambda_h = 1 - m_h / 4096`` per Loihi step, so ``lambda_h^W`` per token
+    of ``W`` steps; ``m_h = round(4096 (1 - 2^(-1 / (tau_h W))))`` clipped to 1..255 (the
+    8-bit weight of the memory's decay loop; 1 bounds the longest half-life)."""
+    import math
+    lo, hi = 0.5, max(context / 2.0, 1.0)
+    taus = [lo * (hi / lo) ** (h / max(n_heads - 1, 1)) for h in range(n_heads)]
+    return tuple(int(min(255, max(1, round((2 ** DECAY_EXP) * (1 - 2 ** (-1 / (t * window)))))))
+                 for t in taus)
 
 
 def _check_choice(what: str, value, choices: tuple) -> None:
@@ -58,8 +77,11 @@ class ModelConfig:
     their ANN versions (docs/models.md); ``()`` is the SpikeDecoder, all five the twin.
     ``embedding``: spike code of the spiking embedding (rate, temporal, population);
     only ``rate`` is lowered by the compiler. ``population``: neurons per encoded value.
-    ``attention_memory``: how causal spiking attention weighs past steps (``sum``, the
-    deployable one; ``mean`` and ``decay`` are training experiments, see ATTENTION_MEMORIES).
+    ``attention_memory``: how causal spiking attention weighs past steps (``sum`` or the
+    multi-scale ``decay``, ATTENTION_MEMORIES; ``memory_decay``/``memory_window`` hold its
+    per-head mantissas and the Loihi steps per token they assume).
+    ``residual``: ``spike`` (re-spiked block outputs) or ``stream`` (real-valued residual
+    stream, RESIDUALS).
     ``token_shift``, ``shift_mode``, ``shift_into``: blocks also receive the spikes of the
     previous ``token_shift`` tokens (SHIFT_MODES; lowered to delayed synapses).
     ``attention``: ``ssa`` (deployable) or the ``sdsa`` training experiment (ATTENTIONS).
@@ -84,11 +106,15 @@ class ModelConfig:
     ann_blocks: tuple = ()
     population: int = 4
     attention_memory: str = "sum"
-    attention_decay_shift: int = 6
     token_shift: int = 0
     shift_mode: str = "diag"
     shift_into: str = "both"
     attention: str = "ssa"
+    residual: str = "spike"
+    # decay memory: the per-head mantissas m_h and the Loihi steps per token W they were
+    # trained for (the lowering's window); filled in by __post_init__
+    memory_decay: tuple = ()
+    memory_window: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("model kind", self.kind, MODEL_KINDS)
@@ -100,9 +126,9 @@ class ModelConfig:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
         _check_choice("spike embedding", self.embedding, EMBEDDINGS)
         _check_choice("attention memory", self.attention_memory, ATTENTION_MEMORIES)
-        if not 1 <= self.attention_decay_shift <= 12:
-            raise UserError(f"attention_decay_shift must be in 1..12, got "
-                            f"{self.attention_decay_shift}")
+        _check_choice("residual", self.residual, RESIDUALS)
+        if self.residual != "spike" and self.kind != "spikedecoder":
+            raise UserError("--residual stream applies to --model spikedecoder only")
         if self.attention_memory != "sum" and self.kind != "spikedecoder":
             raise UserError(f"--attention-memory {self.attention_memory} applies to "
                             "--model spikedecoder only")
@@ -134,7 +160,29 @@ class ModelConfig:
                             f"population size >= 2 (got {self.population})")
         if self.kind == "ann" and self.deployable:
             self.deployable = False
+        if self.attention_memory == "decay":
+            if self.residual != "stream":
+                raise UserError("--attention-memory decay needs --residual stream")
+            if not self.memory_window:
+                self.memory_window = self.window()
+            if not self.memory_decay:
+                self.memory_decay = retention_mantissas(self.n_heads, self.context,
+                                                        self.memory_window)
+            self.memory_decay = tuple(int(m) for m in self.memory_decay)
+            if len(self.memory_decay) != self.n_heads or not all(
+                    1 <= m <= 255 for m in self.memory_decay):
+                raise UserError(f"memory_decay {self.memory_decay} must hold {self.n_heads} "
+                                "mantissas in 1..255")
+        self.memory_decay = tuple(self.memory_decay)
 
+    def window(self) -> int:
+        """Loihi time steps per token of the lowered stream model: ``T + 9 L + 3``.
+
+        Depths of the lowered graph (docs/semantics.md): the stream ``h0`` at 1; each
+        block adds 9 (in, qkv, kv, mem, read, attn, mid, ff, stream); the final LIF and
+        the readout add 2. The decay memory keeps decaying through the ``W - T``
+        pipeline-drain steps between tokens, so the model trains with this ``W``."""
+        return self.timesteps + 9 * self.n_layers + 3
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
@@ -145,6 +193,17 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        d = dict(d)
+        # before the residual stream: a single-rate decay experiment (attention_decay_shift,
+        # memories "mean" and "decay" per token step) that no longer exists
+        if "attention_decay_shift" in d:
+            if d.get("attention_memory", "sum") != "sum":
+                raise UserError(f"this checkpoint was trained with the retired "
+                                f"'{d['attention_memory']}' attention-memory experiment "
+                                "(format before the residual stream); retrain it with "
+                                "`--residual stream --attention-memory decay` or use an older "
+                                "snn_compile")
+            del d["attention_decay_shift"]
         unknown = set(d) - known
         if unknown:
             raise UserError(f"checkpoint config has unknown fields {sorted(unknown)}; "

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from snn_compile.models.config import ModelConfig
+from snn_compile.models.config import DECAY_EXP, ModelConfig
 
 
 # ------------------------------------------------------------------ surrogates
@@ -143,14 +143,23 @@ class MembraneNorm(nn.Module):
         return self.gamma / torch.sqrt(ms + self.eps)
 
 
-def causal_spike_attention(q, k, v, n_heads: int, memory: str = "sum",
-                           decay_shift: int = 6) -> torch.Tensor:
-    """A[p] = sum_{p'<=p} w(p, p') (q[p].k[p'])_head v[p'], p = n*T + t (inclusive).
+def retention(cfg: ModelConfig) -> Optional[torch.Tensor]:
+    """Per-head retention per Loihi step, ``lambda_h = 1 - m_h / 4096`` (None: exact sum)."""
+    if cfg.attention_memory != "decay":
+        return None
+    return 1.0 - torch.tensor(cfg.memory_decay, dtype=torch.float64) / 2 ** DECAY_EXP
 
-    q, k, v: (B, N, T, d) spikes. ``memory="sum"`` (w = 1, deployable) returns
-    integer-valued counts (B, N, T, d); the training experiments ``mean``
-    (w = 1/(p+1)) and ``decay`` (w = lambda^(p-p'), lambda = 1 - 2^-decay_shift)
-    keep A's scale from growing with the position.
+
+def causal_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor] = None,
+                           window: int = 0) -> torch.Tensor:
+    """A[p] = sum_{p'<=p} w_h(p, p') (q[p].k[p'])_head v[p'], p = n*T + t (inclusive).
+
+    q, k, v: (B, N, T, d) spikes. Without ``retain`` (w = 1, the exact sum) A holds
+    integer counts. With per-head ``retain`` (H,) the memory decays at every Loihi time
+    step, also through the ``window - T`` pipeline-drain steps between tokens:
+    ``w_h = lambda_h^(g(p) - g(p'))``, ``g(n, t) = n * window + t``. Streamed, that is
+    ``S[g] = lambda S[g-1] + k[g] (x) v[g]``, ``A = q S``: a memory whose size stays
+    bounded with the position (multi-scale retention).
     """
     B, N, T, d = q.shape
     dh = d // n_heads
@@ -162,13 +171,14 @@ def causal_spike_attention(q, k, v, n_heads: int, memory: str = "sum",
     qh, kh, vh = heads(q), heads(k), heads(v)
     scores = qh @ kh.transpose(-1, -2)                         # (B, H, P, P)
     mask = torch.ones(P, P, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~mask, 0.0)
-    if memory == "mean":
-        scores = scores / torch.arange(1, P + 1, device=q.device, dtype=q.dtype)[:, None]
-    elif memory == "decay":
-        lag = (torch.arange(P, device=q.device)[:, None]
-               - torch.arange(P, device=q.device)[None, :]).clamp(min=0).to(q.dtype)
-        scores = scores * torch.pow(1.0 - 2.0 ** -decay_shift, lag)
+    if retain is None:
+        scores = scores.masked_fill(~mask, 0.0)
+    else:
+        p = torch.arange(P, device=q.device)
+        g = (p // T) * window + p % T                           # Loihi step of (n, t)
+        lag = (g[:, None] - g[None, :]).clamp(min=0).to(torch.float64)
+        w = torch.exp(lag[None] * torch.log(retain.to(q.device))[:, None, None])
+        scores = scores * (w.to(q.dtype) * mask)
     a = scores @ vh                                            # (B, H, P, dh)
     return a.transpose(1, 2).reshape(B, N, T, d)
 
@@ -227,6 +237,7 @@ class SpikeBlock(nn.Module):
             else:
                 p = nn.Parameter(torch.randn(K, *base.shape) * 0.5 / math.sqrt(base.shape[1]))
             setattr(self, f"S_{tgt}", p)
+        self.ablate_attention = False
 
     def shift_matrices(self, tgt: str) -> List[torch.Tensor]:
         """Unfolded weights of the spikes of tokens n-1, ..., n-K into ``tgt``."""
@@ -268,8 +279,9 @@ class SpikeBlock(nn.Module):
         if self.cfg.attention == "sdsa":
             a = causal_sdsa_memory(k, v)
         else:
-            a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.cfg.attention_memory,
-                                       self.cfg.attention_decay_shift)
+            a = causal_spike_attention(q, k, v, self.cfg.n_heads)
+        if self.ablate_attention:
+            a = torch.zeros_like(a)
         (c,) = self._fold(self.norm_attn, a if self.training else None, torch.ones_like(self.g1))
         r = self.lif_attn(a * c)
         if self.cfg.attention == "sdsa":
@@ -290,6 +302,106 @@ class SpikeBlock(nn.Module):
         return y
 
 
+class StreamBlock(nn.Module):
+    """One block on a real-valued residual stream ``h`` (B, N, T, d):
+
+        x = LIF_in(s_in * h)                       read the stream through spikes
+        q,k,v = LIF_qkv(W_qkv x [+ shift]);  r = LIF_attn(c * A(q, k, v))
+        m = LIF_mid(s_mid * h + (s_mid W_o) r)     the stream after attention, read
+        f = LIF_ff(W_1 m [+ shift])
+        h' = h + W_o r + W_2 f                     the block writes its projections
+
+    ``s_*`` are the membrane norms' scales; each folded matrix is quantized on its own
+    8-bit grid, so ``h`` stays on the sum of those grids (exact integers on Loihi 2).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, dq = cfg.d_model, cfg.deployable
+        self.cfg = cfg
+
+        def lif():
+            return LIF(cfg.beta_init, cfg.surrogate, dq)
+
+        depth_scale = 1.0 / math.sqrt(2 * cfg.n_layers)
+        self.norm_in, self.lif_in = MembraneNorm(d), lif()
+        self.W_qkv = nn.Parameter(torch.randn(3 * d, d) / math.sqrt(d))
+        self.norm_qkv, self.lif_qkv = MembraneNorm(3 * d), lif()
+        self.norm_attn, self.lif_attn = MembraneNorm(d), lif()
+        self.W_o = nn.Parameter(torch.randn(d, d) / math.sqrt(d) * depth_scale)
+        self.norm_mid, self.lif_mid = MembraneNorm(d), lif()
+        self.W_1 = nn.Parameter(torch.randn(4 * d, d) / math.sqrt(d))
+        self.norm_ff, self.lif_ff = MembraneNorm(4 * d), lif()
+        self.W_2 = nn.Parameter(torch.randn(d, 4 * d) / math.sqrt(4 * d) * depth_scale)
+        K = cfg.token_shift
+        self.shift_targets = (("qkv", "ff") if cfg.shift_into == "both" else (cfg.shift_into,)
+                              ) if K else ()
+        for tgt in self.shift_targets:
+            base = self.W_qkv if tgt == "qkv" else self.W_1
+            if cfg.shift_mode == "diag":
+                p = nn.Parameter(torch.full((K, base.shape[1]), 0.5))
+            else:
+                p = nn.Parameter(torch.randn(K, *base.shape) * 0.5 / math.sqrt(base.shape[1]))
+            setattr(self, f"S_{tgt}", p)
+        if cfg.attention_memory == "decay":
+            self.register_buffer("retain", retention(cfg), persistent=False)
+        else:
+            self.retain = None
+        self.ablate_attention = False
+
+    shift_matrices = SpikeBlock.shift_matrices
+    _fold = SpikeBlock._fold
+
+    def folded(self) -> Dict[str, torch.Tensor]:
+        """Eval-mode folded weights (running statistics), keyed like FoldedStreamBlock."""
+        (s_in,) = self._fold(self.norm_in, None, torch.ones(self.cfg.d_model,
+                                                            device=self.W_o.device))
+        w_qkv, *s_qkv = self._fold(self.norm_qkv, None, self.W_qkv, *self.shift_matrices("qkv"))
+        (c,) = self._fold(self.norm_attn, None, torch.ones_like(s_in))
+        s_mid, w_om = self._fold(self.norm_mid, None, torch.ones_like(s_in), self.W_o)
+        w_1, *s_ff = self._fold(self.norm_ff, None, self.W_1, *self.shift_matrices("ff"))
+        dq = self.cfg.deployable
+        return dict(s_in=s_in, W_qkv=w_qkv, c=c, s_mid=s_mid, W_om=w_om, W_1=w_1,
+                    W_o=fake_quant(self.W_o, dq), W_2=fake_quant(self.W_2, dq),
+                    S_qkv=s_qkv, S_ff=s_ff)
+
+    def forward(self, h: torch.Tensor, rec: Optional[dict] = None, prefix: str = ""):
+        d, train = self.cfg.d_model, self.training
+        ones = torch.ones(d, device=h.device, dtype=h.dtype)
+        (s_in,) = self._fold(self.norm_in, h if train else None, ones)
+        x = self.lif_in(h * s_in)
+        s_qkv = self.shift_matrices("qkv")
+        raw = (x @ self.W_qkv.t() + shift_current(x, s_qkv)) if train else None
+        w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
+        qkv = self.lif_qkv(x @ w.t() + shift_current(x, ws))
+        q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
+        a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.retain,
+                                   self.cfg.memory_window)
+        if self.ablate_attention:
+            a = torch.zeros_like(a)
+        (c,) = self._fold(self.norm_attn, a if train else None, ones)
+        r = self.lif_attn(a * c)
+        w_o = fake_quant(self.W_o, self.cfg.deployable)
+        raw = (h + r @ self.W_o.t()) if train else None
+        s_mid, w_om = self._fold(self.norm_mid, raw, ones, self.W_o)
+        m = self.lif_mid(h * s_mid + r @ w_om.t())
+        s_ff = self.shift_matrices("ff")
+        raw = (m @ self.W_1.t() + shift_current(m, s_ff)) if train else None
+        w_1, *ws = self._fold(self.norm_ff, raw, self.W_1, *s_ff)
+        f = self.lif_ff(m @ w_1.t() + shift_current(m, ws))
+        h = h + r @ w_o.t() + f @ fake_quant(self.W_2, self.cfg.deployable).t()
+        if rec is not None:
+            rec.update({f"{prefix}.in": x, f"{prefix}.qkv": qkv, f"{prefix}.A": a,
+                        f"{prefix}.attn": r, f"{prefix}.mid": m, f"{prefix}.ff": f,
+                        f"{prefix}.h": h})
+        return h
+
+
+# record keys that hold graded values, not spikes (no spike rate)
+def is_spike_record(key: str) -> bool:
+    return not (key.endswith(".A") or key.endswith(".h") or key == "h0")
+
+
 class SpikeDecoder(nn.Module):
     """Token ids (B, N) → logits (B, N, V); ``forward(..., record=True)`` also
     returns every population's spike train keyed like the quantized graph."""
@@ -302,9 +414,16 @@ class SpikeDecoder(nn.Module):
         w = embedding_width(cfg)          # d, or d / P values for population coding
         self.E_tok = nn.Parameter(torch.randn(cfg.vocab_size, w))
         self.E_pos = nn.Parameter(torch.randn(cfg.context, w) * 0.5)
-        self.norm_emb = MembraneNorm(w)
-        self.lif_emb = LIF(cfg.beta_init, cfg.surrogate, cfg.deployable)
-        self.blocks = nn.ModuleList(SpikeBlock(cfg) for _ in range(cfg.n_layers))
+        stream = cfg.residual == "stream"
+        if not stream:
+            self.norm_emb = MembraneNorm(w)
+        if stream:                # the stream h0 is the embedding itself; LIF_final reads h_L
+            self.norm_final = MembraneNorm(d)
+            self.lif_final = LIF(cfg.beta_init, cfg.surrogate, cfg.deployable)
+        else:
+            self.lif_emb = LIF(cfg.beta_init, cfg.surrogate, cfg.deployable)
+        self.blocks = nn.ModuleList((StreamBlock if stream else SpikeBlock)(cfg)
+                                    for _ in range(cfg.n_layers))
         self.W_head = nn.Parameter(torch.randn(cfg.vocab_size, d) / math.sqrt(d))
 
     def embedding_weights(self, raw: Optional[torch.Tensor] = None):
@@ -318,6 +437,8 @@ class SpikeDecoder(nn.Module):
             raise ValueError(f"sequence of {N} tokens exceeds the context {self.cfg.context}")
         T = self.cfg.timesteps
         pos = torch.arange(N, device=tokens.device)
+        if self.cfg.residual == "stream":
+            return self._forward_stream(tokens, record)
         raw = (self.E_tok[tokens] + self.E_pos[pos]) if self.training else None
         e_tok, e_pos = self.embedding_weights(raw)
         current = (e_tok[tokens] + e_pos[pos])                    # (B, N, d)
@@ -332,6 +453,30 @@ class SpikeDecoder(nn.Module):
         w_head = fake_quant(self.W_head, self.cfg.deployable)
         logits = (x @ w_head.t()).mean(dim=2)
         return (logits, rec) if record else logits
+
+    def _forward_stream(self, tokens: torch.Tensor, record: bool):
+        """h0 = E_tok e_tok + E_pos e_pos (real, the same at every step); blocks read and
+        write h; logits = (1/T) sum_t W_head LIF_final(s_f * h_L)."""
+        B, N = tokens.shape
+        T, dq = self.cfg.timesteps, self.cfg.deployable
+        pos = torch.arange(N, device=tokens.device)
+        e_tok, e_pos = fake_quant(self.E_tok, dq), fake_quant(self.E_pos, dq)
+        h = (e_tok[tokens] + e_pos[pos]).unsqueeze(2).expand(B, N, T, -1)
+        rec = {"h0": h} if record else None
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, rec, f"block{i}")
+        ones = torch.ones(self.cfg.d_model, device=h.device, dtype=h.dtype)
+        (s_f,) = self.blocks[0]._fold(self.norm_final, h if self.training else None, ones)
+        y = self.lif_final(h * s_f)
+        if rec is not None:
+            rec["final"] = y
+        logits = (y @ fake_quant(self.W_head, dq).t()).mean(dim=2)
+        return (logits, rec) if record else logits
+
+    def set_ablation(self, attention: bool) -> None:
+        """``attention=True`` zeroes every block's attention memory (A = 0) in forward."""
+        for blk in self.blocks:
+            blk.ablate_attention = attention
 
     def non_spiking_blocks(self) -> List[str]:
         """Every block is spiking (the embedding code may still be one the compiler

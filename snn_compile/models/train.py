@@ -21,6 +21,7 @@ from snn_compile.data import (check_corpus_length, load_corpus, make_tokenizer, 
 from snn_compile.errors import UserError
 from snn_compile.models.checkpoint import build_model, load_raw, save_checkpoint
 from snn_compile.models.config import ModelConfig
+from snn_compile.models.spikedecoder import is_spike_record
 
 
 @dataclass
@@ -68,7 +69,7 @@ def evaluate(model, val_ids: np.ndarray, max_tokens: Optional[int] = None, batch
         total += float(loss)
         count += y.size
         for k, s in rec.items():
-            if k.endswith(".A"):
+            if not is_spike_record(k):
                 continue
             rate_sum[k] = rate_sum.get(k, 0.0) + float(s.float().mean()) * y.size
             rate_n[k] = rate_n.get(k, 0) + y.size
@@ -143,7 +144,7 @@ def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[
             opt.step()
             tokens_seen += x.size
             rate = ("%.3f" % float(np.mean([float(s.detach().float().mean())
-                                             for k, s in rec.items() if not k.endswith(".A")]))
+                                             for k, s in rec.items() if is_spike_record(k)]))
                     if rec else "-")
             tps = tokens_seen / (time.perf_counter() - t0)
             prog.update(task, advance=1, loss=float(loss.detach()), tps=tps, rate=rate)
