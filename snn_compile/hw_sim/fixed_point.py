@@ -15,7 +15,9 @@ are wrapped modulo 2^32 exactly where Lava's numpy code wraps:
   (``u > 2^23 -> u - 2^24``; ``u <= -2^23 -> u + 2^24``), ``v`` is clipped to
   ``±(2^23 - 1)``;
 * ProdNeuron: ``a1 * a2`` in int32, then an arithmetic ``>> exp``;
-  ``|v| > vth`` with int32 ``abs`` (``abs(-2^31) < 0``).
+  ``|v| > vth`` with int32 ``abs`` (``abs(-2^31) < 0``);
+* accum (``accum_step``): the decay loop's ``weights.dot(s_in)`` is an int32
+  product, its ``right_shift`` a floor; ``GradedVec(vth=0)`` drops ``-2^31``.
 
 Wraps that a static bound proves to be no-ops are skipped (``*_bound``
 arguments); they never change a result.
