@@ -27,7 +27,8 @@ from snn_compile.hw_sim.probes import activity_from_token_time
 def lava_global_run(q: QGraph, frames: dict, steps: int, states=()) -> dict:
     """Run ``q`` on Lava fixed_pt for ``steps`` global steps; frames {input: (G, size)}.
 
-    Minimal lowering (docs/semantics.md table): RingBuffer sources inject, a sink
+    Minimal lowering (docs/semantics.md table; written here, not by ``lower_lava``, so
+    that the lowering is checked against it too): RingBuffer sources inject, a sink
     RingBuffer records every population's s_out at the step it is sent; a Monitor
     records u and v of the LIF populations named in ``states``.
     """
@@ -59,6 +60,11 @@ def lava_global_run(q: QGraph, frames: dict, steps: int, states=()) -> dict:
             loop = Dense(weights=np.eye(p.size, dtype=np.int32), num_message_bits=24)
             procs[name].s_out.connect(loop.s_in)
             loop.a_out.connect(procs[name].a_in)
+            if p.decaying:                   # the memory's decay: a second graded self-loop
+                dloop = Dense(weights=-np.diag(np.asarray(p.decay, np.int32)),
+                              weight_exp=-p.decay_exp, num_message_bits=24)
+                procs[name].s_out.connect(dloop.s_in)
+                dloop.a_out.connect(procs[name].a_in)
         if p.kind != "input":
             sinks[name] = Sink(shape=(p.size,), buffer=steps)
             procs[name].s_out.connect(sinks[name].a_in)
@@ -175,6 +181,65 @@ def test_lava_graph_exercises_the_corner_cases(lava_vs_emulator):
     assert (np.abs(lava["huge"]) >= 2 ** 20).any()            # int32-wrapped product
     assert (lava["mem"] > 0).any() and (lava["read"] != 0).any() and (lava["g"] != 0).any()
     assert (lava["out"] < 0).any() and (lava["out"] > 0).any()
+
+
+def decay_wrap_graph() -> QGraph:
+    """A decaying memory at Lava's int32 corners: neuron 0 (no decay) integrates -2^30 per
+    step and reaches -2^31, which GradedVec drops (int32 ``abs(-2^31) > 0`` is false);
+    neuron 1 (decay 255) holds 2^30, so the decay loop's product ``-255 * 2^30`` wraps
+    int32 and the sum wraps too; neuron 2 decays normally. The memory is read through a
+    gated prod, so the graph is streamable."""
+    V, C, T = 3, 4, 3
+    P = {"tokens": Population("tokens", "input", V), "positions": Population("positions", "input", C),
+         "hp": Population("hp", "prod", 3),
+         "wacc": Population("wacc", "accum", 3, decay=[0, 255, 7]),
+         "rd": Population("rd", "prod", 3),
+         "ro": Population("ro", "graded", 3)}
+    S = [Synapse("t_h1", "tokens", "hp", np.array([[128] * V, [128] * V, [32] * V]),
+                 weight_exp=8, port="a_in1"),
+         Synapse("t_h2", "tokens", "hp", np.array([[-128] * V, [128] * V, [16] * V]),
+                 weight_exp=8, port="a_in2"),
+         Synapse("h_w", "hp", "wacc", np.eye(3, dtype=np.int64), graded=True),
+         Synapse("w_r", "wacc", "rd", np.eye(3, dtype=np.int64), port="a_in1", graded=True),
+         Synapse("t_r", "tokens", "rd", np.ones((3, V), np.int64), port="a_in2"),
+         Synapse("r_o", "rd", "ro", np.eye(3, dtype=np.int64), graded=True)]
+    assign_depths(P, S, ["tokens", "positions"])
+    return QGraph(P, S, T, ["tokens", "positions"], "ro", context=C).validate()
+
+
+def _global_frames(q: QGraph, tokens: torch.Tensor, G: int) -> dict:
+    from snn_compile.compiler.int_reference import input_frames
+    frames = {k: np.zeros((G, q.pop(k).size), np.int64) for k in q.inputs}
+    fr = input_frames(q, tokens)
+    for n in range(tokens.shape[1]):
+        for k in q.inputs:
+            frames[k][n * q.window: n * q.window + q.steps_per_token] = fr[k][0, n].numpy()
+    return frames
+
+
+def test_decaying_memory_wraps_like_lava_every_step():
+    """Both engines == Lava fixed_pt at every global step on ``decay_wrap_graph`` (int32
+    wraps of the decay product and of the sum, the dropped -2^31), and == the token-time
+    reference (which must leave its cumulative sum for the step-by-step recursion)."""
+    pytest.importorskip("lava.magma.core.run_configs",
+                        reason="Lava is an optional runtime dependency of the hw_sim stage")
+    q = decay_wrap_graph()
+    tokens = torch.tensor([[0, 2, 1]])
+    G = Emulator(q, batch=1).run_sequence(tokens).steps
+    lava = lava_global_run(q, _global_frames(q, tokens, G), G)
+    w = lava["wacc"]
+    assert (w[:, 0] == 0).any() and (w[:, 0] == -2 ** 30).any()     # -2^31 dropped
+    assert (w[:, 1] < 0).any() and (w[:, 1] > 2 ** 29).any()        # wrapped past 2^31
+    assert w[:, 2].max() > w[q.window - 1, 2] > 0                    # decays between tokens
+    ref = run_token_time(q, tokens)
+    for engine in ("numpy", "torch"):
+        run = Emulator(q, batch=1, engine=engine).run_sequence(tokens)
+        for name, got in lava.items():
+            mine = run.global_outputs[name][0].numpy()
+            diff = np.argwhere(mine != got)
+            assert not len(diff), (engine, name, diff[0], mine[tuple(diff[0])], got[tuple(diff[0])])
+        for name in q.populations:
+            assert torch.equal(run.outputs[name], ref.outputs[name]), (engine, name)
 
 
 # ------------------------------------------------ global time == token time

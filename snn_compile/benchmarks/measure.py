@@ -7,9 +7,14 @@ Per population x and token n (W = the graph's window, T + pipeline depth):
 
     outputs[n]   = #{(t, i): o_x[n, t, i] != 0}              spikes or graded messages sent
     messages[n]  = sum_syn #{(t, i): o_x[n, t, i] != 0 and fanout_syn[i] > 0}
-                   (+ outputs[n] for accum: its Dense self-loop)
+                   (+ outputs[n] for accum: its Dense self-loop; + a decaying accum's
+                   decay loop)
     synops[n]    = sum_syn sum_(t, i) [o_x[n, t, i] != 0] * fanout_syn[i]
-                   (+ outputs[n] for accum: one synapse of weight 1 per neuron)
+                   (+ outputs[n] for accum: one synapse of weight 1 per neuron; + one
+                   per message of a decaying neuron: its decay loop)
+
+    A decaying accum's ``t`` runs over all W steps of the window (its drain steps are
+    recomputed by ``hw_sim.probes``).
     fanout_syn[i] = #{j: W_syn[j, i] != 0}                     non-zero fan-out
     active[n]    = outputs[n]                                 (not counted for inputs: host)
     idle[n]      = size * W - active[n]                       every neuron updates every step

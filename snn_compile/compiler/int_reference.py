@@ -4,8 +4,11 @@ Populations run in depth order; the input of a population at ``(n, t)`` is the
 sum of its synapses applied to the sources' outputs at the same ``(n, t)`` (at
 ``(n - token_lag, t)`` for a token-shift synapse; streaming keeps those tokens);
 LIF state resets at ``t = 0`` of every token; ``accum`` is the cumulative sum
-over the flattened ``p = n*T + t``. Synapses act on all ``(b, n, t)`` rows at
-once (time-parallel), only the LIF recursion loops over ``t``. The arithmetic
+over the flattened ``p = n*T + t``, or, for a decaying memory, the step-by-step
+recursion ``out = out + ((-decay * out) >> decay_exp) + a`` including the
+``W - T`` input-free drain steps between two tokens (``accum_token_time``).
+Synapses act on all ``(b, n, t)`` rows at once (time-parallel), only the LIF
+and decaying-accum recursions loop over steps. The arithmetic
 is ``snn_compile.hw_sim.fixed_point``, shared with the global-time emulator, so
 any difference between the two can only come from timing.
 
@@ -21,7 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import PORTS, QGraph, QGraphError
+from snn_compile.compiler.qgraph import PORTS, QGraph, QGraphError, accum_state_bound
 from snn_compile.errors import UserError
 from snn_compile.hw_sim import fixed_point as fx
 
@@ -103,6 +106,8 @@ class GraphPlan:
     out_bound: Dict[str, Optional[int]]
     consumers: Dict[str, int] = field(default_factory=dict)
     history: Dict[str, int] = field(default_factory=dict)   # lagged source -> tokens kept
+    accum_wrap: Dict[str, bool] = field(default_factory=dict)  # accum: int32 wraps possible
+    accum_decay: Dict[str, torch.Tensor] = field(default_factory=dict)  # decaying accum: (size,)
 
 
 def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
@@ -120,6 +125,8 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
     ports: Dict[str, Dict[str, PortPlan]] = {}
     lif: Dict[str, fx.LifParams] = {}
     prod_wrap: Dict[str, bool] = {}
+    accum_wrap: Dict[str, bool] = {}
+    accum_decay: Dict[str, torch.Tensor] = {}
     consumers = {n: 0 for n in order}
     for name in order:
         pop = qgraph.pop(name)
@@ -147,16 +154,23 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
             bound[name] = ports[name]["a_in"].bound
         else:
             # accum: at most context tokens of W steps each (backends refuse more), plus
-            # the emulator's final flush
+            # the emulator's final flush; a decaying memory is bounded without a context
             b = ports[name]["a_in"].bound
             steps = qgraph.context * qgraph.window + max(p.depth for p in qgraph.populations.values())
-            lim = None if (b is None or not qgraph.context) else b * steps
-            bound[name] = lim if lim is not None and lim < fx.I32 else None
+            lim = accum_state_bound(pop, b, steps if qgraph.context else None)
+            dmax = max((int(x) for x in pop.decay), default=0)
+            ok = lim is not None and lim < fx.I32 and dmax * lim < fx.I32
+            bound[name] = lim if ok else None
+            accum_wrap[name] = not ok
+            if pop.decaying:
+                accum_decay[name] = torch.as_tensor([int(x) for x in pop.decay],
+                                                    dtype=torch.int64, device=dev)
     history: Dict[str, int] = {}
     for s in qgraph.synapses:
         if s.token_lag:
             history[s.src] = max(history.get(s.src, 0), s.token_lag)
-    return GraphPlan(qgraph, dev, order, ports, lif, prod_wrap, bound, consumers, history)
+    return GraphPlan(qgraph, dev, order, ports, lif, prod_wrap, bound, consumers, history,
+                     accum_wrap, accum_decay)
 
 
 def _lagged(x: torch.Tensor, lag: int, past: Optional[torch.Tensor]) -> torch.Tensor:
@@ -190,7 +204,9 @@ class IntRun:
 
     outputs[name]: (B, N, T, size) int64 (all populations, inputs included; empty
     when ``record=False``); logits_int = sum_t readout (B, N, V); logits =
-    logit_scale * logits_int (float64); state: accum values after the last step.
+    logit_scale * logits_int (float64); state: accum values at the last step
+    ``(N-1, T-1)`` (the ``W - T`` drain steps that follow it are applied when the next
+    token comes), the token-shift history (``_hist.NAME``) and ``_tokens``.
     """
 
     outputs: Dict[str, torch.Tensor]
@@ -228,11 +244,46 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
         return fx.prod_step(a["a_in1"], a["a_in2"], pop.exp, pop.vth, plan.prod_wrap[name]), None
     if pop.kind == "graded":
         return fx.graded_step(a["a_in"], pop.vth), None
-    # accum: cumulative sum over the flattened p = n*T + t, on top of the carried value
-    c = torch.cumsum(a["a_in"].reshape(B, N * T, pop.size), dim=1)
+    return accum_token_time(plan, name, a["a_in"], prev)
+
+
+def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,
+                     prev: Optional[torch.Tensor] = None):
+    """Token-time outputs (B, N, T, size) of an accum from its input ``a`` (B, N, T, size),
+    and its value at the last step; ``prev``: its value at the last step of the token
+    before this run (None: a fresh sequence).
+
+    The memory at ``(n, t)`` is its global-time value at ``g = n*W + t + depth``.
+    Without decay that is the cumulative sum over ``p = n*T + t``. A decaying one
+    applies ``fixed_point.accum_step`` step by step, and between ``(n, T-1)`` and
+    ``(n+1, 0)`` the ``W - T`` input-free steps of the window's drain, which only
+    decay it: ``out = accum_step(out, None, decay, decay_exp)``.
+    """
+    q = plan.qgraph
+    pop = q.pop(name)
+    B, N, T = a.shape[0], a.shape[1], q.steps_per_token
+    wrap = plan.accum_wrap[name]
     if prev is not None:
-        c = c + prev.to(plan.device)[:, None, :]
-    out = fx.wrap32(c).reshape(B, N, T, pop.size)
+        prev = prev.to(plan.device)
+    dec = plan.accum_decay.get(name)
+    if dec is None:
+        c = torch.cumsum(a.reshape(B, N * T, pop.size), dim=1)
+        if prev is not None:
+            c = c + prev[:, None, :]
+        out = fx.wrap32(c).reshape(B, N, T, pop.size)
+        if not (wrap and bool((out == -fx.I32).any())):
+            return out, (out[:, -1, -1] if N else prev)
+        # a value of -2^31 is dropped by GradedVec (and so by the loop): step by step
+    out = torch.empty_like(a)
+    x = torch.zeros(B, pop.size, dtype=torch.int64, device=plan.device) if prev is None else prev
+    drain = q.window - T
+    for n in range(N):
+        if dec is not None and (n or prev is not None):
+            for _ in range(drain):
+                x = fx.accum_step(x, None, dec, pop.decay_exp, wrap)
+        for t in range(T):
+            x = fx.accum_step(x, a[:, n, t], dec, pop.decay_exp, wrap)
+            out[:, n, t] = x
     return out, (out[:, -1, -1] if N else prev)
 
 

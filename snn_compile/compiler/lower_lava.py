@@ -10,7 +10,9 @@ lif         ``LIFReset(du, dv, vth, bias, reset_interval=W,
 prod        ``ProdNeuron(vth, exp)``: ``(a1 * a2) >> exp`` gated by ``vth``
 graded      ``GradedVec(vth)``
 accum       ``GradedVec(vth=0)`` + a graded identity ``Dense`` self-loop:
-            ``out[g] = a[g] + out[g-1]``
+            ``out[g] = a[g] + out[g-1]``; a decaying accum adds a second graded
+            self-loop ``Dense(-diag(decay), weight_exp=-decay_exp)`` into the same
+            ``a_in``: ``out[g] = a[g] + out[g-1] + ((-decay * out[g-1]) >> decay_exp)``
 synapse     ``Dense`` / ``DelayDense(delays=delay)``, or ``Sparse`` /
             ``DelaySparse`` for sparse graded matrices (identities of the memory)
 probe       one ``Extractor`` on the ``s_out`` of every non-input population
@@ -68,12 +70,14 @@ class LavaNetwork:
     loops: Dict[str, Any]                              # accum population -> self-loop Dense
     extractors: Dict[str, Any]                         # probed population -> Extractor
     state: List[tuple] = field(default_factory=list)   # (process, var name) to zero on reset
+    decay_loops: Dict[str, Any] = field(default_factory=dict)  # decaying accum -> its decay Dense
 
     @property
     def processes(self) -> List[Any]:
         """Every Lava process of the network (one OS process each in the simulator)."""
         seen = {}
-        for group in (self.neurons, self.synapses, self.loops, self.extractors):
+        for group in (self.neurons, self.synapses, self.loops, self.decay_loops,
+                      self.extractors):
             for p in group.values():
                 seen[id(p)] = p
         return list(seen.values())
@@ -133,7 +137,8 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
     readout is extracted. ``sparse`` allows ``Sparse`` for sparse matrices.
 
     ``state`` is what is non-zero at the end of a token window and outlives it:
-    the memory (its loop ``a_buff``), the synapses fed by it, token-shift synapses
+    the memory (the ``a_buff`` of its loop, and of its decay loop), the synapses fed
+    by it, token-shift synapses
     (delays of whole windows), and LIFs without per-token reset. Everything else is zero by then in a streamable graph
     (sources silent for ``depth(readout) - depth(src)`` steps, longer than any
     delay ring) or is cleared by ``LIFReset`` before the next token.
@@ -155,6 +160,7 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
     W = q.window
     buf = max(W, 1) + 1   # every channel holds one whole window of frames
     injectors, neurons, synapses, loops, extractors, state = {}, {}, {}, {}, {}, []
+    decay_loops = {}
 
     for name in q.order():
         p = q.pop(name)
@@ -182,6 +188,16 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
             loop.a_out.connect(proc.a_in)
             loops[name] = loop
             state.append((loop, "a_buff"))
+            if p.decaying:
+                # weights.dot(s_in) in int32, then right_shift by decay_exp (floor): the
+                # inhibitory matrix -diag(decay) (-255..0) is Lava-legal as it stands
+                dloop = Dense(weights=-np.diag(np.asarray(p.decay, dtype=np.int64)),
+                              weight_exp=-int(p.decay_exp),
+                              num_message_bits=GRADED_MESSAGE_BITS, name=name + ".decay")
+                proc.s_out.connect(dloop.s_in)
+                dloop.a_out.connect(proc.a_in)
+                decay_loops[name] = dloop
+                state.append((dloop, "a_buff"))
         else:  # validate() already refused unknown kinds
             raise QGraphError(f"population {name}: cannot lower kind {p.kind!r}")
         neurons[name] = proc
@@ -204,4 +220,5 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
         neurons[name].s_out.connect(ex.in_port)
         extractors[name] = ex
 
-    return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state)
+    return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state,
+                       decay_loops)

@@ -35,8 +35,11 @@ DECAY_MAX = 4095          # du, dv: unsigned 12 bit
 VTH_MAX = 2 ** 17 - 1     # LIF vth: 17 bit, left-shifted by 6 in the neuron
 STATE_MAX = 2 ** 23       # u, v: signed 24 bit
 WEIGHT_EXP_RANGE = (-16, 15)
+ACCUM_DECAY_MAX = 255     # accum decay mantissa: the -diag(decay) loop is an inhibitory 8-bit Dense
+ACCUM_DECAY_EXP = 12      # default: retention 1 - decay / 4096
 DELAY_MAX = 62            # DelayDense accepts 0..63; one step is the synapse's own
 GRADED_MESSAGE_BITS = 24
+FILE_VERSION = 3          # 3: Population.decay / decay_exp; 2: Synapse.token_lag
 
 
 class QGraphError(ValueError):
@@ -51,8 +54,17 @@ class Population:
             s = v > (vth << 6); v[s] = 0.        (PyLifResetModelBitAcc)
     prod:   w = (a1 * a2) >> exp; out = w * (|w| > vth)                  (ProdNeuron)
     graded: out = a * (|a| > vth)                                          (GradedVec)
-    accum:  out[g] = out[g-1] + a[g]       (GradedVec(vth=0) + Dense self-loop, weight 1)
+    accum:  out[g] = out[g-1] + ((-decay * out[g-1]) >> decay_exp) + a[g]
+            (GradedVec(vth=0) + graded Dense self-loop of weight 1, and, when any
+            decay > 0, a second graded self-loop Dense(-diag(decay), weight_exp=-decay_exp));
+            ``>>`` is arithmetic (floor): per step the memory keeps
+            lambda = 1 - decay / 2^decay_exp of its value, the loss rounded up in magnitude
+            for positive values. ``decay`` empty or all zero: out[g] = out[g-1] + a[g].
     input:  binary frame injected by the host                              (Injector)
+
+    Global step ``g`` of an accum at depth d is token time ``(n, t)`` for
+    ``g = n*W + t + d``; between ``(n, T-1)`` and ``(n+1, 0)`` lie ``W - T``
+    input-free steps that only decay the memory (docs/semantics.md).
     """
 
     name: str
@@ -68,6 +80,13 @@ class Population:
     reset_each_token: bool = True  # lif only: state cleared at every token start
     layer: str = ""              # for reports: "emb", "block0", ..., "head"
     role: str = ""               # for reports: "qkv", "kv_product", "memory", ...
+    decay: List[int] = field(default_factory=list)  # accum only: per-neuron mantissa 0..255
+    decay_exp: int = ACCUM_DECAY_EXP                 # accum only: lambda = 1 - decay / 2^exp
+
+    @property
+    def decaying(self) -> bool:
+        """An accum whose memory decays (some ``decay`` > 0)."""
+        return self.kind == "accum" and any(self.decay)
 
 
 @dataclass
@@ -149,6 +168,7 @@ class QGraph:
                     errs.append(f"population {p.name}: vth {p.vth} outside 0..{VTH_MAX}")
                 if not (-4096 <= p.bias_mant <= 4095 and 0 <= p.bias_exp <= 7):
                     errs.append(f"population {p.name}: bias outside 13-bit mantissa / 3-bit exp")
+            errs += _decay_errors(p)
         for name in self.inputs:
             if name not in self.populations or self.populations[name].kind != "input":
                 errs.append(f"input {name!r} is not an input population")
@@ -191,10 +211,14 @@ class QGraph:
 
     # ---------------------------------------------------------------------- io
     def save(self, path: str) -> None:
-        """Write atomically as a zip of ``graph.json`` + one ``.npy`` per synapse."""
+        """Write atomically as a zip of ``graph.json`` + one ``.npy`` per synapse.
+
+        Version 3 adds the populations' ``decay`` and ``decay_exp``; version 1/2
+        files (without them) load as non-decaying accums."""
         header = {
-            "format": "snn_compile.qgraph", "version": 2,
-            "populations": [asdict(p) for p in self.populations.values()],
+            "format": "snn_compile.qgraph", "version": FILE_VERSION,
+            "populations": [{**asdict(p), "decay": [int(x) for x in p.decay]}
+                            for p in self.populations.values()],
             "synapses": [{k: v for k, v in asdict(s).items() if k != "weights"}
                          for s in self.synapses],
             "steps_per_token": self.steps_per_token, "inputs": self.inputs,
@@ -223,15 +247,69 @@ class QGraph:
                 h = json.loads(zf.read("graph.json"))
                 if h.get("format") != "snn_compile.qgraph":
                     raise QGraphError(f"{path}: not a quantized graph file")
+                if int(h.get("version", 1)) > FILE_VERSION:
+                    raise QGraphError(f"{path}: quantized graph version {h.get('version')} is "
+                                      f"newer than this snn_compile reads ({FILE_VERSION}); "
+                                      "update snn_compile or recompile the model")
                 syns = []
                 for i, sd in enumerate(h["synapses"]):
                     w = np.load(io.BytesIO(zf.read(f"w{i}.npy")), allow_pickle=False)
                     syns.append(Synapse(weights=w, **sd))
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
             raise QGraphError(f"{path}: corrupt quantized graph file ({e})") from None
-        pops = {p["name"]: Population(**p) for p in h["populations"]}
+        pops = {p["name"]: Population(**{**p, "decay": [int(x) for x in p.get("decay", [])]})
+                for p in h["populations"]}
         return cls(pops, syns, h["steps_per_token"], h["inputs"], h["readout"],
                    h["logit_scale"], h["context"], h.get("metadata", {})).validate()
+
+
+def _decay_errors(p: Population) -> List[str]:
+    """What is wrong with a population's ``decay`` / ``decay_exp`` (empty list: nothing)."""
+    d = list(p.decay)
+    if not d:
+        return []
+    if p.kind != "accum":
+        return [f"population {p.name}: decay is defined for accum populations only, "
+                f"not {p.kind}"] if any(d) else []
+    errs = []
+    if len(d) != p.size:
+        errs.append(f"population {p.name}: {len(d)} decay values for {p.size} neurons "
+                    "(give one per neuron, or none)")
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in d):
+        errs.append(f"population {p.name}: decay values must be integers")
+    elif not all(0 <= x <= ACCUM_DECAY_MAX for x in d):
+        errs.append(f"population {p.name}: decay values outside 0..{ACCUM_DECAY_MAX}")
+    # the loop's weight_exp is -decay_exp; decay <= 2^decay_exp keeps 0 <= lambda <= 1
+    if not (isinstance(p.decay_exp, (int, np.integer)) and 0 <= p.decay_exp <= -WEIGHT_EXP_RANGE[0]):
+        errs.append(f"population {p.name}: decay_exp {p.decay_exp} outside "
+                    f"0..{-WEIGHT_EXP_RANGE[0]}")
+    elif not errs and max(d) > 2 ** p.decay_exp:
+        errs.append(f"population {p.name}: decay {max(d)} > 2^decay_exp = {2 ** p.decay_exp} "
+                    "would make the retention 1 - decay / 2^decay_exp negative")
+    return errs
+
+
+def accum_state_bound(pop: Population, in_bound: Optional[int],
+                      steps: Optional[int]) -> Optional[int]:
+    """A bound of ``|out|`` of an accum whose input obeys ``|a| <= in_bound`` at each of at
+    most ``steps`` input steps (None: unknown), assuming no int32 wrap (the caller checks
+    the result against 2^31; below it, no wrap happens, by induction).
+
+    A neuron without decay integrates: ``|out| <= in_bound * steps``. With decay
+    ``d > 0`` (``0 <= lambda = 1 - d / 2^e <= 1``) the decay never grows ``|out|``
+    (``out + ((-d out) >> e)`` lies between 0 and ``out``) and loses at least
+    ``|out| d / 2^e - 1`` per step (floor rounds toward -inf), so
+    ``|out| <= B = ceil((in_bound + 1) 2^e / d)`` holds at every step by induction:
+    ``|out'| <= B lambda + 1 + in_bound <= B``. The population's bound is the largest
+    over its neurons (each also at most ``in_bound * steps``)."""
+    if in_bound is None:
+        return None
+    total = None if steps is None else in_bound * steps
+    d = [int(x) for x in pop.decay] if pop.kind == "accum" else []
+    if not d or min(d) == 0:               # some neuron integrates without loss
+        return total
+    worst = -(-(in_bound + 1) * 2 ** pop.decay_exp // min(d))
+    return worst if total is None else min(worst, total)
 
 
 def lava_legal_weights(w: np.ndarray) -> np.ndarray:

@@ -54,11 +54,15 @@ def attention_indices(d: int, heads: int):
 def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: int = 4,
                           layers: int = 2, T: int = 4, context: int = 128,
                           rate: float = 0.2, calib_tokens: int = 32,
-                          token_shift: int = 0) -> QGraph:
+                          token_shift: int = 0, memory_decay=None,
+                          decay_exp: int = 12) -> QGraph:
     """A deployable SpikeDecoder QGraph with random integer parameters.
 
     ``token_shift`` adds, per block, synapses from x (into qkv) and from mid (into ff)
     with token lags 1..token_shift, as the quantizer lowers a token shift.
+    ``memory_decay``: one decay mantissa (0..255) per head, for every block's ``mem``
+    (multi-scale retention: head h keeps ``1 - memory_decay[h] / 2^decay_exp`` of
+    its memory per global step); None: memories without decay.
 
     LIF thresholds are set population by population (in depth order) so that
     the spike rate on random tokens is about ``rate``.
@@ -96,7 +100,9 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
         P[f"{b}.kv"] = Population(f"{b}.kv", "prod", heads * dh * dh, layer=b, role="kv_product")
         syn(f"{b}.kv_k", f"{b}.qkv", f"{b}.kv", replication(k_of, 3 * d), port="a_in1")
         syn(f"{b}.kv_v", f"{b}.qkv", f"{b}.kv", replication(v_of, 3 * d), port="a_in2")
-        P[f"{b}.mem"] = Population(f"{b}.mem", "accum", heads * dh * dh, layer=b, role="memory")
+        P[f"{b}.mem"] = Population(f"{b}.mem", "accum", heads * dh * dh, layer=b, role="memory",
+                                   decay=head_decay(memory_decay, heads, dh),
+                                   decay_exp=decay_exp)
         syn(f"{b}.mem_in", f"{b}.kv", f"{b}.mem", np.eye(heads * dh * dh, dtype=np.int64))
         P[f"{b}.read"] = Population(f"{b}.read", "prod", heads * dh * dh, layer=b, role="read")
         syn(f"{b}.read_mem", f"{b}.mem", f"{b}.read", np.eye(heads * dh * dh, dtype=np.int64),
@@ -127,10 +133,22 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
                context=context,
                metadata={"generator": "random_decoder_qgraph", "seed": seed, "vocab": vocab,
                          "d": d, "heads": heads, "layers": layers,
-                         "token_shift": token_shift})
+                         "token_shift": token_shift,
+                         "memory_decay": None if memory_decay is None else
+                         [int(x) for x in memory_decay]})
     tokens = torch.as_tensor(rng.integers(0, vocab, size=(4, min(calib_tokens, context))))
     calibrate_thresholds(q, tokens, rate)
     return q.validate()
+
+
+def head_decay(per_head, heads: int, dh: int) -> List[int]:
+    """Per-neuron decay mantissas of a memory laid out ``(h, a, b)`` from one per head
+    (``[]`` for None)."""
+    if per_head is None:
+        return []
+    if len(per_head) != heads:
+        raise ValueError(f"{len(per_head)} memory decays for {heads} heads")
+    return [int(per_head[h]) for h in range(heads) for _ in range(dh * dh)]
 
 
 def calibrate_thresholds(q: QGraph, tokens: torch.Tensor, rate: float) -> None:
@@ -176,8 +194,13 @@ SILENT_KINDS = ("input", "lif", "graded", "prod")
 
 
 def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8,
-                      context: int = 8, max_size: int = 6, accum: bool = True) -> QGraph:
+                      context: int = 8, max_size: int = 6, accum: bool = True,
+                      decay: bool = True) -> QGraph:
     """A small random graph of every kind, streamable (silent outside its windows).
+
+    ``decay``: about two accums in three decay, with per-neuron mantissas (some zero)
+    and a ``decay_exp`` of 4, 8 or 12 (drawn from a generator of their own, so the
+    graph's structure and weights do not depend on it).
 
     Rules that keep the global-time run equal to the token-time run (see
     ``snn_compile.hw_sim.emulator.check_streamable``): every population except
@@ -241,6 +264,16 @@ def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8
     P["readout"] = Population("readout", "graded", vocab, vth=0, layer="head")
     for src in ends:
         connect(src, "readout")
+    if decay:
+        drng = np.random.default_rng([seed, 1])
+        for p in P.values():
+            if p.kind == "accum" and drng.random() < 2 / 3:
+                p.decay_exp = int(drng.choice([4, 8, 12]))
+                top = min(255, 2 ** p.decay_exp)
+                d = drng.integers(0, top + 1, size=p.size)
+                d[drng.random(p.size) < 0.25] = 0
+                d[drng.random(p.size) < 0.15] = top
+                p.decay = [int(x) for x in d]
     assign_depths(P, S, ["tokens", "positions"])
     return QGraph(P, S, T, ["tokens", "positions"], "readout", logit_scale=0.5,
                   context=context, metadata={"generator": "random_dag_qgraph", "seed": seed}

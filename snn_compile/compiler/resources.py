@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import QGraph, STATE_MAX, Synapse, shift
+from snn_compile.compiler.qgraph import QGraph, STATE_MAX, Synapse, accum_state_bound, shift
 from snn_compile.errors import UserError
 
 CORES_PER_CHIP = 128              # Intel Loihi 2 Technology Brief (2021); Orchard et al. 2021
@@ -57,12 +57,17 @@ def _syn_bits(w: np.ndarray, delayed: bool) -> int:
 
 
 def _incoming(q: QGraph, name: str) -> List[Synapse]:
-    """Incoming synapses, the ``accum`` self-loop (identity, graded) included."""
+    """Incoming synapses, the ``accum`` self-loop (identity, graded) and a decaying
+    accum's decay loop (``-diag(decay)``, graded) included."""
     syns = list(q.incoming(name))
     p = q.pop(name)
     if p.kind == "accum":
         syns.append(Synapse(name + ".loop", name, name, np.eye(p.size, dtype=np.int64),
                             graded=True))
+    if p.decaying:
+        syns.append(Synapse(name + ".decay", name, name,
+                            -np.diag(np.asarray(p.decay, dtype=np.int64)),
+                            weight_exp=-p.decay_exp, graded=True))
     return syns
 
 
@@ -199,7 +204,11 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
     (then the ``weight_exp`` shift). ``a_in`` is checked against 16 bits (Dense
     output / LIF input), LIF ``u`` (wraps) and ``v`` (saturates) against 24 bits,
     graded payloads against 24 bits, ProdNeuron products against Lava's int32.
-    The ``accum`` bound assumes ``context * T`` steps (one per position).
+    The ``accum`` bound assumes ``context * T`` input steps (one per position); a
+    decaying one is also bounded by ``ceil((a + 1) 2^decay_exp / min(decay))``
+    (``qgraph.accum_state_bound``), and its decay loop's int32 product
+    ``decay * |out|`` is checked against 2^31 (``decay_product_bound``; Lava's Dense
+    would wrap it).
     With token-time outputs (``name -> (N, T, size)``, e.g. from
     ``run_token_time``) the same quantities are also measured exactly.
     """
@@ -240,9 +249,14 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
             r["fits"] = a <= limit
             out_bound[name] = a
         else:  # accum
-            r.update(out_bound=a * steps, steps_assumed=steps, state_limit=limit)
-            r["fits"] = a * steps <= limit
-            out_bound[name] = a * steps
+            ob = accum_state_bound(p, a, steps)
+            r.update(out_bound=ob, steps_assumed=steps, state_limit=limit)
+            r["fits"] = ob <= limit
+            if p.decaying:
+                r.update(decay_product_bound=max(int(x) for x in p.decay) * ob,
+                         decay_product_limit=2 ** (PROD_BITS - 1) - 1)
+                r["fits"] = r["fits"] and r["decay_product_bound"] <= r["decay_product_limit"]
+            out_bound[name] = ob
         rep[name] = r
 
     if activity_or_outputs is not None:
@@ -288,5 +302,10 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
                     pm = int(np.abs(a_in["a_in1"] * a_in["a_in2"]).max(initial=0))
                     r["product_measured"] = pm
                     ok = ok and pm < 2 ** (PROD_BITS - 1)
+                if p.decaying:
+                    # the largest |out| is at a token step: the drain steps only shrink it
+                    dm = int((np.abs(outs[name]) * np.asarray(p.decay, np.int64)).max(initial=0))
+                    r["decay_product_measured"] = dm
+                    ok = ok and dm < 2 ** (PROD_BITS - 1)
                 r["fits_measured"] = ok
     return rep

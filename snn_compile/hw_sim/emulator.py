@@ -10,7 +10,9 @@ Lava executes every process at every global step ``g`` (``time_step = g + 1``):
 * ``LIFReset(reset_interval=W, reset_offset=(depth + 1) % W)`` clears u, v
   before integrating when ``(g + 1) % W == (depth + 1) % W``, i.e. ``g ≡ depth``;
 * ``accum`` is a ``GradedVec(vth=0)`` with a weight-1 graded ``Dense``
-  self-loop: ``out[g] = out[g-1] + a[g]``;
+  self-loop (and a decaying one a second, ``-diag(decay)`` with weight_exp
+  ``-decay_exp``): ``out[g] = out[g-1] + ((-decay * out[g-1]) >> decay_exp) + a[g]``
+  (``fixed_point.accum_step``); it decays at every step, input-free ones included;
 * the host injects the frame of ``(n, t)`` at ``g = n*W + t`` (``t < T``) and
   zero frames for ``T <= t < W``; the readout of ``(n, t)`` appears at
   ``g = n*W + t + depth(readout)``.
@@ -224,6 +226,14 @@ class Emulator:
         self.prod_vth = _const([sz(p, p.vth) for p in prod], dev)
         self.prod_wrap = any(self.plan.prod_wrap[p.name] for p in prod)
         self.graded_vth = _const([sz(p, p.vth) for p in pops["graded"]], dev)
+        acc = pops["accum"]
+        self.acc_wrap = any(self.plan.accum_wrap[p.name] for p in acc)
+        # decaying memories: per-row mantissa (0 where a neuron keeps its value) and exponent
+        self.acc_decay = self.acc_exp = None
+        if any(p.decaying for p in acc):
+            self.acc_decay = _const([np.asarray(p.decay, np.int64) if p.decaying
+                                     else sz(p, 0) for p in acc], dev)
+            self.acc_exp = _const([sz(p, p.decay_exp) for p in acc], dev)
         # ---- synapses
         gathers: Dict[tuple, list] = {}
         # (W float64 (dst, src), src rows, port rows, ahead, inner wrap, exp, source id)
@@ -343,7 +353,8 @@ class Emulator:
         if kr["graded"].stop > kr["graded"].start:
             X[kr["graded"]] = fx.graded_step(A[self.port_rows["graded.a_in"]], self.graded_vth)
         if kr["accum"].stop > kr["accum"].start:
-            self.acc.copy_(fx.accum_step(self.acc, A[self.port_rows["accum.a_in"]]))
+            self.acc.copy_(fx.accum_step(self.acc, A[self.port_rows["accum.a_in"]],
+                                         self.acc_decay, self.acc_exp, self.acc_wrap))
             X[kr["accum"]] = self.acc
         ring[g % L].zero_()
         if self.event_driven:          # which populations sent anything at this step

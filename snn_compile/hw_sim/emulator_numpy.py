@@ -13,7 +13,11 @@ window; so work is skipped whenever its result is provably zero or unchanged:
 * ``prod`` is zero when either port is empty (``0 * a >> e = 0``), so the
   attention read-out ``mem x q`` costs nothing outside ``q``'s steps;
   ``graded`` is zero when its port is empty; an ``accum`` without input keeps
-  its value (the same array object, no copy);
+  its value (the same array object, no copy) unless it decays: a decaying
+  ``accum`` with a non-zero state is visited at every step (its drain steps
+  ``out = out + ((-decay * out) >> decay_exp)``) until the state is a fixed point
+  of that decay (zero, or a small negative value the floor cannot shrink), and
+  then keeps it like any other accum; nothing changes for accums without decay;
 * a LIF without input, with ``u`` that decays to zero (``du = 4095`` or
   ``u = 0``) and no bias, cannot spike (``v <= vth << 6`` after every step
   and the decay only shrinks ``|v|``); its ``v`` decays lazily: the pending
@@ -144,7 +148,8 @@ class _Pop:
     """Constants of one non-input population and its incoming synapses per port."""
 
     __slots__ = ("i", "name", "kind", "ports", "wraps", "fu", "fv", "vth6", "bias", "act_wrap",
-                 "u_wrap", "v_wrap", "reset_res", "lazy", "exp", "vth", "wrap", "li", "fl", "cv")
+                 "u_wrap", "v_wrap", "reset_res", "lazy", "exp", "vth", "wrap", "li", "fl", "cv",
+                 "decay", "dexp")
 
 
 class NumpyEngine:
@@ -194,7 +199,9 @@ class NumpyEngine:
             elif pop.kind == "graded":
                 p.vth = int(pop.vth)
             else:
-                p.wrap = plan.out_bound[name] is None
+                p.wrap = plan.accum_wrap[name]
+                p.decay = (np.asarray(pop.decay, _I64)[:, None] if pop.decaying else None)
+                p.dexp = int(pop.decay_exp)
             self.pops.append(p)
         self.L = max(lags) + 1
         self.by_index = {p.i: p for p in self.pops}
@@ -244,12 +251,13 @@ class NumpyEngine:
         todo = todo_ring[g % L]
         todo_ring[g % L] = set()
         eager = self.record_states
+        drained = self.drained = set()         # decaying accums that only decayed at g
         for p in (self.pops if eager else [self.by_index[i] for i in todo | self.always]):
             cur[p.i] = self._update(p, rows, g, eager)
         for i, o in enumerate(cur):            # schedule the consumers of what was sent
             if o is not None:
-                for c, lag in (self.carry_consumers[i] if o is rows[1][i] and i in self.acc
-                               else cons[i]):
+                for c, lag in (self.carry_consumers[i] if i in self.acc and (
+                        o is rows[1][i] or i in drained) else cons[i]):
                     todo_ring[(g + lag) % L].add(c)
         hist[g % L] = cur
         if self.record is not None:
@@ -283,14 +291,33 @@ class NumpyEngine:
                 return None
             o = a * _abs32_gt(a, p.vth)
             return o.astype(_F64) if np.count_nonzero(o) else None
+        if p.decay is not None:
+            return self._decaying_accum(p, a, rows, g)
         if a is None:                          # accum: out[g] = out[g-1] + a[g]
             return rows[1][p.i]
         prev = self.acc[p.i]
-        acc = a if prev is None else prev + a
-        if p.wrap:
-            acc = wrap32(acc)
+        acc = fx.accum_step(a, wrap=p.wrap) if prev is None else fx.accum_step(prev, a, wrap=p.wrap)
         self.acc[p.i] = acc
         return acc.astype(_F64) if np.count_nonzero(acc) else None
+
+    def _decaying_accum(self, p: _Pop, a: Optional[np.ndarray], rows, g: int):
+        """``fixed_point.accum_step`` with decay at step ``g``; a non-zero state that is not
+        a fixed point of the decay is visited again at ``g + 1`` (drain steps included)."""
+        prev = self.acc[p.i]
+        if a is None:
+            if prev is None:
+                return None
+            self.drained.add(p.i)
+        acc = fx.accum_step(np.zeros((self.sizes[p.i], self.B), _I64) if prev is None else prev,
+                            a, p.decay, p.dexp, p.wrap)
+        if a is None and np.array_equal(acc, prev):
+            return rows[1][p.i]                # a fixed point of the decay: kept, not revisited
+        if not np.count_nonzero(acc):
+            self.acc[p.i] = None
+            return None
+        self.acc[p.i] = acc
+        self.todo[(g + 1) % self.L].add(p.i)
+        return acc.astype(_F64)
 
     def _lif(self, p: _Pop, a: Optional[np.ndarray], g: int, eager: bool):
         """PyLifResetModelBitAcc at step ``g``, first catching up the steps it was skipped:

@@ -15,7 +15,9 @@ are wrapped modulo 2^32 exactly where Lava's numpy code wraps:
   (``u > 2^23 -> u - 2^24``; ``u <= -2^23 -> u + 2^24``), ``v`` is clipped to
   ``±(2^23 - 1)``;
 * ProdNeuron: ``a1 * a2`` in int32, then an arithmetic ``>> exp``;
-  ``|v| > vth`` with int32 ``abs`` (``abs(-2^31) < 0``).
+  ``|v| > vth`` with int32 ``abs`` (``abs(-2^31) < 0``);
+* accum (``accum_step``): the decay loop's ``weights.dot(s_in)`` is an int32
+  product, its ``right_shift`` a floor; ``GradedVec(vth=0)`` drops ``-2^31``.
 
 Wraps that a static bound proves to be no-ops are skipped (``*_bound``
 arguments); they never change a result.
@@ -166,9 +168,35 @@ def graded_step(a: torch.Tensor, vth) -> torch.Tensor:
     return a * _abs32_gt(a, vth)
 
 
-def accum_step(prev: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """GradedVec(vth=0) + Dense self-loop of weight 1: ``out[g] = wrap32(out[g-1] + a[g])``."""
-    return wrap32(prev + a)
+def accum_step(prev, a=None, decay=None, decay_exp=0, wrap: bool = True):
+    """One step of an ``accum``: GradedVec(vth=0) fed by its port, a graded weight-1
+    Dense self-loop and, for a decaying memory, a graded ``Dense(-diag(decay),
+    weight_exp=-decay_exp)`` self-loop (``PyDenseModelBitAcc``, ``PyGradedVecModelFixed``)::
+
+        out[g] = wrap32(out[g-1] + (wrap32(-decay * out[g-1]) >> decay_exp) + a[g])
+        out[g] = 0 where that is -2^31          (GradedVec: int32 abs(-2^31) > 0 is false)
+
+    The decay loop's ``weights.dot(s_in)`` is an int32 product, its ``right_shift``
+    an arithmetic (floor) shift; the port sums its three int32 channels in int32.
+    ``a = None``: an input-free (drain) step; ``decay = None``: no decay loop
+    (``out[g] = out[g-1] + a[g]``). ``decay`` is an int or an int64 array broadcastable
+    to ``prev`` (per neuron, 0 where a neuron keeps its value), ``decay_exp`` an int
+    or such an array. ``wrap=False`` when static bounds prove that no value leaves
+    int32 (``qgraph.accum_state_bound``). Works on int64 torch tensors and numpy arrays
+    alike (the numpy engine calls it too).
+    """
+    out = prev
+    if decay is not None:
+        loss = -decay * prev
+        if wrap:
+            loss = wrap32(loss)
+        out = out + (loss >> decay_exp)
+    if a is not None:
+        out = out + a
+    if wrap:
+        out = wrap32(out)
+        out = out * (out != -I32)
+    return out
 
 
 # ---------------------------------------------------------------- synapses

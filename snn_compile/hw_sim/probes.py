@@ -11,10 +11,20 @@ outputs, so one function counts for all of them. Tokens are flattened in
     fanout_s[i]   = #{j: W_s[j, i] != 0}                    non-zero fan-out of source neuron i
     synops_s[n]   = sum_(t, i) [o_src[n, t, i] != 0] * fanout_s[i]
     synops_{x}.self[n] = events_x[n]                        accum: its Dense self-loop, weight 1
+    synops_{x}.decay[n] = sum_i [decay_i > 0] * msgs_x[n, i]  decaying accum: its -diag(decay) loop
     updates_x     = size_x * W                              every neuron of a Lava process is
                                                            updated at every global step of the
                                                            token's window W = T + depth
                                                            (0 for inputs: the host injects them)
+
+A *decaying* accum changes at every global step while its state is non-zero,
+so it sends a graded message at each of the ``W`` steps of a token's window,
+not only at the token's ``T`` steps: for it, ``o_x[n, t]`` is extended to the
+``W - T`` drain steps ``t = T .. W-1`` that follow ``(n, T-1)``, recomputed
+exactly from ``o_x[n, T-1]`` with ``fixed_point.accum_step`` (no input), and
+``events``, the synops of its outgoing synapses and of both loops count all
+``W`` steps. (A non-decaying accum holds its value through the drain steps; as
+before, only its ``T`` token steps are counted.)
 
 Synaptic operations are attributed to the layer of their *source* population
 (``spikes x fan-out``, the convention of the SNN energy literature).
@@ -122,6 +132,21 @@ def _as_tokens(a, T: int, size: int, name: str) -> np.ndarray:
     return a
 
 
+def drain_messages(pop, last: np.ndarray, steps: int) -> np.ndarray:
+    """Graded messages per neuron (tokens, size) that a decaying accum sends in the ``steps``
+    input-free steps after a token's last step, whose value is ``last`` (tokens, size):
+    ``x = accum_step(x, None, decay, decay_exp)``, one message per non-zero ``x``."""
+    from snn_compile.hw_sim.fixed_point import accum_step
+
+    x = np.asarray(last, dtype=np.int64)
+    dec = np.asarray(pop.decay, np.int64)
+    n = np.zeros(x.shape, np.int64)
+    for _ in range(steps):
+        x = accum_step(x, None, dec, int(pop.decay_exp))
+        n += x != 0
+    return n
+
+
 def activity_from_token_time(qgraph, outputs: Mapping[str, object]) -> Activity:
     """Count the activity of a run from its token-time outputs (every population needed)."""
     T, W = qgraph.steps_per_token, qgraph.window
@@ -130,8 +155,10 @@ def activity_from_token_time(qgraph, outputs: Mapping[str, object]) -> Activity:
     for name, pop in qgraph.populations.items():
         if name not in outputs:
             raise KeyError(f"no outputs recorded for population {name!r}")
-        nz = _as_tokens(outputs[name], T, pop.size, name) != 0
-        per_neuron[name] = nz.sum(axis=1, dtype=np.int64)          # (tokens, size)
+        o = _as_tokens(outputs[name], T, pop.size, name)
+        per_neuron[name] = (o != 0).sum(axis=1, dtype=np.int64)    # (tokens, size)
+        if pop.decaying:
+            per_neuron[name] += drain_messages(pop, o[:, T - 1], W - T)
         events[name] = per_neuron[name].sum(axis=1)
     ntok = len(next(iter(events.values()))) if events else 0
     synops: Dict[str, np.ndarray] = {}
@@ -149,6 +176,11 @@ def activity_from_token_time(qgraph, outputs: Mapping[str, object]) -> Activity:
             synops[f"{name}.self"] = events[name].copy()
             sent[f"{name}.self"] = events[name].copy()
             src[f"{name}.self"] = name
+        if pop.decaying:
+            has = (np.asarray(pop.decay, np.int64) > 0).astype(np.int64)
+            synops[f"{name}.decay"] = per_neuron[name] @ has
+            sent[f"{name}.decay"] = synops[f"{name}.decay"].copy()
+            src[f"{name}.decay"] = name
     updates = {n: (0 if p.kind == "input" else p.size * W) for n, p in qgraph.populations.items()}
     return Activity(ntok, T, W, events, synops, updates,
                     {n: p.layer for n, p in qgraph.populations.items()},
