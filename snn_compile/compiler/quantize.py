@@ -34,7 +34,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import (DECAY_MAX, DELAY_MAX, QGraph, Population, Synapse,
+from snn_compile.compiler.qgraph import (ACCUM_DECAY_EXP as DECAY_EXP_DEFAULT, DECAY_MAX,
+                                         DELAY_MAX, QGraph, Population, Synapse,
                                          WEIGHT_EXP_RANGE, assign_depths)
 from snn_compile.errors import UserError
 
@@ -156,7 +157,8 @@ def _currents(folded, tokens) -> Dict[str, float]:
 
 
 def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, QuantReport]:
-    """FoldedDecoder → QGraph with the attention lowering of docs/emulator.md.
+    """FoldedDecoder (or FoldedStreamDecoder) → QGraph with the attention lowering of
+    docs/emulator.md.
 
     ``calib_tokens`` (LongTensor (B, N)) sets each population's membrane scale from
     the largest input current it sees; without it, a provable bound (sum of
@@ -164,6 +166,8 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
     """
     from snn_compile.compiler.random_graphs import attention_indices, replication
 
+    if getattr(folded, "residual", "spike") == "stream":
+        return quantize_stream(folded, calib_tokens, tokenizer)
     V, d, H, T, C = (folded.vocab_size, folded.d_model, folded.n_heads, folded.T,
                      folded.context)
     dh = d // H
@@ -275,6 +279,222 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
                                 "(integer model may differ slightly from the float one)")
     for n, r in rep.populations.items():
         if r["max_a_in"] >= A_IN_TARGET:
+            rep.warnings.append(f"population {n}: input up to {r['max_a_in']:.0f} exceeds the "
+                                "16-bit activation range")
+    return q.validate(), rep
+
+
+# ------------------------------------------------------------ stream decoders
+STREAM_PAYLOAD_MAX = 2 ** 23      # graded spikes carry 24-bit signed payloads
+MEMORY_STATE_TARGET = 2 ** 22     # decayed memory entries: half the payload range
+PORT_SUM_TARGET = 2 ** 30         # graded Dense sums in int32: keep a factor-2 margin
+
+
+def _stream_peaks(folded, tokens) -> Dict[str, float]:
+    """Largest |input current| of every LIF, |stream| and memory size on calibration text."""
+    import torch
+
+    from snn_compile.models.spikedecoder import causal_spike_attention, shift_current
+    sp = folded.forward(tokens)["spikes"]
+    t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    d, H = folded.d_model, folded.n_heads
+    peak = {"stream": float(sp["h0"].abs().max())}
+    h = sp["h0"]
+    for i, b in enumerate(folded.blocks):
+        p = f"block{i}"
+        x, qkv, r, m = sp[f"{p}.in"], sp[f"{p}.qkv"], sp[f"{p}.attn"], sp[f"{p}.mid"]
+        peak[f"{p}.in"] = float((h * t64(b.s_in)).abs().max())
+        peak[f"{p}.qkv"] = float((x @ t64(b.W_qkv).t() + shift_current(
+            x, [t64(w) for w in b.S_qkv])).abs().max())
+        peak[f"{p}.attn"] = float((sp[f"{p}.A"] * t64(b.c)).abs().max())
+        peak[f"{p}.A"] = float(sp[f"{p}.A"].abs().max())
+        # the largest memory entry S_ab <= the decayed count of v_b (k_a <= 1)
+        v = qkv[..., 2 * d:]
+        ones = torch.ones_like(v)
+        mem = causal_spike_attention(ones, ones, v, H, folded.retain(), folded.window) / (d // H)
+        peak[f"{p}.mem"] = float(mem.abs().max())
+        peak[f"{p}.mid"] = float((h * t64(b.s_mid) + r @ t64(b.W_om).t()).abs().max())
+        peak[f"{p}.ff"] = float((m @ t64(b.W_1).t() + shift_current(
+            m, [t64(w) for w in b.S_ff])).abs().max())
+        h = sp[f"{p}.h"]
+        peak["stream"] = max(peak["stream"], float(h.abs().max()))
+    peak["final"] = float((h * t64(folded.s_final)).abs().max())
+    return peak
+
+
+def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, QuantReport]:
+    """``FoldedStreamDecoder`` → QGraph (docs/semantics.md, stream decoder).
+
+    The stream ``h`` becomes graded populations (``h0``, ``block{i}.h``) whose integer
+    payload is ``2^k_h h``: ``k_h`` puts every contribution (E_tok, E_pos, each W_o and
+    W_2) on a left shift, so the stream is exact; the next stream population adds the
+    previous one through an identity Dense (weight 1). Readers (``in``, ``mid``,
+    ``final``) take ``s h`` through a graded diagonal Dense. The attention memory is the
+    existing kv/mem/read lowering, its kv products scaled by ``2^sigma``, and a decaying
+    accum (per-head mantissas) when the model's memory decays; the token window must be
+    the one the model was trained for.
+    """
+    from snn_compile.compiler.random_graphs import attention_indices, replication
+
+    V, d, H, T, C = (folded.vocab_size, folded.d_model, folded.n_heads, folded.T,
+                     folded.context)
+    dh = d // H
+    rep = QuantReport()
+    peak = _stream_peaks(folded, calib_tokens) if calib_tokens is not None else {}
+    src = "calibration" if peak else "bound"
+    betas = folded.betas()
+    # ---- the stream's scale: every contribution exact, payload within 24 bits
+    contrib = [folded.E_tok, folded.E_pos] + [w for b in folded.blocks for w in (b.W_o, b.W_2)]
+    k_h = max(-pow2_grid(w)[1] for w in contrib)
+    h_bound = peak.get("stream") or float(
+        np.abs(folded.E_tok).max(axis=1).max() + np.abs(folded.E_pos).max(axis=1).max()
+        + sum(np.abs(b.W_o).sum(axis=1).max() + np.abs(b.W_2).sum(axis=1).max()
+              for b in folded.blocks))
+    fit = math.floor(math.log2(STREAM_PAYLOAD_MAX / (2.0 * max(h_bound, 1e-9))))
+    if fit < k_h:
+        rep.warnings.append(f"stream: |h| up to {h_bound:.3g} needs scale 2^{fit} < 2^{k_h} to "
+                            "fit 24-bit graded payloads; the smallest stream weights truncate")
+        k_h = fit
+    rep.populations["stream"] = {"kind": "graded", "scale_log2": k_h, "max_value": h_bound,
+                                 "max_value_from": src, "max_payload": h_bound * 2 ** k_h,
+                                 "payload_headroom": STREAM_PAYLOAD_MAX / max(h_bound * 2 ** k_h, 1e-9)}
+    pops: Dict[str, Population] = {
+        "tokens": Population("tokens", "input", V, layer="emb", role="input"),
+        "positions": Population("positions", "input", C, layer="emb", role="input"),
+        "h0": Population("h0", "graded", d, vth=0, layer="emb", role="stream")}
+    syns: List[Synapse] = []
+    klog: Dict[str, int] = {"h0": k_h}
+
+    def lif(name, size, layer, role, bound_mats):
+        b = peak.get(name)
+        if b is None:
+            b = float(sum(np.abs(m).sum(axis=1).max() for m in bound_mats))
+        k = scale_for(b)
+        klog[name] = k
+        pops[name] = Population(name, "lif", size, dv=beta_to_dv(betas[name]), vth=2 ** k,
+                                layer=layer, role=role)
+        rep.populations[name] = {"kind": "lif", "scale_log2": k, "vth": 2 ** k,
+                                 "dv": pops[name].dv, "max_input": b, "max_input_from": src,
+                                 "max_a_in": b * 2 ** k,
+                                 "a_in_headroom": A_IN_TARGET / max(b * 2 ** k, 1e-9)}
+
+    def syn(name, s, dst, w, k_src=0, token_lag=0, **kw):
+        sy, st = lava_synapse(name, s, dst, w, klog[dst] - k_src, **kw)
+        sy.token_lag = token_lag
+        syns.append(sy)
+        rep.synapses[name] = st
+
+    def stream_pop(name, layer):
+        pops[name] = Population(name, "graded", d, vth=0, layer=layer, role="stream")
+        klog[name] = k_h
+
+    syn("emb.tok", "tokens", "h0", folded.E_tok)
+    syn("emb.pos", "positions", "h0", folded.E_pos)
+    eye_d = np.eye(d, dtype=np.int64)
+    h_max = h_bound
+    q_of, k_of, v_of, out_of = attention_indices(d, H)
+    n_att = H * dh * dh
+    decay = list(np.repeat(np.asarray(folded.memory_decay, np.int64), dh * dh)) \
+        if folded.memory_decay else []
+    h = "h0"
+    for i, b in enumerate(folded.blocks):
+        p = L = f"block{i}"
+        lif(f"{p}.in", d, L, "in", [np.abs(b.s_in)[:, None] * h_max])
+        syn(f"{p}.read_in", h, f"{p}.in", np.diag(b.s_in), k_h, graded=True)
+        lif(f"{p}.qkv", 3 * d, L, "qkv", [b.W_qkv, *b.S_qkv])
+        syn(f"{p}.w_qkv", f"{p}.in", f"{p}.qkv", b.W_qkv)
+        for j, w in enumerate(b.S_qkv, start=1):
+            syn(f"{p}.w_qkv_lag{j}", f"{p}.in", f"{p}.qkv", w, token_lag=j)
+        # memory scale 2^sigma: decayed entries within MEMORY_STATE_TARGET and the graded
+        # Dense into attn within int32
+        if decay:
+            s_max = peak.get(f"{p}.mem", 2 ** DECAY_EXP_DEFAULT / max(1, min(decay)) * T)
+            a_max = peak.get(f"{p}.A", s_max * dh)
+            sigma = int(max(0, min(16, math.floor(math.log2(MEMORY_STATE_TARGET / max(s_max, 1))),
+                                   math.floor(math.log2(PORT_SUM_TARGET / (MANTISSA_MAX * 2
+                                                                           * max(a_max, 1)))))))
+        else:
+            sigma = 0
+        klog[f"{p}.read"] = sigma
+        pops[f"{p}.kv"] = Population(f"{p}.kv", "prod", n_att, vth=0, layer=L, role="kv_product")
+        syns.append(Synapse(f"{p}.kv_k", f"{p}.qkv", f"{p}.kv", replication(k_of, 3 * d),
+                            weight_exp=sigma, port="a_in1"))
+        syns.append(Synapse(f"{p}.kv_v", f"{p}.qkv", f"{p}.kv", replication(v_of, 3 * d),
+                            port="a_in2"))
+        pops[f"{p}.mem"] = Population(f"{p}.mem", "accum", n_att, layer=L, role="memory",
+                                      decay=[int(x) for x in decay])
+        eye = np.eye(n_att, dtype=np.int64)
+        syns.append(Synapse(f"{p}.mem_in", f"{p}.kv", f"{p}.mem", eye, graded=True))
+        pops[f"{p}.read"] = Population(f"{p}.read", "prod", n_att, vth=0, layer=L,
+                                       role="memory_read")
+        syns.append(Synapse(f"{p}.read_mem", f"{p}.mem", f"{p}.read", eye.copy(),
+                            port="a_in1", graded=True))
+        syns.append(Synapse(f"{p}.read_q", f"{p}.qkv", f"{p}.read", replication(q_of, 3 * d),
+                            port="a_in2"))
+        w_att = np.zeros((d, n_att))
+        w_att[out_of, np.arange(n_att)] = b.c[out_of]
+        lif(f"{p}.attn", d, L, "attn", [np.abs(b.c)[:, None] * dh * C * T])
+        syn(f"{p}.attn_in", f"{p}.read", f"{p}.attn", w_att, sigma, graded=True)
+        rep.populations[f"{p}.mem"] = {"kind": "accum", "scale_log2": sigma,
+                                       "decay": sorted(set(int(x) for x in decay)),
+                                       "max_entry": peak.get(f"{p}.mem"),
+                                       "max_payload": (peak[f"{p}.mem"] * 2 ** sigma
+                                                       if f"{p}.mem" in peak else None)}
+        lif(f"{p}.mid", d, L, "mid", [np.abs(b.s_mid)[:, None] * h_max, b.W_om])
+        syn(f"{p}.read_mid", h, f"{p}.mid", np.diag(b.s_mid), k_h, graded=True)
+        syn(f"{p}.w_om", f"{p}.attn", f"{p}.mid", b.W_om)
+        lif(f"{p}.ff", 4 * d, L, "ff", [b.W_1, *b.S_ff])
+        syn(f"{p}.w_1", f"{p}.mid", f"{p}.ff", b.W_1)
+        for j, w in enumerate(b.S_ff, start=1):
+            syn(f"{p}.w_1_lag{j}", f"{p}.mid", f"{p}.ff", w, token_lag=j)
+        stream_pop(f"{p}.h", L)
+        syns.append(Synapse(f"{p}.stream", h, f"{p}.h", eye_d.copy(), graded=True))
+        syn(f"{p}.w_o", f"{p}.attn", f"{p}.h", b.W_o)
+        syn(f"{p}.w_2", f"{p}.ff", f"{p}.h", b.W_2)
+        h = f"{p}.h"
+    lif("final", d, "head", "final", [np.abs(folded.s_final)[:, None] * h_max])
+    syn("final.read", h, "final", np.diag(folded.s_final), k_h, graded=True)
+    pops["head"] = Population("head", "graded", V, vth=0, layer="head", role="readout")
+    m, e, err = pow2_grid(folded.W_head)
+    mixed = m.min() < 0 < m.max()
+    syns.append(Synapse("head.w", "final", "head", (2 * m if mixed else m).astype(np.int64),
+                        weight_exp=0, graded=False))
+    rep.synapses["head.w"] = SynapseStats("head.w", 0, True, err)
+    logit_scale = 2.0 ** e / (2 if mixed else 1) / T
+    assign_depths(pops, syns, ["tokens", "positions"], T, "head")
+    window = T + pops["head"].depth
+    if folded.memory_decay and folded.window != window:
+        if folded.window < window:
+            raise UserError(f"the decaying memory was trained for {folded.window} Loihi steps "
+                            f"per token, but the lowered graph needs {window}; retrain with "
+                            "this snn_compile (the window is set from the layer count)")
+        # pad the readout: a longer window only adds silent steps
+        extra = folded.window - window
+        for s in syns:
+            if s.dst == "head":
+                s.delay += extra
+        pops["head"].depth += extra
+        assign_lags = [s for s in syns if s.token_lag]
+        for s in assign_lags:
+            s.delay += s.token_lag * extra
+    late = [s for s in syns if s.token_lag and s.delay > DELAY_MAX]
+    if late:
+        worst = max(late, key=lambda s: s.delay)
+        raise UserError(f"the token shift's synapse {worst.name} needs a delay of {worst.delay} "
+                        f"steps ({worst.token_lag} token windows of {T + pops['head'].depth} "
+                        f"steps), beyond the {DELAY_MAX} that Loihi 2's DelayDense holds; "
+                        "retrain with a smaller --token-shift or fewer layers")
+    meta = {"model": "spikedecoder", "residual": "stream", "d_model": d, "n_heads": H,
+            "n_layers": len(folded.blocks)}
+    if tokenizer is not None:
+        meta["tokenizer"] = tokenizer.to_dict()
+    q = QGraph(pops, syns, T, ["tokens", "positions"], "head", logit_scale, C, meta)
+    for st in rep.synapses.values():
+        if not st.exact:
+            rep.warnings.append(f"synapse {st.name}: weight_exp {st.weight_exp} < 0 truncates "
+                                "(integer model may differ slightly from the float one)")
+    for n, r in rep.populations.items():
+        if r.get("max_a_in", 0) >= A_IN_TARGET:
             rep.warnings.append(f"population {n}: input up to {r['max_a_in']:.0f} exceeds the "
                                 "16-bit activation range")
     return q.validate(), rep
