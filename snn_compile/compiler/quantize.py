@@ -405,12 +405,12 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
         syn(f"{p}.w_qkv", f"{p}.in", f"{p}.qkv", b.W_qkv)
         for j, w in enumerate(b.S_qkv, start=1):
             syn(f"{p}.w_qkv_lag{j}", f"{p}.in", f"{p}.qkv", w, token_lag=j)
-        # memory scale 2^sigma: decayed entries within MEMORY_STATE_TARGET and the graded
-        # Dense into attn within int32
+        # memory scale 2^sigma: decayed entries within MEMORY_STATE_TARGET, the graded
+        # Dense into attn within int32, the kv input 2^sigma within the 16-bit dendrite
         if decay:
             s_max = peak.get(f"{p}.mem", 2 ** DECAY_EXP_DEFAULT / max(1, min(decay)) * T)
             a_max = peak.get(f"{p}.A", s_max * dh)
-            sigma = int(max(0, min(16, math.floor(math.log2(MEMORY_STATE_TARGET / max(s_max, 1))),
+            sigma = int(max(0, min(14, math.floor(math.log2(MEMORY_STATE_TARGET / max(s_max, 1))),
                                    math.floor(math.log2(PORT_SUM_TARGET / (MANTISSA_MAX * 2
                                                                            * max(a_max, 1)))))))
         else:
