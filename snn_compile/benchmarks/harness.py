@@ -141,7 +141,8 @@ def model_shape(folded_or_model, qgraph=None) -> theory.ModelShape:
         context=int(g("context", "block_size", default=0)),
         shift_qkv=shift if into in ("qkv", "both") else 0,
         shift_ff=shift if into in ("ff", "both") else 0,
-        attention=g("attention", default="ssa"))
+        attention=g("attention", default="ssa"), residual=g("residual", default="spike"),
+        memory=g("attention_memory", default="sum"))
 
 
 def _torch_spikes(folded, seq: np.ndarray) -> Dict[str, np.ndarray]:

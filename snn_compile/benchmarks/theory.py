@@ -31,6 +31,20 @@ SNN, token n occupies steps p = nT + t (T per token), spikes s[pop][n, t]:
   (tokens before the measured sequence's start are not seen)
   Neuron (membrane) updates are not counted in this view, as in the literature;
   the Loihi view counts them.
+
+Residual-stream SNN (``residual = "stream"``): the stream h is real-valued, so reading
+it is a multiply per channel and step:
+    emb.input  2 d T AC            one-hot token + position into the stream h0
+    read_in    d T MAC             s_in * h into LIF_in     (read_mid, final.read alike)
+    qkv        nnz(in) 3d AC       attention core as above (sum memory), or for the
+                                   decaying memory its executed linear form:
+      kv       sum_t sum_h nnz(k_h) nnz(v_h) AC    (k AND v into the memory)
+      decay    H dh^2 T MAC                         (lambda * S, every step of the token)
+      read     sum_t nnz(q) dh AC                   (a q spike reads one memory row)
+    proj       nnz(attn) d AC into the stream, mid_in nnz(attn) d AC into LIF_mid
+    ff1        nnz(mid) d_ff AC    ff2 nnz(ff) d AC into the stream
+    stream     d T AC              h carried into the next stream population
+    head       nnz(final) V AC     head.scale V MAC
 """
 
 from __future__ import annotations
@@ -57,6 +71,8 @@ class ModelShape:
     shift_qkv: int = 0            # token-shift lags into qkv / ff (SNN only)
     shift_ff: int = 0
     attention: str = "ssa"        # "ssa" or "sdsa" (SNN only)
+    residual: str = "spike"       # "spike" or "stream" (SNN only)
+    memory: str = "sum"           # "sum" or "decay" (stream SNN only)
 
 
 @dataclass
@@ -104,8 +120,11 @@ def ann_op_rows(shape: ModelShape, positions: Sequence[int]) -> List[OpRow]:
 
 
 # ------------------------------------------------------------------------ SNN
-def population_names(n_layers: int) -> List[str]:
-    """Population names of the deployable decoder (FoldedDecoder spike trains / QGraph)."""
+def population_names(n_layers: int, residual: str = "spike") -> List[str]:
+    """Spiking population names of the deployable decoder (spike trains / QGraph)."""
+    if residual == "stream":
+        return [f"block{i}.{r}" for i in range(n_layers)
+                for r in ("in", "qkv", "attn", "mid", "ff")] + ["final"]
     names = ["emb"]
     for i in range(n_layers):
         names += [f"block{i}.{r}" for r in ("qkv", "attn", "mid", "ff", "out")]
@@ -148,12 +167,11 @@ def _lagged_nnz(a: np.ndarray, lags: int) -> np.ndarray:
 
 def check_spikes(spikes: Mapping[str, np.ndarray], shape: ModelShape) -> Dict[str, np.ndarray]:
     """Spike trains as (N, T, size) float arrays, one per population; raise on a mismatch."""
-    T = shape.steps_per_token
-    sizes = {"emb": shape.d_model}
-    for i in range(shape.n_layers):
-        sizes.update({f"block{i}.qkv": 3 * shape.d_model, f"block{i}.attn": shape.d_model,
-                      f"block{i}.mid": shape.d_model, f"block{i}.ff": shape.d_ff,
-                      f"block{i}.out": shape.d_model})
+    T, d = shape.steps_per_token, shape.d_model
+    width = {"emb": d, "in": d, "qkv": 3 * d, "attn": d, "mid": d, "ff": shape.d_ff,
+             "out": d, "final": d}
+    sizes = {n: width[n.split(".")[-1]] for n in population_names(shape.n_layers,
+                                                                     shape.residual)}
     out = {}
     n_tok = None
     for name, size in sizes.items():
@@ -180,6 +198,8 @@ def snn_op_rows(shape: ModelShape, spikes: Mapping[str, np.ndarray],
     population is ``[q | k | v]`` along its last axis, each of width d.
     """
     s = check_spikes(spikes, shape)
+    if shape.residual == "stream":
+        return _stream_op_rows(shape, s, start_position)
     T, d, dff, V = shape.steps_per_token, shape.d_model, shape.d_ff, shape.vocab
     N = s["emb"].shape[0]
     rows = _rows("emb", N, [("input", "ac", 2 * d * T)])
@@ -200,6 +220,43 @@ def snn_op_rows(shape: ModelShape, spikes: Mapping[str, np.ndarray],
                                   _lagged_nnz(s[f"{b}.mid"], shape.shift_ff) * dff)])
         x = s[f"{b}.out"]
     rows += _rows("head", N, [("head", "ac", _nnz(x) * V), ("scale", "mac", V)])
+    return rows
+
+
+def _stream_op_rows(shape: ModelShape, s: Dict[str, np.ndarray],
+                    start_position: int) -> List[OpRow]:
+    """Op counts of the residual-stream decoder (module docstring)."""
+    T, d, dff, V, H = (shape.steps_per_token, shape.d_model, shape.d_ff, shape.vocab,
+                       shape.n_heads)
+    dh = d // H
+    N = s["final"].shape[0]
+    rows = _rows("emb", N, [("input", "ac", 2 * d * T)])
+    p = (start_position + np.arange(N))[:, None] * T + np.arange(T)[None, :]
+    for i in range(shape.n_layers):
+        b = f"block{i}"
+        x, qkv = s[f"{b}.in"], s[f"{b}.qkv"]
+        if shape.memory == "decay":
+            q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
+            kh = (k.reshape(N, T, H, dh) != 0).sum(-1)
+            vh = (v.reshape(N, T, H, dh) != 0).sum(-1)
+            core = [("kv", "ac", (kh * vh).sum(axis=(1, 2)).astype(np.float64)),
+                    ("decay", "mac", np.full(N, float(H * dh * dh * T))),
+                    ("read", "ac", _nnz(q) * dh)]
+        else:
+            core = attention_core(shape, qkv, p)
+        rows += _rows(b, N, [("read_in", "mac", d * T), ("qkv", "ac", _nnz(x) * 3 * d)]
+                      + core + [
+            ("scale", "mac", d * T), ("proj", "ac", _nnz(s[f"{b}.attn"]) * d),
+            ("mid_in", "ac", _nnz(s[f"{b}.attn"]) * d), ("read_mid", "mac", d * T),
+            ("ff1", "ac", _nnz(s[f"{b}.mid"]) * dff), ("ff2", "ac", _nnz(s[f"{b}.ff"]) * d),
+            ("stream", "ac", d * T)])
+        if shape.shift_qkv:
+            rows += _rows(b, N, [("qkv_shift", "ac", _lagged_nnz(x, shape.shift_qkv) * 3 * d)])
+        if shape.shift_ff:
+            rows += _rows(b, N, [("ff1_shift", "ac",
+                                  _lagged_nnz(s[f"{b}.mid"], shape.shift_ff) * dff)])
+    rows += _rows("head", N, [("final.read", "mac", d * T),
+                              ("head", "ac", _nnz(s["final"]) * V), ("scale", "mac", V)])
     return rows
 
 

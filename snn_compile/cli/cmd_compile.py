@@ -107,19 +107,27 @@ def run(args: argparse.Namespace) -> int:
     con = Console()
     t = Table(title=f"quantized graph: T={q.steps_per_token}, pipeline depth {q.depth}, "
                     f"window {q.window} steps/token")
-    for c in ("population", "kind", "size", "depth", "vth", "dv", "max |a_in|", "headroom"):
+    for c in ("population", "kind", "size", "depth", "vth", "dv", "max |a_in| / payload",
+              "headroom"):
         t.add_column(c)
+    pops_rep = (rep or {}).get("populations", {})
     for name in q.order():
         p = q.populations[name]
-        r = (rep or {}).get("populations", {}).get(name, {})
+        r = pops_rep.get(name) or (pops_rep.get("stream", {}) if p.role == "stream" else {})
+        peak = r.get("max_a_in", r.get("max_payload"))
+        room = r.get("a_in_headroom", r.get("payload_headroom"))
+        if room is None and peak:                       # graded payloads: 24 bits
+            room = 2 ** 23 / peak
         t.add_row(name, p.kind, str(p.size), str(p.depth),
                   str(p.vth) if p.kind == "lif" else "", str(p.dv) if p.kind == "lif" else "",
-                  f"{r['max_a_in']:.0f}" if r else "", f"{r['a_in_headroom']:.1f}x" if r else "")
+                  f"{peak:.0f}" if peak else "", f"{room:.1f}x" if room else "")
     con.print(t)
     tot = res.get("totals", {})
     con.print("resources: " + ", ".join(f"{k} {v}" for k, v in tot.items()))
     for w in warnings:
         con.print(f"[yellow]warning:[/] {w}")
+    for w in (rep or {}).get("notes", []):
+        con.print(f"note: {w}")
     if check is not None:
         con.print(f"check on {check['lava_samples']} x {q.steps_per_token} steps of random "
                   f"spikes (p={args.check_rate}): float NIR vs integer spike agreement "

@@ -104,6 +104,19 @@ def _check_lowerable(q: QGraph) -> None:
                           f"({q.depth}): their outputs would leave the token window W={q.window}")
 
 
+def _diagonal_loop(diag: np.ndarray, weight_exp: int, name: str, use_sparse: bool):
+    """A graded self-loop ``diag(diag)``: ``Sparse`` (O(n) per step) for large
+    populations, ``Dense`` otherwise; the same fixed-point arithmetic either way."""
+    if use_sparse:
+        from scipy.sparse import diags
+        from lava.proc.sparse.process import Sparse
+        return Sparse(weights=diags(diag).tocsr(), weight_exp=weight_exp,
+                      num_message_bits=GRADED_MESSAGE_BITS, name=name)
+    from lava.proc.dense.process import Dense
+    return Dense(weights=np.diag(diag), weight_exp=weight_exp,
+                 num_message_bits=GRADED_MESSAGE_BITS, name=name)
+
+
 def _synapse_process(s, *, sparse_ok: bool):
     """Dense/DelayDense (or Sparse/DelaySparse for sparse matrices) for one synapse."""
     from lava.proc.dense.process import DelayDense, Dense
@@ -182,8 +195,8 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
             proc = GradedVec(shape=shape, vth=p.vth)
         elif p.kind == "accum":
             proc = GradedVec(shape=shape, vth=0)
-            loop = Dense(weights=np.eye(p.size, dtype=np.int64),
-                         num_message_bits=GRADED_MESSAGE_BITS, name=name + ".loop")
+            loop = _diagonal_loop(np.ones(p.size, dtype=np.int64), 0, name + ".loop",
+                                  sparse and p.size >= SPARSE_MIN_SIZE)
             proc.s_out.connect(loop.s_in)
             loop.a_out.connect(proc.a_in)
             loops[name] = loop
@@ -191,9 +204,9 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
             if p.decaying:
                 # weights.dot(s_in) in int32, then right_shift by decay_exp (floor): the
                 # inhibitory matrix -diag(decay) (-255..0) is Lava-legal as it stands
-                dloop = Dense(weights=-np.diag(np.asarray(p.decay, dtype=np.int64)),
-                              weight_exp=-int(p.decay_exp),
-                              num_message_bits=GRADED_MESSAGE_BITS, name=name + ".decay")
+                dloop = _diagonal_loop(-np.asarray(p.decay, dtype=np.int64),
+                                       -int(p.decay_exp), name + ".decay",
+                                       sparse and p.size >= SPARSE_MIN_SIZE)
                 proc.s_out.connect(dloop.s_in)
                 dloop.a_out.connect(proc.a_in)
                 decay_loops[name] = dloop

@@ -118,11 +118,12 @@ class QuantReport:
     populations: Dict[str, dict] = field(default_factory=dict)
     synapses: Dict[str, SynapseStats] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)      # expected, not a problem
 
     def to_dict(self) -> dict:
         return {"populations": self.populations,
                 "synapses": {k: vars(v) for k, v in self.synapses.items()},
-                "warnings": self.warnings}
+                "warnings": self.warnings, "notes": self.notes}
 
 
 # ------------------------------------------------------------------- decoders
@@ -489,10 +490,12 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
     if tokenizer is not None:
         meta["tokenizer"] = tokenizer.to_dict()
     q = QGraph(pops, syns, T, ["tokens", "positions"], "head", logit_scale, C, meta)
-    for st in rep.synapses.values():
-        if not st.exact:
-            rep.warnings.append(f"synapse {st.name}: weight_exp {st.weight_exp} < 0 truncates "
-                                "(integer model may differ slightly from the float one)")
+    trunc = [st.name for st in rep.synapses.values() if not st.exact]
+    if trunc:       # the graded readers and the memory read: a right shift rounds down
+        rep.notes = [f"{len(trunc)} graded synapses ({', '.join(trunc[:3])}"
+                     f"{', ...' if len(trunc) > 3 else ''}) shift right (weight_exp < 0): the "
+                     "integer model rounds their sums down, so it can differ slightly from "
+                     "the float one (measure with `snn-compile eval --backend emulator`)"]
     for n, r in rep.populations.items():
         if r.get("max_a_in", 0) >= A_IN_TARGET:
             rep.warnings.append(f"population {n}: input up to {r['max_a_in']:.0f} exceeds the "
