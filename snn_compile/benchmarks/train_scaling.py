@@ -24,7 +24,7 @@ alternating ``--rounds`` times; the median round is reported:
     efficiency(W) = speed-up(W) x W0 / W          (W0: the smallest W measured)
 
 W = 1 runs under torchrun too (DDP of one process), so every row takes the same
-code path. Counts above the number of visible GPUs are skipped and listed. Prints
+code path; each process gets OMP_NUM_THREADS=1 unless it is set. Counts above the number of visible GPUs are skipped and listed. Prints
 a table; ``--out`` writes every figure as JSON. Imports no Lava.
 """
 
@@ -135,7 +135,7 @@ def worker_command(w: int, a: argparse.Namespace, result: str) -> List[str]:
 def _launch(w: int, a: argparse.Namespace, result: str) -> None:
     from snn_compile.models.distributed import NCCL_ENV
     env = {**NCCL_ENV, **os.environ}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // w)))
+    env.setdefault("OMP_NUM_THREADS", "1")     # the same for every W (torchrun's default)
     r = subprocess.run(worker_command(w, a, result), env=env, stdout=sys.stderr)
     if r.returncode != 0:
         raise UserError(f"the run with {w} process(es) failed (torchrun exit status "
@@ -196,15 +196,17 @@ def summarize(results: dict, batch_size: int, steps: int, warmup: int, rounds: i
 
 
 def table(r: dict) -> str:
+    labels = {spec: f"{m['kind']} ({spec})" if spec != m["kind"] else spec
+              for spec, m in r["models"].items()}
+    n = max(len("model"), *map(len, labels.values()))
     lines = [f"data-parallel training throughput on {r['device']} (DDP, {r['backend']}), "
              f"batch {r['batch_per_process']} per process, median of {r['rounds']} rounds of "
              f"{r['steps_timed']} steps; efficiency against {r['baseline_procs']} process(es)",
-             f"{'model':<22} {'procs':>5} {'global batch':>12} {'tokens/s':>12} "
+             f"{'model':<{n}} {'procs':>5} {'global batch':>12} {'tokens/s':>12} "
              f"{'per process':>12} {'speed-up':>8} {'efficiency':>10}"]
     for spec, m in r["models"].items():
-        label = f"{m['kind']} ({spec})" if spec != m["kind"] else spec
         for w, row in m["runs"].items():
-            lines.append(f"{label[:22]:<22} {w:>5} {row['global_batch']:>12} "
+            lines.append(f"{labels[spec]:<{n}} {w:>5} {row['global_batch']:>12} "
                          f"{row['tokens_per_s']:>12,.0f} {row['tokens_per_s_per_process']:>12,.0f} "
                          f"{row['speedup']:>8.2f} {row['efficiency'] * 100:>9.1f} %")
     if r["skipped_procs"]:
