@@ -99,10 +99,14 @@ def test_cli_nproc_2_trains_and_writes_one_checkpoint(run_cli, tmp_path):
     m, tok, saved = load_checkpoint(str(tmp_path / "m.pt"))
     assert saved["val_loss"] == info["val_loss"] < saved["unigram_loss"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "m.pt"]   # no temp files
-    r = run_cli("eval", "m.pt", "--data", "c.txt", "--json")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("train", "--nproc", "0", "-o", "x.pt")
-    assert r.returncode == 2 and "--nproc must be at least 1" in r.stderr
+    _, _, val = prepare_data(str(tmp_path / "c.txt"), "char", m.cfg.context, tok)
+    assert evaluate(m, val, 16384)["val_loss"] == pytest.approx(info["val_loss"], rel=1e-5)
+    from snn_compile.errors import UserError
+    from snn_compile.models import distributed
+    with pytest.raises(UserError, match="--nproc must be at least 1"):
+        distributed.launch(0, ["train", "-o", "x.pt"])
+    assert distributed.strip_option(["train", "--nproc", "2", "-o", "m.pt", "--nproc=3"],
+                                    "--nproc") == ["train", "-o", "m.pt"]
 
 
 def test_scaling_benchmark_worker_table_and_command_line(ddp):
