@@ -9,6 +9,17 @@ embedding: rate (the one Loihi 2 deployment supports), temporal or population.
 The checkpoint holds the weights, the model config and the tokenizer, so every
 later stage decodes with the model's own vocabulary. Same seed, same result on
 CPU. Progress (loss, tokens/s, spike rate) goes to stderr.
+
+Several processes (DistributedDataParallel; NCCL on GPUs, gloo on the CPU):
+`torchrun --standalone --nproc_per_node N -m snn_compile.cli.main train ...`, or
+`snn-compile train --nproc N ...`, which starts that. --batch-size is then per
+process: the global batch is --batch-size x N. Rank 0 alone evaluates, logs and
+writes the checkpoint (the same format as a single process's).
+
+Guards: a NaN/Inf loss or gradient stops training and leaves the last good
+checkpoint as it was; a run whose validation loss is still at or above the
+unigram loss of the training split after a quarter of its steps stops without
+writing one (--no-learning-guard turns that off).
 """
 
 from __future__ import annotations
@@ -69,16 +80,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--resume", action="store_true",
                         help="continue training from the checkpoint at -o")
+    parser.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes (DDP): start torchrun on this machine, "
+                             "one GPU each with --device cuda; --batch-size is per process")
+    parser.add_argument("--no-learning-guard", action="store_true",
+                        help="do not stop a run whose validation loss is still at or above the "
+                             "unigram loss after a quarter of its steps")
     parser.add_argument("--json", action="store_true", help="print the final figures as JSON")
     parser.add_argument("-o", "--output", metavar="CKPT", required=True,
                         help="checkpoint file to write (atomically)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from snn_compile.errors import UserError
+    from snn_compile.models import distributed
+
+    if args.nproc is not None:
+        return distributed.launch(args.nproc, distributed.strip_option(sys.argv[1:], "--nproc"),
+                                  args.device)
+    try:
+        return _run(args)
+    except UserError:
+        if distributed.env_rank() != 0:    # every rank stops; rank 0 alone says why
+            return 2
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from snn_compile.cli._common import print_json
     from snn_compile.errors import UserError
+    from snn_compile.models import distributed
     from snn_compile.models.config import ModelConfig
     from snn_compile.models.train import TrainArgs, train
 
@@ -95,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
                       token_shift=args.token_shift, shift_mode=args.shift_mode,
                       shift_into=args.shift_into, attention=args.attention)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      eval_interval=args.eval_interval, seed=args.seed, device=args.device)
+                      eval_interval=args.eval_interval, seed=args.seed, device=args.device,
+                      learning_guard=not args.no_learning_guard)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,
                  command="snn-compile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    if args.json:
+    if args.json and distributed.env_rank() == 0:
         print_json({k: v for k, v in info.items() if k != "history"})
     return 0

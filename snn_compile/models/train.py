@@ -2,6 +2,19 @@
 
 Deterministic for a fixed seed on CPU: the batches come from a seeded numpy
 Generator and torch's RNG is seeded before the model is built.
+
+Under ``torchrun`` the same loop trains with DistributedDataParallel
+(``snn_compile.models.distributed``): ``batch_size`` is the per-rank batch, the
+global batch is ``batch_size x world size``, rank 0 alone evaluates and writes
+the checkpoint, and the same seed and world size give the same result.
+
+Guards: a non-finite loss, gradient or validation loss stops the run (UserError)
+before the optimiser step, and the checkpoint on disk stays the last good one; a
+run whose best validation loss is still at or above the unigram loss of the
+training split (``unigram_loss``) after a quarter of its steps (and after the
+warm-up) stops without
+writing a checkpoint (``learning_guard=False`` turns that off); a checkpoint is
+only overwritten by a better validation loss, also across ``--resume``.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from snn_compile.data import (check_corpus_length, load_corpus, make_tokenizer, 
                               sequential_blocks, train_val_split)
 from snn_compile.errors import UserError
 from snn_compile.models.checkpoint import build_model, load_raw, save_checkpoint
+from snn_compile.models import distributed
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.spikedecoder import is_spike_record
 
@@ -27,7 +41,7 @@ from snn_compile.models.spikedecoder import is_spike_record
 @dataclass
 class TrainArgs:
     steps: int = 2000
-    batch_size: int = 32
+    batch_size: int = 32              # per rank; global batch = batch_size x world size
     lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: int = 100
@@ -36,6 +50,7 @@ class TrainArgs:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    learning_guard: bool = True       # stop a run still at the unigram loss after steps / 4
 
 
 def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, tokenizer=None):
@@ -49,6 +64,15 @@ def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, to
     check_corpus_length(val_ids, context)
     del split
     return tokenizer, train_ids, val_ids
+
+
+def unigram_loss(train_ids: np.ndarray, target_ids: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) on ``target_ids`` of the token frequencies of
+    ``train_ids``, add-one smoothed over the vocabulary: what a model that ignores the
+    context reaches. A language model that does not beat it has learnt nothing."""
+    counts = np.bincount(np.asarray(train_ids), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[np.asarray(target_ids)].mean())
 
 
 @torch.no_grad()
@@ -81,10 +105,68 @@ def evaluate(model, val_ids: np.ndarray, max_tokens: Optional[int] = None, batch
             "mean_spike_rate": (sum(rates.values()) / len(rates)) if rates else None}
 
 
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def train_step(net, opt, x: np.ndarray, y: np.ndarray, dist, record: bool = False):
+    """One optimisation step of ``net`` (a model or its DDP wrapper) on this rank's
+    batch: forward (BPTT over T), cross-entropy, backward (DDP averages the gradients
+    over the ranks), gradient clipping to norm 1, AdamW -- unless the loss (mean over
+    the ranks) or the gradient norm is not finite: then no step is taken.
+
+    Returns ``(loss, grad_norm, records)``: the global mean loss and the gradient norm
+    as floats (identical on every rank), the spike records of this rank if ``record``.
+    """
+    x_t = torch.as_tensor(x, device=dist.device)
+    y_t = torch.as_tensor(y, device=dist.device)
+    out = net(x_t, record=record)
+    logits, rec = out if record else (out, None)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    loss_sum, gnorm_sum = dist.all_sum([loss, gnorm])     # gnorm is the same on every rank
+    loss_g, gnorm_g = loss_sum / dist.world, gnorm_sum / dist.world
+    if math.isfinite(loss_g) and math.isfinite(gnorm_g):
+        opt.step()
+    return loss_g, gnorm_g, rec
+
+
+def _kept(out_path: str, saved: Optional[dict]) -> str:
+    if saved is not None:
+        return (f"the last good checkpoint {out_path} (step {saved['steps']}, val loss "
+                f"{saved['val_loss']:.4f}) is left untouched")
+    if os.path.exists(out_path):
+        return f"{out_path} is left as it was"
+    return "no checkpoint was written"
+
+
 def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[str] = None,
           tokenizer_kind: str = "char", resume: bool = False, command: str = "") -> dict:
+    """Train ``cfg`` and keep its best-validation checkpoint at ``out_path``; in one
+    process, or with DDP when launched by torchrun (module docstring). Returns the
+    figures of the last evaluation (on rank 0; other ranks get the validation loss)."""
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(out_dir):     # found now, not at the first checkpoint
+        raise UserError(f"output folder {out_dir} does not exist; create it or choose another "
+                        "path")
+    dist = distributed.setup(args.device)
+    # an exception leaves the process group alone: the process is about to end, and a
+    # collective here could wait for ranks that have stopped
+    info = _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist)
+    dist.barrier()                     # rank 0 has written the checkpoint
+    dist.close()
+    return info
+
+
+def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist) -> dict:
     tokenizer = None
-    start_step, state, opt_state = 0, None, None
+    start_step, state, opt_state, best, history = 0, None, None, None, []
     if resume:
         if not os.path.exists(out_path):
             raise UserError(f"--resume: {out_path} does not exist yet; drop --resume to start")
@@ -92,23 +174,32 @@ def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[
         from snn_compile.data import tokenizer_from_dict
         tokenizer = tokenizer_from_dict(payload["tokenizer"])
         cfg = ModelConfig.from_dict(payload["config"])
-        start_step = payload["train_info"].get("steps", 0)
+        prev = payload.get("train_info", {})
+        start_step = prev.get("steps", 0)
+        # the checkpoint is the best one so far: only a better validation loss replaces it
+        best = prev.get("best_val_loss", prev.get("val_loss"))
+        best = None if best is None else float(best)
+        history = list(prev.get("history", []))
         state, opt_state = payload["state_dict"], payload.get("optimizer")
+        if start_step >= args.steps:
+            raise UserError(f"--resume: {out_path} is already at step {start_step}; give "
+                            f"--steps above {start_step} to train on")
     tokenizer, train_ids, val_ids = prepare_data(data_path, tokenizer_kind, cfg.context, tokenizer)
     cfg.vocab_size = tokenizer.vocab_size
     torch.manual_seed(args.seed)
-    model = build_model(cfg).to(args.device)
+    model = build_model(cfg).to(dist.device)
     if state is not None:
         model.load_state_dict(state)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=args.lr,
-                            betas=(0.9, 0.95))
+    net = distributed.wrap(model, dist) if dist.active else model
+    opt = make_optimizer(model, args.lr, args.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     rng = np.random.default_rng(args.seed + start_step)
     n_params = sum(p.numel() for p in model.parameters())
+    global_batch = args.batch_size * dist.world
+    unigram = unigram_loss(train_ids, val_ids[1: args.eval_tokens + 1], tokenizer.vocab_size)
+    # the not-learning guard looks from a quarter of the steps on, and not during warm-up
+    guard_step = max(math.ceil(args.steps / 4), min(args.warmup, args.steps))
 
     def lr_at(step):
         if step < args.warmup:
@@ -118,50 +209,86 @@ def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[
 
     from rich.console import Console
     from rich.progress import (BarColumn, Progress, TextColumn, TimeRemainingColumn)
-    history, best = [], None
+    console = Console(stderr=True)
+    if dist.main:
+        batch = (f"batch {args.batch_size} per rank x {dist.world} ranks = global batch "
+                 f"{global_batch}" if dist.active else f"batch {args.batch_size}")
+        console.print(f"train {cfg.kind}: {n_params:,} parameters; {dist.describe()}; {batch} "
+                      f"x {cfg.context} tokens; unigram loss of the training split "
+                      f"{unigram:.4f}" + (f"; resuming at step {start_step}" if resume else ""),
+                      highlight=False, soft_wrap=True)
     tokens_seen, t0 = 0, time.perf_counter()
-    info = {}
+    info, saved = {}, None
     with Progress(TextColumn("[bold]train {task.fields[kind]}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f} · {task.fields[tps]:.0f} tok/s · "
                              "spike rate {task.fields[rate]}"),
-                  TimeRemainingColumn(), disable=not args.progress, transient=False,
-                  console=Console(stderr=True)) as prog:
+                  TimeRemainingColumn(), disable=not (args.progress and dist.main),
+                  transient=False, console=console) as prog:
         task = prog.add_task("train", total=args.steps, completed=start_step, kind=cfg.kind,
                              loss=float("nan"), tps=0.0, rate="-")
         model.train()
         for step in range(start_step, args.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            x, y = random_batch(train_ids, args.batch_size, cfg.context, rng)
-            x_t = torch.as_tensor(x, device=args.device)
-            y_t = torch.as_tensor(y, device=args.device)
-            logits, rec = model(x_t, record=True)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            tokens_seen += x.size
+            x, y = random_batch(train_ids, global_batch, cfg.context, rng)
+            x, y = distributed.shard(x, dist), distributed.shard(y, dist)
+            loss, gnorm, rec = train_step(net, opt, x, y, dist, record=True)
+            if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                bad = [f"the {what} is {v}" for what, v in (("training loss", loss),
+                                                            ("gradient norm", gnorm))
+                       if not math.isfinite(v)]
+                raise UserError(
+                    f"step {step + 1}: {' and '.join(bad)}, not a finite number; training "
+                    f"stopped before this step changed the weights, and "
+                    f"{_kept(out_path, saved)}. Try a lower --lr (now {args.lr:g}), fewer "
+                    "--layers, or check the data")
+            tokens_seen += global_batch * cfg.context
             rate = ("%.3f" % float(np.mean([float(s.detach().float().mean())
                                              for k, s in rec.items() if is_spike_record(k)]))
-                    if rec else "-")
+                    if rec and dist.main else "-")
             tps = tokens_seen / (time.perf_counter() - t0)
-            prog.update(task, advance=1, loss=float(loss.detach()), tps=tps, rate=rate)
+            prog.update(task, advance=1, loss=loss, tps=tps, rate=rate)
             last = step + 1 == args.steps
-            if (step + 1) % args.eval_interval == 0 or last:
-                ev = evaluate(model, val_ids, args.eval_tokens, device=args.device)
-                history.append({"step": step + 1, "train_loss": float(loss.detach()),
-                                "val_loss": ev["val_loss"]})
-                prog.console.print(f"step {step + 1}: train {float(loss.detach()):.4f} "
-                                   f"val {ev['val_loss']:.4f} (bpc {ev['bpc']:.3f})")
-                improved = best is None or ev["val_loss"] < best
-                best = ev["val_loss"] if improved else best
-                info = {"steps": step + 1, "seed": args.seed, "val_loss": ev["val_loss"],
-                        "bpc": ev["bpc"], "params": n_params, "tokens_per_s": tps,
-                        "history": history, "command": command, "device": args.device,
-                        "mean_spike_rate": ev["mean_spike_rate"]}
-                if improved:      # keep the best validation checkpoint (early stopping)
-                    save_checkpoint(out_path, model.cpu(), tokenizer, info, opt)
-                    model.to(args.device)
+            if not ((step + 1) % args.eval_interval == 0 or last):
+                continue
+            ev = evaluate(model, val_ids, args.eval_tokens, device=dist.device) if dist.main \
+                else None
+            (val,) = dist.from_main([ev["val_loss"] if ev else 0.0])
+            if not math.isfinite(val):
+                raise UserError(
+                    f"step {step + 1}: the validation loss is {val}, not a finite number; "
+                    f"training stopped and {_kept(out_path, saved)}. Try a lower --lr "
+                    f"(now {args.lr:g}), fewer --layers, or check the data")
+            improved = best is None or val < best
+            best = val if improved else best
+            if args.learning_guard and step + 1 >= guard_step and best >= unigram:
+                raise UserError(
+                    f"not learning: at step {step + 1} of {args.steps} the validation loss is "
+                    f"{val:.4f} (best {best:.4f}), still at or above the unigram loss "
+                    f"{unigram:.4f} of the training split (token frequencies alone); "
+                    f"stopped: {_kept(out_path, saved)}. Try a "
+                    f"lower --lr (now {args.lr:g}), fewer --layers, or check the data; "
+                    "--no-learning-guard turns this check off")
+            # a checkpoint no better than the unigram model is not worth keeping
+            write = improved and (not args.learning_guard or val < unigram)
+            if not dist.main:
+                info = {"steps": step + 1, "val_loss": val}
+                continue
+            history.append({"step": step + 1, "train_loss": loss, "val_loss": val})
+            prog.console.print(f"step {step + 1}: train {loss:.4f} val {val:.4f} "
+                               f"(bpc {ev['bpc']:.3f})", highlight=False)
+            info = {"steps": step + 1, "seed": args.seed, "val_loss": val,
+                    "best_val_loss": best, "bpc": ev["bpc"], "params": n_params,
+                    "tokens_per_s": tps, "history": history, "command": command,
+                    "device": args.device, "world_size": dist.world,
+                    "backend": dist.backend, "batch_size": args.batch_size,
+                    "global_batch": global_batch, "unigram_loss": unigram,
+                    "mean_spike_rate": ev["mean_spike_rate"]}
+            if write:      # keep the best validation checkpoint (early stopping)
+                save_checkpoint(out_path, model, tokenizer, info, opt)
+                saved = info
+    if dist.main and saved is None and resume:
+        console.print(f"no evaluation beat the best validation loss {best:.4f} of {out_path}; "
+                      "the checkpoint is left as it was", highlight=False)
     return info
