@@ -408,15 +408,19 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
             syn(f"{p}.w_qkv_lag{j}", f"{p}.in", f"{p}.qkv", w, token_lag=j)
         # memory scale 2^sigma: decayed entries within MEMORY_STATE_TARGET, the graded
         # Dense into attn within int32, the kv input 2^sigma within the 16-bit dendrite
+        # (the decay rounds each step's loss up by < 1 unit of 2^-sigma, so a fine memory
+        # grid matters); the read product shifts right by rho so that the attention sum
+        # c * A stays within int32 in the graded Dense into attn
         if decay:
             s_max = peak.get(f"{p}.mem", 2 ** DECAY_EXP_DEFAULT / max(1, min(decay)) * T)
             a_max = peak.get(f"{p}.A", s_max * dh)
-            sigma = int(max(0, min(14, math.floor(math.log2(MEMORY_STATE_TARGET / max(s_max, 1))),
-                                   math.floor(math.log2(PORT_SUM_TARGET / (MANTISSA_MAX * 2
-                                                                           * max(a_max, 1)))))))
+            sigma = int(max(0, min(14, math.floor(math.log2(MEMORY_STATE_TARGET
+                                                            / max(s_max, 1))))))
+            port = math.floor(math.log2(PORT_SUM_TARGET / (MANTISSA_MAX * 2 * max(a_max, 1))))
+            rho = int(max(0, sigma - port))
         else:
-            sigma = 0
-        klog[f"{p}.read"] = sigma
+            sigma = rho = 0
+        klog[f"{p}.read"] = sigma - rho
         pops[f"{p}.kv"] = Population(f"{p}.kv", "prod", n_att, vth=0, layer=L, role="kv_product")
         syns.append(Synapse(f"{p}.kv_k", f"{p}.qkv", f"{p}.kv", replication(k_of, 3 * d),
                             weight_exp=sigma, port="a_in1"))
@@ -426,7 +430,7 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
                                       decay=[int(x) for x in decay])
         eye = np.eye(n_att, dtype=np.int64)
         syns.append(Synapse(f"{p}.mem_in", f"{p}.kv", f"{p}.mem", eye, graded=True))
-        pops[f"{p}.read"] = Population(f"{p}.read", "prod", n_att, vth=0, layer=L,
+        pops[f"{p}.read"] = Population(f"{p}.read", "prod", n_att, vth=0, exp=rho, layer=L,
                                        role="memory_read")
         syns.append(Synapse(f"{p}.read_mem", f"{p}.mem", f"{p}.read", eye.copy(),
                             port="a_in1", graded=True))
@@ -435,8 +439,8 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
         w_att = np.zeros((d, n_att))
         w_att[out_of, np.arange(n_att)] = b.c[out_of]
         lif(f"{p}.attn", d, L, "attn", [np.abs(b.c)[:, None] * dh * C * T])
-        syn(f"{p}.attn_in", f"{p}.read", f"{p}.attn", w_att, sigma, graded=True)
-        rep.populations[f"{p}.mem"] = {"kind": "accum", "scale_log2": sigma,
+        syn(f"{p}.attn_in", f"{p}.read", f"{p}.attn", w_att, sigma - rho, graded=True)
+        rep.populations[f"{p}.mem"] = {"kind": "accum", "scale_log2": sigma, "read_shift": rho,
                                        "decay": sorted(set(int(x) for x in decay)),
                                        "max_entry": peak.get(f"{p}.mem"),
                                        "max_payload": (peak[f"{p}.mem"] * 2 ** sigma
