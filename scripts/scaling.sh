@@ -6,10 +6,12 @@
 #   GROUP table:   the scaling table's six runs (README), the shipped recipe at each size
 #   GROUP explore: design ablations at 4x128 (shift, memory, lr) plus the table's sizes
 # Then, on any machine: python -m snn_compile.benchmarks.scaling OUT --out docs/results/scaling
-# TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh).
+# TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh). DATA=FILE trains on
+# FILE (on a machine whose Python is not 3.10, pass the 3.10 embedded corpus written to a file:
+# snn_compile/assets/MANIFEST.md).
 set -euo pipefail
 out=${1:?usage: scripts/scaling.sh OUT_DIR [STEPS] [DEVICE] [GROUP]}
-steps=${2:-1400}
+steps=${2:-1000}
 device=${3:-cuda}
 group=${4:-table}
 mkdir -p "$out"
