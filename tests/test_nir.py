@@ -23,7 +23,7 @@ from snn_compile.export.to_nir import export_model, folded_to_nir, nir_node_of
 from snn_compile.models.checkpoint import load_checkpoint
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.fold import fold
-from snn_compile.models.spikedecoder import SpikeDecoder
+from snn_compile.models.spikedecoder import SpikeDecoder, is_spike_record
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,16 @@ def shipped_nir(shipped, tmp_path_factory):
 
 
 def assert_same_spikes(ref: dict, got: dict) -> None:
-    assert set(map(nir_node_of, ref["spikes"])) <= set(got["spikes"])
-    for k, v in ref["spikes"].items():
-        g = got["spikes"][nir_node_of(k)]
-        assert torch.equal(v, g), f"{k}: {int((v != g).sum())} of {v.numel()} values differ"
+    """Spikes equal; attention memories equal (exact counts) or to float64 rounding (a
+    decaying memory sums in another order step by step); the stream is no NIR node."""
+    keys = [k for k in ref["spikes"] if is_spike_record(k) or k.endswith(".A")]
+    assert set(map(nir_node_of, keys)) <= set(got["spikes"])
+    for k in keys:
+        v, g = ref["spikes"][k], got["spikes"][nir_node_of(k)]
+        if k.endswith(".A"):
+            assert torch.allclose(v, g.to(v.dtype), rtol=1e-9, atol=1e-9), k
+        else:
+            assert torch.equal(v, g), f"{k}: {int((v != g).sum())} of {v.numel()} values differ"
 
 
 def random_decoder(seed: int, **kw) -> SpikeDecoder:
@@ -99,7 +105,8 @@ def test_standard_nir_reads_our_file_and_sees_the_extension(shipped_nir):
     assert json.loads(g.metadata["snn_compile.framing"])["steps_per_token"] == 4
     ours = read_nir(shipped_nir)
     assert isinstance(ours.nodes["block1.attention"], CausalSpikeAttention)
-    assert ours.nodes["block1.attention"].n_heads == 4
+    assert ours.nodes["block1.attention"].n_heads == 8
+    assert ours.nodes["block1.attention"].version == 2 and ours.nodes["block1.attention"].window == 43
 
 
 def test_lif_parameters_follow_the_discrete_model(shipped):
@@ -266,4 +273,6 @@ def test_bench_reads_the_nir_file_like_the_checkpoint(shipped_nir):
     b = run_benchmark("default:spikedecoder", None, backend="emulator", tokens=24)
     assert a["spikes_match_reference"] and b["spikes_match_reference"]
     assert a["energy_per_token_pj"] == b["energy_per_token_pj"]
-    assert a["val_loss"]["spikedecoder"] == pytest.approx(b["val_loss"]["spikedecoder"], rel=1e-5)
+    # the .nir path evaluates the float64 folded equations, the checkpoint the float32 model:
+    # a near-threshold spike may flip (the decaying memory is a float sum)
+    assert a["val_loss"]["spikedecoder"] == pytest.approx(b["val_loss"]["spikedecoder"], rel=1e-4)

@@ -56,8 +56,12 @@ def lif_node(beta: float, size: int, dt: float = DT):
 
 
 def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: float = DT):
-    """``FoldedDecoder`` → ``nir.NIRGraph``; ``tokenizer``/``config`` travel as metadata."""
+    """``FoldedDecoder`` → ``nir.NIRGraph``; ``tokenizer``/``config`` travel as metadata.
+    A ``FoldedStreamDecoder`` goes to ``stream_to_nir``."""
     import nir
+
+    if getattr(folded, "residual", "spike") == "stream":
+        return stream_to_nir(folded, tokenizer, config, dt)
 
     d, V, C = folded.d_model, folded.vocab_size, folded.context
     nodes = {"tokens": nir.Input(input_type=np.array([V])),
@@ -209,5 +213,4 @@ def export_model(model, tokenizer=None):
                         "a deployable SpikeDecoder (`snn-compile train --model spikedecoder`)")
     folded = fold(model)
     cfg = getattr(model, "cfg", None)
-    write = stream_to_nir if getattr(folded, "residual", "spike") == "stream" else folded_to_nir
-    return write(folded, tokenizer, cfg.to_dict() if cfg is not None else None)
+    return folded_to_nir(folded, tokenizer, cfg.to_dict() if cfg is not None else None)
