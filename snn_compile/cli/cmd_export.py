@@ -37,29 +37,31 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.models.checkpoint import load_checkpoint
     from snn_compile.models.fold import fold
 
-    if not args.output.endswith(".nir"):
-        raise UserError(f"output {args.output} should end in .nir")
     model, tok, _ = load_checkpoint(args.checkpoint)
     graph = export_model(model, tok)
-    write_nir(graph, args.output)
-    result = {"output": args.output, "bytes": os.path.getsize(args.output),
-              "nodes": len(graph.nodes), "edges": len(graph.edges)}
-    if not args.no_check:
+    result = {"output": args.output, "nodes": len(graph.nodes), "edges": len(graph.edges)}
+
+    def check(tmp: str) -> None:
+        """Read the complete temporary file back and run it against the torch model."""
+        result["bytes"] = os.path.getsize(tmp)
+        if args.no_check:
+            return
         from snn_compile.compiler.pipeline import calibration_tokens
         from snn_compile.export.interpreter import NIRInterpreter, run_tokens
         folded = fold(model)
         toks = calibration_tokens(tok, folded.context, n=min(32, folded.context))
         ref = folded.forward(toks)
-        got = run_tokens(NIRInterpreter(read_nir(args.output)), toks)
+        got = run_tokens(NIRInterpreter(read_nir(tmp)), toks)
         mism = [k for k, v in ref["spikes"].items()
                 if not torch.equal(v, got["spikes"][nir_node_of(k)])]
         diff = float((ref["logits"] - got["logits"]).abs().max())
         result.update(check_tokens=int(toks.shape[1]), spikes_equal=not mism,
                       logits_max_abs_diff=diff)
         if mism:
-            os.unlink(args.output)
             raise UserError(f"exported graph disagrees with the torch model on {', '.join(mism)}"
-                            "; nothing written (please report this)")
+                            f"; nothing written to {args.output} (please report this)")
+
+    write_nir(graph, args.output, check)
     if args.json:
         print_json(result)
     else:

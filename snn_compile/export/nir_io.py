@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -27,11 +27,17 @@ class NIRGraphError(UserError):
     """A NIR graph that cannot be run: the message lists every problem found."""
 
 
-def write_nir(graph, path: str) -> None:
-    """``nir.write`` into a temporary file, renamed into place when complete."""
+def write_nir(graph, path: str, check: Optional[Callable[[str], None]] = None) -> None:
+    """``nir.write`` into a temporary file, renamed into place when complete.
+
+    ``check(tmp)`` runs on the complete temporary file before the rename (read it
+    back, compare): if it raises, nothing is written and ``path`` stays as it was.
+    """
     import nir
     with atomic_path(path) as tmp:
         nir.write(tmp, graph)
+        if check is not None:
+            check(tmp)
 
 
 def _file_types(path: str) -> List[Tuple[str, str]]:
