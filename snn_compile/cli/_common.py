@@ -94,9 +94,10 @@ def add_encoding_flags(parser: argparse.ArgumentParser, what: str) -> None:
     """``--encoding/--bits/--threshold``: spike encodings of an ANN's activations."""
     parser.add_argument("--encoding", choices=("none", "binary", "ternary", "bitwise"),
                         default="none", help=f"{what} (docs/encodings.md)")
-    parser.add_argument("--bits", type=int, default=8, metavar="K",
+    from snn_compile.cli._args import float_in, int_in
+    parser.add_argument("--bits", type=int_in(2, 16), default=8, metavar="K",
                         help="bits of the bitwise encoding (default: 8)")
-    parser.add_argument("--threshold", type=float, metavar="X",
+    parser.add_argument("--threshold", type=float_in(0), metavar="X",
                         help="binary/ternary threshold, a multiple of mean |x| (default: 0.7)")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from snn_compile.cli._args import int_in
 from snn_compile.cli._common import add_encoding_flags
 
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH",
                         help="UTF-8 text file (default: the embedded corpus); its last 10 %% "
                              "is the validation split")
-    parser.add_argument("--max-tokens", type=int, metavar="N",
+    parser.add_argument("--max-tokens", type=int_in(1), metavar="N",
                         help="evaluate on the first N validation tokens only")
     parser.add_argument("--backend", choices=("torch", "int", "emulator"), default="torch",
                         help="torch: the float model; int / emulator: the deployed Loihi 2 "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from snn_compile.cli._args import output_file
 from snn_compile.cli._common import add_json_flag
 
 
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT",
                         help="checkpoint file, or default:spikedecoder")
     parser.add_argument("-o", "--output", metavar="MODEL.nir", required=True,
+                        type=output_file(".nir", why=" (later stages recognise a NIR graph by "
+                                                   "its suffix)"),
                         help="NIR file to write (atomically)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the read-back check (interpreter == torch model)")

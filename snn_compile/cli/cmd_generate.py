@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from snn_compile.cli._args import float_in, int_in, seed
 from snn_compile.cli._common import add_encoding_flags, add_json_flag, load_ann
 
 
@@ -25,14 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf", metavar="PATH",
                         help="local Hugging Face causal LM directory (instead of MODEL)")
     parser.add_argument("--prompt", default="", help="text to continue")
-    parser.add_argument("-n", "--tokens", type=int, default=64, metavar="N",
+    parser.add_argument("-n", "--tokens", type=int_in(1), default=64, metavar="N",
                         help="number of new tokens")
     parser.add_argument("--backend", choices=("torch", "nir", "int", "emulator", "lava-sim", "loihi2"), default="torch",
                         help="where the model runs")
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--temperature", type=float_in(0), default=0.0,
                         help="sampling temperature; 0 = greedy")
-    parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--top-k", type=int_in(1), metavar="K", help="sample among the K most likely")
+    parser.add_argument("--seed", type=seed(), default=0, help="sampling seed")
     add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
                                "ANN")
     add_json_flag(parser)

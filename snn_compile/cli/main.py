@@ -14,6 +14,7 @@ import os
 import sys
 
 from snn_compile import __version__
+from snn_compile.cli._args import OneLineParser
 from snn_compile.errors import UserError
 
 # name → one-line summary shown by `snn-compile --help` (the module docstring is the long help)
@@ -44,7 +45,7 @@ def _selected_command(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument tree; only ``command``'s module is imported to fill in its arguments."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="snn-compile", description=DESCRIPTION,
         epilog="Run `snn-compile COMMAND --help` for the options of one command.")
     parser.add_argument("--version", action="version", version=f"snn-compile {__version__}")
