@@ -197,7 +197,9 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     elif snn.endswith(".nir"):          # the exported graph itself, rebuilt from NIR nodes
         from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir
         from snn_compile.export.nir_io import read_nir
+        from snn_compile.compiler.from_nir import require_decoder
         graph = read_nir(snn)
+        require_decoder(graph, snn, "bench")
         snn_model, tok = folded_from_nir(graph), decoder_tokenizer(graph)
     else:
         snn_model, tok, _ = load_checkpoint(snn)

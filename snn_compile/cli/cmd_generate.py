@@ -49,8 +49,12 @@ def _backend(args):
     if args.backend == "torch":
         from snn_compile.models.checkpoint import load_checkpoint
         from snn_compile.models.sampling import TorchBackend
-        if args.model.endswith(".qgraph"):
-            raise UserError("--backend torch needs a checkpoint, not a compiled .qgraph")
+        if args.model.endswith((".qgraph", ".nir")):
+            raise UserError(f"--backend torch runs a checkpoint, and {args.model} is a "
+                            f"{'compiled graph' if args.model.endswith('.qgraph') else 'NIR graph'}"
+                            f"; run it with --backend "
+                            f"{'int' if args.model.endswith('.qgraph') else 'nir'} (or "
+                            "emulator, lava-sim)")
         model, tok, _ = load_checkpoint(args.model)
         return TorchBackend(model), tok
     if args.backend == "nir":
@@ -62,7 +66,9 @@ def _backend(args):
             raise UserError("--backend nir needs a .nir file or a checkpoint, not a compiled "
                             ".qgraph")
         if args.model.endswith(".nir"):
+            from snn_compile.compiler.from_nir import require_decoder
             graph = read_nir(args.model)
+            require_decoder(graph, args.model, "generate")
             return NIRBackend(graph), decoder_tokenizer(graph)
         graph, tok = nir_of_checkpoint(args.model)
         return NIRBackend(graph), tok

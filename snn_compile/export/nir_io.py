@@ -61,13 +61,22 @@ def _file_types(path: str) -> List[Tuple[str, str]]:
     return found
 
 
-def read_nir(path: str):
-    """Read a NIR file; extension subgraphs come back as extension nodes."""
+def read_nir(path: str, strict: bool = True):
+    """Read a NIR file; extension subgraphs come back as extension nodes.
+
+    With ``strict`` (every command that runs or compiles a graph) a file that NIR's
+    own ``nir.read`` rejects — its type check finds an edge whose two ends disagree —
+    is an error too, reported through ``validate``'s more specific message where it
+    finds the problem. ``inspect`` reads with ``strict=False`` and reports the problem
+    (``nir_type_problem``) instead.
+    """
     import nir
 
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist; write one with `snn-compile export CKPT -o "
                         f"{os.path.basename(path) or 'model.nir'}`")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; give the path of a .nir file")
     try:
         types = _file_types(path)
     except NIRGraphError:
@@ -80,12 +89,35 @@ def read_nir(path: str):
     if unknown:
         where = ", ".join(f"{n} ({t})" for n, t in types if t in unknown)
         raise NIRGraphError(f"{path} holds node types that NIR {nir.version} cannot read: "
-                            f"{', '.join(unknown)} (nodes: {where})")
+                            f"{', '.join(unknown)} (nodes: {where}); re-export the graph with "
+                            "standard NIR 1.0 node types (or snn_compile's extension nodes, "
+                            "docs/nir-extensions.md)")
     try:
         graph = nir.read(path, type_check=False)
     except Exception as e:
-        raise NIRGraphError(f"{path}: NIR could not build the graph: {e}") from None
-    return _lift_extensions(graph)
+        raise NIRGraphError(f"{path}: NIR could not build the graph ({type(e).__name__}: "
+                            f"{str(e)[:200]}); the file is damaged or was written by an "
+                            "incompatible NIR version — export it again") from None
+    graph = _lift_extensions(graph)
+    if strict:
+        why = nir_type_problem(path)
+        if why is not None:
+            validate(flatten(graph))      # names the problem itself if it can
+            raise NIRGraphError(f"{path}: NIR's own reader (nir.read) rejects the graph: {why}"
+                                "; fix the input/output types of the nodes it names (or "
+                                "export the graph again with its framework's NIR exporter)")
+    return graph
+
+
+def nir_type_problem(path: str) -> Optional[str]:
+    """Why ``nir.read`` (with its type check, the default) rejects the file, or None."""
+    import nir
+    try:
+        nir.read(path)
+    except Exception as e:       # nir raises ValueError, KeyError, AssertionError, ...
+        msg = str(e).strip() or type(e).__name__
+        return " ".join(msg.split())[:300]
+    return None
 
 
 def _lift_extensions(graph):
@@ -227,11 +259,13 @@ def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
                   if node_type(v) not in supported})
     if bad:
         problems.append(f"unsupported node types: {', '.join(bad)} (supported: "
-                        f"{', '.join(supported)})")
+                        f"{', '.join(supported)}); replace those nodes by supported ones "
+                        "in the framework that wrote the graph and export it again")
     for a, b in flat.edges:
         for end in (a, b):
             if end not in flat.nodes:
                 problems.append(f"edge {a} -> {b} refers to a node {end!r} that does not exist")
+    problems += non_finite_parameters(flat)
     if not flat.inputs:
         problems.append("the graph has no Input node")
     if not flat.outputs:
@@ -254,6 +288,22 @@ def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
     if problems:
         raise NIRGraphError("invalid NIR graph: " + "; ".join(problems))
     return flat
+
+
+def non_finite_parameters(flat: FlatGraph) -> List[str]:
+    """One problem per node parameter holding NaN or infinity."""
+    problems = []
+    for n, v in flat.nodes.items():
+        for field_name, a in sorted(vars(v).items()):
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "fc":
+                continue
+            bad = int(a.size - np.isfinite(a).sum())
+            if bad:
+                problems.append(f"node {n} ({node_type(v)}): parameter {field_name} holds "
+                                f"{bad} non-finite value{'s' if bad > 1 else ''} (NaN or "
+                                "infinity); export the graph again from a model with finite "
+                                "weights")
+    return problems
 
 
 def cycle_without_delay(flat: FlatGraph) -> List[str]:

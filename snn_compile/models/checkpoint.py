@@ -145,11 +145,24 @@ def resolve(spec: str) -> str:
 
 
 def _sniff(path: str) -> str:
-    """'safetensors', 'pickle' (a torch.save zip or legacy pickle) or 'unknown'."""
+    """'safetensors', 'pickle' (torch.save's zip or a legacy pickle), 'qgraph' (a compiled
+    graph), 'nir' (HDF5) or 'unknown'."""
+    import zipfile
+
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if "graph.json" in zf.namelist():
+                    return "qgraph"
+        except (zipfile.BadZipFile, OSError):
+            pass
         return "pickle"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "nir"
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0:
         return "safetensors"
     return "unknown"
@@ -218,6 +231,10 @@ def load_raw(spec: str) -> dict:
                         "checkpoints, because loading a pickle can run any code. If it is an "
                         "snn_compile checkpoint from a source you trust, convert it once: "
                         f"{CONVERT} {path} NEW.pt")
+    if kind in ("nir", "qgraph"):
+        what = "a NIR graph" if kind == "nir" else "a compiled graph (.qgraph)"
+        raise UserError(f"{path} is {what}, not a checkpoint; give the checkpoint it was "
+                        "made from")
     if kind == "unknown":
         if os.path.getsize(path) == 0:
             raise UserError(f"checkpoint {path} is empty (0 bytes); restore it from a backup "
@@ -238,6 +255,13 @@ def load_checkpoint(spec: str) -> Tuple[torch.nn.Module, object, dict]:
         cfg = ModelConfig.from_dict(payload["config"])
     except TypeError as e:
         raise UserError(f"checkpoint {spec}: bad config ({e}); retrain it") from None
+    bad = {k: int(v.numel() - torch.isfinite(v).sum()) for k, v in payload["state_dict"].items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())}
+    if bad:
+        where = ", ".join(f"{k} ({n})" for k, n in list(bad.items())[:4])
+        raise UserError(f"checkpoint {spec} holds NaN or infinite weights ({where}"
+                        f"{', ...' if len(bad) > 4 else ''}): it was saved from a diverged "
+                        "run; retrain it (a smaller --lr) or use an earlier checkpoint")
     model = build_model(cfg)
     try:
         model.load_state_dict(payload["state_dict"])
