@@ -110,12 +110,16 @@ class _MeasuredRun:
         else:
             raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
-    def run(self, seq: np.ndarray) -> Dict[str, np.ndarray]:
+    def run(self, seq: np.ndarray,
+            on_token: Optional[Callable[[int], None]] = None) -> Dict[str, np.ndarray]:
+        """``on_token(i)`` after the i-th token of ``seq`` has run (progress)."""
         if self._session is None:
             return _reference_outputs(self.qgraph, seq)
         self._session.reset()
-        for t in seq:
+        for i, t in enumerate(seq):
             self._session.feed(int(t))
+            if on_token is not None:
+                on_token(i + 1)
         if self.backend == "lava-sim":       # the session records every token it was fed
             outs = _outputs_of(self._session.session.outputs())
             return {k: v[-len(seq):] for k, v in outs.items()}
@@ -161,12 +165,14 @@ def _torch_spikes(folded, seq: np.ndarray) -> Dict[str, np.ndarray]:
 VAL_TOKENS = 32768
 
 
-def _val_loss(model, tok, data: Optional[str]) -> Optional[float]:
+def _val_loss(model, tok, data: Optional[str], oov: str = "unk",
+              progress: Optional[Callable[[int, int], None]] = None) -> Optional[float]:
     """Validation loss on the first VAL_TOKENS tokens of the validation split."""
-    from snn_compile.models.train import evaluate, prepare_data
+    from snn_compile.data import validation_ids
+    from snn_compile.models.evaluation import evaluate_with_progress
 
-    _, _, val = prepare_data(data, tok.kind, model.cfg.context, tok)
-    return float(evaluate(model, val, VAL_TOKENS)["val_loss"])
+    val, _ = validation_ids(data, tok, model.cfg.context, oov, VAL_TOKENS)
+    return float(evaluate_with_progress(model, val, VAL_TOKENS, progress)["val_loss"])
 
 
 # ---------------------------------------------------------------- the run
@@ -177,13 +183,15 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
                   mean_hops: float = energy.DEFAULT_MEAN_HOPS,
                   variants: Sequence[str] = (), gpu_results: Optional[str] = None,
                   val_loss: Optional[Dict[str, float]] = None,
-                  progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
+                  progress: Optional[Callable[[str, int, int], None]] = None,
+                  oov: str = "unk") -> dict:
     """Benchmark a spiking decoder against its ANN twin on one backend; see module doc.
 
     ``model``/``ann_model``/``qgraph`` may be given directly (tests, sweeps);
     otherwise they are loaded from the checkpoint specs and the graph is
     quantized from the folded model. ``val_loss`` overrides the evaluation
     (model name → loss). ``progress(stage, done, total)`` is called as work goes.
+    ``oov`` is the out-of-vocabulary policy for the text (``data.text``).
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -226,20 +234,33 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         if not os.path.isfile(prompts):
             raise UserError(f"prompts file {prompts} does not exist; give a text file with one "
                             "prompt per line")
-        with open(prompts, encoding="utf-8") as f:
-            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
-        seqs = prompt_windows([tok.encode(ln) for ln in lines], tokens, shape.context)
+        from snn_compile.data import check_oov, load_corpus
+
+        lines = [ln for ln in load_corpus(prompts).split("\n") if ln.strip()]
+        joined = "\n".join(lines)
+        check_oov(tok, joined, tok.encode(joined, strict=False), 0, len(joined), oov,
+                  what=f"prompts file {prompts}", use="fed")
+        seqs = prompt_windows([tok.encode(ln, strict=False) for ln in lines], tokens,
+                              shape.context)
         source = f"prompts file {prompts}"
     else:
-        from snn_compile.data import load_corpus, train_val_split
+        from snn_compile.data import check_oov, load_corpus, train_val_split
 
-        ids = np.asarray(tok.encode(load_corpus(data), strict=False), dtype=np.int64)
+        text = load_corpus(data)
+        ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
         _, val = train_val_split(ids)
         seqs = token_windows(val, tokens, shape.context)
+        start = len(ids) - len(val)
+        check_oov(tok, text, ids, start, start + tokens, oov,
+                  what=f"corpus file {data}" if data else "the embedded corpus", use="fed")
         source = f"validation split of {data or 'the embedded corpus'}"
 
     # ---- run every window through torch, the reference and the backend
+    if backend == "lava-sim":
+        prog("starting lava-sim", 0, 1)
     runner = _MeasuredRun(backend, qgraph)
+    if backend == "lava-sim":
+        prog("starting lava-sim", 1, 1)
     snn_rows, ann_rows, counts, mism = [], [], [], []
     spk_sum: Dict[str, float] = {}
     spk_n: Dict[str, float] = {}
@@ -254,7 +275,8 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
             snn_rows.append(theory.snn_op_rows(shape, spk))
             ann_rows.append(theory.ann_op_rows(ann_shape, np.arange(len(seq))))
             ref = _reference_outputs(qgraph, seq)
-            meas = ref if backend == "int" else runner.run(seq)
+            meas = ref if backend == "int" else runner.run(
+                seq, lambda i, base=n_done: prog("tokens", base + i, tokens))
             ok, bad = measure.compare_outputs(meas, ref, qgraph.order())
             mism += [f"sequence {si}: {b}" for b in bad]
             counts.append(measure.count_operations(qgraph, meas))
@@ -281,10 +303,11 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     # ---- accuracy: energy without accuracy is meaningless
     vl = dict(val_loss or {})
     if "spikedecoder" not in vl:
-        prog("validation loss", 0, 1)
-        vl["spikedecoder"] = _val_loss(snn_model, tok, data)
+        vl["spikedecoder"] = _val_loss(snn_model, tok, data, oov,
+                                       lambda d, t: prog("validation loss, SpikeDecoder", d, t))
     if ann_net is not None and "ann" not in vl:
-        vl["ann"] = _val_loss(ann_net, ann_tok, data)
+        vl["ann"] = _val_loss(ann_net, ann_tok, data, oov,
+                              lambda d, t: prog("validation loss, ANN twin", d, t))
 
     lif = [n for n in qgraph.order() if qgraph.pop(n).kind == "lif"]
     results = {

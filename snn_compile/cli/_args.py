@@ -23,8 +23,11 @@ SEED_MAX = 2 ** 32 - 1
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one ``error: ...`` line, like a UserError."""
 
+    help_prog = None    # the command whose --help to point at (set on the top-level parser)
+
     def error(self, message: str):
-        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
+        self.exit(2, f"error: {message} ({self.help_prog or self.prog} --help lists the "
+                     "options)\n")
 
 
 def int_in(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:

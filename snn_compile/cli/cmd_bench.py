@@ -19,6 +19,7 @@ import sys
 
 from snn_compile.cli._args import float_in, int_in, output_dir
 from snn_compile.cli._common import add_encoding_flags, add_json_flag, print_json
+from snn_compile.data.text import add_oov_flag
 
 DEFAULT_OUT = os.path.join("out", "bench")
 
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mean-hops", type=float_in(0), default=1.0,
                         help="tile hops per message in the Loihi estimate (default: 1)")
     add_encoding_flags(parser, "add the table of spike encodings of the ANN twin")
+    add_oov_flag(parser, "the benchmark text")
     parser.add_argument("--out", metavar="DIR", type=output_dir(),
                         help=f"folder for report.md, results.json, plots (default: {DEFAULT_OUT})")
     add_json_flag(parser)
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_benchmark(model, ann, backend=args.backend, tokens=args.tokens,
                             prompts=args.prompts, data=args.data, out_dir=None,
                             mean_hops=args.mean_hops, variants=args.variants,
-                            gpu_results=args.gpu_results, progress=progress)
+                            gpu_results=args.gpu_results, progress=progress, oov=args.oov)
         if args.encoding != "none":
             res["encodings_data"] = _encodings(args, model, ann, progress)
             res["encodings"] = _encoding_display(res["encodings_data"])

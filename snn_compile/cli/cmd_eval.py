@@ -13,6 +13,7 @@ import argparse
 
 from snn_compile.cli._args import int_in
 from snn_compile.cli._common import add_encoding_flags
+from snn_compile.data.text import add_oov_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,23 +31,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="device of the emulator")
     add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
                                "ANN checkpoint")
+    add_oov_flag(parser, "the validation text")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from snn_compile.cli._common import print_json
+    from snn_compile.cli._common import print_json, progress_bar
+    from snn_compile.data import validation_ids
     from snn_compile.models.checkpoint import load_checkpoint
     from snn_compile.models.config import BLOCK_KINDS
-    from snn_compile.models.train import evaluate, prepare_data
+    from snn_compile.models.evaluation import evaluate_with_progress
 
     if args.encoding != "none":
         return _run_encoded(args)
     model, tok, info = load_checkpoint(args.checkpoint)
-    _, _, val_ids = prepare_data(args.data, tok.kind, model.cfg.context, tok)
+    val_ids, n_unk = validation_ids(args.data, tok, model.cfg.context, args.oov,
+                                    args.max_tokens)
     if args.backend == "torch":
-        ev = evaluate(model, val_ids, args.max_tokens)
+        with progress_bar(f"eval {model.cfg.kind} (torch)") as update:
+            ev = evaluate_with_progress(model, val_ids, args.max_tokens, update)
     else:
         ev = _evaluate_deployed(args, val_ids, model.cfg.context)
+    ev["unknown_tokens"] = n_unk
     ev["backend"] = args.backend
     ev["params"] = sum(p.numel() for p in model.parameters())
     ev["model"] = model.cfg.kind
@@ -65,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
           + (f"  embedding {ev['embedding']}" if ev["embedding"] else ""))
     print(f"val_loss {ev['val_loss']:.4f} nats/token  ppl {ev['ppl']:.3f}"
           + (f"  bpc {ev['bpc']:.4f}" if ev["bpc"] is not None else ""))
+    if n_unk:
+        print(f"  {n_unk} token{'s' if n_unk > 1 else ''} outside the vocabulary scored as "
+              "the unknown token")
     for k, r in ev.get("spike_rates", {}).items():
         print(f"  spike rate {k:<14} {r:.4f}")
     return 0
@@ -72,19 +81,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_encoded(args) -> int:
     """Validation loss and spike counts of the ANN with spike-encoded linear layers."""
-    from snn_compile.cli._common import print_json
-    from snn_compile.cli._common import load_ann
+    from snn_compile.cli._common import load_ann, print_json, progress_bar
+    from snn_compile.data import validation_ids
     from snn_compile.errors import UserError
     from snn_compile.models.encodings import apply_encoding, make_encoding
-    from snn_compile.models.train import evaluate, prepare_data
+    from snn_compile.models.evaluation import evaluate_with_progress
 
     if args.backend != "torch":
         raise UserError("--encoding runs on --backend torch only; drop --backend")
     model, tok = load_ann(args.checkpoint)
     enc = make_encoding(args.encoding, args.bits, args.threshold)
+    val_ids, n_unk = validation_ids(args.data, tok, model.cfg.context, args.oov,
+                                    args.max_tokens)
     encoded = apply_encoding(model, enc)
-    _, _, val_ids = prepare_data(args.data, tok.kind, model.cfg.context, tok)
-    ev = evaluate(model, val_ids, args.max_tokens)
+    with progress_bar(f"eval ann + {args.encoding} encoding") as update:
+        ev = evaluate_with_progress(model, val_ids, args.max_tokens, update)
+    ev["unknown_tokens"] = n_unk
     counts = encoded.summary()
     ev.pop("spike_rates", None)
     ev.pop("mean_spike_rate", None)
@@ -119,19 +131,23 @@ def _evaluate_deployed(args, val_ids, context: int) -> dict:
     from snn_compile.compiler.pipeline import load_qgraph
     from snn_compile.data import sequential_blocks
 
+    from snn_compile.cli._common import progress_bar
+
     q, _, _ = load_qgraph(args.checkpoint)
     ids = val_ids if args.max_tokens is None else val_ids[: args.max_tokens + 1]
     total, count = 0.0, 0
-    for x, y in sequential_blocks(ids, context, 64):
-        if args.backend == "int":
-            from snn_compile.compiler.int_reference import logits_only
-            logits = logits_only(q, torch.as_tensor(x))
-        else:
-            from snn_compile.hw_sim.emulator import emulator_logits
-            logits = emulator_logits(q, torch.as_tensor(x), device=args.device)
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(),
-                                       torch.as_tensor(y).reshape(-1), reduction="sum"))
-        count += y.size
+    with progress_bar(f"eval deployed graph ({args.backend})") as update:
+        for x, y in sequential_blocks(ids, context, 64):
+            if args.backend == "int":
+                from snn_compile.compiler.int_reference import logits_only
+                logits = logits_only(q, torch.as_tensor(x))
+            else:
+                from snn_compile.hw_sim.emulator import emulator_logits
+                logits = emulator_logits(q, torch.as_tensor(x), device=args.device)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(),
+                                           torch.as_tensor(y).reshape(-1), reduction="sum"))
+            count += y.size
+            update(count, len(ids) - 1)
     val = total / max(count, 1)
     return {"val_loss": val, "ppl": math.exp(min(val, 50)), "bpc": val / math.log(2),
             "tokens": count}

@@ -18,6 +18,7 @@ import argparse
 
 from snn_compile.cli._args import float_in, int_in, seed
 from snn_compile.cli._common import add_encoding_flags, add_json_flag, load_ann
+from snn_compile.data.text import add_oov_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed(), default=0, help="sampling seed")
     add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
                                "ANN")
+    add_oov_flag(parser, "the prompt")
     add_json_flag(parser)
 
 
@@ -112,11 +114,20 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.models.sampling import generate
 
-    backend, tok = _backend(args)
-    prompt = tok.encode(args.prompt, strict=True) if args.prompt else []
-    if not prompt:
-        from snn_compile.errors import UserError
+    from snn_compile.data import encode_text
+    from snn_compile.errors import UserError
+
+    if not args.prompt:
         raise UserError("--prompt is empty; give at least one character to continue")
+    backend, tok = _backend(args)
+    try:
+        prompt, _ = encode_text(tok, args.prompt, args.oov, what="--prompt", use="fed")
+        if not prompt:
+            raise UserError(f"--prompt {args.prompt!r} holds no token of the model's "
+                            f"{tok.kind} vocabulary; give at least one word or character")
+    except BaseException:
+        backend.close()
+        raise
     stream = sys.stderr if args.json else sys.stdout
     stream.write(args.prompt)
     stream.flush()

@@ -48,6 +48,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="snn-compile", description=DESCRIPTION,
         epilog="Run `snn-compile COMMAND --help` for the options of one command.")
+    if command is not None:
+        parser.help_prog = f"snn-compile {command}"
     parser.add_argument("--version", action="version", version=f"snn-compile {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
