@@ -197,7 +197,11 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     prog = progress or (lambda *a: None)
     t0 = time.perf_counter()
-    from snn_compile.models.checkpoint import load_checkpoint
+    from snn_compile.models.checkpoint import load_checkpoint, load_raw
+
+    gpu = _gpu(gpu_results) if gpu_results else None     # inputs read at the end: check now
+    for v in variants:
+        load_raw(v)
     from snn_compile.models.fold import fold
 
     if model is not None:
@@ -351,8 +355,8 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     }
     if variants:
         results["variants"] = variant_rows(variants, data)
-    if gpu_results:
-        results["gpu"] = _gpu(gpu_results)
+    if gpu is not None:
+        results["gpu"] = gpu
     results["seconds"] = time.perf_counter() - t0
     if out_dir:
         write(results, out_dir, first, qgraph)
@@ -398,8 +402,17 @@ def _gpu(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"GPU results file {path} does not exist; make it with "
                         "`python -m snn_compile.benchmarks.gpu_energy --out FILE`")
-    with open(path) as f:
-        return dict(json.load(f), file=path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"GPU results file {path} is not readable JSON ({type(e).__name__}: "
+                        f"{str(e)[:100]}); write it again with `python -m "
+                        "snn_compile.benchmarks.gpu_energy --out FILE`") from None
+    if not isinstance(data, dict):
+        raise UserError(f"GPU results file {path} does not hold a JSON object; write it again "
+                        "with `python -m snn_compile.benchmarks.gpu_energy --out FILE`")
+    return dict(data, file=path)
 
 
 def variant_rows(specs: Sequence[str], data: Optional[str]) -> List[dict]:

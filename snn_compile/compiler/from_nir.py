@@ -28,13 +28,14 @@ def is_decoder_graph(graph) -> bool:
     return meta.get("snn_compile.model") == "spikedecoder"
 
 
-def require_decoder(graph, path: str, command: str) -> None:
+def require_decoder(graph, path: str, command: str = "") -> None:
     """A foreign graph given where a token decoder is needed: one error with the fix."""
     if not is_decoder_graph(graph):
+        needs = f"`snn-compile {command}` needs one" if command else "this needs one"
         raise UserError(f"{path} is a foreign NIR graph, not a token decoder exported by "
-                        f"snn_compile (no token framing in its metadata); `snn-compile "
-                        f"{command}` needs a decoder. Compile and check a foreign graph with "
-                        f"`snn-compile compile {path} --steps S --check`")
+                        f"snn_compile (no token framing in its metadata), and {needs}; "
+                        f"compile and check a foreign graph with `snn-compile compile {path} "
+                        "--steps S --check`")
 
 
 def lif_beta(name: str, node, dt: float) -> float:

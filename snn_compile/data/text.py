@@ -105,13 +105,17 @@ def validation_ids(path: Optional[str], tok, context: int, oov: str = DEFAULT_OO
     ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
     unit = "characters" if tok.kind == "char" else "tokens"
     need = min_text_tokens(context)
+
+    def count(n: int) -> str:
+        return f"{n} {unit if n != 1 else unit[:-1]}"
+
     if len(ids) < 2:
-        raise UserError(f"{name} has {len(ids)} {unit}; the model's context of {context} "
+        raise UserError(f"{name} has {count(len(ids))}; the model's context of {context} "
                         f"needs a text of at least {need} {unit} (its last 10 % is scored)")
     _, val = train_val_split(ids, VAL_FRACTION)
     if len(val) < context + 1:
         raise UserError(f"{name} is too short for this model: its validation split (the last "
-                        f"10 %) holds {len(val)} {unit}, and one window of the model's context "
+                        f"10 %) holds {count(len(val))}, and one window of the model's context "
                         f"needs {context + 1} ({context} inputs + 1 target); give a text of at "
                         f"least {need} {unit} (the context is fixed by the model)")
     start = len(ids) - len(val)
