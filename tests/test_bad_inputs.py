@@ -136,6 +136,16 @@ def inputs(tmp_path_factory):
                ("lif", "output")]))
     nir.write(str(d / "shape.nir"), foreign_graph(nodes={
         "w": nir.Linear(weight=np.ones((2, 5)))}))
+    nir.write(str(d / "dupedge.nir"), foreign_graph(edges=[("input", "w"), ("w", "lif"),
+                                                           ("w", "lif"), ("lif", "output")]))
+    nir.write(str(d / "tau0.nir"), foreign_graph(nodes={"lif": nir.LIF(
+        tau=np.zeros(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))}))
+    nir.write(str(d / "size0.nir"), foreign_graph(nodes={
+        "input": nir.Input(input_type=np.array([0])), "w": nir.Linear(weight=np.ones((2, 0)))}))
+    shutil.copy(d / "foreign.nir", d / "w1d.nir")
+    with h5py.File(d / "w1d.nir", "r+") as f:
+        del f["node/nodes/w/weight"]
+        f["node/nodes/w"].create_dataset("weight", data=np.ones(3))
     shutil.copy(d / "foreign.nir", d / "alien.nir")
     with h5py.File(d / "alien.nir", "r+") as f:
         del f["node/nodes/w/type"]
@@ -226,6 +236,8 @@ BATTERY = [
     (["train", "--population", "1", "-o", "new.pt"], ["--population", ">= 2"]),
     (["train", "--timesteps", "2.5", "-o", "new.pt"], ["--timesteps", "integer"]),
     (["train", "-o", "adir"], ["adir", "folder"]),
+    (["train", "--steps", "1", "-o", "corpus.txt"], ["corpus.txt", "not an snn_compile checkpoint"]),
+    (["train", "--steps", "1", "-o", "tiny.nir"], ["tiny.nir", "would replace it"]),
     (["train", "-o", "missing_dir/new.pt"], ["missing_dir", "does not exist"]),
     (["train", "-o", "a_file.txt/new.pt"], ["a_file.txt", "not a folder"]),
     (["train", "--data", "latin1.txt", "--steps", "1", "-o", "new.pt"], ["latin1.txt", "utf-8"]),
@@ -261,6 +273,7 @@ BATTERY = [
     (["eval", "tiny.pt", "--data", "oov.txt", "--oov", "error"], ["'€'", "u+20ac", "line"]),
     (["eval", "tiny.pt", "--data", "latin1.txt"], ["latin1.txt", "utf-8"]),
     (["eval", "tiny.pt", "--max-tokens", "0"], ["--max-tokens"]),
+    (["eval", "tiny.pt", "--max-tokens", "5"], ["--max-tokens 5", "context (16 tokens"]),
     (["eval", "tiny.pt", "--encoding", "binary"], ["spikes already"]),
     (["eval", "tiny.pt", "--threshold", "-1", "--encoding", "binary"], ["--threshold"]),
     (["eval", "tiny.pt", "--bits", "1", "--encoding", "bitwise"], ["--bits", "2 to 16"]),
@@ -283,6 +296,10 @@ BATTERY = [
     (["compile", "cycle.nir", "--steps", "4", "-o", "new.qgraph"], ["cycle", "delay"]),
     (["compile", "shape.nir", "--steps", "4", "-o", "new.qgraph"], ["w", "takes"]),
     (["compile", "alien.nir", "--steps", "4"], ["QuantumLinear"]),
+    (["compile", "dupedge.nir", "--steps", "4", "-o", "new.qgraph"], ["duplicate edge", "'w'"]),
+    (["compile", "tau0.nir", "--steps", "4", "-o", "new.qgraph"], ["node lif", "tau", "positive"]),
+    (["compile", "size0.nir", "--steps", "4", "-o", "new.qgraph"], ["node input", "size 0"]),
+    (["inspect", "w1d.nir"], ["w1d.nir", "node w (Linear)", "2D"]),
     (["generate", "tiny_nan.nir", "--backend", "nir", "--prompt", "a"], ["node head", "weight"]),
     (["compile", "tiny_nan.nir", "-o", "new.qgraph"], ["node head", "infinity"]),
     (["bench", "tiny_nan.nir", "--backend", "int", "--out", "rep"], ["node head", "weight"]),
@@ -328,6 +345,10 @@ BATTERY = [
       "--out", "rep"], ["--tokens 1000000"]),
     (["bench", "tiny.pt", "--backend", "emulator", "--data", "empty.txt", "--out", "rep"],
      ["empty.txt"]),
+    (["bench", "tiny.pt", "--prompts", "adir", "--backend", "int", "--ann", "tiny2.pt",
+      "--out", "rep"], ["adir", "is a folder"]),
+    (["train", "--data", "corpus.txt", "--d-model", "400000", "--heads", "4", "--steps", "1",
+      "-o", "new.pt"], ["out of memory", "--d-model"]),
     (["frobnicate"], ["invalid choice"]),
 ]
 
@@ -361,6 +382,13 @@ def test_read_only_output_folder_is_refused_before_any_work(inputs, capsys, monk
         rc, _, err = run_in_process(argv, capsys)
         assert_one_clear_error(rc, err, [needle, str(ro)], argv)
         assert snapshot(inputs) == before
+
+
+def test_eval_on_cuda_without_a_gpu_is_refused(inputs, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["eval", inputs / "tiny.pt", "--backend", "emulator", "--device", "cuda"]
+    rc, _, err = run_in_process(argv, capsys)
+    assert_one_clear_error(rc, err, ["--device cuda", "--device cpu"], argv)
 
 
 # a sample through the installed console script: a real process, its real exit status
@@ -495,12 +523,18 @@ def _mutant(kind, field, idx, value, name):
         del g.nodes["output"]
         g.edges.remove(("lif", "output"))
         return g, ["no output node"]
+    if kind == "time-constant":
+        g.nodes["lif"].tau = np.array([0.02, -abs(value) if np.isfinite(value) else 0.0])
+        return g, ["node lif (LIF)", "tau must be positive"]
+    if kind == "duplicate-edge":
+        g.edges.append(g.edges[idx % len(g.edges)])
+        return g, ["duplicate edge"]
     raise AssertionError(kind)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(kind=st.sampled_from(["non-finite", "dangling", "dangling-source", "unfed", "shape",
-                             "cycle", "no-output"]),
+                             "cycle", "no-output", "time-constant", "duplicate-edge"]),
        field=st.sampled_from(["weight", "tau", "r", "v_threshold"]),
        idx=st.integers(0, 100), value=st.sampled_from([np.nan, np.inf, -np.inf]),
        name=st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(

@@ -236,8 +236,9 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     # ---- the text
     if prompts:
         if not os.path.isfile(prompts):
-            raise UserError(f"prompts file {prompts} does not exist; give a text file with one "
-                            "prompt per line")
+            raise UserError(f"prompts file {prompts} "
+                            f"{'is a folder' if os.path.isdir(prompts) else 'does not exist'}; "
+                            "give a text file with one prompt per line")
         from snn_compile.data import check_oov, load_corpus
 
         lines = [ln for ln in load_corpus(prompts).split("\n") if ln.strip()]

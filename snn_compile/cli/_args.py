@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Callable, Optional
 
 from snn_compile.errors import UserError, check_output_file
@@ -93,6 +94,25 @@ def output_file(*suffixes: str, why: str = "") -> Callable[[str], str]:
         return s
 
     parse.__name__ = "output file"
+    return parse
+
+
+def checkpoint_output() -> Callable[[str], str]:
+    """An argparse type: ``output_file()`` that also refuses to replace an existing file
+    that is not a checkpoint (a text, a NIR graph, another program's safetensors)."""
+    check = output_file()
+
+    def parse(s: str) -> str:
+        check(s)
+        if os.path.isfile(s) and os.path.getsize(s) > 0:
+            from snn_compile.models.checkpoint import is_checkpoint_file
+            if not is_checkpoint_file(s):
+                raise argparse.ArgumentTypeError(
+                    f"{s} exists and is not an snn_compile checkpoint; training would "
+                    "replace it: choose another path (or remove the file yourself)")
+        return s
+
+    parse.__name__ = "checkpoint file"
     return parse
 
 

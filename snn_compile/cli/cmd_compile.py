@@ -77,7 +77,11 @@ def _foreign(args, graph):
         return {n: (torch.rand(args.steps, batch, out_size(plan.flat.nodes[n]), generator=gen)
                     < args.check_rate).double() for n in plan.inputs}
 
-    q, rep = foreign_to_qgraph(graph, args.steps, spikes(32))
+    from snn_compile.compiler.qgraph import QGraphError
+    try:
+        q, rep = foreign_to_qgraph(graph, args.steps, spikes(32))
+    except QGraphError as e:
+        raise UserError(f"{args.model} cannot be compiled for Loihi 2: {e}") from None
     rep = rep.to_dict()
     check = compare_float_int(graph, q, spikes(16), lava_samples=2) if args.check else None
     return q, rep, check

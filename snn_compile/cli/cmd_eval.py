@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.models.config import BLOCK_KINDS
     from snn_compile.models.evaluation import evaluate_with_progress
 
+    _check_device(args)
     if args.encoding != "none":
         return _run_encoded(args)
     model, tok, info = load_checkpoint(args.checkpoint)
+    _check_max_tokens(args, model.cfg.context)
     val_ids, n_unk = validation_ids(args.data, tok, model.cfg.context, args.oov,
                                     args.max_tokens)
     if args.backend == "torch":
@@ -90,6 +92,7 @@ def _run_encoded(args) -> int:
     if args.backend != "torch":
         raise UserError("--encoding runs on --backend torch only; drop --backend")
     model, tok = load_ann(args.checkpoint)
+    _check_max_tokens(args, model.cfg.context)
     enc = make_encoding(args.encoding, args.bits, args.threshold)
     val_ids, n_unk = validation_ids(args.data, tok, model.cfg.context, args.oov,
                                     args.max_tokens)
@@ -119,6 +122,23 @@ def _run_encoded(args) -> int:
         print(f"  {name:<14} {r['spikes_per_token']:9.1f} spikes/token  "
               f"{r['spikes_per_activation']:.4f} spikes/activation")
     return 0
+
+
+def _check_device(args) -> None:
+    from snn_compile.errors import UserError
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
+
+
+def _check_max_tokens(args, context: int) -> None:
+    """--max-tokens below one window of the model's (fixed) context scores nothing."""
+    from snn_compile.errors import UserError
+    if args.max_tokens is not None and args.max_tokens < context:
+        raise UserError(f"--max-tokens {args.max_tokens} is shorter than one window of the "
+                        f"model's context ({context} tokens, fixed by the model); give "
+                        f"--max-tokens {context} or more, or leave it out")
 
 
 def _evaluate_deployed(args, val_ids, context: int) -> dict:

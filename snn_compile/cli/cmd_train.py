@@ -17,7 +17,7 @@ import argparse
 import shlex
 import sys
 
-from snn_compile.cli._args import float_in, int_in, output_file, seed
+from snn_compile.cli._args import checkpoint_output, float_in, int_in, seed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue training from the checkpoint at -o")
     parser.add_argument("--json", action="store_true", help="print the final figures as JSON")
-    parser.add_argument("-o", "--output", metavar="CKPT", required=True, type=output_file(),
+    parser.add_argument("-o", "--output", metavar="CKPT", required=True,
+                        type=checkpoint_output(),
                         help="checkpoint file to write (atomically)")
 
 

@@ -79,9 +79,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        print(f"error: out of memory ({first}); the sizes asked for need more memory than "
+              "this machine has: choose smaller ones (--batch-size, --d-model, --layers, "
+              "--context, --timesteps, --tokens)", file=sys.stderr)
+        return 2
     except BrokenPipeError:          # e.g. `snn-compile ... | head`: the reader went away
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed (numpy, torch CPU or CUDA): the machine's limit, not a bug."""
+    if isinstance(e, MemoryError):
+        return True
+    msg = str(e)
+    return "can't allocate memory" in msg or "out of memory" in msg.lower()
 
 
 if __name__ == "__main__":

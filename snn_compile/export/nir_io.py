@@ -95,7 +95,9 @@ def read_nir(path: str, strict: bool = True):
     try:
         graph = nir.read(path, type_check=False)
     except Exception as e:
-        raise NIRGraphError(f"{path}: NIR could not build the graph ({type(e).__name__}: "
+        where = _failing_node(path)
+        raise NIRGraphError(f"{path}: NIR could not build the graph "
+                            f"({where + ': ' if where else ''}{type(e).__name__}: "
                             f"{str(e)[:200]}); the file is damaged or was written by an "
                             "incompatible NIR version — export it again") from None
     graph = _lift_extensions(graph)
@@ -104,9 +106,36 @@ def read_nir(path: str, strict: bool = True):
         if why is not None:
             validate(flatten(graph))      # names the problem itself if it can
             raise NIRGraphError(f"{path}: NIR's own reader (nir.read) rejects the graph: {why}"
-                                "; fix the input/output types of the nodes it names (or "
-                                "export the graph again with its framework's NIR exporter)")
+                                "; fix the nodes or edges it names (or export the graph again "
+                                "with its framework's NIR exporter)")
     return graph
+
+
+def _failing_node(path: str) -> Optional[str]:
+    """'node NAME (TYPE)' of the first stored node that NIR cannot build, if one is."""
+    import h5py
+    import nir
+    from nir.serialization import hdf2dict
+
+    def walk(group, where):
+        for k in group.get("nodes", {}):
+            sub = group["nodes"][k]
+            name = f"{where}.{k}" if where else k
+            found = walk(sub, name) if "nodes" in sub else None
+            if found:
+                return found
+            try:
+                nir.dict2NIRNode(hdf2dict(sub))
+            except Exception:
+                t = sub["type"][()] if "type" in sub else b"no type"
+                return f"node {name} ({t.decode() if isinstance(t, bytes) else t})"
+        return None
+
+    try:
+        with h5py.File(path, "r") as f:
+            return walk(f["node"], "")
+    except Exception:
+        return None
 
 
 def nir_type_problem(path: str) -> Optional[str]:
@@ -266,13 +295,32 @@ def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
             if end not in flat.nodes:
                 problems.append(f"edge {a} -> {b} refers to a node {end!r} that does not exist")
     problems += non_finite_parameters(flat)
+    for n, v in flat.nodes.items():
+        try:
+            size = out_size(v)
+        except Exception:
+            problems.append(f"node {n} ({node_type(v)}): malformed parameters (cannot tell its "
+                            "size); export the graph again")
+            continue
+        if size == 0:
+            problems.append(f"node {n} ({node_type(v)}) has no neurons or values (size 0); "
+                            "remove it or give it a size")
+        for tau_field in ("tau", "tau_mem", "tau_syn"):
+            a = getattr(v, tau_field, None)
+            if isinstance(a, np.ndarray) and a.dtype.kind in "fi" and a.size \
+                    and np.all(np.isfinite(a)) and np.any(a <= 0):
+                problems.append(f"node {n} ({node_type(v)}): time constant {tau_field} must be "
+                                f"positive, got {float(a.min()):g}; fix the node")
     if not flat.inputs:
         problems.append("the graph has no Input node")
     if not flat.outputs:
         problems.append("the graph has no Output node")
     if not problems:
         for a, b in flat.edges:
-            sa, sb = out_size(flat.nodes[a]), in_size(flat.nodes[b])
+            try:
+                sa, sb = out_size(flat.nodes[a]), in_size(flat.nodes[b])
+            except Exception:           # malformed parameters: reported above
+                continue
             if sa is not None and sb is not None and sa != sb:
                 problems.append(f"edge {a} -> {b}: {a} gives {sa} values, {b} takes {sb}")
         for n, v in flat.nodes.items():

@@ -168,6 +168,22 @@ def _sniff(path: str) -> str:
     return "unknown"
 
 
+def is_checkpoint_file(path: str) -> bool:
+    """Whether ``path`` looks like a checkpoint this or an earlier snn_compile wrote (read
+    from its header only; nothing is loaded): one that training may replace."""
+    try:
+        kind = _sniff(path)
+        if kind == "pickle":          # format 1 (torch.save); not opened, see load_raw
+            return True
+        if kind != "safetensors":
+            return False
+        from safetensors import safe_open
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception:
+        return False
+
+
 def _read(path: str, shown: str) -> dict:
     """Parse, verify and unpack a version-2 file (``shown`` is the name in messages)."""
     from safetensors import safe_open
