@@ -667,6 +667,29 @@ def test_two_processes_export_different_models_to_one_path(inputs, snn_compile_e
     assert sorted(os.listdir(tmp_path)) == ["same.nir"]          # no temporary left behind
 
 
+def test_sigterm_while_writing_leaves_the_old_file_and_no_temporary(inputs, capsys, monkeypatch,
+                                                                     tmp_path):
+    """kill (SIGTERM) in the middle of an export: exit 130, the previous file intact."""
+    import signal
+
+    from snn_compile.export import nir_io
+    out = tmp_path / "m.nir"
+    out.write_bytes(b"previous content")
+    real_read = nir_io.read_nir
+
+    def killed_while_checking(path, *a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_read(path, *a, **kw)
+
+    monkeypatch.setattr(nir_io, "read_nir", killed_while_checking)
+    handler = signal.getsignal(signal.SIGTERM)
+    rc = main(_export_cli_args(inputs / "tiny.pt", out))
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert out.read_bytes() == b"previous content"
+    assert os.listdir(tmp_path) == ["m.nir"]
+    assert signal.getsignal(signal.SIGTERM) == handler         # main() put it back
+
+
 def test_atomic_path_two_threads_last_complete_writer_wins(tmp_path):
     path = tmp_path / "f.bin"
     payloads = [bytes([i]) * 200_000 for i in (1, 2)]

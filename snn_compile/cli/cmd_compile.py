@@ -83,7 +83,12 @@ def _foreign(args, graph):
     except QGraphError as e:
         raise UserError(f"{args.model} cannot be compiled for Loihi 2: {e}") from None
     rep = rep.to_dict()
-    check = compare_float_int(graph, q, spikes(16), lava_samples=2) if args.check else None
+    check = None
+    if args.check:
+        import sys
+        print("check: float NIR interpreter, integer reference and Lava fixed_pt on random "
+              "input spikes (starting Lava takes a few seconds) ...", file=sys.stderr, flush=True)
+        check = compare_float_int(graph, q, spikes(16), lava_samples=2)
     return q, rep, check
 
 

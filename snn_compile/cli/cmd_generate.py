@@ -82,7 +82,11 @@ def _backend(args):
     if args.backend == "emulator":
         from snn_compile.hw_sim.emulator import EmulatorBackend
         return EmulatorBackend(q), tok
+    import sys
+
     from snn_compile.hw_sim.lava_runner import LavaBackend
+    print(f"starting Lava ({args.backend}): building and compiling the process graph ...",
+          file=sys.stderr, flush=True)
     return LavaBackend(q, hardware=(args.backend == "loihi2")), tok
 
 
