@@ -31,11 +31,14 @@ class OneLineParser(argparse.ArgumentParser):
                      "options)\n")
 
 
-def int_in(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:
-    """An argparse type: an integer in ``lo..hi`` (``hi`` None: no upper bound)."""
+def int_in(lo: int, hi: Optional[int] = None, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer in ``lo..hi`` (``hi`` None: no upper bound); ``why``
+    (the reason for the range) is added to the message."""
     want = f"an integer >= {lo}" if hi is None else (
         f"an integer from {lo} to {hi}" if hi - lo > 2 else
         "one of " + ", ".join(str(v) for v in range(lo, hi + 1)))
+    if why:
+        want += f" ({why})"
 
     def parse(s: str) -> int:
         try:

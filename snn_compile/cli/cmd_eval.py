@@ -2,9 +2,12 @@
 
 Prints validation loss (nats/token), bits per character (char tokenizer),
 perplexity, parameter count and the mean spike rate of every population. With
---json, one object with val_loss, bpc, ppl, params and spike_rates. With
---encoding (ANN checkpoints), the loss of the spike-encoded model and its
-spikes per activation and per token (docs/encodings.md).
+--json, one object with val_loss, bpc, ppl, params, spike_rates and
+unknown_tokens. With --encoding (ANN checkpoints), the loss of the spike-encoded
+model and its spikes per activation and per token (docs/encodings.md).
+Characters of the scored text outside the model's vocabulary are scored as the
+unknown token with a warning (--oov unk, the default) or refused (--oov error).
+Progress goes to stderr.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ stderr and stdout holds one object with the text and the token ids.
 ANN models (default:ann, or a local Hugging Face causal LM with --hf PATH) can
 run spike-driven: --encoding binary|ternary|bitwise encodes the activations
 entering every linear layer as spikes (docs/encodings.md); the JSON then adds
-spikes_per_token and sparsity.
+spikes_per_token and sparsity. Prompt characters outside the model's vocabulary
+are fed as the unknown token with a warning (--oov unk, the default) or refused
+(--oov error).
 """
 
 from __future__ import annotations

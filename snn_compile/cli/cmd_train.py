@@ -39,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spiking attention: ssa (per-head (q.k) v, deployable; default) or "
                              "sdsa (Spike-driven Transformer's q * SN(sum k*v), a training "
                              "experiment)")
-    parser.add_argument("--token-shift", type=int_in(0, 2), default=0, metavar="K",
+    parser.add_argument("--token-shift",
+                        type=int_in(0, 2, why="a lag of j tokens is a delay of j token "
+                                              "windows, and Loihi 2 delays end at 62 steps"),
+                        default=0, metavar="K",
                         help="SpikeDecoder blocks also see the spikes of the previous K tokens "
                              "(0, 1 or 2; default: 0)")
     parser.add_argument("--shift-mode", choices=("diag", "full"), default="diag",
