@@ -207,7 +207,8 @@ def test_cli_trains_exports_and_compiles_a_shifted_model(run_cli, tmp_path):
     q = QGraph.load(str(tmp_path / "m.qgraph"))
     assert [s.token_lag for s in q.synapses if s.token_lag] == [1]
     r = run_cli("train", "--token-shift", "3", "--steps", "1", "-o", "bad.pt")
-    assert r.returncode == 2 and "token_shift must be 0, 1 or 2" in r.stderr
+    assert r.returncode == 2 and "--token-shift: must be one of 0, 1, 2" in r.stderr
+    assert "Loihi 2 delays end at 62 steps" in r.stderr
     assert not (tmp_path / "bad.pt").exists()
 
 

@@ -110,12 +110,16 @@ class _MeasuredRun:
         else:
             raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
-    def run(self, seq: np.ndarray) -> Dict[str, np.ndarray]:
+    def run(self, seq: np.ndarray,
+            on_token: Optional[Callable[[int], None]] = None) -> Dict[str, np.ndarray]:
+        """``on_token(i)`` after the i-th token of ``seq`` has run (progress)."""
         if self._session is None:
             return _reference_outputs(self.qgraph, seq)
         self._session.reset()
-        for t in seq:
+        for i, t in enumerate(seq):
             self._session.feed(int(t))
+            if on_token is not None:
+                on_token(i + 1)
         if self.backend == "lava-sim":       # the session records every token it was fed
             outs = _outputs_of(self._session.session.outputs())
             return {k: v[-len(seq):] for k, v in outs.items()}
@@ -162,12 +166,14 @@ def _torch_spikes(folded, seq: np.ndarray) -> Dict[str, np.ndarray]:
 VAL_TOKENS = 32768
 
 
-def _val_loss(model, tok, data: Optional[str]) -> Optional[float]:
+def _val_loss(model, tok, data: Optional[str], oov: str = "unk",
+              progress: Optional[Callable[[int, int], None]] = None) -> Optional[float]:
     """Validation loss on the first VAL_TOKENS tokens of the validation split."""
-    from snn_compile.models.train import evaluate, prepare_data
+    from snn_compile.data import validation_ids
+    from snn_compile.models.evaluation import evaluate_with_progress
 
-    _, _, val = prepare_data(data, tok.kind, model.cfg.context, tok)
-    return float(evaluate(model, val, VAL_TOKENS)["val_loss"])
+    val, _ = validation_ids(data, tok, model.cfg.context, oov, VAL_TOKENS)
+    return float(evaluate_with_progress(model, val, VAL_TOKENS, progress)["val_loss"])
 
 
 # ---------------------------------------------------------------- the run
@@ -178,19 +184,25 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
                   mean_hops: float = energy.DEFAULT_MEAN_HOPS,
                   variants: Sequence[str] = (), gpu_results: Optional[str] = None,
                   val_loss: Optional[Dict[str, float]] = None,
-                  progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
+                  progress: Optional[Callable[[str, int, int], None]] = None,
+                  oov: str = "unk") -> dict:
     """Benchmark a spiking decoder against its ANN twin on one backend; see module doc.
 
     ``model``/``ann_model``/``qgraph`` may be given directly (tests, sweeps);
     otherwise they are loaded from the checkpoint specs and the graph is
     quantized from the folded model. ``val_loss`` overrides the evaluation
     (model name → loss). ``progress(stage, done, total)`` is called as work goes.
+    ``oov`` is the out-of-vocabulary policy for the text (``data.text``).
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     prog = progress or (lambda *a: None)
     t0 = time.perf_counter()
-    from snn_compile.models.checkpoint import load_checkpoint
+    from snn_compile.models.checkpoint import load_checkpoint, load_raw
+
+    gpu = _gpu(gpu_results) if gpu_results else None     # inputs read at the end: check now
+    for v in variants:
+        load_raw(v)
     from snn_compile.models.fold import fold
 
     if model is not None:
@@ -198,7 +210,9 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     elif snn.endswith(".nir"):          # the exported graph itself, rebuilt from NIR nodes
         from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir
         from snn_compile.export.nir_io import read_nir
+        from snn_compile.compiler.from_nir import require_decoder
         graph = read_nir(snn)
+        require_decoder(graph, snn, "bench")
         snn_model, tok = folded_from_nir(graph), decoder_tokenizer(graph)
     else:
         snn_model, tok, _ = load_checkpoint(snn)
@@ -223,22 +237,36 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     # ---- the text
     if prompts:
         if not os.path.isfile(prompts):
-            raise UserError(f"prompts file {prompts} does not exist; give a text file with one "
-                            "prompt per line")
-        with open(prompts, encoding="utf-8") as f:
-            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
-        seqs = prompt_windows([tok.encode(ln) for ln in lines], tokens, shape.context)
+            raise UserError(f"prompts file {prompts} "
+                            f"{'is a folder' if os.path.isdir(prompts) else 'does not exist'}; "
+                            "give a text file with one prompt per line")
+        from snn_compile.data import check_oov, load_corpus
+
+        lines = [ln for ln in load_corpus(prompts).split("\n") if ln.strip()]
+        joined = "\n".join(lines)
+        check_oov(tok, joined, tok.encode(joined, strict=False), 0, len(joined), oov,
+                  what=f"prompts file {prompts}", use="fed")
+        seqs = prompt_windows([tok.encode(ln, strict=False) for ln in lines], tokens,
+                              shape.context)
         source = f"prompts file {prompts}"
     else:
-        from snn_compile.data import load_corpus, train_val_split
+        from snn_compile.data import check_oov, load_corpus, train_val_split
 
-        ids = np.asarray(tok.encode(load_corpus(data), strict=False), dtype=np.int64)
+        text = load_corpus(data)
+        ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
         _, val = train_val_split(ids)
         seqs = token_windows(val, tokens, shape.context)
+        start = len(ids) - len(val)
+        check_oov(tok, text, ids, start, start + tokens, oov,
+                  what=f"corpus file {data}" if data else "the embedded corpus", use="fed")
         source = f"validation split of {data or 'the embedded corpus'}"
 
     # ---- run every window through torch, the reference and the backend
+    if backend == "lava-sim":
+        prog("starting lava-sim", 0, 1)
     runner = _MeasuredRun(backend, qgraph)
+    if backend == "lava-sim":
+        prog("starting lava-sim", 1, 1)
     snn_rows, ann_rows, counts, mism = [], [], [], []
     spk_sum: Dict[str, float] = {}
     spk_n: Dict[str, float] = {}
@@ -253,7 +281,8 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
             snn_rows.append(theory.snn_op_rows(shape, spk))
             ann_rows.append(theory.ann_op_rows(ann_shape, np.arange(len(seq))))
             ref = _reference_outputs(qgraph, seq)
-            meas = ref if backend == "int" else runner.run(seq)
+            meas = ref if backend == "int" else runner.run(
+                seq, lambda i, base=n_done: prog("tokens", base + i, tokens))
             ok, bad = measure.compare_outputs(meas, ref, qgraph.order())
             mism += [f"sequence {si}: {b}" for b in bad]
             counts.append(measure.count_operations(qgraph, meas))
@@ -280,10 +309,11 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     # ---- accuracy: energy without accuracy is meaningless
     vl = dict(val_loss or {})
     if "spikedecoder" not in vl:
-        prog("validation loss", 0, 1)
-        vl["spikedecoder"] = _val_loss(snn_model, tok, data)
+        vl["spikedecoder"] = _val_loss(snn_model, tok, data, oov,
+                                       lambda d, t: prog("validation loss, SpikeDecoder", d, t))
     if ann_net is not None and "ann" not in vl:
-        vl["ann"] = _val_loss(ann_net, ann_tok, data)
+        vl["ann"] = _val_loss(ann_net, ann_tok, data, oov,
+                              lambda d, t: prog("validation loss, ANN twin", d, t))
 
     lif = [n for n in qgraph.order() if qgraph.pop(n).kind == "lif"]
     results = {
@@ -327,8 +357,8 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     }
     if variants:
         results["variants"] = variant_rows(variants, data)
-    if gpu_results:
-        results["gpu"] = _gpu(gpu_results)
+    if gpu is not None:
+        results["gpu"] = gpu
     results["seconds"] = time.perf_counter() - t0
     if out_dir:
         write(results, out_dir, first, qgraph)
@@ -374,8 +404,17 @@ def _gpu(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"GPU results file {path} does not exist; make it with "
                         "`python -m snn_compile.benchmarks.gpu_energy --out FILE`")
-    with open(path) as f:
-        return dict(json.load(f), file=path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"GPU results file {path} is not readable JSON ({type(e).__name__}: "
+                        f"{str(e)[:100]}); write it again with `python -m "
+                        "snn_compile.benchmarks.gpu_energy --out FILE`") from None
+    if not isinstance(data, dict):
+        raise UserError(f"GPU results file {path} does not hold a JSON object; write it again "
+                        "with `python -m snn_compile.benchmarks.gpu_energy --out FILE`")
+    return dict(data, file=path)
 
 
 def variant_rows(specs: Sequence[str], data: Optional[str]) -> List[dict]:

@@ -8,6 +8,7 @@ half-way leaves neither a half-written report nor a mix of old and new files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from snn_compile.errors import UserError
+from snn_compile.errors import UserError, check_folder_writable, dir_mode
 
 OUR_FILES = ("report.md", "results.json")
 
@@ -36,39 +37,75 @@ def to_jsonable(obj):
     return obj
 
 
+def check_output_dir(out: str, what: str = "--out") -> str:
+    """Refuse, before any work starts, a report folder that cannot be written.
+
+    ``out`` may not exist yet (its parent must be a writable folder), or must be a
+    folder this module wrote before (it holds results.json) or an empty one; a file, or a
+    folder with other content, is refused rather than replaced. Returns the absolute path.
+    """
+    out = os.path.abspath(os.fspath(out))
+    check_folder_writable(os.path.dirname(out), out, what)
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise UserError(f"{what} {out} is a file; give a folder path")
+        content = os.listdir(out)
+        if content and "results.json" not in content:
+            raise UserError(f"{what} {out} holds files that are not a benchmark report; "
+                            "give an empty or new folder")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str):
     """Yield a temporary folder; on success it replaces ``out``, on failure it is removed.
 
-    ``out`` may not exist yet, or must be a folder this module wrote before (it
-    holds results.json or is empty): a folder with other content is refused
-    rather than replaced.
+    See ``check_output_dir`` for what ``out`` may be. The folder gets the mode the
+    umask gives. Two processes writing one ``out`` each write their own temporary
+    folder; the last complete one to be renamed into place wins, and neither ever
+    removes the other's temporary folder.
     """
-    out = os.path.abspath(os.fspath(out))
+    out = check_output_dir(out)
     parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        raise UserError(f"folder {parent} does not exist; create it or choose another --out")
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise UserError(f"--out {out} is a file; give a folder path")
-        content = os.listdir(out)
-        if content and "results.json" not in content:
-            raise UserError(f"--out {out} holds files that are not a benchmark report; "
-                            "give an empty or new folder")
     tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out) + ".")
     try:
+        os.chmod(tmp, dir_mode())
         yield tmp
-        old = None
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out) + ".old.")
-            os.rmdir(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replace_dir(tmp: str, out: str) -> None:
+    """Rename the complete folder ``tmp`` to ``out``, moving a previous ``out`` aside first.
+
+    A folder cannot be renamed over a non-empty one, so an existing report is first
+    renamed to a fresh name of ours and removed from there; if another process moved
+    it meanwhile, the rename is simply tried again.
+    """
+    parent, base = os.path.dirname(out), os.path.basename(out)
+    for _ in range(1000):
+        try:
+            os.replace(tmp, out)           # ``out`` absent or an empty folder
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        old = tempfile.mkdtemp(dir=parent, prefix="." + base + ".old.")
+        try:
+            os.replace(out, old)           # the previous report, now under our own name
+        except FileNotFoundError:          # another writer moved it away first
+            os.rmdir(old)
+            continue
+        except OSError as e:
+            os.rmdir(old)
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):    # raced: retry
+                continue
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    raise UserError(f"could not replace {out}: other processes keep writing it; run one "
+                    "benchmark per --out folder")
 
 
 # ----------------------------------------------------------------- markdown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -94,9 +95,10 @@ def add_encoding_flags(parser: argparse.ArgumentParser, what: str) -> None:
     """``--encoding/--bits/--threshold``: spike encodings of an ANN's activations."""
     parser.add_argument("--encoding", choices=("none", "binary", "ternary", "bitwise"),
                         default="none", help=f"{what} (docs/encodings.md)")
-    parser.add_argument("--bits", type=int, default=8, metavar="K",
+    from snn_compile.cli._args import float_in, int_in
+    parser.add_argument("--bits", type=int_in(2, 16), default=8, metavar="K",
                         help="bits of the bitwise encoding (default: 8)")
-    parser.add_argument("--threshold", type=float, metavar="X",
+    parser.add_argument("--threshold", type=float_in(0), metavar="X",
                         help="binary/ternary threshold, a multiple of mean |x| (default: 0.7)")
 
 
@@ -113,3 +115,24 @@ def load_ann(spec: str):
                         "encodings (--encoding) apply to ANN models (default:ann or --hf "
                         "PATH): drop --encoding")
     return model, tok
+
+
+@contextlib.contextmanager
+def progress_bar(label: str):
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=False) as bar:
+        task = None
+
+        def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = bar.add_task(label, total=total)
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -17,7 +17,9 @@ import argparse
 import os
 import sys
 
+from snn_compile.cli._args import float_in, int_in, output_dir
 from snn_compile.cli._common import add_encoding_flags, add_json_flag, print_json
+from snn_compile.data.text import add_oov_flag
 
 DEFAULT_OUT = os.path.join("out", "bench")
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--data", metavar="PATH",
                      help="UTF-8 text file whose validation split is fed "
                           "(default: the embedded corpus)")
-    parser.add_argument("--tokens", type=int, metavar="N", default=256,
+    parser.add_argument("--tokens", type=int_in(1), metavar="N", default=256,
                         help="tokens to feed and measure (default: 256)")
     parser.add_argument("--backend", choices=("lava-sim", "emulator", "int"),
                         default="lava-sim", help="where the spikes are measured")
@@ -40,10 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partially spiking checkpoints for the block-exchange table")
     parser.add_argument("--gpu-results", metavar="FILE",
                         help="JSON written by `python -m snn_compile.benchmarks.gpu_energy`")
-    parser.add_argument("--mean-hops", type=float, default=1.0,
+    parser.add_argument("--mean-hops", type=float_in(0), default=1.0,
                         help="tile hops per message in the Loihi estimate (default: 1)")
     add_encoding_flags(parser, "add the table of spike encodings of the ANN twin")
-    parser.add_argument("--out", metavar="DIR",
+    add_oov_flag(parser, "the benchmark text")
+    parser.add_argument("--out", metavar="DIR", type=output_dir(),
                         help=f"folder for report.md, results.json, plots (default: {DEFAULT_OUT})")
     add_json_flag(parser)
 
@@ -56,12 +59,18 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.benchmarks.harness import run_benchmark
     from snn_compile.cli._common import resolve_checkpoint
 
+    from snn_compile.benchmarks.report import check_output_dir
+    from snn_compile.errors import check_folder_writable
+
     model = resolve_checkpoint(args.model)
     ann = resolve_checkpoint(args.ann) if args.ann else None
     out = args.out
-    if out is None:
+    if out is None:            # out/bench: made only once there is a report to put in it
         out = DEFAULT_OUT
-        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if os.path.isdir(os.path.dirname(out)):
+            check_output_dir(out)
+        else:
+            check_folder_writable(os.path.abspath("."), out, "report folder")
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
@@ -75,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
         res = run_benchmark(model, ann, backend=args.backend, tokens=args.tokens,
                             prompts=args.prompts, data=args.data, out_dir=None,
                             mean_hops=args.mean_hops, variants=args.variants,
-                            gpu_results=args.gpu_results, progress=progress)
+                            gpu_results=args.gpu_results, progress=progress, oov=args.oov)
         if args.encoding != "none":
             res["encodings_data"] = _encodings(args, model, ann, progress)
             res["encodings"] = _encoding_display(res["encodings_data"])
     from snn_compile.benchmarks.harness import write
 
+    if args.out is None:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
     path = write(res, out)
     res["out"] = path
     if args.json:

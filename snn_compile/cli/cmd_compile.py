@@ -17,23 +17,27 @@ from __future__ import annotations
 
 import argparse
 
+from snn_compile.cli._args import float_in, int_in, output_file, seed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
                         help="NIR file, checkpoint, default:spikedecoder, or a compiled .qgraph")
     parser.add_argument("-o", "--output", metavar="FILE.qgraph",
+                        type=output_file(".qgraph", why=" (later stages recognise a compiled "
+                                                       "graph by its suffix)"),
                         help="write the quantized graph here")
     parser.add_argument("--allow-saturation", action="store_true",
                         help="write the graph even when a population may leave the 16-bit "
                              "input range (Lava's simulator wraps like the chip would)")
-    parser.add_argument("--steps", type=int, metavar="S",
+    parser.add_argument("--steps", type=int_in(1), metavar="S",
                         help="foreign NIR graphs: steps per run (one window from rest)")
     parser.add_argument("--check", action="store_true",
                         help="foreign NIR graphs: compare float NIR interpreter, integer "
                              "reference and Lava fixed_pt on random input spikes")
-    parser.add_argument("--check-rate", type=float, default=0.2, metavar="P",
+    parser.add_argument("--check-rate", type=float_in(0, 1, lo_open=True), default=0.2, metavar="P",
                         help="firing probability of the random check/calibration inputs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input spikes")
+    parser.add_argument("--seed", type=seed(), default=0, help="seed of the random input spikes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -46,7 +50,7 @@ def _load(args):
         graph = read_nir(args.model)
         if not is_decoder_graph(graph):
             return _foreign(args, graph)
-    if args.steps or args.check:
+    if args.steps is not None or args.check:
         raise UserError("--steps/--check apply to foreign NIR graphs; a SpikeDecoder runs "
                         "T steps per token (check it with `snn-compile bench`)")
     from snn_compile.compiler.pipeline import load_qgraph
@@ -60,7 +64,7 @@ def _foreign(args, graph):
     from snn_compile.compiler.quantize_foreign import (compare_float_int, foreign_to_qgraph,
                                                        plan_foreign)
     from snn_compile.errors import UserError
-    if not args.steps:
+    if args.steps is None:
         raise UserError(f"{args.model} is a foreign NIR graph: say how many steps a run has "
                         "with --steps S")
     if not 0.0 < args.check_rate <= 1.0:
@@ -73,9 +77,18 @@ def _foreign(args, graph):
         return {n: (torch.rand(args.steps, batch, out_size(plan.flat.nodes[n]), generator=gen)
                     < args.check_rate).double() for n in plan.inputs}
 
-    q, rep = foreign_to_qgraph(graph, args.steps, spikes(32))
+    from snn_compile.compiler.qgraph import QGraphError
+    try:
+        q, rep = foreign_to_qgraph(graph, args.steps, spikes(32))
+    except QGraphError as e:
+        raise UserError(f"{args.model} cannot be compiled for Loihi 2: {e}") from None
     rep = rep.to_dict()
-    check = compare_float_int(graph, q, spikes(16), lava_samples=2) if args.check else None
+    check = None
+    if args.check:
+        import sys
+        print("check: float NIR interpreter, integer reference and Lava fixed_pt on random "
+              "input spikes (starting Lava takes a few seconds) ...", file=sys.stderr, flush=True)
+        check = compare_float_int(graph, q, spikes(16), lava_samples=2)
     return q, rep, check
 
 

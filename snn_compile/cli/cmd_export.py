@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from snn_compile.cli._args import output_file
 from snn_compile.cli._common import add_json_flag
 
 
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT",
                         help="checkpoint file, or default:spikedecoder")
     parser.add_argument("-o", "--output", metavar="MODEL.nir", required=True,
+                        type=output_file(".nir", why=" (later stages recognise a NIR graph by "
+                                                   "its suffix)"),
                         help="NIR file to write (atomically)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the read-back check (interpreter == torch model)")
@@ -38,20 +41,21 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.models.fold import fold
     from snn_compile.models.spikedecoder import is_spike_record
 
-    if not args.output.endswith(".nir"):
-        raise UserError(f"output {args.output} should end in .nir")
     model, tok, _ = load_checkpoint(args.checkpoint)
     graph = export_model(model, tok)
-    write_nir(graph, args.output)
-    result = {"output": args.output, "bytes": os.path.getsize(args.output),
-              "nodes": len(graph.nodes), "edges": len(graph.edges)}
-    if not args.no_check:
+    result = {"output": args.output, "nodes": len(graph.nodes), "edges": len(graph.edges)}
+
+    def check(tmp: str) -> None:
+        """Read the complete temporary file back and run it against the torch model."""
+        result["bytes"] = os.path.getsize(tmp)
+        if args.no_check:
+            return
         from snn_compile.compiler.pipeline import calibration_tokens
         from snn_compile.export.interpreter import NIRInterpreter, run_tokens
         folded = fold(model)
         toks = calibration_tokens(tok, folded.context, n=min(32, folded.context))
         ref = folded.forward(toks)
-        got = run_tokens(NIRInterpreter(read_nir(args.output)), toks)
+        got = run_tokens(NIRInterpreter(read_nir(tmp)), toks)
         # spikes must be equal; attention memories (float sums, decayed in another order
         # in the step-by-step interpreter) agree to float64 rounding; streams are not nodes
         mism = [k for k, v in ref["spikes"].items()
@@ -62,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
         result.update(check_tokens=int(toks.shape[1]), spikes_equal=not mism,
                       logits_max_abs_diff=diff)
         if mism:
-            os.unlink(args.output)
             raise UserError(f"exported graph disagrees with the torch model on {', '.join(mism)}"
-                            "; nothing written (please report this)")
+                            f"; nothing written to {args.output} (please report this)")
+
+    write_nir(graph, args.output, check)
     if args.json:
         print_json(result)
     else:

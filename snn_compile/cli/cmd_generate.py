@@ -9,14 +9,18 @@ stderr and stdout holds one object with the text and the token ids.
 ANN models (default:ann, or a local Hugging Face causal LM with --hf PATH) can
 run spike-driven: --encoding binary|ternary|bitwise encodes the activations
 entering every linear layer as spikes (docs/encodings.md); the JSON then adds
-spikes_per_token and sparsity.
+spikes_per_token and sparsity. Prompt characters outside the model's vocabulary
+are fed as the unknown token with a warning (--oov unk, the default) or refused
+(--oov error).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from snn_compile.cli._args import float_in, int_in, seed
 from snn_compile.cli._common import add_encoding_flags, add_json_flag, load_ann
+from snn_compile.data.text import add_oov_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,16 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf", metavar="PATH",
                         help="local Hugging Face causal LM directory (instead of MODEL)")
     parser.add_argument("--prompt", default="", help="text to continue")
-    parser.add_argument("-n", "--tokens", type=int, default=64, metavar="N",
+    parser.add_argument("-n", "--tokens", type=int_in(1), default=64, metavar="N",
                         help="number of new tokens")
     parser.add_argument("--backend", choices=("torch", "nir", "int", "emulator", "lava-sim", "loihi2"), default="torch",
                         help="where the model runs")
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--temperature", type=float_in(0), default=0.0,
                         help="sampling temperature; 0 = greedy")
-    parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--top-k", type=int_in(1), metavar="K", help="sample among the K most likely")
+    parser.add_argument("--seed", type=seed(), default=0, help="sampling seed")
     add_encoding_flags(parser, "spike-encode the activations entering each linear layer of an "
                                "ANN")
+    add_oov_flag(parser, "the prompt")
     add_json_flag(parser)
 
 
@@ -48,8 +53,12 @@ def _backend(args):
     if args.backend == "torch":
         from snn_compile.models.checkpoint import load_checkpoint
         from snn_compile.models.sampling import TorchBackend
-        if args.model.endswith(".qgraph"):
-            raise UserError("--backend torch needs a checkpoint, not a compiled .qgraph")
+        if args.model.endswith((".qgraph", ".nir")):
+            raise UserError(f"--backend torch runs a checkpoint, and {args.model} is a "
+                            f"{'compiled graph' if args.model.endswith('.qgraph') else 'NIR graph'}"
+                            f"; run it with --backend "
+                            f"{'int' if args.model.endswith('.qgraph') else 'nir'} (or "
+                            "emulator, lava-sim)")
         model, tok, _ = load_checkpoint(args.model)
         return TorchBackend(model), tok
     if args.backend == "nir":
@@ -61,7 +70,9 @@ def _backend(args):
             raise UserError("--backend nir needs a .nir file or a checkpoint, not a compiled "
                             ".qgraph")
         if args.model.endswith(".nir"):
+            from snn_compile.compiler.from_nir import require_decoder
             graph = read_nir(args.model)
+            require_decoder(graph, args.model, "generate")
             return NIRBackend(graph), decoder_tokenizer(graph)
         graph, tok = nir_of_checkpoint(args.model)
         return NIRBackend(graph), tok
@@ -73,7 +84,11 @@ def _backend(args):
     if args.backend == "emulator":
         from snn_compile.hw_sim.emulator import EmulatorBackend
         return EmulatorBackend(q), tok
+    import sys
+
     from snn_compile.hw_sim.lava_runner import LavaBackend
+    print(f"starting Lava ({args.backend}): building and compiling the process graph ...",
+          file=sys.stderr, flush=True)
     return LavaBackend(q, hardware=(args.backend == "loihi2")), tok
 
 
@@ -105,11 +120,20 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.models.sampling import generate
 
-    backend, tok = _backend(args)
-    prompt = tok.encode(args.prompt, strict=True) if args.prompt else []
-    if not prompt:
-        from snn_compile.errors import UserError
+    from snn_compile.data import encode_text
+    from snn_compile.errors import UserError
+
+    if not args.prompt:
         raise UserError("--prompt is empty; give at least one character to continue")
+    backend, tok = _backend(args)
+    try:
+        prompt, _ = encode_text(tok, args.prompt, args.oov, what="--prompt", use="fed")
+        if not prompt:
+            raise UserError(f"--prompt {args.prompt!r} holds no token of the model's "
+                            f"{tok.kind} vocabulary; give at least one word or character")
+    except BaseException:
+        backend.close()
+        raise
     stream = sys.stderr if args.json else sys.stdout
     stream.write(args.prompt)
     stream.flush()

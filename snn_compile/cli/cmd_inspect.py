@@ -3,7 +3,10 @@
 A table of nodes (type, shape, parameter count), the edges, the inputs and
 outputs, which nodes are extensions, and whether the graph is deployable
 (compiles for Loihi 2 with ``snn-compile compile``). Works for graphs made by
-other NIR tools as well.
+other NIR tools as well. Every graph NIR can read is listed, even one that cannot
+be run or compiled (a dangling edge, a cycle without a Delay, a NaN parameter,
+types that NIR's own reader rejects): it is shown as not deployable, with the
+reason.
 """
 
 from __future__ import annotations
@@ -19,18 +22,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def describe(graph) -> dict:
-    """Nodes, edges, inputs/outputs, extensions and deployability of a NIR graph."""
+def describe(graph, path: str | None = None) -> dict:
+    """Nodes, edges, inputs/outputs, extensions and deployability of a NIR graph.
+
+    Every graph NIR can read is listed, valid or not: a graph that breaks a rule
+    (dangling edge, cycle without a Delay, shape mismatch, NaN parameter, a type NIR's
+    own reader rejects, ...) is listed with ``deployable`` False and the reason.
+    """
     import numpy as np
 
     from snn_compile.compiler.from_nir import is_decoder_graph
     from snn_compile.compiler.quantize_foreign import deployability
+    from snn_compile.errors import UserError
     from snn_compile.export.extensions import EXTENSIONS
-    from snn_compile.export.nir_io import flatten, in_size, node_type, order, out_size, validate
+    from snn_compile.export.nir_io import (flatten, in_size, nir_type_problem, node_type,
+                                           order, out_size, validate)
 
-    flat = validate(flatten(graph))
+    flat = flatten(graph)
+    try:
+        validate(flat)
+        invalid = None
+    except UserError as e:
+        invalid = str(e)
+    try:
+        names = order(flat)              # data-flow order, not the file's alphabetical one
+    except Exception:                    # an invalid graph (dangling edge) may have none
+        names = []
+    names += [n for n in flat.nodes if n not in names]
+
+    def size(fn, node):
+        try:
+            return fn(node)
+        except Exception:                # a malformed parameter: shown as unknown
+            return None
+
     rows = []
-    for name in order(flat):             # data-flow order, not the file's alphabetical one
+    for name in names:
         node = flat.nodes[name]
         t = node_type(node)
         params = 0
@@ -39,14 +66,24 @@ def describe(graph) -> dict:
             v = getattr(node, field, None)
             if isinstance(v, np.ndarray):
                 params += int(v.size)
-        rows.append({"name": name, "type": t, "in": in_size(node), "out": out_size(node),
-                     "params": params, "extension": t in EXTENSIONS})
-    ok, why = deployability(graph)
+        rows.append({"name": name, "type": t, "in": size(in_size, node),
+                     "out": size(out_size, node), "params": params,
+                     "extension": t in EXTENSIONS})
+    nir_rejects = nir_type_problem(path) if path else None
+    if invalid is not None:
+        ok, why = False, invalid
+    elif nir_rejects is not None:
+        ok, why = False, (f"NIR's own reader (nir.read) rejects the file: {nir_rejects}; fix "
+                          "the input/output types of the nodes it names")
+    else:
+        ok, why = deployability(graph)
     return {"nodes": rows, "edges": [list(e) for e in flat.edges], "inputs": flat.inputs,
             "outputs": flat.outputs, "extensions": sorted({r["type"] for r in rows
                                                            if r["extension"]}),
             "made_by_snn_compile": is_decoder_graph(graph),
-            "metadata_keys": sorted(flat.metadata), "deployable": ok, "deployable_why": why,
+            "metadata_keys": sorted(flat.metadata), "valid": invalid is None,
+            "nir_read_accepts": nir_rejects is None if path else None,
+            "deployable": ok, "deployable_why": why,
             "params": sum(r["params"] for r in rows)}
 
 
@@ -57,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.export.nir_io import read_nir
 
-    info = describe(read_nir(args.graph))
+    info = describe(read_nir(args.graph, strict=False), args.graph)
     if args.json:
         print_json(info)
         return 0

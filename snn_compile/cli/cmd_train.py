@@ -28,6 +28,8 @@ import argparse
 import shlex
 import sys
 
+from snn_compile.cli._args import checkpoint_output, float_in, int_in, seed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("spikedecoder", "partial", "ann"),
@@ -50,34 +52,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spiking attention: ssa (per-head (q.k) v, deployable; default) or "
                              "sdsa (Spike-driven Transformer's q * SN(sum k*v), a training "
                              "experiment)")
-    parser.add_argument("--token-shift", type=int, default=0, metavar="K",
+    parser.add_argument("--token-shift",
+                        type=int_in(0, 2, why="a lag of j tokens is a delay of j token "
+                                              "windows, and Loihi 2 delays end at 62 steps"),
+                        default=0, metavar="K",
                         help="SpikeDecoder blocks also see the spikes of the previous K tokens "
                              "(0, 1 or 2; default: 0)")
     parser.add_argument("--shift-mode", choices=("diag", "full"), default="diag",
                         help="token-shift weights: per-channel gains (diag) or whole matrices")
     parser.add_argument("--shift-into", choices=("qkv", "ff", "both"), default="both",
                         help="which populations receive the shifted spikes (default: both)")
-    parser.add_argument("--population", type=int, default=4, metavar="P",
+    parser.add_argument("--population", type=int_in(2), default=4, metavar="P",
                         help="neurons per value for --embedding population")
     parser.add_argument("--data", metavar="PATH",
                         help="UTF-8 text file to train on (default: the embedded corpus)")
     parser.add_argument("--tokenizer", choices=("char", "word"), default="char",
                         help="character- or word-level vocabulary")
-    parser.add_argument("--steps", type=int, default=2000, metavar="N",
+    parser.add_argument("--steps", type=int_in(1), default=2000, metavar="N",
                         help="number of optimisation steps")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--timesteps", type=int, default=4, help="steps per token (SNN)")
+    parser.add_argument("--batch-size", type=int_in(1), default=32)
+    parser.add_argument("--lr", type=float_in(0, lo_open=True), default=3e-3)
+    parser.add_argument("--d-model", type=int_in(1), default=64)
+    parser.add_argument("--layers", type=int_in(1), default=2)
+    parser.add_argument("--heads", type=int_in(1), default=4)
+    parser.add_argument("--context", type=int_in(1), default=128)
+    parser.add_argument("--timesteps", type=int_in(1), default=4, help="steps per token (SNN)")
     parser.add_argument("--surrogate", choices=("atan", "fast_sigmoid"), default="atan")
     parser.add_argument("--no-deployable", action="store_true",
                         help="train the SNN without quantization-aware training")
-    parser.add_argument("--eval-interval", type=int, default=250)
+    parser.add_argument("--eval-interval", type=int_in(1), default=250)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed(), default=0, help="random seed")
     parser.add_argument("--resume", action="store_true",
                         help="continue training from the checkpoint at -o")
     parser.add_argument("--nproc", type=int, metavar="N",
@@ -88,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unigram loss after a quarter of its steps")
     parser.add_argument("--json", action="store_true", help="print the final figures as JSON")
     parser.add_argument("-o", "--output", metavar="CKPT", required=True,
+                        type=checkpoint_output(),
                         help="checkpoint file to write (atomically)")
 
 

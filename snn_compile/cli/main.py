@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from snn_compile import __version__
+from snn_compile.cli._args import OneLineParser
 from snn_compile.errors import UserError
 
 # name → one-line summary shown by `snn-compile --help` (the module docstring is the long help)
@@ -44,9 +47,11 @@ def _selected_command(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument tree; only ``command``'s module is imported to fill in its arguments."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="snn-compile", description=DESCRIPTION,
         epilog="Run `snn-compile COMMAND --help` for the options of one command.")
+    if command is not None:
+        parser.help_prog = f"snn-compile {command}"
     parser.add_argument("--version", action="version", version=f"snn-compile {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
@@ -61,8 +66,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame):
+    """SIGTERM (kill, a job scheduler) ends a command like Ctrl-C: outputs being written
+    are removed from their temporary files, nothing half-written is left."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     try:
         parser = build_parser(_selected_command(argv))
         args = parser.parse_args(argv)
@@ -76,9 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        print(f"error: out of memory ({first}); the sizes asked for need more memory than "
+              "this machine has: choose smaller ones (--batch-size, --d-model, --layers, "
+              "--context, --timesteps, --tokens)", file=sys.stderr)
+        return 2
     except BrokenPipeError:          # e.g. `snn-compile ... | head`: the reader went away
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed (numpy, torch CPU or CUDA): the machine's limit, not a bug."""
+    if isinstance(e, MemoryError):
+        return True
+    msg = str(e)
+    return "can't allocate memory" in msg or "out of memory" in msg.lower()
 
 
 if __name__ == "__main__":

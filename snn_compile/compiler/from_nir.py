@@ -29,6 +29,16 @@ def is_decoder_graph(graph) -> bool:
     return meta.get("snn_compile.model") == "spikedecoder"
 
 
+def require_decoder(graph, path: str, command: str = "") -> None:
+    """A foreign graph given where a token decoder is needed: one error with the fix."""
+    if not is_decoder_graph(graph):
+        needs = f"`snn-compile {command}` needs one" if command else "this needs one"
+        raise UserError(f"{path} is a foreign NIR graph, not a token decoder exported by "
+                        f"snn_compile (no token framing in its metadata), and {needs}; "
+                        f"compile and check a foreign graph with `snn-compile compile {path} "
+                        "--steps S --check`")
+
+
 def lif_beta(name: str, node, dt: float) -> float:
     """The discrete decay of a NIR LIF that is a reset-to-zero, threshold-1 neuron."""
     if node_type(node) != "LIF":
@@ -50,7 +60,20 @@ def lif_beta(name: str, node, dt: float) -> float:
 
 def folded_from_nir(graph) -> FoldedDecoder:
     """Rebuild the ``FoldedDecoder`` of a graph written by ``folded_to_nir``."""
+    if not is_decoder_graph(graph):
+        raise NIRGraphError("this NIR graph is not a token decoder exported by snn_compile "
+                            "(no token framing in its metadata); compile a foreign graph with "
+                            "`snn-compile compile FILE.nir --steps S`")
     flat = validate(flatten(graph))
+    try:
+        return _folded(flat)
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise NIRGraphError(f"the decoder graph's metadata or nodes are incomplete or edited "
+                            f"({type(e).__name__}: {str(e)[:120]}); export it again with "
+                            "`snn-compile export CKPT -o FILE.nir`") from None
+
+
+def _folded(flat) -> FoldedDecoder:
     meta = flat.metadata
     dt = float(meta.get("dt", DEFAULT_DT))
     nodes = flat.nodes

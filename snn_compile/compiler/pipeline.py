@@ -45,15 +45,12 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
             raise UserError(f"{spec} carries no tokenizer; recompile it from its checkpoint")
         return q, None, tokenizer_from_dict(tok)
     from snn_compile.compiler.from_nir import (decoder_tokenizer, folded_from_nir,
-                                               is_decoder_graph)
+                                               require_decoder)
     from snn_compile.compiler.quantize import quantize_decoder
     if spec.endswith(".nir"):
         from snn_compile.export.nir_io import read_nir
         graph = read_nir(spec)
-        if not is_decoder_graph(graph):
-            raise UserError(f"{spec} is not a token decoder exported by snn_compile (no token "
-                            "framing): compile it with `snn-compile compile FILE.nir --steps S` "
-                            "and run it with `snn-compile compile ... --check`")
+        require_decoder(graph, spec)
         tok = decoder_tokenizer(graph)
     else:
         graph, tok = nir_of_checkpoint(spec)

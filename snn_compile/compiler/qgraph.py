@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -225,28 +223,24 @@ class QGraph:
             "readout": self.readout, "logit_scale": self.logit_scale,
             "context": self.context, "metadata": self.metadata,
         }
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+        from snn_compile.errors import atomic_path
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr("graph.json", json.dumps(header, indent=1))
                 for i, s in enumerate(self.synapses):
                     buf = io.BytesIO()
                     np.save(buf, s.weights, allow_pickle=False)
                     zf.writestr(f"w{i}.npy", buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            QGraph.load(tmp)          # read back in the temporary file, before the rename
 
     @classmethod
     def load(cls, path: str) -> "QGraph":
         try:
             with zipfile.ZipFile(path) as zf:
                 h = json.loads(zf.read("graph.json"))
-                if h.get("format") != "snn_compile.qgraph":
-                    raise QGraphError(f"{path}: not a quantized graph file")
+                if not isinstance(h, dict) or h.get("format") != "snn_compile.qgraph":
+                    raise QGraphError(f"{path}: not a quantized graph file; make one with "
+                                      "`snn-compile compile MODEL -o FILE.qgraph`")
                 if int(h.get("version", 1)) > FILE_VERSION:
                     raise QGraphError(f"{path}: quantized graph version {h.get('version')} is "
                                       f"newer than this snn_compile reads ({FILE_VERSION}); "
@@ -255,12 +249,25 @@ class QGraph:
                 for i, sd in enumerate(h["synapses"]):
                     w = np.load(io.BytesIO(zf.read(f"w{i}.npy")), allow_pickle=False)
                     syns.append(Synapse(weights=w, **sd))
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
-            raise QGraphError(f"{path}: corrupt quantized graph file ({e})") from None
-        pops = {p["name"]: Population(**{**p, "decay": [int(x) for x in p.get("decay", [])]})
-                for p in h["populations"]}
-        return cls(pops, syns, h["steps_per_token"], h["inputs"], h["readout"],
-                   h["logit_scale"], h["context"], h.get("metadata", {})).validate()
+            pops = {p["name"]: Population(**{**p, "decay": [int(x) for x in p.get("decay", [])]})
+                    for p in h["populations"]}
+            q = cls(pops, syns, h["steps_per_token"], h["inputs"], h["readout"],
+                    h["logit_scale"], h["context"], h.get("metadata", {}))
+        except (QGraphError, FileNotFoundError):
+            raise
+        except IsADirectoryError:
+            raise QGraphError(f"{path} is a folder, not a compiled graph file") from None
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError,
+                ValueError, TypeError, EOFError, OSError, zlib_error()) as e:
+            raise QGraphError(f"{path}: corrupt or truncated quantized graph file "
+                              f"({type(e).__name__}: {str(e)[:120]}); compile it again with "
+                              "`snn-compile compile MODEL -o FILE.qgraph`") from None
+        return q.validate()
+
+
+def zlib_error():
+    import zlib
+    return zlib.error
 
 
 def _decay_errors(p: Population) -> List[str]:

@@ -102,6 +102,11 @@ def flat_size(node) -> int:
 
 
 def plan_foreign(graph) -> ForeignPlan:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # refused by name below
+        return _plan_foreign(graph)
+
+
+def _plan_foreign(graph) -> ForeignPlan:
     flat = graph if isinstance(graph, FlatGraph) else validate(flatten(graph))
     dt = float(flat.metadata.get("dt", DEFAULT_DT))
     problems = [f"{n} ({node_type(v)})" for n, v in flat.nodes.items()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -27,11 +27,17 @@ class NIRGraphError(UserError):
     """A NIR graph that cannot be run: the message lists every problem found."""
 
 
-def write_nir(graph, path: str) -> None:
-    """``nir.write`` into a temporary file, renamed into place when complete."""
+def write_nir(graph, path: str, check: Optional[Callable[[str], None]] = None) -> None:
+    """``nir.write`` into a temporary file, renamed into place when complete.
+
+    ``check(tmp)`` runs on the complete temporary file before the rename (read it
+    back, compare): if it raises, nothing is written and ``path`` stays as it was.
+    """
     import nir
     with atomic_path(path) as tmp:
         nir.write(tmp, graph)
+        if check is not None:
+            check(tmp)
 
 
 def _file_types(path: str) -> List[Tuple[str, str]]:
@@ -55,13 +61,22 @@ def _file_types(path: str) -> List[Tuple[str, str]]:
     return found
 
 
-def read_nir(path: str):
-    """Read a NIR file; extension subgraphs come back as extension nodes."""
+def read_nir(path: str, strict: bool = True):
+    """Read a NIR file; extension subgraphs come back as extension nodes.
+
+    With ``strict`` (every command that runs or compiles a graph) a file that NIR's
+    own ``nir.read`` rejects — its type check finds an edge whose two ends disagree —
+    is an error too, reported through ``validate``'s more specific message where it
+    finds the problem. ``inspect`` reads with ``strict=False`` and reports the problem
+    (``nir_type_problem``) instead.
+    """
     import nir
 
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist; write one with `snn-compile export CKPT -o "
                         f"{os.path.basename(path) or 'model.nir'}`")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; give the path of a .nir file")
     try:
         types = _file_types(path)
     except NIRGraphError:
@@ -74,12 +89,64 @@ def read_nir(path: str):
     if unknown:
         where = ", ".join(f"{n} ({t})" for n, t in types if t in unknown)
         raise NIRGraphError(f"{path} holds node types that NIR {nir.version} cannot read: "
-                            f"{', '.join(unknown)} (nodes: {where})")
+                            f"{', '.join(unknown)} (nodes: {where}); re-export the graph with "
+                            "standard NIR 1.0 node types (or snn_compile's extension nodes, "
+                            "docs/nir-extensions.md)")
     try:
         graph = nir.read(path, type_check=False)
     except Exception as e:
-        raise NIRGraphError(f"{path}: NIR could not build the graph: {e}") from None
-    return _lift_extensions(graph)
+        where = _failing_node(path)
+        raise NIRGraphError(f"{path}: NIR could not build the graph "
+                            f"({where + ': ' if where else ''}{type(e).__name__}: "
+                            f"{str(e)[:200]}); the file is damaged or was written by an "
+                            "incompatible NIR version — export it again") from None
+    graph = _lift_extensions(graph)
+    if strict:
+        why = nir_type_problem(path)
+        if why is not None:
+            validate(flatten(graph))      # names the problem itself if it can
+            raise NIRGraphError(f"{path}: NIR's own reader (nir.read) rejects the graph: {why}"
+                                "; fix the nodes or edges it names (or export the graph again "
+                                "with its framework's NIR exporter)")
+    return graph
+
+
+def _failing_node(path: str) -> Optional[str]:
+    """'node NAME (TYPE)' of the first stored node that NIR cannot build, if one is."""
+    import h5py
+    import nir
+    from nir.serialization import hdf2dict
+
+    def walk(group, where):
+        for k in group.get("nodes", {}):
+            sub = group["nodes"][k]
+            name = f"{where}.{k}" if where else k
+            found = walk(sub, name) if "nodes" in sub else None
+            if found:
+                return found
+            try:
+                nir.dict2NIRNode(hdf2dict(sub))
+            except Exception:
+                t = sub["type"][()] if "type" in sub else b"no type"
+                return f"node {name} ({t.decode() if isinstance(t, bytes) else t})"
+        return None
+
+    try:
+        with h5py.File(path, "r") as f:
+            return walk(f["node"], "")
+    except Exception:
+        return None
+
+
+def nir_type_problem(path: str) -> Optional[str]:
+    """Why ``nir.read`` (with its type check, the default) rejects the file, or None."""
+    import nir
+    try:
+        nir.read(path)
+    except Exception as e:       # nir raises ValueError, KeyError, AssertionError, ...
+        msg = str(e).strip() or type(e).__name__
+        return " ".join(msg.split())[:300]
+    return None
 
 
 def _lift_extensions(graph):
@@ -221,18 +288,39 @@ def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
                   if node_type(v) not in supported})
     if bad:
         problems.append(f"unsupported node types: {', '.join(bad)} (supported: "
-                        f"{', '.join(supported)})")
+                        f"{', '.join(supported)}); replace those nodes by supported ones "
+                        "in the framework that wrote the graph and export it again")
     for a, b in flat.edges:
         for end in (a, b):
             if end not in flat.nodes:
                 problems.append(f"edge {a} -> {b} refers to a node {end!r} that does not exist")
+    problems += non_finite_parameters(flat)
+    for n, v in flat.nodes.items():
+        try:
+            size = out_size(v)
+        except Exception:
+            problems.append(f"node {n} ({node_type(v)}): malformed parameters (cannot tell its "
+                            "size); export the graph again")
+            continue
+        if size == 0:
+            problems.append(f"node {n} ({node_type(v)}) has no neurons or values (size 0); "
+                            "remove it or give it a size")
+        for tau_field in ("tau", "tau_mem", "tau_syn"):
+            a = getattr(v, tau_field, None)
+            if isinstance(a, np.ndarray) and a.dtype.kind in "fi" and a.size \
+                    and np.all(np.isfinite(a)) and np.any(a <= 0):
+                problems.append(f"node {n} ({node_type(v)}): time constant {tau_field} must be "
+                                f"positive, got {float(a.min()):g}; fix the node")
     if not flat.inputs:
         problems.append("the graph has no Input node")
     if not flat.outputs:
         problems.append("the graph has no Output node")
     if not problems:
         for a, b in flat.edges:
-            sa, sb = out_size(flat.nodes[a]), in_size(flat.nodes[b])
+            try:
+                sa, sb = out_size(flat.nodes[a]), in_size(flat.nodes[b])
+            except Exception:           # malformed parameters: reported above
+                continue
             if sa is not None and sb is not None and sa != sb:
                 problems.append(f"edge {a} -> {b}: {a} gives {sa} values, {b} takes {sb}")
         for n, v in flat.nodes.items():
@@ -248,6 +336,22 @@ def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
     if problems:
         raise NIRGraphError("invalid NIR graph: " + "; ".join(problems))
     return flat
+
+
+def non_finite_parameters(flat: FlatGraph) -> List[str]:
+    """One problem per node parameter holding NaN or infinity."""
+    problems = []
+    for n, v in flat.nodes.items():
+        for field_name, a in sorted(vars(v).items()):
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "fc":
+                continue
+            bad = int(a.size - np.isfinite(a).sum())
+            if bad:
+                problems.append(f"node {n} ({node_type(v)}): parameter {field_name} holds "
+                                f"{bad} non-finite value{'s' if bad > 1 else ''} (NaN or "
+                                "infinity); export the graph again from a model with finite "
+                                "weights")
+    return problems
 
 
 def cycle_without_delay(flat: FlatGraph) -> List[str]:
