@@ -13,7 +13,6 @@ range report's bounds.
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 
@@ -425,7 +424,7 @@ def test_activity_counts_the_drain_messages():
     token's window ``g = n*W + depth .. n*W + depth + W - 1``."""
     q = decaying_attention_graph()
     tokens = torch.tensor([[2, 0, 4, 4, 1]])
-    N, W, T = tokens.shape[1], q.window, q.steps_per_token
+    N, W = tokens.shape[1], q.window
     ref = run_token_time(q, tokens)
     act = activity_from_token_time(q, ref.outputs)
     emu = Emulator(q, batch=1)

@@ -156,7 +156,6 @@ def test_six_blocks_train_gradients_reach_every_parameter_and_stay_causal():
 
 
 def test_ablating_attention_changes_the_loss_and_silences_it():
-    from snn_compile.data import make_tokenizer
     from snn_compile.models.train import evaluate
     m = calibrated(stream_model()).float()
     ids = np.random.default_rng(0).integers(0, 11, 200)
@@ -165,7 +164,6 @@ def test_ablating_attention_changes_the_loss_and_silences_it():
     abl = evaluate(m, ids, batch=4)
     assert abl["val_loss"] != full["val_loss"]
     assert abl["spike_rates"]["block0.attn"] == 0 and full["spike_rates"]["block0.attn"] > 0
-    del make_tokenizer
 
 
 def test_window_mismatch_and_retired_formats_are_refused():

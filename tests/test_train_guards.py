@@ -7,10 +7,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from snn_compile.errors import UserError
-from snn_compile.models.checkpoint import load_raw
+from snn_compile.models.checkpoint import load_raw, write_raw
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.train import TrainArgs, train, unigram_loss
 
@@ -59,7 +58,7 @@ def test_resume_only_overwrites_the_checkpoint_with_a_better_validation_loss(tmp
     def set_best(value):
         payload = load_raw(str(path))
         payload["train_info"]["best_val_loss"] = value
-        torch.save(payload, str(path))
+        write_raw(str(path), payload)
         return path.read_bytes()
 
     before = set_best(1e-6)           # no evaluation can beat this one

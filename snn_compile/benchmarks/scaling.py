@@ -24,7 +24,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from snn_compile.errors import UserError, atomic_path, exits_on_user_error
 

@@ -158,7 +158,7 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
     ``Var.set`` costs per element, so clearing only these keeps ``reset()`` cheap.
     """
     try:
-        from lava.proc.dense.process import Dense
+        from lava.proc.dense.process import Dense  # noqa: F401  (availability check)
         from lava.proc.graded.process import GradedVec
         from lava.proc.io.extractor import Extractor
         from lava.proc.io.injector import Injector

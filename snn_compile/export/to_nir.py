@@ -55,6 +55,41 @@ def lif_node(beta: float, size: int, dt: float = DT):
                    v_reset=np.zeros(size))
 
 
+def _token_shift_nodes(nodes, edges, p: str, T: int, dt: float, d: int, targets) -> None:
+    """Token shift of one block: ``src ─ {tag}_lag{j} (Delay j T dt) ─ {w}_lag{j} (Linear)
+    ─► dst`` for every lag j of every (src, dst, w, tag, matrices) target."""
+    import nir
+    for src, dst, w_name, tag, mats in targets:
+        for j, w in enumerate(mats, start=1):
+            lag, lin = f"{p}{tag}_lag{j}", f"{p}{w_name}_lag{j}"
+            nodes[lag] = nir.Delay(delay=np.full(d, j * T * dt))
+            nodes[lin] = nir.Linear(weight=np.asarray(w, np.float64))
+            edges += [(src, lag), (lag, lin), (lin, dst)]
+
+
+def _metadata(folded, dt: float, tokenizer, config) -> dict:
+    """Graph metadata of a decoder (docs/nir-extensions.md): format, token framing, sizes,
+    the tokenizer and training config when given; the stream kind and window if any."""
+    framing = {"steps_per_token": folded.T, "context": folded.context,
+               "inputs": ["tokens", "positions"],
+               "input_coding": "one-hot, held for the steps of a token",
+               "reset": "every neuron state to 0 at each token start",
+               "readout": "logits", "readout_reduction": "mean over the steps of a token"}
+    meta = {FORMAT_KEY: FORMAT_VERSION, "snn_compile.model": "spikedecoder"}
+    if getattr(folded, "residual", "spike") == "stream":
+        meta["snn_compile.residual"] = "stream"
+        if folded.memory_decay:
+            framing["window"] = folded.window
+    meta.update({"dt": float(dt), FRAMING_KEY: json.dumps(framing),
+                 "n_layers": len(folded.blocks), "d_model": folded.d_model,
+                 "n_heads": folded.n_heads, "token_shift": folded.token_shift})
+    if tokenizer is not None:
+        meta["snn_compile.tokenizer"] = json.dumps(tokenizer.to_dict())
+    if config is not None:
+        meta["snn_compile.config"] = json.dumps(config)
+    return meta
+
+
 def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: float = DT):
     """``FoldedDecoder`` → ``nir.NIRGraph``; ``tokenizer``/``config`` travel as metadata.
     A ``FoldedStreamDecoder`` goes to ``stream_to_nir``."""
@@ -90,31 +125,15 @@ def folded_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
                   (p + "skip1", p + "mid"), (p + "mid", p + "w_1"), (p + "w_1", p + "ff"),
                   (p + "ff", p + "w_2"), (p + "w_2", p + "out"), (p + "mid", p + "skip2"),
                   (p + "skip2", p + "out")]
-        for src, dst, w_name, mats in ((x, p + "qkv", "w_qkv", b.S_qkv),
-                                       (p + "mid", p + "ff", "w_1", b.S_ff)):
-            tag = "x" if src == x else "mid"
-            for j, w in enumerate(mats, start=1):
-                lag, lin = f"{p}{tag}_lag{j}", f"{p}{w_name}_lag{j}"
-                nodes[lag] = nir.Delay(delay=np.full(d, j * folded.T * dt))
-                nodes[lin] = nir.Linear(weight=np.asarray(w, np.float64))
-                edges += [(src, lag), (lag, lin), (lin, dst)]
+        _token_shift_nodes(nodes, edges, p, folded.T, dt, d,
+                           ((x, p + "qkv", "w_qkv", "x", b.S_qkv),
+                            (p + "mid", p + "ff", "w_1", "mid", b.S_ff)))
         x = p + "out"
     nodes["head"] = nir.Linear(weight=np.asarray(folded.W_head, np.float64))
     nodes["logits"] = nir.Output(output_type=np.array([V]))
     edges += [(x, "head"), ("head", "logits")]
-    framing = {"steps_per_token": folded.T, "context": C, "inputs": ["tokens", "positions"],
-               "input_coding": "one-hot, held for the steps of a token",
-               "reset": "every neuron state to 0 at each token start",
-               "readout": "logits", "readout_reduction": "mean over the steps of a token"}
-    meta = {FORMAT_KEY: FORMAT_VERSION, "snn_compile.model": "spikedecoder",
-            "dt": float(dt), FRAMING_KEY: json.dumps(framing),
-            "n_layers": len(folded.blocks), "d_model": d, "n_heads": folded.n_heads,
-            "token_shift": folded.token_shift}
-    if tokenizer is not None:
-        meta["snn_compile.tokenizer"] = json.dumps(tokenizer.to_dict())
-    if config is not None:
-        meta["snn_compile.config"] = json.dumps(config)
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    return nir.NIRGraph(nodes=nodes, edges=edges,
+                        metadata=_metadata(folded, dt, tokenizer, config))
 
 
 def stream_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: float = DT):
@@ -167,13 +186,9 @@ def stream_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
                   (p + "w_om", p + "mid"), (p + "mid", p + "w_1"), (p + "w_1", p + "ff"),
                   (h, p + "h"), (p + "attn", p + "w_o"), (p + "w_o", p + "h"),
                   (p + "ff", p + "w_2"), (p + "w_2", p + "h")]
-        for src, dst, w_name, tag, mats in ((p + "in", p + "qkv", "w_qkv", "in", b.S_qkv),
-                                            (p + "mid", p + "ff", "w_1", "mid", b.S_ff)):
-            for j, w in enumerate(mats, start=1):
-                lag, lin = f"{p}{tag}_lag{j}", f"{p}{w_name}_lag{j}"
-                nodes[lag] = nir.Delay(delay=np.full(d, j * folded.T * dt))
-                nodes[lin] = nir.Linear(weight=np.asarray(w, np.float64))
-                edges += [(src, lag), (lag, lin), (lin, dst)]
+        _token_shift_nodes(nodes, edges, p, folded.T, dt, d,
+                           ((p + "in", p + "qkv", "w_qkv", "in", b.S_qkv),
+                            (p + "mid", p + "ff", "w_1", "mid", b.S_ff)))
         h = p + "h"
     nodes.update({"final_scale": nir.Scale(scale=np.asarray(folded.s_final, np.float64)),
                   "final": lif_node(folded.beta_final, d, dt),
@@ -181,21 +196,8 @@ def stream_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
                   "logits": nir.Output(output_type=np.array([V]))})
     edges += [(h, "final_scale"), ("final_scale", "final"), ("final", "head"),
               ("head", "logits")]
-    framing = {"steps_per_token": folded.T, "context": C, "inputs": ["tokens", "positions"],
-               "input_coding": "one-hot, held for the steps of a token",
-               "reset": "every neuron state to 0 at each token start",
-               "readout": "logits", "readout_reduction": "mean over the steps of a token"}
-    if folded.memory_decay:
-        framing["window"] = folded.window
-    meta = {FORMAT_KEY: FORMAT_VERSION, "snn_compile.model": "spikedecoder",
-            "snn_compile.residual": "stream", "dt": float(dt), FRAMING_KEY: json.dumps(framing),
-            "n_layers": len(folded.blocks), "d_model": d, "n_heads": folded.n_heads,
-            "token_shift": folded.token_shift}
-    if tokenizer is not None:
-        meta["snn_compile.tokenizer"] = json.dumps(tokenizer.to_dict())
-    if config is not None:
-        meta["snn_compile.config"] = json.dumps(config)
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    return nir.NIRGraph(nodes=nodes, edges=edges,
+                        metadata=_metadata(folded, dt, tokenizer, config))
 
 
 def export_model(model, tokenizer=None):

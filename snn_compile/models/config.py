@@ -41,7 +41,6 @@ def retention_mantissas(n_heads: int, context: int, window: int) -> tuple:
     Head h keeps ``lambda_h = 1 - m_h / 4096`` per Loihi step, so ``lambda_h^W`` per token
     of ``W`` steps; ``m_h = round(4096 (1 - 2^(-1 / (tau_h W))))`` clipped to 1..255 (the
     8-bit weight of the memory's decay loop; 1 bounds the longest half-life)."""
-    import math
     lo, hi = 0.5, max(context / 2.0, 1.0)
     taus = [lo * (hi / lo) ** (h / max(n_heads - 1, 1)) for h in range(n_heads)]
     return tuple(int(min(255, max(1, round((2 ** DECAY_EXP) * (1 - 2 ** (-1 / (t * window)))))))

@@ -103,17 +103,7 @@ class FoldedDecoder:
         B, N = tokens.shape
         T = self.T
         t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
-
-        def lif(current, beta):
-            v = torch.zeros_like(current[:, :, 0])
-            out = []
-            for t in range(T):
-                v = beta * v + current[:, :, t]
-                s = (v > 1.0).double()
-                out.append(s)
-                v = v * (1 - s)
-            return torch.stack(out, 2)
-
+        lif = _lif_float(T)
         cur = t64(self.E_tok).t()[tokens] + t64(self.E_pos).t()[torch.arange(N)]
         x = lif(cur.unsqueeze(2).expand(B, N, T, -1), self.beta_emb)
         rec = {"emb": x}

@@ -227,6 +227,12 @@ class SpikeBlock(nn.Module):
         self.g2 = nn.Parameter(torch.ones(d))
         self.norm_out, self.lif_out = MembraneNorm(d), lif()
         # token shift: the weights of the previous tokens' spikes into qkv and/or ff
+        self._init_token_shift(cfg)
+        self.ablate_attention = False
+
+    def _init_token_shift(self, cfg: ModelConfig) -> None:
+        """The weights of the previous K tokens' spikes into qkv and/or ff (``S_qkv``,
+        ``S_ff``): one gain per input channel and lag (diag) or whole matrices (full)."""
         K = cfg.token_shift
         self.shift_targets = (("qkv", "ff") if cfg.shift_into == "both" else (cfg.shift_into,)
                               ) if K else ()
@@ -237,7 +243,6 @@ class SpikeBlock(nn.Module):
             else:
                 p = nn.Parameter(torch.randn(K, *base.shape) * 0.5 / math.sqrt(base.shape[1]))
             setattr(self, f"S_{tgt}", p)
-        self.ablate_attention = False
 
     def shift_matrices(self, tgt: str) -> List[torch.Tensor]:
         """Unfolded weights of the spikes of tokens n-1, ..., n-K into ``tgt``."""
@@ -333,22 +338,14 @@ class StreamBlock(nn.Module):
         self.W_1 = nn.Parameter(torch.randn(4 * d, d) / math.sqrt(d))
         self.norm_ff, self.lif_ff = MembraneNorm(4 * d), lif()
         self.W_2 = nn.Parameter(torch.randn(d, 4 * d) / math.sqrt(4 * d) * depth_scale)
-        K = cfg.token_shift
-        self.shift_targets = (("qkv", "ff") if cfg.shift_into == "both" else (cfg.shift_into,)
-                              ) if K else ()
-        for tgt in self.shift_targets:
-            base = self.W_qkv if tgt == "qkv" else self.W_1
-            if cfg.shift_mode == "diag":
-                p = nn.Parameter(torch.full((K, base.shape[1]), 0.5))
-            else:
-                p = nn.Parameter(torch.randn(K, *base.shape) * 0.5 / math.sqrt(base.shape[1]))
-            setattr(self, f"S_{tgt}", p)
+        self._init_token_shift(cfg)
         if cfg.attention_memory == "decay":
             self.register_buffer("retain", retention(cfg), persistent=False)
         else:
             self.retain = None
         self.ablate_attention = False
 
+    _init_token_shift = SpikeBlock._init_token_shift
     shift_matrices = SpikeBlock.shift_matrices
     _fold = SpikeBlock._fold
 
