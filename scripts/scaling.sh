@@ -5,12 +5,14 @@
 # Usage: scripts/scaling.sh OUT_DIR [STEPS] [DEVICE] [GROUP]
 #   GROUP table:   the scaling table's six runs (README), the shipped recipe at each size
 #   GROUP explore: design ablations at 4x128 (shift, memory, lr) plus the table's sizes
+#   GROUP floor:   the attention spike-rate floor at 4x128 (weight, lr, heads, T) and the
+#                  twin at two learning rates
 # Then, on any machine: python -m snn_compile.benchmarks.scaling OUT --out docs/results/scaling
 # TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh). DATA=FILE trains on
 # FILE (on a machine whose Python is not 3.10, pass the 3.10 embedded corpus written to a file:
 # snn_compile/assets/MANIFEST.md).
 set -euo pipefail
-out=${1:?usage: scripts/scaling.sh OUT_DIR [STEPS] [DEVICE] [GROUP]}
+out=${1:?usage: scripts/scaling.sh OUT_DIR [STEPS] [DEVICE] [table|explore|floor]}
 steps=${2:-1000}
 device=${3:-cuda}
 group=${4:-table}
@@ -24,11 +26,11 @@ s128=(--layers 4 --d-model 128 --heads 8)
 s256=(--layers 6 --d-model 256 --heads 16)
 case "$group" in
 table)
-    run sd_2x64   "${sd[@]}" "${s64[@]}"  --token-shift 2 --lr 6e-3
+    run sd_2x64   "${sd[@]}" "${s64[@]}"  --token-shift 2 --lr 6e-3 --attention-floor 0.02
     run ann_2x64  --model ann "${s64[@]}"  --lr 3e-3
-    run sd_4x128  "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 6e-3
+    run sd_4x128  "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 1e-2 --attention-floor 0.02
     run ann_4x128 --model ann "${s128[@]}" --lr 3e-3
-    run sd_6x256  "${sd[@]}" "${s256[@]}" --token-shift 1 --lr 4e-3
+    run sd_6x256  "${sd[@]}" "${s256[@]}" --token-shift 1 --lr 4e-3 --attention-floor 0.02
     run ann_6x256 --model ann "${s256[@]}" --lr 3e-3
     ;;
 explore)
@@ -42,6 +44,18 @@ explore)
     run sd_2x64_s2        "${sd[@]}" "${s64[@]}" --token-shift 2 --lr 6e-3
     run ann_2x64          --model ann "${s64[@]}" --lr 3e-3
     ;;
-*) echo "unknown group $group (table|explore)" >&2; exit 2 ;;
+floor)
+    run sd_4x128_base     "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 6e-3
+    run sd_4x128_f02      "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 6e-3 --attention-floor 0.02
+    run sd_4x128_f02_w1   "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 6e-3 --attention-floor 0.02 --attention-floor-weight 1
+    run sd_4x128_f02_lr10 "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 1e-2 --attention-floor 0.02
+    run sd_4x128_f02_h4   "${sd[@]}" --layers 4 --d-model 128 --heads 4 --token-shift 1 --lr 6e-3 --attention-floor 0.02
+    run sd_4x128_f02_t6   "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 6e-3 --attention-floor 0.02 --timesteps 6
+    run sd_4x128_f03_lr10 "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 1e-2 --attention-floor 0.03
+    run sd_4x128_f02_lr14 "${sd[@]}" "${s128[@]}" --token-shift 1 --lr 1.4e-2 --attention-floor 0.02
+    run ann_4x128_lr3     --model ann "${s128[@]}" --lr 3e-3
+    run ann_4x128_lr6     --model ann "${s128[@]}" --lr 6e-3
+    ;;
+*) echo "unknown group $group (table|explore|floor)" >&2; exit 2 ;;
 esac
 finish

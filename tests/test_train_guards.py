@@ -97,3 +97,19 @@ def test_train_cli_has_the_guard_and_ddp_options():
     a = build_parser("train").parse_args(["train", "-o", "m.pt", "--no-learning-guard",
                                           "--nproc", "2"])
     assert a.no_learning_guard and a.nproc == 2
+
+
+def test_safetensors_header_length_starting_with_a_pickle_byte_is_read(tmp_path):
+    """A safetensors header whose length is 128 mod 256 begins with 0x80, a pickle's
+    first byte: the checkpoint must still be read as safetensors, not refused."""
+    from snn_compile.models.checkpoint import _sniff
+    import json
+    header = json.dumps({"__metadata__": {"pad": ""}}).encode()
+    header += b" " * (0x180 - len(header))            # 384 bytes: first length byte 0x80
+    p = tmp_path / "h.pt"
+    p.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert p.read_bytes()[0] == 0x80
+    assert _sniff(str(p)) == "safetensors"
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(b"\x80\x02}q\x00(X\x05\x00\x00\x00")
+    assert _sniff(str(legacy)) == "pickle"

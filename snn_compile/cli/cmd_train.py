@@ -88,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=int, metavar="N",
                         help="train with N processes (DDP): start torchrun on this machine, "
                              "one GPU each with --device cuda; --batch-size is per process")
+    parser.add_argument("--attention-floor", type=float_in(0, 1), default=0.0, metavar="RATE",
+                        help="spike-rate floor for every block's attention population: "
+                             "adds W * sum_b relu(1 - rate_b / RATE) to the loss (0: off)")
+    parser.add_argument("--attention-floor-weight", type=float_in(0, lo_open=True),
+                        default=0.1, metavar="W", help="weight W of --attention-floor")
     parser.add_argument("--no-learning-guard", action="store_true",
                         help="do not stop a run whose validation loss is still at or above the "
                              "unigram loss after a quarter of its steps")
@@ -123,6 +128,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    if args.attention_floor > 0 and args.model != "spikedecoder":
+        raise UserError(f"--attention-floor acts on spiking attention: it needs --model "
+                        f"spikedecoder (got --model {args.model})")
     if args.ann_blocks and args.model != "partial":
         raise UserError(f"--ann-blocks needs --model partial (got --model {args.model})")
     cfg = ModelConfig(kind=args.model, d_model=args.d_model, n_layers=args.layers,
@@ -135,7 +143,9 @@ def _run(args: argparse.Namespace) -> int:
                       shift_into=args.shift_into, attention=args.attention)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device,
-                      learning_guard=not args.no_learning_guard)
+                      learning_guard=not args.no_learning_guard,
+                      attention_floor=args.attention_floor,
+                      attention_floor_weight=args.attention_floor_weight)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,
                  command="snn-compile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.json and distributed.env_rank() == 0:

@@ -151,6 +151,11 @@ def _sniff(path: str) -> str:
 
     with open(path, "rb") as f:
         head = f.read(9)
+    # safetensors first: its 8-byte header length can begin with any byte, 0x80 included
+    # (one header length in 256), which is also the first byte of a pickle
+    n = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and 0 < n <= os.path.getsize(path) - 8:
+        return "safetensors"
     if head[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as zf:
@@ -163,8 +168,6 @@ def _sniff(path: str) -> str:
         return "pickle"
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         return "nir"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0:
-        return "safetensors"
     return "unknown"
 
 

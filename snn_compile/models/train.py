@@ -51,6 +51,8 @@ class TrainArgs:
     device: str = "cpu"
     progress: bool = True
     learning_guard: bool = True       # stop a run still at the unigram loss after steps / 4
+    attention_floor: float = 0.0      # attention spike-rate floor rho_0 (0: off)
+    attention_floor_weight: float = 0.1
 
 
 def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, tokenizer=None):
@@ -113,22 +115,43 @@ def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimiz
                               {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
 
-def train_step(net, opt, x: np.ndarray, y: np.ndarray, dist, record: bool = False):
-    """One optimisation step of ``net`` (a model or its DDP wrapper) on this rank's
-    batch: forward (BPTT over T), cross-entropy, backward (DDP averages the gradients
-    over the ranks), gradient clipping to norm 1, AdamW -- unless the loss (mean over
-    the ranks) or the gradient norm is not finite: then no step is taken.
+def attention_floor_penalty(rec: dict, floor: float, weight: float) -> torch.Tensor:
+    """``weight * sum_b relu(1 - rho_b / rho_0)``, rho_b the mean spike rate of block b's
+    attention population in this batch (its gradient flows through the surrogate).
 
-    Returns ``(loss, grad_norm, records)``: the global mean loss and the gradient norm
-    as floats (identical on every rank), the spike records of this rank if ``record``.
+    A spiking attention whose LIF stays silent carries nothing forward (ablating it
+    costs nothing); the hinge pulls each silent block up to the floor ``rho_0`` and is
+    zero above it, so blocks that fire are left to the cross-entropy."""
+    rates = [s.mean() for k, s in rec.items() if k.endswith(".attn")]
+    if not rates or floor <= 0:
+        return torch.zeros(())
+    return weight * sum(torch.relu(1 - r / floor) for r in rates)
+
+
+def train_step(net, opt, x: np.ndarray, y: np.ndarray, dist, record: bool = False,
+               attention_floor: float = 0.0, attention_floor_weight: float = 0.1):
+    """One optimisation step of ``net`` (a model or its DDP wrapper) on this rank's
+    batch: forward (BPTT over T), cross-entropy plus, when ``attention_floor`` > 0, the
+    attention floor penalty; backward (DDP averages the gradients over the ranks),
+    gradient clipping to norm 1, AdamW -- unless the loss (mean over the ranks) or the
+    gradient norm is not finite: then no step is taken.
+
+    Returns ``(loss, grad_norm, records)``: the global mean cross-entropy and the
+    gradient norm as floats (identical on every rank), the spike records of this rank
+    if ``record``.
     """
     x_t = torch.as_tensor(x, device=dist.device)
     y_t = torch.as_tensor(y, device=dist.device)
-    out = net(x_t, record=record)
-    logits, rec = out if record else (out, None)
+    want = record or attention_floor > 0
+    out = net(x_t, record=want)
+    logits, rec = out if want else (out, None)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
+    objective = loss
+    if attention_floor > 0:
+        objective = loss + attention_floor_penalty(rec, attention_floor,
+                                                   attention_floor_weight).to(loss.device)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
     loss_sum, gnorm_sum = dist.all_sum([loss, gnorm])     # gnorm is the same on every rank
     loss_g, gnorm_g = loss_sum / dist.world, gnorm_sum / dist.world
@@ -233,7 +256,9 @@ def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist
                 g["lr"] = lr_at(step)
             x, y = random_batch(train_ids, global_batch, cfg.context, rng)
             x, y = distributed.shard(x, dist), distributed.shard(y, dist)
-            loss, gnorm, rec = train_step(net, opt, x, y, dist, record=True)
+            loss, gnorm, rec = train_step(net, opt, x, y, dist, record=True,
+                                          attention_floor=args.attention_floor,
+                                          attention_floor_weight=args.attention_floor_weight)
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 bad = [f"the {what} is {v}" for what, v in (("training loss", loss),
                                                             ("gradient norm", gnorm))
