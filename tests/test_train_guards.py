@@ -113,3 +113,15 @@ def test_safetensors_header_length_starting_with_a_pickle_byte_is_read(tmp_path)
     legacy = tmp_path / "legacy.pt"
     legacy.write_bytes(b"\x80\x02}q\x00(X\x05\x00\x00\x00")
     assert _sniff(str(legacy)) == "pickle"
+
+
+def test_attention_floor_penalty_acts_only_below_the_floor():
+    import torch
+    from snn_compile.models.train import attention_floor_penalty
+    silent = torch.zeros(2, 3, requires_grad=True)
+    firing = torch.full((2, 3), 0.5)
+    pen = attention_floor_penalty({"block0.attn": silent, "block1.attn": firing,
+                                   "block0.qkv": silent}, 0.02, 0.1)
+    assert abs(float(pen) - 0.1) < 1e-6          # block 0 at rate 0: full hinge; block 1 above
+    pen.backward()
+    assert float(silent.grad.sum()) < 0          # raising block 0's rate lowers the penalty
