@@ -73,6 +73,7 @@ def test_resume_only_overwrites_the_checkpoint_with_a_better_validation_loss(tmp
     assert saved["steps"] == 15 and saved["best_val_loss"] == saved["val_loss"] == \
         info["val_loss"]
     assert [h["step"] for h in saved["history"]] == [5, 10, 15]
+    assert (saved["lr"], saved["attention_floor"]) == (ARGS.lr, ARGS.attention_floor)
     with pytest.raises(UserError, match="already at step 15"):
         train(ModelConfig(kind="ann", **TINY), dataclasses.replace(ARGS, steps=15),
               str(path), corpus, resume=True)

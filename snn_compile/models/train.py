@@ -309,7 +309,9 @@ def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist
                     "device": args.device, "world_size": dist.world,
                     "backend": dist.backend, "batch_size": args.batch_size,
                     "global_batch": global_batch, "unigram_loss": unigram,
-                    "mean_spike_rate": ev["mean_spike_rate"]}
+                    "mean_spike_rate": ev["mean_spike_rate"], "lr": args.lr,
+                    "attention_floor": args.attention_floor,
+                    "attention_floor_weight": args.attention_floor_weight}
             if write:      # keep the best validation checkpoint (early stopping)
                 save_checkpoint(out_path, model, tokenizer, info, opt)
                 saved = info
