@@ -67,6 +67,8 @@ class LavaSession:
         self.steps = 0                      # Lava steps run so far
         self.recorded: list = []            # token-time outputs of every token fed (probe=True)
         self.window_activity: list = []     # probes.Activity of every window fed (probe=True)
+        self.keep_window: Optional[int] = None   # index of a window whose frames to keep
+        self.kept_frames: Optional[Dict[str, np.ndarray]] = None   # its (W, size) frames
         self.position = 0                   # next token position of the current sequence
         self.timing = {"build_s": 0.0, "run_s": 0.0, "io_s": 0.0, "reset_s": 0.0}
         t0 = time.perf_counter()
@@ -137,6 +139,8 @@ class LavaSession:
         # every step of the window as the extractors saw it, counted now (not kept)
         from snn_compile.hw_sim.probes import count_windows
         self.window_activity.append(count_windows(q, lambda n: window[n][None], 1))
+        if self.keep_window == len(self.window_activity) - 1:
+            self.kept_frames = window
         return TokenResult(sums, outputs)
 
     def outputs(self) -> Dict[str, np.ndarray]:
