@@ -42,6 +42,16 @@ def _nice(pj: float) -> str:
     return f"{pj:.3g} pJ"
 
 
+def _plain_log_ticks(ax) -> None:
+    """Log-axis tick labels as plain numbers (200, 300) rather than 2 x 10^2."""
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(fmt)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+
+
 def energy_by_layer(results: dict, path: str) -> None:
     """One panel per energy view: energy per token of each layer, horizontal bars on a
     linear axis (nJ), the layer's share of the view's total written beside each bar.
@@ -274,6 +284,7 @@ def energy_vs_loss(points: Sequence[dict], path: str,
                    label=f"{j + 1}: {lab}")
         ax.annotate(str(j + 1), (x, yv), fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
+    _plain_log_ticks(ax)
     ax.set_xlabel("energy per token, 45 nm fp32 view (nJ, log scale)")
     ax.set_ylabel(loss_label)
     ax.set_title("Energy vs loss")
