@@ -304,3 +304,16 @@ def test_ngram_baseline_uses_its_context():
     assert rows[1]["val_loss"] < 0.05 and rows[2]["val_loss"] <= rows[1]["val_loss"]
     with pytest.raises(UserError, match="max-context"):
         ngram_losses(train, val, 3, -1)
+
+
+def test_float_vs_integer_agreement_counts():
+    from snn_compile.benchmarks.agreement import _windows, measure
+    ids = np.arange(12)
+    w = list(_windows(ids, 5, 2))
+    assert [x.tolist() for x, _ in w] == [[[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], [[10]]]
+    assert [y.tolist() for _, y in w] == [[[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], [[11]]]
+    r = measure("default:spikedecoder", max_tokens=8)
+    lif = sum(v["decisions"] for v in r["per_population"].values())
+    assert r["greedy_positions"] == 8 and 0 <= r["greedy_agree"] <= 8
+    assert r["spike_decisions"] == lif and lif % (8 * 4) == 0
+    assert 0 <= r["spikes_differ"] < r["spike_decisions"]
