@@ -70,7 +70,7 @@ def table(counts: List[measure.PopulationCounts], snn_rows: Sequence, ann_rows: 
               dyn(P(hop=energy.E_TILE_HOP_EW_PJ, hops=mean_hops)),
               dyn(P(hop=energy.E_TILE_HOP_NS_PJ, hops=mean_hops)), "E-W -> N-S")
     d0 = _loihi_total(counts, c0)
-    loihi_row("static energy (pJ/token)", static_pj["low"], static_pj["high"],
+    loihi_row("static energy (nJ/token)", static_pj["low"] / 1e3, static_pj["high"] / 1e3,
               d0 + static_pj["low"], d0 + static_pj["high"],
               "Loihi 1 cores x P_core x t_low -> chips x P_chip x t_high")
     loihi_row("graded-kind neuron updates", 0.0, 1.0,
