@@ -1,14 +1,17 @@
-"""Energy per token, measured from the spikes of a real run versus theoretical energy.
+"""Energy per token of what the chip executes, in every view, beside the loss of the same text.
 
-Feeds the same text (teacher-forced) to the spiking decoder on the chosen
-backend, to its integer reference and to the float torch model; counts spikes,
-synaptic operations, graded messages and neuron updates per token and per
-layer; converts them with a cited Loihi energy table; sets them next to the
-45 nm estimate (SNN SOPs x E_AC vs ANN MACs x E_MAC) and the ANN twin, with the
-validation loss of both. Stops with an error if the measured spikes differ
-from the integer reference. Writes report.md, results.json and plots into
---out (atomically). With no arguments: default:spikedecoder vs default:ann,
-the embedded corpus, the Lava simulator. See docs/energy.md.
+Feeds the same text (teacher-forced) to the spiking decoder on the chosen backend, to its
+integer reference and to the float torch model; counts spikes, binary and graded synaptic
+operations, graded messages and their payload bits, active and idle neuron updates and
+products at every step of every token window (token and drain steps apart), and checks
+them against the reference message for message. Views side by side: the literature's
+45 nm fp32 estimate, equal precision (int8 ANN vs integer SNN), the executed ops at
+45 nm, and a Loihi range (low/high from the cited per-op figures, static power over a
+chip-time bound, prefill apart from generation), with a sensitivity table, range headroom
+per population (16-bit dendrite, 24-bit state) and the validation loss. Writes report.md,
+results.json, per_layer.csv and plots into --out (atomically). With no arguments:
+default:spikedecoder vs default:ann, the embedded corpus, the Lava simulator. See
+docs/energy.md.
 """
 
 from __future__ import annotations

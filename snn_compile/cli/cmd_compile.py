@@ -7,7 +7,9 @@ nodes compiles for runs of ``--steps`` steps, and ``--check`` runs it on random
 input spikes through the float NIR interpreter, the integer reference and Lava.
 
 Per population: membrane scale, threshold, decay, worst input against the
-16-bit activation / 24-bit state ranges; per synapse: weight exponent and
+16-bit activation / 24-bit state ranges, and the headroom the integer graph measures on
+the calibration text (worst dendritic input / 2^15, state / 2^23; a graph that reaches
+either is refused unless --allow-saturation); per synapse: weight exponent and
 rounding. Resources: neurons, synapses, fan-in/out, synaptic memory, Loihi 2
 neurocores and chips with the partition. Writes the compiled graph (.qgraph)
 with -o, atomically.
