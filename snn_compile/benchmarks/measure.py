@@ -107,7 +107,7 @@ def count_operations(qgraph, activity) -> List[PopulationCounts]:
 
     act = activity if isinstance(activity, Activity) else \
         activity_from_token_time(qgraph, activity)
-    T, W, N = act.steps_per_token, act.window, act.tokens
+    W, N = act.window, act.tokens
     by_src: Dict[str, List[str]] = {}
     for k, src in act.synapse_src.items():
         by_src.setdefault(src, []).append(k)
