@@ -42,7 +42,10 @@ def tiny_outputs():
 
 
 def test_count_operations_hand_computed():
+    """Every step of every window (W = T + depth = 4): the memory m holds its value through
+    the drain steps and sends it at each of them."""
     g = tiny_graph()
+    assert g.window == 4
     counts = {c.name: c for c in measure.count_operations(g, tiny_outputs())}
     inp, a, r, m = counts["inp"], counts["a"], counts["r"], counts["m"]
     # inp: fan-out of neurons 0,1,2 into a = 1, 0, 2
@@ -53,15 +56,120 @@ def test_count_operations_hand_computed():
     # a: fan-out into r = (1, 2), into m = (1, 0); token 0: a0 twice, a1 once
     np.testing.assert_array_equal(a.outputs, [3, 0])
     np.testing.assert_array_equal(a.synops, [2 * 1 + 1 * 2 + 2 * 1, 0])
+    np.testing.assert_array_equal(a.all["synops_binary"], a.synops)
     np.testing.assert_array_equal(a.messages, [3 + 2, 0])
-    W = g.window                                               # T + depth = 2 + 2
     np.testing.assert_array_equal(a.active, [3, 0])
-    np.testing.assert_array_equal(a.idle, [2 * W - 3, 2 * W])
-    # accum: self-loop, one message and one synop per non-zero output
-    np.testing.assert_array_equal(m.synops, [1, 2])
+    np.testing.assert_array_equal(a.idle, [2 * 4 - 3, 2 * 4])
+    np.testing.assert_array_equal(a.token["idle"], [2 * 2 - 3, 2 * 2])
+    # m (depth 2): global steps 2,3 | 6,7 are token steps; 4,5 drain, holding [2, 0].
+    # window 0 = steps 0..3: one message (step 3); window 1 = steps 4..7: four
+    np.testing.assert_array_equal(m.outputs, [1, 4])
+    np.testing.assert_array_equal(m.token["outputs"], [1, 2])
+    np.testing.assert_array_equal(m.part("drain")["messages"], [0, 2])
+    np.testing.assert_array_equal(m.synops, [1, 4])            # its weight-1 self-loop
+    np.testing.assert_array_equal(m.all["synops_graded"], [1, 4])
+    np.testing.assert_array_equal(m.all["payload_bits"], [24, 96])
+    np.testing.assert_array_equal(m.all["significant_bits"], [3, 12])   # |2|: 2 bits + sign
+    np.testing.assert_array_equal(m.idle, [2 * 4 - 1, 2 * 4 - 4])
+    # r: 5 and -3 -> (3 + 1) + (2 + 1) significant bits; no outgoing synapse
+    np.testing.assert_array_equal(r.all["significant_bits"], [7, 0])
     np.testing.assert_array_equal(r.synops, [0, 0])
     s = measure.summary(list(counts.values()), mean_hops=1.0)
-    assert s["totals_per_token"]["synops"] == pytest.approx((3 + 6 + 1 + 0 + 2) / 2)
+    assert s["totals_per_token"]["synops"] == pytest.approx((3 + 6 + 1 + 0 + 0 + 4) / 2)
+    assert s["drain_per_token"]["messages"] == pytest.approx(2 / 2)
+
+
+def test_lava_probes_equal_the_counts_at_every_window_step():
+    """Lava's own extractor frames, every step of every window, give the same spikes,
+    messages, synops and payload bits as the counts rebuilt from the integer reference;
+    the memory's drain-step messages are among them."""
+    pytest.importorskip("lava.proc.io.injector")
+    import torch
+    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.compiler.random_graphs import random_decoder_qgraph
+    from snn_compile.hw_sim.lava_runner import LavaSession
+    from snn_compile.hw_sim.probes import activity_from_token_time, compare_activity
+
+    q = random_decoder_qgraph(seed=0, vocab=8, d=8, heads=2, layers=1, T=3, context=8,
+                              calib_tokens=8)
+    tokens = [3, 1, 4, 1]
+    ref = run_token_time(q, torch.tensor(tokens))
+    want = activity_from_token_time(q, {k: v.numpy() for k, v in ref.outputs.items()})
+    with LavaSession(q) as s:
+        for i, k in enumerate(tokens):
+            s.feed(k, i)
+        got = s.activity()
+    assert got.tokens == len(tokens) and got.window == q.window
+    assert compare_activity(got, want) == []
+    mem = next(n for n, p in q.populations.items() if p.kind == "accum")
+    drain = got.part(mem, "events", "drain")
+    assert drain.sum() > 0 and (got.events[mem] > got.part(mem, "events", "token")).any()
+    reader = next(k for k, src in got.synapse_src.items() if src == mem and k != f"{mem}.self")
+    assert got.part(reader, "synops", "drain").sum() > 0       # drain synops reach readers
+    # a single changed message is caught, with its place
+    got.step_sent[reader][1, 0] += 1
+    bad = compare_activity(got, want)
+    assert len(bad) == 1 and f"sent of {reader}" in bad[0] and "token 1 window step 0" in bad[0]
+
+
+def test_bench_stops_when_backend_counts_differ(monkeypatch):
+    """The harness compares the backend's every-step counts with the reference's."""
+    from snn_compile.benchmarks.harness import run_benchmark
+    from snn_compile.hw_sim import emulator
+
+    orig = emulator.EmulatorBackend.activity
+
+    def tampered(self):
+        act = orig(self)
+        k = next(iter(act.step_synops))
+        act.step_synops[k][0, -1] += 1
+        return act
+    monkeypatch.setattr(emulator.EmulatorBackend, "activity", tampered)
+    with pytest.raises(measure.SpikeMismatchError, match="synops of"):
+        run_benchmark("default:spikedecoder", None, backend="emulator", tokens=2,
+                      val_loss={"spikedecoder": 0.0})
+
+
+def test_bench_views_on_the_shipped_default(tmp_path):
+    """Every view, ordered ranges, chip time, headroom, CSV and the raster, on 6 tokens."""
+    from snn_compile.benchmarks.harness import run_benchmark
+
+    out = tmp_path / "b"
+    r = run_benchmark("default:spikedecoder", "default:ann", backend="emulator", tokens=6,
+                      val_loss={"spikedecoder": 1.0, "ann": 1.0}, out_dir=str(out))
+    e = r["energy_per_token_pj"]
+    assert set(e["spikedecoder"]) >= {"theoretical_45nm", "equal_precision_45nm",
+                                      "executed_45nm", "loihi_low", "loihi_estimate",
+                                      "loihi_high", "loihi_prefill_low", "loihi_prefill_high"}
+    assert set(e["ann"]) >= {"theoretical_45nm", "equal_precision_45nm"}
+    s = e["spikedecoder"]
+    assert s["loihi_low"] < s["loihi_estimate"] < s["loihi_high"]
+    assert s["loihi_prefill_low"] < s["loihi_low"] and s["loihi_prefill_high"] < s["loihi_high"]
+    assert r["counts_match_reference_every_step"] and r["spikes_match_reference"]
+    for mode in ("generation", "prefill"):
+        lo, hi = r["chip_time_per_token_s"][mode]
+        assert 0 < lo < hi
+    assert r["chip_time_per_token_s"]["prefill"][1] < r["chip_time_per_token_s"]["generation"][1]
+    lif = {n for n, h in r["headroom"].items() if h["kind"] == "lif"}
+    dh = r["dendrite_headroom"]
+    assert set(dh) == lif and all(0 <= v < 1 for v in dh.values()) and max(dh.values()) > 0.1
+    # equal precision: int8 MACs and integer adds, well below the fp32 view
+    assert s["equal_precision_45nm"] < s["theoretical_45nm"]
+    assert r["reduction_pct_equal_precision"] < r["reduction_pct"]
+    # drain steps are counted: the memory sends at all W steps
+    assert r["ops_per_token"]["measured_drain"]["messages"] > 0
+    swings = [x["swing_pct"] for x in r["sensitivity"] if "swing_pct" in x]
+    assert swings == sorted(swings, reverse=True) and swings[0] > 0
+    assert r["text_loss"]["tokens_predicted"] == 6 and r["text_loss"]["ann"] > 0
+    files = set(os.listdir(out))
+    assert {"report.md", "results.json", "per_layer.csv", "raster.png",
+            "energy_views.png"} <= files
+    saved = json.loads((out / "results.json").read_text())
+    assert "_raster" not in saved and saved["energy_per_token_pj"] == json.loads(
+        json.dumps(r["energy_per_token_pj"]))
+    csv = (out / "per_layer.csv").read_text().splitlines()
+    assert csv[0].startswith("layer,snn:theoretical_45nm")
+    assert any(line.startswith("block0,") for line in csv)
 
 
 def test_compare_outputs_detects_a_tampered_spike():
@@ -93,7 +201,8 @@ def test_report_is_written_atomically(tmp_path):
     out = tmp_path / "bench"
     report.write_report(_results(), str(out))
     assert json.loads((out / "results.json").read_text())["reduction_pct"] == 90.0
-    assert "| SpikeDecoder |" in (out / "report.md").read_text()
+    assert "| spikedecoder | `theoretical_45nm` | 0.01 |" in (out / "report.md").read_text()
+    assert (out / "per_layer.csv").read_text().splitlines()[1] == "emb,0.001,0.002"
     before = sorted(os.listdir(tmp_path))
 
     def boom(path):
@@ -143,8 +252,27 @@ def test_plots_render(tmp_path):
     plots.energy_vs_loss([{"name": "x", "energy_pj": 10.0, "val_loss": 1.0},
                           {"name": "y", "energy_pj": 100.0, "val_loss": 0.9}],
                          str(tmp_path / "e.png"))
-    for f in "abcde":
+    r["energy_per_token_pj"] = {"spikedecoder": {"theoretical_45nm": 10.0, "loihi_low": 50.0,
+                                                 "loihi_high": 500.0},
+                                "ann": {"theoretical_45nm": 100.0}}
+    plots.energy_views(r, str(tmp_path / "f.png"))
+    g = tiny_graph()
+    frames = {n: np.zeros((g.window, p.size)) for n, p in g.populations.items()}
+    frames["a"][1, 0] = frames["m"][3, 0] = 1
+    plots.window_raster({"frames": frames, "order": g.order(), "window": g.window,
+                         "steps_per_token": 2, "depth": {n: p.depth for n, p in
+                                                          g.populations.items()},
+                         "kind": {n: p.kind for n, p in g.populations.items()}},
+                        str(tmp_path / "g.png"))
+    for f in "abcdefg":
         assert (tmp_path / f"{f}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_energy_vs_loss_labels_are_distinct():
+    from snn_compile.benchmarks.plots import distinct_labels
+    assert distinct_labels(["a", "a", "b", "a"], ["lr 1e-3", "lr 2e-3", "", "lr 1e-3"]) == \
+        ["a, lr 1e-3 #1", "a, lr 2e-3", "b", "a, lr 1e-3 #2"]
+    assert distinct_labels(["x", "x"]) == ["x #1", "x #2"]
 
 
 def test_train_speed_times_both_models_in_one_run():
@@ -176,3 +304,16 @@ def test_ngram_baseline_uses_its_context():
     assert rows[1]["val_loss"] < 0.05 and rows[2]["val_loss"] <= rows[1]["val_loss"]
     with pytest.raises(UserError, match="max-context"):
         ngram_losses(train, val, 3, -1)
+
+
+def test_float_vs_integer_agreement_counts():
+    from snn_compile.benchmarks.agreement import _windows, measure
+    ids = np.arange(12)
+    w = list(_windows(ids, 5, 2))
+    assert [x.tolist() for x, _ in w] == [[[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], [[10]]]
+    assert [y.tolist() for _, y in w] == [[[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], [[11]]]
+    r = measure("default:spikedecoder", max_tokens=8)
+    lif = sum(v["decisions"] for v in r["per_population"].values())
+    assert r["greedy_positions"] == 8 and 0 <= r["greedy_agree"] <= 8
+    assert r["spike_decisions"] == lif and lif % (8 * 4) == 0
+    assert 0 <= r["spikes_differ"] < r["spike_decisions"]

@@ -13,14 +13,57 @@ def test_constants_have_sources_and_values():
     names = {c["name"] for c in table}
     assert {"E_MAC", "E_AC", "E_SYNOP", "E_NEURON_ACTIVE", "E_NEURON_IDLE", "E_SPIKE_TILE",
             "E_TILE_HOP"} <= names
+    by = {c["name"]: c for c in table}
     for c in table:
-        assert c["value"] > 0 and c["unit"] == "pJ"
-        assert len(c["source"]) > 20 and ("Horowitz" in c["source"] or "Davies" in c["source"])
-        assert c["covers"]
+        assert c["value"] > 0 and c["unit"] in ("pJ", "ns", "mW")
+        assert c["covers"] and c["basis"] in ("published row", "derived from rows", "estimate",
+                                              "simulator parameter", "derived from a measurement")
+        # every published row names its table and row
+        if c["basis"] == "published row":
+            assert ("Horowitz" in c["source"] and "Fig. 1.1.9" in c["source"]) or \
+                ("Davies" in c["source"] and "Table 2" in c["source"] and "row '" in c["source"])
     # 45 nm fp32: MAC = mult 3.7 + add 0.9 (Horowitz 2014)
     assert energy.E_MAC_PJ == pytest.approx(3.7 + 0.9)
     assert energy.E_AC_PJ == 0.9
     assert energy.E_TILE_HOP_PJ == pytest.approx(3.5)
+    # equal precision: int8 multiply 0.2 + 32-bit add 0.1; SNN accumulate = 32-bit add
+    assert energy.E_MAC_INT8_PJ == pytest.approx(0.3) and energy.E_AC_INT_PJ == 0.1
+    assert energy.E_MULT_24X8_PJ == pytest.approx(3 * 0.2)
+    assert by["E_MULT_24x8"]["basis"] == "estimate"
+    assert by["E_SYNOP_HIGH"]["value"] > by["E_SYNOP"]["value"]
+    assert by["P_STATIC_CHIP"]["value"] == pytest.approx(3340 / 32)
+    assert any("No per-operation energy of Loihi 2" in c for c in energy.CAVEATS)
+
+
+def test_loihi_prices_bracket_the_central_estimate():
+    c = energy.LoihiCounts(synops=100, messages=20, active_updates=30, idle_updates=500)
+    lo = energy.loihi_energy_pj(c, prices=energy.loihi_low_prices())["total"]
+    mid = energy.loihi_energy_pj(c, mean_hops=1.0)["total"]
+    hi = energy.loihi_energy_pj(c, prices=energy.loihi_high_prices(2.0))["total"]
+    assert lo < mid < hi
+    assert hi == pytest.approx(100 * 35.5 + 530 * 81 + 20 * (1.7 + 2 * 4.0))
+    assert lo == pytest.approx(100 * 23.6 + 30 * 81 + 500 * 52 + 20 * 1.7)
+    # random placement on a k x k tile mesh: 2 (k^2 - 1) / (3 k) hops
+    assert energy.random_placement_hops(4) == 0.0              # one tile
+    assert energy.random_placement_hops(20) == pytest.approx(2 * 8 / 9)   # 5 tiles -> 3 x 3
+    e = energy.executed_energy_pj(energy.ExecutedCounts(10, 5, 2))
+    assert e["total"] == pytest.approx(10 * 0.1 + 5 * 0.7 + 2 * 3.1)
+
+
+def test_equal_precision_view_of_op_rows():
+    rows = theory.snn_op_rows(SHAPE, _spikes())
+    acs = sum(r.mean for r in rows if r.kind == "ac")
+    macs = sum(r.mean for r in rows if r.kind == "mac")
+    e = theory.per_token_energy(rows, view="equal_precision_45nm", side="snn")
+    assert e[0] == pytest.approx(acs * 0.1 + macs * 0.7)
+    ann = theory.ann_op_rows(SHAPE, [0])
+    a = theory.per_token_energy(ann, view="equal_precision_45nm", side="ann")
+    amacs = sum(r.mean for r in ann if r.kind == "mac")
+    aacs = sum(r.mean for r in ann if r.kind == "ac")
+    assert a[0] == pytest.approx(amacs * 0.3 + aacs * 0.1)
+    assert theory.attention_form(rows) == "quadratic"
+    t = {(x["layer"], x["op"]): x for x in theory.table(rows)}
+    assert t[("block0", "qk")]["form"] == "quadratic" and t[("block0", "qkv")]["form"] == ""
 
 
 def test_formulas():

@@ -125,3 +125,57 @@ def test_fan_in_beyond_one_core_is_a_user_error():
     q = _chain([1, n, 1], [np.ones((n, 1), np.int64), np.ones((1, n), np.int64)])
     with pytest.raises(UserError, match="fan-in"):
         R.resource_report(q)
+
+
+def test_headroom_measured_names_the_saturating_population():
+    # 200 active inputs x weight 254 (+ the position's 1) = 50801 > 2^15 at l0's dendrite
+    q = _chain([200, 3, 2], [np.full((3, 200), 254, np.int64), np.ones((2, 3), np.int64)])
+    T = q.steps_per_token
+    outs = {"tokens": np.ones((1, T, 200), np.int64),
+            "positions": np.eye(4, dtype=np.int64)[None, None, 0].repeat(T, 1),
+            "l0": np.zeros((1, T, 3), np.int64), "head": np.zeros((1, T, 2), np.int64)}
+    m = R.measured_ranges(q, outs)
+    assert m["l0"]["a_in_measured"] == 200 * 254 + 1 and not m["l0"]["fits_measured"]
+    h = R.headroom(q, m, R.range_report(q))
+    assert h["l0"]["dendrite"] == pytest.approx((200 * 254 + 1) / 2 ** 15)
+    assert not h["l0"]["fits"] and h["head"]["fits"]
+    assert h["l0"]["dendrite_bound"] >= h["l0"]["dendrite"]
+    err = R.saturation_errors(h)
+    assert len(err) == 1 and "population l0" in err[0] and "16-bit dendritic" in err[0]
+    # the largest of two runs, fits only if both fit
+    quiet = {k: v * 0 for k, v in outs.items()}
+    merged = R.merge_measured([R.measured_ranges(q, quiet), m])
+    assert merged["l0"]["a_in_measured"] == 200 * 254 + 1 and not merged["l0"]["fits_measured"]
+
+
+def test_measured_input_of_a_token_shift_synapse_reads_the_previous_token():
+    P, S = Population, Synapse
+    pops = {"tokens": P("tokens", "input", 2), "l0": P("l0", "lif", 1, vth=5)}
+    syn = [S("w", "tokens", "l0", np.zeros((1, 2), np.int64)),
+           S("lag", "tokens", "l0", np.array([[7, 0]]), token_lag=1)]
+    assign_depths(pops, syn, ["tokens"], steps_per_token=2, readout="l0")
+    q = QGraph(pops, syn, 2, ["tokens"], "l0").validate()
+    x = np.zeros((3, 2, 2), np.int64)
+    x[0, :, 0] = 1                                   # token 0 only
+    y = R._synaptic_input(q.synapses[1], x)
+    assert y[:, :, 0].tolist() == [[0, 0], [7, 7], [0, 0]]
+    m = R.measured_ranges(q, {"tokens": x, "l0": np.zeros((3, 2, 1), np.int64)})
+    assert m["l0"]["a_in_measured"] == 7
+
+
+def test_compile_refuses_a_graph_that_saturates_on_the_calibration_text(monkeypatch, capsys):
+    """One clear error naming the population and the fix; --allow-saturation writes it."""
+    from snn_compile.cli import main as cli_main
+    from snn_compile.compiler import pipeline
+
+    def saturating(q, tok, n=pipeline.CALIBRATION_TOKENS):
+        return {"populations": {}, "tokens": n, "text": "calibration text",
+                "errors": ["population block1.attn: its 16-bit dendritic input reaches "
+                           "1.24 x 2^15"]}
+    monkeypatch.setattr(pipeline, "calibration_headroom", saturating)
+    assert cli_main.main(["compile", "default:spikedecoder"]) == 2
+    err = capsys.readouterr().err
+    assert "block1.attn" in err and "--allow-saturation" in err and "retrain" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert cli_main.main(["compile", "default:spikedecoder", "--allow-saturation",
+                          "--json"]) == 0

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from snn_compile.benchmarks import energy, measure, theory
+from snn_compile.benchmarks import energy, measure, sensitivity, theory
 from snn_compile.errors import UserError
 
 BACKENDS = ("lava-sim", "emulator", "int")
@@ -93,7 +93,9 @@ def _outputs_of(run) -> Dict[str, np.ndarray]:
 
 
 class _MeasuredRun:
-    """Runs sequences on a backend with probes; returns token-time outputs per population."""
+    """Runs sequences on a backend with probes; returns token-time outputs per population,
+    the counts of every step of every window (``probes.Activity``) and, when asked, the
+    frames (W, size) of one token's window through every population."""
 
     def __init__(self, backend: str, qgraph):
         self.backend, self.qgraph = backend, qgraph
@@ -110,20 +112,43 @@ class _MeasuredRun:
         else:
             raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
-    def run(self, seq: np.ndarray,
-            on_token: Optional[Callable[[int], None]] = None) -> Dict[str, np.ndarray]:
-        """``on_token(i)`` after the i-th token of ``seq`` has run (progress)."""
+    def run(self, seq: np.ndarray, ref: Dict[str, np.ndarray],
+            on_token: Optional[Callable[[int], None]] = None, keep: Optional[int] = None):
+        """(outputs, activity, frames of token ``keep`` or None). ``ref``: the integer
+        reference's outputs (the ``int`` backend's measurement)."""
+        from snn_compile.hw_sim import probes
+
+        q, W = self.qgraph, self.qgraph.window
         if self._session is None:
-            return _reference_outputs(self.qgraph, seq)
+            act = probes.activity_from_token_time(q, ref)
+            frames = None if keep is None else {
+                n: probes.frames_from_token_time(q, n, ref[n][:keep + 1])[keep]
+                for n in q.populations}
+            return ref, act, frames
         self._session.reset()
+        if self.backend == "lava-sim":
+            sess = self._session.session
+            sess.keep_window = None if keep is None else len(sess.window_activity) + keep
         for i, t in enumerate(seq):
             self._session.feed(int(t))
             if on_token is not None:
                 on_token(i + 1)
         if self.backend == "lava-sim":       # the session records every token it was fed
-            outs = _outputs_of(self._session.session.outputs())
-            return {k: v[-len(seq):] for k, v in outs.items()}
-        return _outputs_of(self._session.probe_outputs())
+            outs = _outputs_of(sess.outputs())
+            frames = sess.kept_frames if keep is not None else None
+            return ({k: v[-len(seq):] for k, v in outs.items()},
+                    sess.activity(last=len(seq)), frames)
+        emu = self._session.emu
+        frames = None
+        if keep is not None:
+            if emu.engine == "numpy":
+                frames = {n: emu._np.recorded_one(n, (keep + 1) * W)[keep * W:, :, 0]
+                          for n in q.populations}
+            else:
+                rec = emu.recorded()
+                frames = {n: rec[n][0, keep * W:(keep + 1) * W].cpu().numpy()
+                          for n in q.populations}
+        return _outputs_of(self._session.probe_outputs()), self._session.activity(), frames
 
     def close(self) -> None:
         if self._session is not None:
@@ -149,8 +174,9 @@ def model_shape(folded_or_model, qgraph=None) -> theory.ModelShape:
         memory=g("attention_memory", default="sum"))
 
 
-def _torch_spikes(folded, seq: np.ndarray) -> Dict[str, np.ndarray]:
-    """Spike trains (N, T, size) per population of the float torch model on one sequence."""
+def _torch_spikes(folded, seq: np.ndarray, with_logits: bool = False):
+    """Spike trains (N, T, size) per population of the float torch model on one sequence
+    (and its logits (N, V) with ``with_logits``)."""
     import torch
 
     with torch.no_grad():
@@ -160,7 +186,32 @@ def _torch_spikes(folded, seq: np.ndarray) -> Dict[str, np.ndarray]:
     for k, v in spikes.items():
         a = v.detach().cpu().numpy()
         res[k] = a[0] if a.ndim == 4 else a          # drop the batch axis
+    if with_logits:
+        return res, out["logits"][0].detach().cpu().numpy().astype(np.float64)
     return res
+
+
+def _ann_logits(model, seq: np.ndarray) -> np.ndarray:
+    """Logits (N, V) of a torch decoder (the ANN twin) on one window from a reset."""
+    import torch
+
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.as_tensor(np.asarray(seq), dtype=torch.long)[None, :], record=True)
+    model.train(was)
+    logits = out[0] if isinstance(out, tuple) else out
+    return logits[0].detach().cpu().numpy().astype(np.float64)
+
+
+def _cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple:
+    """(sum of -log softmax(logits)[target], count) over the targets >= 0."""
+    m = targets >= 0
+    if not m.any():
+        return 0.0, 0
+    z = logits[m] - logits[m].max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    return float((lse - z[np.arange(int(m.sum())), targets[m]]).sum()), int(m.sum())
 
 
 VAL_TOKENS = 32768
@@ -248,6 +299,7 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
                   what=f"prompts file {prompts}", use="fed")
         seqs = prompt_windows([tok.encode(ln, strict=False) for ln in lines], tokens,
                               shape.context)
+        targets = [np.concatenate([w[1:], [-1]]) for w in seqs]   # within each prompt
         source = f"prompts file {prompts}"
     else:
         from snn_compile.data import check_oov, load_corpus, train_val_split
@@ -256,55 +308,102 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
         _, val = train_val_split(ids)
         seqs = token_windows(val, tokens, shape.context)
+        nxt = np.concatenate([val[1:tokens + 1], [-1] * max(0, tokens + 1 - len(val))])
+        targets, o = [], 0
+        for w in seqs:                      # the next character of the text, as eval does
+            targets.append(np.asarray(nxt[o:o + len(w)], np.int64))
+            o += len(w)
         start = len(ids) - len(val)
         check_oov(tok, text, ids, start, start + tokens, oov,
                   what=f"corpus file {data}" if data else "the embedded corpus", use="fed")
         source = f"validation split of {data or 'the embedded corpus'}"
 
     # ---- run every window through torch, the reference and the backend
+    from snn_compile.compiler import resources
+    from snn_compile.hw_sim import probes
+
     if backend == "lava-sim":
         prog("starting lava-sim", 0, 1)
     runner = _MeasuredRun(backend, qgraph)
     if backend == "lava-sim":
         prog("starting lava-sim", 1, 1)
-    snn_rows, ann_rows, counts, mism = [], [], [], []
+    snn_rows, ann_rows, counts, acts, mism, ranges = [], [], [], [], [], []
     spk_sum: Dict[str, float] = {}
     spk_n: Dict[str, float] = {}
-    first = None
+    loss = {"spikedecoder": [0.0, 0], "spikedecoder_deployed": [0.0, 0], "ann": [0.0, 0]}
+    raster_frames, raster_token = None, min(len(seqs[0]) - 1, 4)
+    same_vocab = ann_net is not None and ann_shape.vocab == shape.vocab
     n_done = 0
     try:
         for si, seq in enumerate(seqs):
-            spk = _torch_spikes(folded, seq)
+            spk, logits_f = _torch_spikes(folded, seq, with_logits=True)
             for k, a in spk.items():
                 spk_sum[k] = spk_sum.get(k, 0.0) + float((a != 0).sum())
                 spk_n[k] = spk_n.get(k, 0.0) + a.size
             snn_rows.append(theory.snn_op_rows(shape, spk))
             ann_rows.append(theory.ann_op_rows(ann_shape, np.arange(len(seq))))
             ref = _reference_outputs(qgraph, seq)
-            meas = ref if backend == "int" else runner.run(
-                seq, lambda i, base=n_done: prog("tokens", base + i, tokens))
+            meas, act, frames = runner.run(
+                seq, ref, lambda i, base=n_done: prog("tokens", base + i, tokens),
+                keep=raster_token if si == 0 else None)
             ok, bad = measure.compare_outputs(meas, ref, qgraph.order())
             mism += [f"sequence {si}: {b}" for b in bad]
-            counts.append(measure.count_operations(qgraph, meas))
-            if first is None:
-                first = meas
+            if backend != "int":      # the backend's every-step counts vs the reference's
+                mism += [f"sequence {si}: {b}" for b in probes.compare_activity(
+                    act, probes.activity_from_token_time(qgraph, ref))]
+            acts.append(act)
+            counts.append(measure.count_operations(qgraph, act))
+            ranges.append(resources.measured_ranges(qgraph, ref))
+            if si == 0:
+                raster_frames = frames
+            # loss on the very text whose energy is measured
+            tg = targets[si]
+            for key, lg in (("spikedecoder", logits_f),
+                            ("spikedecoder_deployed", qgraph.logit_scale
+                             * np.asarray(meas[qgraph.readout]).sum(axis=1).astype(np.float64)),
+                            ("ann", _ann_logits(ann_net, seq) if same_vocab else None)):
+                if lg is not None:
+                    a, b = _cross_entropy(lg, tg)
+                    loss[key][0] += a
+                    loss[key][1] += b
             n_done += len(seq)
             prog("tokens", n_done, tokens)
     finally:
         runner.close()
     if mism:
         raise measure.SpikeMismatchError(
-            f"spikes measured on {backend} differ from the integer reference:\n  "
-            + "\n  ".join(mism[:20]))
+            f"spikes or step counts measured on {backend} differ from the integer reference:"
+            "\n  " + "\n  ".join(mism[:20]))
 
     snn_all = theory.concat_rows(snn_rows)
     ann_all = theory.concat_rows(ann_rows)
     cnt_all = measure.concat_counts(counts)
+    act_all = probes.Activity.concat(acts)
+    res_rep = resources.resource_report(qgraph)
+    chip = measure.chip_time(qgraph, act_all, res_rep["partition"])
+    n_cores, n_chips = res_rep["totals"]["neurocores"], res_rep["totals"]["chips"]
+    high_hops = max(mean_hops, energy.random_placement_hops(n_cores))
+    lo_p, hi_p = energy.loihi_low_prices(), energy.loihi_high_prices(high_hops)
+
     e_snn = theory.per_token_energy(snn_all)
     e_ann = theory.per_token_energy(ann_all)
     e_ann_x = theory.per_token_energy(ann_all, include_extras=True)
-    e_loihi = measure.loihi_per_token(cnt_all, mean_hops)
-    msum = measure.summary(cnt_all, mean_hops)
+    e_snn_eq = theory.per_token_energy(snn_all, view="equal_precision_45nm", side="snn")
+    e_ann_eq = theory.per_token_energy(ann_all, view="equal_precision_45nm", side="ann")
+    e_exec = measure.executed_per_token(cnt_all)
+    gl, gh = chip["generation_per_token_s"]["low"], chip["generation_per_token_s"]["high"]
+    cores = (chip["cores_low"], n_cores, n_chips)
+    st_gen = sensitivity.static_energy_pj(float(gl.mean()), float(gh.mean()), *cores)
+    st_pre = sensitivity.static_energy_pj(*chip["prefill_s"], *cores)
+    per_tok_static = sensitivity.static_energy_pj(gl, gh, *cores)
+    e_loihi = measure.loihi_per_token(cnt_all, mean_hops) + per_tok_static["central"]
+    e_low = measure.loihi_per_token(cnt_all, prices=lo_p) + per_tok_static["low"]
+    e_high = measure.loihi_per_token(cnt_all, prices=hi_p) + per_tok_static["high"]
+    e_pre_low = measure.loihi_per_token(cnt_all, prices=lo_p, steps="token") + st_pre["low"]
+    e_pre_high = measure.loihi_per_token(cnt_all, prices=hi_p, steps="token") + st_pre["high"]
+    msum = measure.summary(cnt_all, mean_hops, high_hops)
+    measured_rng = resources.merge_measured(ranges)
+    head = resources.headroom(qgraph, measured_rng, resources.range_report(qgraph))
 
     # ---- accuracy: energy without accuracy is meaningless
     vl = dict(val_loss or {})
@@ -314,8 +413,17 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
     if ann_net is not None and "ann" not in vl:
         vl["ann"] = _val_loss(ann_net, ann_tok, data, oov,
                               lambda d, t: prog("validation loss, ANN twin", d, t))
+    text_loss = {k: (v[0] / v[1] if v[1] else None) for k, v in loss.items()}
+    text_loss["tokens_predicted"] = loss["spikedecoder"][1]
 
     lif = [n for n in qgraph.order() if qgraph.pop(n).kind == "lif"]
+    views = {"spikedecoder": {"theoretical_45nm": e_snn, "equal_precision_45nm": e_snn_eq,
+                              "executed_45nm": e_exec, "loihi_low": e_low,
+                              "loihi_estimate": e_loihi, "loihi_high": e_high,
+                              "loihi_prefill_low": e_pre_low,
+                              "loihi_prefill_high": e_pre_high},
+             "ann": {"theoretical_45nm": e_ann, "theoretical_45nm_with_extras": e_ann_x,
+                     "equal_precision_45nm": e_ann_eq}}
     results = {
         "backend": backend, "tokens": int(sum(len(s) for s in seqs)),
         "sequences": len(seqs), "mode": "teacher-forced", "text": source,
@@ -323,74 +431,135 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
                                     "shape": theory.shape_dict(shape)},
                    "ann": {"spec": ann if ann_model is None else "<in memory>",
                            "shape": theory.shape_dict(ann_shape)}},
-        "energy_per_token_pj": {
-            "spikedecoder": {"theoretical_45nm": float(e_snn.mean()),
-                             "loihi_estimate": float(e_loihi.mean())},
-            "ann": {"theoretical_45nm": float(e_ann.mean()),
-                    "theoretical_45nm_with_extras": float(e_ann_x.mean())}},
+        "energy_per_token_pj": {m: {k: float(v.mean()) for k, v in vs.items()}
+                                for m, vs in views.items()},
+        "views": VIEWS,
         "reduction_pct": energy.reduction_pct(float(e_snn.mean()), float(e_ann.mean())),
+        "reduction_pct_equal_precision": energy.reduction_pct(float(e_snn_eq.mean()),
+                                                              float(e_ann_eq.mean())),
         "paper_reduction_pct": list(energy.PAPER_REDUCTION_PCT), "paper": PAPER,
+        "attention_form_45nm": theory.attention_form(snn_all),
         "ratio_measured_over_theoretical": float(e_loihi.mean() / e_snn.mean()),
+        "chip_time_per_token_s": {"generation": chip["generation_s"],
+                                  "prefill": chip["prefill_s"]},
+        "chip": {k: v for k, v in chip.items() if k != "generation_per_token_s"},
+        "static_energy_per_token_pj": {"generation": st_gen, "prefill": st_pre},
+        "tile_hops": {"low": 0.0, "central": mean_hops, "high": high_hops},
+        "dendrite_headroom": {n: h["dendrite"] for n, h in head.items() if "dendrite" in h},
+        "state_headroom": {n: h["state"] for n, h in head.items()},
+        "headroom": head, "headroom_fits": all(h["fits"] for h in head.values()),
+        "saturation": resources.saturation_errors(head),
         "spikes_match_reference": not mism,
+        "counts_match_reference_every_step": not mism,
         "reference_is_measurement": backend == "int",
-        "val_loss": vl,
+        "val_loss": vl, "val_loss_tokens": VAL_TOKENS,
+        "text_loss": text_loss,
         "ops_per_token": {"snn_theoretical": theory.counts_summary(snn_all),
                           "ann_theoretical": theory.counts_summary(ann_all),
-                          "measured": msum["totals_per_token"]},
-        "per_layer_pj": {"snn:45nm": theory.by_layer(snn_all),
-                         "ann:45nm": theory.by_layer(ann_all),
-                         "snn:loihi": _loihi_by_layer(msum)},
-        "per_op": {"snn_theoretical": theory.table(snn_all),
-                   "ann_theoretical": theory.table(ann_all)},
+                          "measured": msum["totals_per_token"],
+                          "measured_drain": msum["drain_per_token"]},
+        "per_layer_pj": _per_layer(snn_all, ann_all, msum, st_gen),
+        "per_op": {"snn_theoretical": theory.table(snn_all, "snn"),
+                   "ann_theoretical": theory.table(ann_all, "ann")},
         "measured": msum,
-        "ci95": {"spikedecoder:theoretical_45nm": ci95(e_snn),
-                 "spikedecoder:loihi_estimate": ci95(e_loihi),
-                 "ann:theoretical_45nm": ci95(e_ann)},
-        "per_token_pj": {"spikedecoder:theoretical_45nm": e_snn.tolist(),
-                         "spikedecoder:loihi_estimate": e_loihi.tolist(),
-                         "ann:theoretical_45nm": e_ann.tolist()},
+        "steps": measure.step_profile(act_all),
+        "sensitivity": sensitivity.table(cnt_all, snn_all, ann_all, st_gen,
+                                         st_pre["central"], mean_hops, high_hops),
+        "ci95": {f"{m}:{k}": ci95(v) for m, vs in views.items() for k, v in vs.items()},
+        "per_token_pj": {f"{m}:{k}": v.tolist() for m, vs in views.items()
+                         for k, v in vs.items()},
         "spike_rates": {"torch": {k: spk_sum[k] / spk_n[k] for k in spk_sum},
                         "measured": _measured_rates(cnt_all, qgraph, lif)},
         "constants": energy.constants_table(),
+        "caveats": energy.CAVEATS,
         "mean_hops": mean_hops,
         "assumptions": ASSUMPTIONS,
     }
+    if raster_frames is not None:
+        results["_raster"] = {"token": raster_token, "sequence": 0, "frames": raster_frames,
+                              "order": qgraph.order(), "window": qgraph.window,
+                              "steps_per_token": qgraph.steps_per_token,
+                              "depth": {n: p.depth for n, p in qgraph.populations.items()},
+                              "kind": {n: p.kind for n, p in qgraph.populations.items()}}
     if variants:
         results["variants"] = variant_rows(variants, data)
     if gpu is not None:
         results["gpu"] = gpu
     results["seconds"] = time.perf_counter() - t0
     if out_dir:
-        write(results, out_dir, first, qgraph)
+        write(results, out_dir)
     return results
+
+
+VIEWS = {
+    "theoretical_45nm": "the literature's view: ACs x 0.9 pJ + MACs x 4.6 pJ (fp32, 45 nm, "
+                        "Horowitz 2014), spikes of the float model, attention as the paper "
+                        "counts it",
+    "theoretical_45nm_with_extras": "ANN: the same plus softmax/LayerNorm/GELU/residual "
+                                    "elements at 4.6 pJ",
+    "equal_precision_45nm": "the same counts at the deployed widths: ANN int8 MAC 0.3 pJ "
+                            "(8-bit mult + 32-bit add), SNN accumulate 0.1 pJ (32-bit add), "
+                            "graded x weight 0.7 pJ (24 x 8-bit mult, estimated, + add)",
+    "executed_45nm": "what the lowered graph executes at every window step (linear-form "
+                     "attention, drain steps included): binary synops x 0.1 pJ + graded "
+                     "synops x 0.7 pJ + non-zero ProdNeuron products x 3.1 pJ",
+    "loihi_low": "generation (T + depth steps per token): executed counts x Loihi 1 Table 2 "
+                 "low figures (min synop, inactive idle updates, no tile hop) + static power "
+                 "of the Loihi 1 cores of the chip-time low bound over that time",
+    "loihi_estimate": "central: min synop, active/inactive updates, --mean-hops hops at "
+                      "3.5 pJ, static of the Loihi 2 partition's cores over the mean of the "
+                      "time bounds",
+    "loihi_high": "SANA-FE's synop, every update at the active figure, random-placement "
+                  "hops at 4.0 pJ, static of whole chips over the chip-time high bound",
+    "loihi_prefill_low": "as loihi_low for a pipelined prompt: T steps per token (the "
+                         "drain steps filled by the next tokens)",
+    "loihi_prefill_high": "as loihi_high for a pipelined prompt",
+}
+
+
+def _per_layer(snn_all, ann_all, msum: dict, static: dict) -> Dict[str, Dict[str, float]]:
+    """Per layer and view (pJ per token); the Loihi views' static energy is its own row."""
+    by = lambda key: _sum_by_layer(msum, key)  # noqa: E731
+    low, cen, high = by("loihi_low_pj"), by("loihi_pj"), by("loihi_high_pj")
+    low["static"], cen["static"], high["static"] = static["low"], static["central"], \
+        static["high"]
+    return {"snn:theoretical_45nm": theory.by_layer(snn_all),
+            "ann:theoretical_45nm": theory.by_layer(ann_all),
+            "snn:equal_precision_45nm": theory.by_layer(snn_all, view="equal_precision_45nm"),
+            "ann:equal_precision_45nm": theory.by_layer(ann_all, view="equal_precision_45nm",
+                                                        side="ann"),
+            "snn:executed_45nm": by("executed_45nm_pj"),
+            "snn:loihi_low": low, "snn:loihi_estimate": cen, "snn:loihi_high": high}
+
+
+def _sum_by_layer(msum: dict, key: str) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for p in msum["per_population"]:
+        out[p["layer"]] = out.get(p["layer"], 0.0) + p[key]
+    return out
 
 
 ASSUMPTIONS = [
     "Teacher-forced: the benchmark text's tokens are fed (windows of at most the model's "
-    "context, each from a reset), so every backend and both models see the same inputs.",
-    "Theoretical view: 32-bit float, 45 nm (Horowitz 2014): ANN = MACs x 4.6 pJ; SNN = "
-    "spikes x fan-out x 0.9 pJ with the float torch model's spikes, plus MACs of the parts "
-    "that are not spike-driven (attention scale, 1/T readout average).",
-    "Attention with binary q, k, v is counted as accumulates; it is counted at the positions "
-    "measured (its cost grows with position).",
+    "context, each from a reset), so every backend and both models see the same inputs; the "
+    "text loss is the cross-entropy of the next character of that same text.",
+    "theoretical_45nm and equal_precision_45nm count the operations of the literature's "
+    "method with the float torch model's spikes; executed_45nm and the Loihi views count "
+    "what the integer graph executed on the backend at every step of every token window.",
+    "Attention is counted in the form given by attention_form_45nm in the 45 nm views "
+    "(quadratic Q K^T V for a summing memory, the linear recurrence for a decaying one) and "
+    "always in its linear, streamed form in the executed and Loihi views.",
     "ANN softmax/LayerNorm/GELU/residual ops are reported as extras, not in the headline.",
-    "Loihi view: counts measured on the backend x Davies et al. 2018 Table 2 (Loihi 1, "
-    "pre-silicon); no per-operation energy of Loihi 2 is published.",
-    "Graded messages and their synaptic ops are costed as binary ones (lower bound); every "
-    "message is assumed to cross one tile boundary.",
-    "Every neuron is updated every step of the token's window (T + pipeline depth); a "
-    "neuron-step with output is 'active', else 'idle'.",
-    "Not counted: static/leakage power, barrier synchronisation, host-side input injection "
-    "and logit summation, learning, off-chip I/O.",
+    "Loihi views: Davies et al. 2018 Table 2 (Loihi 1, pre-silicon, 0.75 V); no "
+    "per-operation energy of Loihi 2 is published (caveats).",
+    "Graded messages and their synaptic ops are costed as binary ones in the Loihi views; "
+    "graded-kind neurons as LIF updates.",
+    "Every neuron is updated at every step of the window (generation: T + pipeline depth "
+    "steps per token; prefill: T); a neuron-step with output is 'active', else 'idle'.",
+    "Not counted: host-side input injection and logit summation, learning, off-chip I/O, "
+    "barrier energy (only its time is published).",
     "Confidence intervals: 95 % normal intervals over tokens, which are not independent.",
 ]
-
-
-def _loihi_by_layer(msum: dict) -> Dict[str, float]:
-    out: Dict[str, float] = {}
-    for p in msum["per_population"]:
-        out[p["layer"]] = out.get(p["layer"], 0.0) + p["loihi_pj"]
-    return out
 
 
 def _measured_rates(counts, qgraph, names) -> Dict[str, float]:
@@ -430,27 +599,35 @@ def variant_rows(specs: Sequence[str], data: Optional[str]) -> List[dict]:
             for r in variants.evaluate_checkpoints(specs, data, VAL_TOKENS)]
 
 
-def write(results: dict, out_dir: str, outputs=None, qgraph=None) -> str:
-    """report.md + results.json + plots into ``out_dir`` (atomically)."""
+def write(results: dict, out_dir: str) -> str:
+    """report.md + results.json + per_layer.csv + plots into ``out_dir`` (atomically).
+    ``results["_raster"]`` (one token's frames) feeds the raster plot and is not saved."""
     from snn_compile.benchmarks import plots, report
 
+    raster = results.get("_raster")
+    results = {k: v for k, v in results.items() if k != "_raster"}
     fns = {"energy_by_layer.png": lambda p: plots.energy_by_layer(results, p),
            "energy_by_op.png": lambda p: plots.energy_by_op(results, p),
+           "energy_views.png": lambda p: plots.energy_views(results, p),
            "spike_rates.png": lambda p: plots.spike_rates(results, p)}
-    if outputs is not None and qgraph is not None:
-        k = min(len(next(iter(outputs.values()))) - 1, 4)
-        order = [n for n in qgraph.order() if n in outputs]
-        fns["raster.png"] = lambda p: plots.raster(
-            {n: np.asarray(outputs[n])[k] for n in order}, order, p,
-            f"Outputs of every population for token {k} ({results['backend']})")
+    if raster is not None:
+        fns["raster.png"] = lambda p: plots.window_raster(
+            raster, p, f"Token {raster['token']} through every population, every step of its "
+                       f"window ({results['backend']})")
+    # the loss of the same text as the energy; with variants (evaluated on the first
+    # VAL_TOKENS validation tokens) every point takes that validation loss instead
+    vl = results.get("val_loss" if results.get("variants") else "text_loss") or {}
     pts = [{"name": "SpikeDecoder",
             "energy_pj": results["energy_per_token_pj"]["spikedecoder"]["theoretical_45nm"],
-            "val_loss": results["val_loss"].get("spikedecoder")},
+            "val_loss": vl.get("spikedecoder")},
            {"name": "ANN twin", "energy_pj": results["energy_per_token_pj"]["ann"]["theoretical_45nm"],
-            "val_loss": results["val_loss"].get("ann")}]
+            "val_loss": vl.get("ann")}]
     pts += [{"name": v["name"], "energy_pj": v["energy_pj"], "val_loss": v["val_loss"]}
             for v in results.get("variants", [])]
     pts = [p for p in pts if p["val_loss"] is not None]
     if pts:
-        fns["energy_vs_loss.png"] = lambda p: plots.energy_vs_loss(pts, p)
+        fns["energy_vs_loss.png"] = lambda p: plots.energy_vs_loss(
+            pts, p, loss_label=("validation loss, first %d tokens" % VAL_TOKENS
+                                if results.get("variants") else
+                                "loss on the benchmark text (nats/token)"))
     return report.write_report(results, out_dir, fns)

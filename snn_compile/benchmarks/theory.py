@@ -90,8 +90,20 @@ class OpRow:
 
     @property
     def energy_pj(self) -> np.ndarray:
-        e = {"mac": energy.E_MAC_PJ, "ac": energy.E_AC_PJ, "extra": energy.E_MAC_PJ}[self.kind]
-        return self.per_token * e
+        """Per token, literature's fp32 45 nm view."""
+        return self.energy_in()
+
+    def energy_in(self, view: str = "theoretical_45nm", side: str = "snn") -> np.ndarray:
+        """Per token (pJ) in ``view`` (``energy.OP_ENERGY_PJ``) for the ``snn`` or ``ann``."""
+        return self.per_token * energy.OP_ENERGY_PJ[view][side][self.kind]
+
+    @property
+    def form(self) -> str:
+        """Which form of attention this row counts: the quadratic Q K^T V of the
+        literature (qk, sv: every query meets every earlier key) or the linear, streamed
+        recurrence the lowered graph runs (kv, decay, read); '' for other rows."""
+        return {"qk": "quadratic", "sv": "quadratic", "kv": "linear", "decay": "linear",
+                "read": "linear", "accumulate": "linear", "mask": "linear"}.get(self.op, "")
 
 
 def _rows(layer: str, n: int, items: Iterable) -> List[OpRow]:
@@ -278,13 +290,16 @@ def concat_rows(parts: Sequence[List[OpRow]]) -> List[OpRow]:
     return out
 
 
-def per_token_energy(rows: Sequence[OpRow], include_extras: bool = False) -> np.ndarray:
-    """E per token (pJ): ACs x E_AC + MACs x E_MAC (+ extras x E_MAC)."""
+def per_token_energy(rows: Sequence[OpRow], include_extras: bool = False,
+                     view: str = "theoretical_45nm", side: str = "snn") -> np.ndarray:
+    """E per token (pJ): ACs x E_AC + MACs x E_MAC (+ extras x E_MAC), with the energies
+    of ``view`` for the ``snn`` or the ``ann`` (``energy.OP_ENERGY_PJ``)."""
     tot = None
     for r in rows:
         if r.kind == "extra" and not include_extras:
             continue
-        tot = r.energy_pj if tot is None else tot + r.energy_pj
+        e = r.energy_in(view, side)
+        tot = e if tot is None else tot + e
     return tot if tot is not None else np.zeros(0)
 
 
@@ -297,20 +312,32 @@ def counts_summary(rows: Sequence[OpRow]) -> Dict[str, float]:
     return out
 
 
-def table(rows: Sequence[OpRow]) -> List[dict]:
-    """Per layer and operation: mean count and energy per token."""
-    return [{"layer": r.layer, "op": r.op, "kind": r.kind, "count_per_token": r.mean,
-             "energy_pj_per_token": float(r.energy_pj.mean()) if r.per_token.size else 0.0}
+def table(rows: Sequence[OpRow], side: str = "snn") -> List[dict]:
+    """Per layer and operation: mean count, attention form and energy per token in both
+    45 nm views (fp32 and equal precision)."""
+    mean = lambda a: float(a.mean()) if a.size else 0.0  # noqa: E731
+    return [{"layer": r.layer, "op": r.op, "kind": r.kind, "form": r.form,
+             "count_per_token": r.mean,
+             "energy_pj_per_token": mean(r.energy_pj),
+             "energy_pj_per_token_equal_precision": mean(r.energy_in("equal_precision_45nm",
+                                                                     side))}
             for r in rows]
 
 
-def by_layer(rows: Sequence[OpRow], include_extras: bool = False) -> Dict[str, float]:
-    """Mean energy per token (pJ) per layer."""
+def attention_form(rows: Sequence[OpRow]) -> str:
+    """The attention form the rows count: "quadratic", "linear", or "" (no attention)."""
+    forms = {r.form for r in rows if r.form}
+    return "+".join(sorted(forms))
+
+
+def by_layer(rows: Sequence[OpRow], include_extras: bool = False,
+             view: str = "theoretical_45nm", side: str = "snn") -> Dict[str, float]:
+    """Mean energy per token (pJ) per layer in ``view``."""
     out: Dict[str, float] = {}
     for r in rows:
         if r.kind == "extra" and not include_extras:
             continue
-        out[r.layer] = out.get(r.layer, 0.0) + float(r.energy_pj.mean())
+        out[r.layer] = out.get(r.layer, 0.0) + float(r.energy_in(view, side).mean())
     return out
 
 

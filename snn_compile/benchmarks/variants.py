@@ -212,13 +212,19 @@ def markdown(res: dict) -> str:
     return "\n".join(s)
 
 
+def plot_points(res: dict) -> List[dict]:
+    """energy_vs_loss points of a variants result; ``detail`` (the training settings) tells
+    apart rows of the same name (``plots.distinct_labels``)."""
+    return [{"name": r["name"], "energy_pj": r["energy_pj"], "val_loss": r["val_loss"],
+             "detail": r.get("training", "")} for r in res["variants"]]
+
+
 def write(res: dict, out: str) -> str:
     """README.md (the table), results.json and energy_vs_loss.png into ``out`` (atomically)."""
     from snn_compile.benchmarks import plots
     from snn_compile.benchmarks.report import write_bundle
 
-    points = [{"name": r["name"], "energy_pj": r["energy_pj"], "val_loss": r["val_loss"]}
-              for r in res["variants"]]
+    points = plot_points(res)
     return write_bundle(out, res, markdown(res),
                         {"energy_vs_loss.png": lambda path: plots.energy_vs_loss(points, path)},
                         markdown_name="README.md")

@@ -7,7 +7,9 @@ nodes compiles for runs of ``--steps`` steps, and ``--check`` runs it on random
 input spikes through the float NIR interpreter, the integer reference and Lava.
 
 Per population: membrane scale, threshold, decay, worst input against the
-16-bit activation / 24-bit state ranges; per synapse: weight exponent and
+16-bit activation / 24-bit state ranges, and the headroom the integer graph measures on
+the calibration text (worst dendritic input / 2^15, state / 2^23; a graph that reaches
+either is refused unless --allow-saturation); per synapse: weight exponent and
 rounding. Resources: neurons, synapses, fan-in/out, synaptic memory, Loihi 2
 neurocores and chips with the partition. Writes the compiled graph (.qgraph)
 with -o, atomically.
@@ -28,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "graph by its suffix)"),
                         help="write the quantized graph here")
     parser.add_argument("--allow-saturation", action="store_true",
-                        help="write the graph even when a population may leave the 16-bit "
-                             "input range (Lava's simulator wraps like the chip would)")
+                        help="write the graph even when a population leaves Loihi 2's 16-bit "
+                             "dendritic input or 24-bit state range on the calibration text "
+                             "(Lava's simulator sums in int32 and would not notice)")
     parser.add_argument("--steps", type=int_in(1), metavar="S",
                         help="foreign NIR graphs: steps per run (one window from rest)")
     parser.add_argument("--check", action="store_true",
@@ -53,9 +56,9 @@ def _load(args):
     if args.steps is not None or args.check:
         raise UserError("--steps/--check apply to foreign NIR graphs; a SpikeDecoder runs "
                         "T steps per token (check it with `snn-compile bench`)")
-    from snn_compile.compiler.pipeline import load_qgraph
-    q, rep, _ = load_qgraph(args.model)
-    return q, rep, None
+    from snn_compile.compiler.pipeline import calibration_headroom, load_qgraph
+    q, rep, tok = load_qgraph(args.model)
+    return q, rep, None, calibration_headroom(q, tok)
 
 
 def _foreign(args, graph):
@@ -89,7 +92,7 @@ def _foreign(args, graph):
         print("check: float NIR interpreter, integer reference and Lava fixed_pt on random "
               "input spikes (starting Lava takes a few seconds) ...", file=sys.stderr, flush=True)
         check = compare_float_int(graph, q, spikes(16), lava_samples=2)
-    return q, rep, check
+    return q, rep, check, None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,13 +100,17 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.compiler.resources import resource_report
     from snn_compile.errors import UserError
 
-    q, rep, check = _load(args)
+    q, rep, check, head = _load(args)
     res = resource_report(q)
     warnings = (rep or {}).get("warnings", [])
     over = [w for w in warnings if "16-bit" in w]
+    if head is not None:
+        over += [e + " on the calibration text" for e in head["errors"]]
     if over and not args.allow_saturation:
-        raise UserError("; ".join(over) + " — retrain with smaller weights or pass "
-                        "--allow-saturation")
+        raise UserError("; ".join(over) + " — Loihi 2 would saturate where Lava's simulator "
+                        "(int32 sums) stays silent. Fix: retrain with smaller weights into "
+                        "that population (or a lower input scale), or pass --allow-saturation "
+                        "to write the graph anyway")
     if check is not None and check.get("lava_equals_int") is False:
         raise UserError("Lava fixed_pt and the integer reference disagree on this graph; "
                         "nothing written (please report this)")
@@ -111,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         q.save(args.output)
     out = {"check": check, "window": q.window, "steps_per_token": q.steps_per_token, "depth": q.depth,
            "populations": len(q.populations), "synapses": len(q.synapses),
-           "quantization": rep, "resources": res, "output": args.output}
+           "quantization": rep, "resources": res, "output": args.output,
+           "headroom": head}
     if args.json:
         print_json(out)
         return 0
@@ -120,10 +128,14 @@ def run(args: argparse.Namespace) -> int:
     con = Console()
     t = Table(title=f"quantized graph: T={q.steps_per_token}, pipeline depth {q.depth}, "
                     f"window {q.window} steps/token")
-    for c in ("population", "kind", "size", "depth", "vth", "dv", "max |a_in| / payload",
-              "headroom"):
+    cols = ["population", "kind", "size", "depth", "vth", "dv", "max |a_in| / payload",
+            "headroom"]
+    if head is not None:
+        cols += ["dendrite |a_in|/2^15", "state /2^23", "weights' worst /2^15"]
+    for c in cols:
         t.add_column(c)
     pops_rep = (rep or {}).get("populations", {})
+    hp = (head or {}).get("populations", {})
     for name in q.order():
         p = q.populations[name]
         r = pops_rep.get(name) or (pops_rep.get("stream", {}) if p.role == "stream" else {})
@@ -131,10 +143,20 @@ def run(args: argparse.Namespace) -> int:
         room = r.get("a_in_headroom", r.get("payload_headroom"))
         if room is None and peak:                       # graded payloads: 24 bits
             room = 2 ** 23 / peak
-        t.add_row(name, p.kind, str(p.size), str(p.depth),
-                  str(p.vth) if p.kind == "lif" else "", str(p.dv) if p.kind == "lif" else "",
-                  f"{peak:.0f}" if peak else "", f"{room:.1f}x" if room else "")
+        row = [name, p.kind, str(p.size), str(p.depth),
+               str(p.vth) if p.kind == "lif" else "", str(p.dv) if p.kind == "lif" else "",
+               f"{peak:.0f}" if peak else "", f"{room:.1f}x" if room else ""]
+        if head is not None:
+            h = hp.get(name, {})
+            f = lambda k: "" if h.get(k) is None else f"{h[k]:.3g}"  # noqa: E731
+            row += [f("dendrite"), f("state"), f("dendrite_bound")]
+        t.add_row(*row)
     con.print(t)
+    if head is not None:
+        worst = max(((h.get("dendrite", 0), n) for n, h in hp.items()), default=(0, ""))
+        con.print(f"range headroom measured on the {head['text']}: worst dendritic input "
+                  f"{worst[0]:.3f} x 2^15 ({worst[1]}); the weights' worst case is looser "
+                  "(every input at once) and is not what compile checks")
     tot = res.get("totals", {})
     con.print("resources: " + ", ".join(f"{k} {v}" for k, v in tot.items()))
     for w in warnings:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -260,52 +260,174 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
         rep[name] = r
 
     if activity_or_outputs is not None:
-        outs = _outputs_of(activity_or_outputs)
+        meas = measured_ranges(q, _outputs_of(activity_or_outputs))
         for name, r in rep.items():
-            p = q.pop(name)
-            srcs = [s for s in q.incoming(name)]
-            if not all(s.src in outs for s in srcs):
-                continue
-            N = next(iter(outs[s.src] for s in srcs)).shape[0] if srcs else 0
-            a_in: Dict[str, np.ndarray] = {}
-            for s in srcs:
-                x = outs[s.src]                                            # (N, T, src)
-                y = shift(np.einsum("ntj,ij->nti", x, s.weights.astype(np.int64)), s.weight_exp)
-                a_in[s.port] = a_in.get(s.port, 0) + y
-            r["a_in_measured"] = int(max((np.abs(v).max(initial=0) for v in a_in.values()),
-                                         default=0))
-            if p.kind == "lif" and name in outs and N:
-                a = a_in.get("a_in", np.zeros((N, T, p.size), np.int64))
-                spikes = outs[name].astype(bool)
-                u = np.zeros(p.size, np.int64)
-                v = np.zeros(p.size, np.int64)
-                umax = vmax = 0
-                for n in range(N):
-                    if p.reset_each_token:
-                        u[:] = 0
-                        v[:] = 0
-                    for t in range(T):
-                        u = _decay(u, p.du + 1) + (a[n, t] << 6)
-                        v = _decay(v, p.dv) + u + (p.bias_mant << p.bias_exp)
-                        umax = max(umax, int(np.abs(u).max(initial=0)))
-                        vmax = max(vmax, int(np.abs(v).max(initial=0)))
-                        v = np.clip(v, -limit, limit)
-                        v[spikes[n, t]] = 0
-                r.update(u_measured=umax, v_measured=vmax)
-                r["fits_measured"] = (r["a_in_measured"] <= r["a_in_limit"] and umax <= limit
-                                      and vmax <= limit)
-            elif name in outs:
-                m = int(np.abs(outs[name]).max(initial=0))
-                r["out_measured"] = m
-                ok = m <= limit
-                if p.kind == "prod" and "a_in1" in a_in and "a_in2" in a_in:
-                    pm = int(np.abs(a_in["a_in1"] * a_in["a_in2"]).max(initial=0))
-                    r["product_measured"] = pm
-                    ok = ok and pm < 2 ** (PROD_BITS - 1)
-                if p.decaying:
-                    # the largest |out| is at a token step: the drain steps only shrink it
-                    dm = int((np.abs(outs[name]) * np.asarray(p.decay, np.int64)).max(initial=0))
-                    r["decay_product_measured"] = dm
-                    ok = ok and dm < 2 ** (PROD_BITS - 1)
-                r["fits_measured"] = ok
+            if name in meas:
+                r.update(meas[name])
     return rep
+
+
+def _synaptic_input(s: Synapse, x: np.ndarray) -> np.ndarray:
+    """``shift(W @ x, weight_exp)`` of a synapse at every (n, t) of token-time source
+    outputs ``x`` (N, T, src), exactly (float64 matmul while |sums| < 2^53, else int64);
+    a token-shift synapse reads its source's token ``n - token_lag`` (zero before)."""
+    w = s.weights.astype(np.int64)
+    x = np.asarray(x, np.int64)
+    if s.token_lag:
+        lag = np.zeros_like(x)
+        if s.token_lag < x.shape[0]:
+            lag[s.token_lag:] = x[: x.shape[0] - s.token_lag]
+        x = lag
+    big = float(np.abs(w).sum(axis=1).max(initial=0)) * float(np.abs(x).max(initial=0))
+    flat = x.reshape(-1, x.shape[-1])
+    if big < 2.0 ** 53:
+        wt = np.ascontiguousarray(w.T, dtype=np.float64)
+        y = np.rint(flat.astype(np.float64) @ wt).astype(np.int64)
+    else:
+        y = flat @ w.T
+    y = y.reshape(*x.shape[:-1], w.shape[0])
+    return shift(y, s.weight_exp)
+
+
+def measured_ranges(qgraph: QGraph, outs: Mapping[str, np.ndarray]) -> Dict[str, dict]:
+    """Exact maxima of one run from its token-time outputs ``name -> (N, T, size)``:
+    ``a_in_measured`` (largest |input| of any port, the 16-bit dendrite for a LIF), LIF
+    ``u``/``v`` (24-bit state, recomputed step by step), graded payloads
+    ``out_measured``, ProdNeuron products and a decaying memory's loop product; and
+    ``fits_measured``. Drain steps add nothing: outside its token steps a streamable
+    population's input is zero, except a memory's readers, which see a memory that
+    only holds or shrinks."""
+    q = qgraph
+    T = q.steps_per_token
+    limit = STATE_MAX - 1
+    rep: Dict[str, dict] = {}
+    for name in q.order():
+        p = q.pop(name)
+        if p.kind == "input":
+            continue
+        srcs = list(q.incoming(name))
+        if not all(s.src in outs for s in srcs):
+            continue
+        N = outs[srcs[0].src].shape[0] if srcs else 0
+        r: dict = {}
+        a_in: Dict[str, np.ndarray] = {}
+        for s in srcs:
+            y = _synaptic_input(s, outs[s.src])
+            a_in[s.port] = a_in[s.port] + y if s.port in a_in else y
+        r["a_in_measured"] = int(max((np.abs(v).max(initial=0) for v in a_in.values()),
+                                     default=0))
+        a_limit = 2 ** (INPUT_BITS - 1) - 1 if p.kind == "lif" else limit
+        if p.kind == "lif" and name in outs and N:
+            a = a_in.get("a_in", np.zeros((N, T, p.size), np.int64))
+            spikes = np.asarray(outs[name]).astype(bool)
+            u = np.zeros(p.size, np.int64)
+            v = np.zeros(p.size, np.int64)
+            umax = vmax = 0
+            for n in range(N):
+                if p.reset_each_token:
+                    u[:] = 0
+                    v[:] = 0
+                for t in range(T):
+                    u = _decay(u, p.du + 1) + (a[n, t] << 6)
+                    v = _decay(v, p.dv) + u + (p.bias_mant << p.bias_exp)
+                    umax = max(umax, int(np.abs(u).max(initial=0)))
+                    vmax = max(vmax, int(np.abs(v).max(initial=0)))
+                    v = np.clip(v, -limit, limit)
+                    v[spikes[n, t]] = 0
+            r.update(u_measured=umax, v_measured=vmax)
+            r["fits_measured"] = (r["a_in_measured"] <= a_limit and umax <= limit
+                                  and vmax <= limit)
+        elif name in outs:
+            m = int(np.abs(outs[name]).max(initial=0))
+            r["out_measured"] = m
+            ok = m <= limit and r["a_in_measured"] <= a_limit
+            if p.kind == "prod" and "a_in1" in a_in and "a_in2" in a_in:
+                pm = int(np.abs(a_in["a_in1"] * a_in["a_in2"]).max(initial=0))
+                r["product_measured"] = pm
+                ok = ok and pm < 2 ** (PROD_BITS - 1)
+            if p.decaying:
+                # the largest |out| is at a token step: the drain steps only shrink it
+                dm = int((np.abs(outs[name]) * np.asarray(p.decay, np.int64)).max(initial=0))
+                r["decay_product_measured"] = dm
+                ok = ok and dm < 2 ** (PROD_BITS - 1)
+            r["fits_measured"] = ok
+        rep[name] = r
+    return rep
+
+
+def merge_measured(parts: List[Dict[str, dict]]) -> Dict[str, dict]:
+    """The largest of several runs' ``measured_ranges`` (fits only if every run fits)."""
+    out: Dict[str, dict] = {}
+    for part in parts:
+        for name, r in part.items():
+            o = out.setdefault(name, {})
+            for k, v in r.items():
+                if k == "fits_measured":
+                    o[k] = o.get(k, True) and v
+                else:
+                    o[k] = max(o.get(k, 0), v)
+    return out
+
+
+DENDRITE_LIMIT = 2 ** (INPUT_BITS - 1)      # 2^15: Loihi 2's 16-bit dendritic accumulator
+STATE_LIMIT = STATE_MAX                     # 2^23: 24-bit neuron state / graded payload
+
+
+def headroom(qgraph: QGraph, measured: Mapping[str, dict],
+             bounds: Optional[Mapping[str, dict]] = None) -> Dict[str, dict]:
+    """Per on-chip population, the worst measured value over its limit (< 1 fits):
+
+        dendrite = max |a_in| / 2^15    (LIF: the 16-bit dendritic input; Lava's
+                                         simulator sums in int32 and stays silent)
+        state    = max(|u|, |v|) / 2^23 (LIF)  or  max |payload| / 2^23 (graded kinds)
+        product  = max |a1 a2| / 2^31   (ProdNeuron, int32)
+
+    and, with ``bounds`` (``range_report``), the same ratios of the worst case the weights
+    allow (``dendrite_bound``, ``state_bound``; None when unbounded)."""
+    out: Dict[str, dict] = {}
+    for name in qgraph.order():
+        p = qgraph.pop(name)
+        if p.kind == "input" or name not in measured:
+            continue
+        m = measured[name]
+        h: dict = {"kind": p.kind}
+        if p.kind == "lif":
+            h["dendrite"] = m.get("a_in_measured", 0) / DENDRITE_LIMIT
+            h["state"] = max(m.get("u_measured", 0), m.get("v_measured", 0)) / STATE_LIMIT
+        else:
+            h["state"] = m.get("out_measured", 0) / STATE_LIMIT
+            if p.kind == "prod" and "product_measured" in m:
+                h["product"] = m["product_measured"] / 2 ** (PROD_BITS - 1)
+            if "decay_product_measured" in m:
+                h["decay_product"] = m["decay_product_measured"] / 2 ** (PROD_BITS - 1)
+        if bounds and name in bounds:
+            b = bounds[name]
+            if p.kind == "lif":
+                h["dendrite_bound"] = b["a_in_bound"] / DENDRITE_LIMIT
+                ub = b.get("u_bound")
+                h["state_bound"] = None if ub is None or ub == math.inf else ub / STATE_LIMIT
+            else:
+                ob = b.get("out_bound")
+                h["state_bound"] = None if ob is None else ob / STATE_LIMIT
+        h["fits"] = all(v < 1 for k, v in h.items()
+                        if k in ("dendrite", "state", "product", "decay_product"))
+        out[name] = h
+    return out
+
+
+def saturation_errors(head: Mapping[str, dict]) -> List[str]:
+    """One sentence per population whose measured values reach a limit, naming the fix."""
+    msgs = []
+    for name, h in head.items():
+        if h["fits"]:
+            continue
+        what = []
+        if h.get("dendrite", 0) >= 1:
+            what.append(f"its 16-bit dendritic input reaches {h['dendrite']:.2f} x 2^15")
+        if h.get("state", 0) >= 1:
+            what.append(f"its 24-bit state reaches {h['state']:.2f} x 2^23")
+        for k in ("product", "decay_product"):
+            if h.get(k, 0) >= 1:
+                what.append(f"its int32 {k.replace('_', ' ')} reaches {h[k]:.2f} x 2^31")
+        msgs.append(f"population {name}: " + " and ".join(what))
+    return msgs

@@ -636,10 +636,19 @@ class EmulatorBackend:
         return {k: v[0].cpu().numpy() for k, v in emu.token_time(emu.recorded(), emu.n).items()}
 
     def activity(self):
-        """Activity counts (``probes.Activity``) of the tokens fed since ``reset``."""
-        from snn_compile.hw_sim.probes import activity_from_token_time
+        """Counts (``probes.Activity``) of every step of the windows fed since ``reset``,
+        from the emulator's global-time record (drain steps included)."""
+        from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
 
-        return activity_from_token_time(self.qgraph, self.probe_outputs())
+        if not self.probes:
+            raise UserError("this backend was made without probes; pass probes=True")
+        emu, N = self.emu, self.emu.n
+        if emu.engine == "numpy":           # one population at a time: the record is large
+            def frames(name):
+                return emu._np.recorded_one(name, N * emu.W)[..., 0].reshape(N, emu.W, -1)
+        else:
+            frames = window_frames_from_global(self.qgraph, emu.recorded(), N)
+        return count_windows(self.qgraph, frames, N)
 
     def close(self) -> None:
         self.emu.stop_recording()

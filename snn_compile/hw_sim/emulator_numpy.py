@@ -410,6 +410,18 @@ class NumpyEngine:
                     res[name + key] = arr
         return res
 
+    def recorded_one(self, name: str, steps: Optional[int] = None) -> np.ndarray:
+        """The first ``steps`` recorded steps of one population, (G, size, B) int64
+        (``recorded`` builds every population at once; this keeps memory to one)."""
+        rec = (self.record or [])[:steps]
+        i = self.index[name]
+        arr = np.zeros((len(rec), self.sizes[i], self.B), _I64)
+        for h, r in enumerate(rec):
+            o = r[0][i]
+            if o is not None:
+                arr[h] = o
+        return arr
+
     def token_time(self, N: int, T: int, depth: Dict[str, int]) -> Dict[str, np.ndarray]:
         """Recorded outputs at ``g = n*W + t + depth`` as {name: (N, T, size, B) int64},
         without building the whole global-time record."""

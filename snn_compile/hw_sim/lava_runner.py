@@ -6,7 +6,9 @@ frames that let the pipeline drain), runs ``RunSteps(W)``, and receives ``W``
 frames from every ``Extractor``. Population ``x`` produced ``(n, t)`` at local
 step ``t + depth(x)`` of the window, so its token-time output is
 ``frames[depth(x) : depth(x) + T]``; the readout's sum over those ``T`` steps
-is the integer logit vector.
+is the integer logit vector. With probes, all ``W`` frames of every population
+(drain steps included: the attention memory sends at every step) are counted as
+the window returns (``probes.count_windows``; ``LavaSession.activity``).
 
 The Lava runtime runs one OS process per Lava process: ``LavaSession`` is a
 context manager and also stops the runtime when it is garbage-collected or the
@@ -64,6 +66,9 @@ class LavaSession:
         self.W = self.net.window
         self.steps = 0                      # Lava steps run so far
         self.recorded: list = []            # token-time outputs of every token fed (probe=True)
+        self.window_activity: list = []     # probes.Activity of every window fed (probe=True)
+        self.keep_window: Optional[int] = None   # index of a window whose frames to keep
+        self.kept_frames: Optional[Dict[str, np.ndarray]] = None   # its (W, size) frames
         self.position = 0                   # next token position of the current sequence
         self.timing = {"build_s": 0.0, "run_s": 0.0, "io_s": 0.0, "reset_s": 0.0}
         t0 = time.perf_counter()
@@ -108,14 +113,14 @@ class LavaSession:
             for _ in range(W - T):
                 inj.send(zero[name])
         t1 = time.perf_counter()
-        outputs = {}
+        outputs, window = {}, {}
         try:
             self.net.anchor.run(condition=RunSteps(num_steps=W))
             t2 = time.perf_counter()
             for name, ex in self.net.extractors.items():
                 d = q.pop(name).depth
-                got = np.stack([ex.receive() for _ in range(W)])
-                outputs[name] = np.rint(got[d:d + T]).astype(np.int64)
+                window[name] = np.rint(np.stack([ex.receive() for _ in range(W)])).astype(np.int64)
+                outputs[name] = window[name][d:d + T]
         except BaseException:
             self.close()            # a half-run window leaves the pipeline inconsistent
             raise
@@ -128,7 +133,14 @@ class LavaSession:
             return TokenResult(sums, None)
         for name in self.net.injectors:
             outputs[name] = np.asarray(frames[name]).astype(np.int64)
+            window[name] = np.concatenate([outputs[name],
+                                           np.zeros((W - T, outputs[name].shape[1]), np.int64)])
         self.recorded.append(outputs)
+        # every step of the window as the extractors saw it, counted now (not kept)
+        from snn_compile.hw_sim.probes import count_windows
+        self.window_activity.append(count_windows(q, lambda n: window[n][None], 1))
+        if self.keep_window == len(self.window_activity) - 1:
+            self.kept_frames = window
         return TokenResult(sums, outputs)
 
     def outputs(self) -> Dict[str, np.ndarray]:
@@ -139,11 +151,17 @@ class LavaSession:
             return {}
         return {k: np.stack([r[k] for r in self.recorded]) for k in self.recorded[0]}
 
-    def activity(self):
-        """Spike/message/synop counts per token of everything fed so far, from the
-        run's own probes (``snn_compile.hw_sim.probes.Activity``)."""
-        from snn_compile.hw_sim.probes import activity_from_token_time
-        return activity_from_token_time(self.qgraph, self.outputs())
+    def activity(self, last: Optional[int] = None):
+        """Counts of every step of every window fed so far (the last ``last`` ones), from
+        the frames Lava's extractors returned at each step, drain steps included
+        (``snn_compile.hw_sim.probes.Activity``)."""
+        from snn_compile.hw_sim.probes import Activity
+        if not self.probe:
+            raise UserError("this Lava session was built without probes (probe=False)")
+        if not self.window_activity:
+            raise UserError("no token has been fed to this Lava session yet")
+        parts = self.window_activity[-last:] if last else self.window_activity
+        return Activity.concat(parts)
 
     def feed(self, token: int, position: Optional[int] = None) -> TokenResult:
         """Feed ``token`` at ``position`` (default: the next one) as one window."""
