@@ -50,11 +50,20 @@ def unseen_text(max_chars: int = DEFAULT_CHARS) -> str:
 
 
 def score(spec: str, text: str) -> dict:
+    """One checkpoint's loss on ``text``, with a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeRemainingColumn
+
     from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.train import evaluate
+    from snn_compile.models.evaluation import evaluate_with_progress
     model, tok, _ = load_checkpoint(spec)
     ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
-    ev = evaluate(model, ids)
+    with Progress(TextColumn(f"[bold]{spec}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task(spec, total=len(ids) - 1)
+        ev = evaluate_with_progress(model, ids, progress=lambda d, n: bar.update(
+            task, completed=d, total=n))
     return {"checkpoint": spec, "kind": model.cfg.kind, "val_loss": ev["val_loss"],
             "bpc": ev["bpc"], "tokens": ev["tokens"], "unknown": int((ids == 0).sum()),
             "layers": model.cfg.n_layers, "d_model": model.cfg.d_model}
