@@ -26,7 +26,11 @@ DEFAULT_OUT = os.path.join("out", "bench")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", default="default:spikedecoder",
-                        help="checkpoint or .nir file (default: default:spikedecoder)")
+                        help="checkpoint or .nir file (default: default:spikedecoder); a foreign "
+                             "NIR graph or its .qgraph with --input")
+    parser.add_argument("--input", metavar="X.npy",
+                        help="NIR graphs: spike trains (samples, steps, inputs); energy per "
+                             "sample")
     parser.add_argument("--ann", metavar="CKPT", default="default:ann",
                         help="the ANN twin to compare with (default: default:ann)")
     src = parser.add_mutually_exclusive_group()
@@ -37,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int_in(1), metavar="N", default=256,
                         help="tokens to feed and measure (default: 256)")
     parser.add_argument("--backend", choices=("lava-sim", "emulator", "int"),
-                        default="lava-sim", help="where the spikes are measured")
+                        default=None, help="where the spikes are measured (default: lava-sim "
+                                           "for decoders, emulator for NIR graphs: equal to "
+                                           "Lava spike for spike)")
     parser.add_argument("--variants", metavar="CKPT", nargs="*", default=(),
                         help="partially spiking checkpoints for the block-exchange table")
     parser.add_argument("--gpu-results", metavar="FILE",
@@ -60,9 +66,19 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import resolve_checkpoint
 
     from snn_compile.benchmarks.report import check_output_dir
-    from snn_compile.errors import check_folder_writable
+    from snn_compile.errors import UserError, check_folder_writable
 
     model = resolve_checkpoint(args.model)
+    if model.endswith((".nir", ".qgraph")):
+        from snn_compile import api
+        m = api.load(model)
+        if m.foreign:
+            return _run_foreign(args, m)
+    if args.input is not None:
+        raise UserError(f"{args.model} is a token decoder: it is benchmarked on text (--data, "
+                        "--prompts); --input is for foreign NIR graphs")
+    if args.backend is None:
+        args.backend = "lava-sim"
     ann = resolve_checkpoint(args.ann) if args.ann else None
     out = args.out
     if out is None:            # out/bench: made only once there is a report to put in it
@@ -99,6 +115,51 @@ def run(args: argparse.Namespace) -> int:
         print_json(res)
     else:
         _print_summary(Console(), res, path)   # the table on stdout
+    return 0
+
+
+def _run_foreign(args, m) -> int:
+    """Energy per sample of a foreign NIR graph on --input (benchmarks/foreign.py)."""
+    import json
+
+    from snn_compile import api
+    from snn_compile.errors import UserError, atomic_path
+
+    if args.input is None:
+        raise UserError(f"{args.model} is a foreign NIR graph: benchmark it on your data with "
+                        f"`snn-compile bench {args.model} --input X.npy` (spike trains "
+                        "(samples, steps, inputs))")
+    given = [o for o, v in (("--prompts", args.prompts), ("--data", args.data),
+                            ("--variants", args.variants), ("--gpu-results", args.gpu_results),
+                            ("--encoding", args.encoding != "none")) if v]
+    if given:
+        raise UserError(f"{', '.join(given)} apply to token decoders; a foreign NIR graph is "
+                        "benchmarked on --input")
+    res = api.bench(m, inputs=args.input, backend=args.backend or "emulator",
+                    mean_hops=args.mean_hops)
+    res["model"] = args.model
+    if args.out:
+        from snn_compile.cli._common import to_json
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "results.json")
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write(to_json(res) + "\n")
+            json.load(open(tmp))
+        res["out"] = path
+    if args.json:
+        print_json(res)
+        return 0
+    e, p = res["energy_per_sample_pj"], res["per_sample"]
+    check = {True: "checked spike for spike against the integer reference",
+             None: "the integer reference itself"}[res["spikes_match_reference"]]
+    print(f"{args.model}: {res['samples']} samples x {res['steps']} steps on {res['backend']} "
+          f"({check})")
+    print(f"per sample: {p['spikes']:.1f} spikes, {p['input_spikes']:.1f} input spikes, "
+          f"{p['acs']:.0f} ACs, {p['macs']:.0f} MACs, {p['messages']:.0f} messages")
+    print(f"energy per sample: Loihi estimate {e['loihi_estimate'] / 1e3:.3f} nJ; 45 nm view "
+          f"{e['theoretical_45nm'] / 1e3:.3f} nJ (the same weights once as an ANN: "
+          f"{e['ann_one_pass_45nm'] / 1e3:.3f} nJ)")
     return 0
 
 

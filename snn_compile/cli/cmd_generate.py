@@ -50,6 +50,13 @@ def _backend(args):
         return _encoded_backend(args)
     if args.model is None:
         raise UserError("name a model: a checkpoint, default:spikedecoder, default:ann or a .qgraph")
+    if args.model.endswith((".nir", ".qgraph")):
+        from snn_compile import api
+        if api.load(args.model).foreign:
+            raise UserError(f"{args.model} is a foreign NIR graph: it maps spike trains to "
+                            "spike trains and generates no text; run it with `snn-compile run "
+                            f"{args.model} --input X.npy -o OUT.npy` (X: (steps, inputs) or "
+                            "(samples, steps, inputs))")
     if args.backend == "torch":
         from snn_compile.models.checkpoint import load_checkpoint
         from snn_compile.models.sampling import TorchBackend

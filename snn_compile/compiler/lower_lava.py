@@ -233,5 +233,12 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
         neurons[name].s_out.connect(ex.in_port)
         extractors[name] = ex
 
+    if q.single_window:
+        # one sample per window: a sample leaves spikes in flight (recurrent loops, delays,
+        # biased neurons firing in the drain steps); the next one starts from rest
+        state = [(proc, "a_buff") for proc in synapses.values()] + [
+            (neurons[n], v) for n, p in q.populations.items() if p.kind == "lif"
+            for v in ("u", "v")] + [(proc, "a_buff") for proc in
+                                    list(loops.values()) + list(decay_loops.values())]
     return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state,
                        decay_loops)

@@ -142,6 +142,14 @@ class QGraph:
         return self.pop(self.readout).depth
 
     @property
+    def single_window(self) -> bool:
+        """Run one window at a time from rest (a foreign graph: one sample is one window of
+        ``steps_per_token`` steps; or a context of one token): every backend clears the
+        whole state between windows, so nothing a window leaves behind reaches the next
+        and the streaming conditions (``emulator.check_streamable``) do not apply."""
+        return self.context == 1 or self.metadata.get("model") == "foreign"
+
+    @property
     def window(self) -> int:
         """Global steps per token: T plus the pipeline latency."""
         return self.steps_per_token + self.depth

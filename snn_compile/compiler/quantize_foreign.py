@@ -253,7 +253,8 @@ def foreign_to_qgraph(graph, steps: int,
         logit_scale = 2.0 ** e / (2 if mixed else 1)
     assign_depths(pops, syns, inputs)
     meta = {"model": "foreign", "output": plan.output, "dt": plan.dt}
-    q = QGraph(pops, syns, steps, inputs, plan.readout, logit_scale, 0, meta)
+    # context 1: one sample is one window of `steps` steps from rest (QGraph.single_window)
+    q = QGraph(pops, syns, steps, inputs, plan.readout, logit_scale, 1, meta)
     for s in rep.synapses.values():
         if s.rounding_error > 0:
             rep.warnings.append(f"synapse {s.name}: weights rounded to 8-bit mantissas "
