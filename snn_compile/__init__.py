@@ -22,6 +22,11 @@ __all__ = list(_API) + ["__version__"]
 def __getattr__(name):
     """The API functions, imported on first use (PEP 562): ``import snn_compile`` stays
     light (no torch, no Lava, no transformers)."""
+    if name == "export":
+        # the stage subpackage of the same name is callable as api.export (see its doc):
+        # one object whether or not the subpackage was imported before
+        import importlib
+        return importlib.import_module("snn_compile.export")
     if name in _API:
         from snn_compile import api
         return getattr(api, name)
