@@ -262,9 +262,9 @@ def compile(model, *, steps: Optional[int] = None, calibrate=None,
         q, rep, chk = _compile_foreign(m, steps, calibrate, check, check_rate, seed)
     else:
         if steps is not None or calibrate is not None or check:
-            raise UserError("steps/calibrate/check apply to foreign NIR graphs; a SpikeDecoder "
-                            "runs T steps per token, calibrated on validation text (check it "
-                            "with `snn-compile bench`)")
+            raise UserError("--steps/--calibrate/--check (steps=, calibrate=, check=) apply to "
+                            "foreign NIR graphs; a SpikeDecoder runs T steps per token, "
+                            "calibrated on validation text (check it with `snn-compile bench`)")
         q, rep = _compile_decoder(m)
         chk = None
     over = [w for w in (rep or {}).get("warnings", []) if "16-bit" in w]
@@ -629,12 +629,12 @@ def _evaluate_decoder(m: Model, backend: str, data, max_tokens, oov, ablate, dev
         tok = decoder_tokenizer(m.graph)
     if tok is None:
         raise UserError(f"{m.source} carries no tokenizer; recompile it from its checkpoint")
+    if backend == "torch" and m.torch_model is None:
+        raise UserError(f"{m.source} is a {'compiled graph' if m.kind == 'qgraph' else 'NIR graph'}"
+                        ", not a checkpoint: --backend torch evaluates a checkpoint's float "
+                        "model; evaluate the deployed graph with --backend int or emulator")
     val_ids, n_unk = validation_ids(data, tok, cfg_context, oov, max_tokens)
     if backend == "torch":
-        if m.torch_model is None:
-            raise UserError(f"--backend torch evaluates a checkpoint; {m.source} is a "
-                            f"{'compiled graph' if m.kind == 'qgraph' else 'NIR graph'}: use "
-                            "--backend int or emulator")
         from snn_compile.models.evaluation import evaluate_with_progress
         if ablate:
             m.torch_model.set_ablation(attention=True)

@@ -129,7 +129,9 @@ def _run_foreign(args, m) -> int:
     from snn_compile.errors import UserError
 
     if args.input is None or args.labels is None:
-        raise UserError(f"{args.checkpoint} is a foreign NIR graph: evaluate it on your data "
+        what = "a compiled graph of a foreign NIR graph" if m.kind == "qgraph" else \
+            "a foreign NIR graph"
+        raise UserError(f"{args.checkpoint} is {what}: evaluate it on your data "
                         f"with `snn-compile eval {args.checkpoint} --input X.npy --labels "
                         "Y.npy` (X: spike trains (samples, steps, inputs), Y: one class per "
                         "sample)")
