@@ -182,8 +182,10 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
             proc = Injector(shape=shape, buffer_size=buf, name=name)
             injectors[name] = proc
         elif p.kind == "lif":
-            common = dict(shape=shape, du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
-                          bias_exp=p.bias_exp, name=name)
+            bias = np.asarray(p.bias_mant, dtype=np.int64)       # one value or one per neuron
+            common = dict(shape=shape, du=p.du, dv=p.dv, vth=p.vth,
+                          bias_mant=bias if bias.ndim else int(bias), bias_exp=p.bias_exp,
+                          name=name)
             if p.reset_each_token:
                 proc = LIFReset(reset_interval=W, reset_offset=(p.depth + 1) % W, **common)
             else:
