@@ -4,6 +4,7 @@ The Python API (``snn_compile.api``; the ``snn-compile`` command is a thin layer
 
     import snn_compile as sc
     m = sc.load("default:spikedecoder")          # checkpoint, .nir, .qgraph, nir.NIRGraph
+    m = sc.train("tiny.pt", steps=200)            # or train a SpikeDecoder
     sc.export(m, "model.nir")                     # -> NIR
     c = sc.compile(m)                             # -> Loihi 2 fixed point
     sc.run(c, "The ", backend="lava-sim")         # logits (N, V); spike trains for graphs
@@ -15,7 +16,7 @@ when it runs.
 """
 __version__ = "0.1.0"
 
-_API = ("Model", "load", "export", "compile", "run", "evaluate", "bench")
+_API = ("Model", "load", "train", "export", "compile", "run", "evaluate", "bench")
 __all__ = list(_API) + ["__version__"]
 
 

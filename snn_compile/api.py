@@ -1,10 +1,11 @@
-"""The Python API: six functions, the same ones the ``snn-compile`` command calls.
+"""The Python API: the functions the ``snn-compile`` command calls.
 
 ::
 
     import snn_compile as sc
 
     m = sc.load("default:spikedecoder")     # checkpoint, .nir, .qgraph or a nir.NIRGraph
+    m = sc.train("tiny.pt", steps=200)       # or train one (snn-compile train)
     g = sc.export(m, "model.nir")            # checkpoint -> NIR (read back and checked)
     c = sc.compile(g)                        # -> Loihi 2 fixed point (holds the QGraph)
     logits = sc.run(c, "The ", backend="lava-sim")
@@ -134,6 +135,38 @@ def load(source) -> Model:
     from snn_compile.models.checkpoint import load_checkpoint
     model, tok, _ = load_checkpoint(spec if os.path.exists(spec) else os.fspath(source))
     return Model(os.fspath(source), "checkpoint", torch_model=model, tokenizer=tok)
+
+
+# ----------------------------------------------------------------------- train
+def train(output, *, data: Optional[str] = None, kind: str = "spikedecoder",
+          tokenizer: str = "char", **options) -> Model:
+    """Train a decoder on a text corpus and keep its best-validation checkpoint at
+    ``output``; returns it loaded (``snn-compile train`` with the same options).
+
+    ``data``: a UTF-8 text file (default: the embedded corpus; its last 10 % is the
+    validation split). ``kind``: ``spikedecoder`` (deployable), ``partial`` or ``ann``.
+    ``options`` are the fields of ``models.config.ModelConfig`` (``d_model``,
+    ``n_layers``, ``n_heads``, ``context``, ``timesteps``, ...) and of
+    ``models.train.TrainArgs`` (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``,
+    ``progress``, ``learning_guard``, ...).
+    """
+    import dataclasses
+
+    from snn_compile.models.config import ModelConfig
+    from snn_compile.models.train import TrainArgs, train as _train
+    cfg_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    arg_fields = {f.name for f in dataclasses.fields(TrainArgs)}
+    unknown = sorted(set(options) - cfg_fields - arg_fields)
+    if unknown:
+        raise UserError(f"unknown training options {', '.join(unknown)}; model options: "
+                        f"{', '.join(sorted(cfg_fields - {'kind', 'vocab_size'}))}; training "
+                        f"options: {', '.join(sorted(arg_fields))}")
+    from snn_compile.errors import check_output_file
+    check_output_file(output, "checkpoint")
+    cfg = ModelConfig(kind=kind, **{k: v for k, v in options.items() if k in cfg_fields})
+    args = TrainArgs(**{k: v for k, v in options.items() if k in arg_fields})
+    _train(cfg, args, os.fspath(output), data, tokenizer)
+    return load(os.fspath(output))
 
 
 # ---------------------------------------------------------------------- export
@@ -720,5 +753,6 @@ def _as_model(model) -> Model:
     return model if isinstance(model, Model) else load(model)
 
 
-__all__ = ["Model", "load", "export", "compile", "run", "evaluate", "bench", "BACKENDS"]
+__all__ = ["Model", "load", "train", "export", "compile", "run", "evaluate", "bench",
+           "BACKENDS"]
 

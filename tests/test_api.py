@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import snn_compile as sc
+from snn_compile.benchmarks.digits import digits, rate_code, snntorch_digits_net, train_snntorch
 from snn_compile.errors import UserError
 from snn_compile.models.checkpoint import build_model, save_checkpoint
 from snn_compile.models.config import ModelConfig
@@ -19,63 +20,12 @@ from snn_compile.models.config import ModelConfig
 STEPS = 12
 
 
-def digits(n: int, seed: int = 0):
-    """(images (n, 64) in [0, 1], labels): sklearn's bundled 8x8 digits (no download), or,
-    without sklearn, 10 noisy prototype patterns."""
-    try:
-        from sklearn.datasets import load_digits
-        d = load_digits()
-        x, y = d.data[:n] / 16.0, d.target[:n]
-    except ImportError:                              # pragma: no cover - sklearn is there
-        rng = np.random.default_rng(seed)
-        proto = rng.random((10, 64)) < 0.3
-        y = rng.integers(0, 10, n)
-        x = np.clip(proto[y] * 0.9 + rng.random((n, 64)) * 0.2, 0, 1)
-    return x.astype(np.float64), y.astype(np.int64)
-
-
-def rate_code(x: np.ndarray, steps: int, seed: int) -> np.ndarray:
-    """Bernoulli rate code: spike with probability = intensity, (n, steps, 64)."""
-    rng = np.random.default_rng(seed)
-    return (rng.random((x.shape[0], steps, x.shape[1])) < x[:, None, :]).astype(np.float32)
-
-
-def snntorch_digits_net(hidden: int = 32):
-    import snntorch as snn
-    return torch.nn.Sequential(
-        torch.nn.Linear(64, hidden),
-        snn.Leaky(beta=torch.full((hidden,), 0.9), threshold=torch.ones(hidden),
-                  init_hidden=True, reset_mechanism="zero"),
-        torch.nn.Linear(hidden, 10),
-        snn.Leaky(beta=torch.full((10,), 0.9), threshold=torch.ones(10), init_hidden=True,
-                  output=True, reset_mechanism="zero"))
-
-
-def train_snntorch(net, x: np.ndarray, y: np.ndarray, epochs: int = 6) -> None:
-    """BPTT on spike counts (cross-entropy of the output spike counts), a few epochs."""
-    from snntorch import utils
-    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-    xs, ys = torch.as_tensor(x), torch.as_tensor(y)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xs), generator=gen).split(64):
-            utils.reset(net)
-            count = 0
-            for t in range(xs.shape[1]):
-                spk, _ = net(xs[idx, t])
-                count = count + spk
-            loss = torch.nn.functional.cross_entropy(count, ys[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """A trained digits-style snnTorch net exported to digits.nir, test spikes and labels."""
     d = tmp_path_factory.mktemp("digits")
     torch.manual_seed(0)
-    x, y = digits(900)
+    x, y, _ = digits(900)
     xtr, ytr, xte, yte = x[:700], y[:700], x[700:], y[700:]
     net = snntorch_digits_net()
     train_snntorch(net, rate_code(xtr, STEPS, 1), ytr)
