@@ -16,7 +16,8 @@ when it runs.
 """
 __version__ = "0.1.0"
 
-_API = ("Model", "load", "train", "export", "compile", "run", "evaluate", "bench")
+_API = ("Model", "load", "train", "export", "compile", "run", "evaluate", "bench",
+        "evaluate_hf")
 __all__ = list(_API) + ["__version__"]
 
 

@@ -748,11 +748,37 @@ def bench(model, *, inputs=None, backend: Optional[str] = None, mean_hops: float
                          progress=progress, out_dir=None, **opts)
 
 
+# ----------------------------------------------------------- Hugging Face LMs
+def evaluate_hf(path, *, encoding: str = "none", bits: int = 8,
+                threshold: Optional[float] = None, tokenizer: str = "auto",
+                data: Optional[str] = None, max_tokens: Optional[int] = 4096,
+                energy: bool = False, progress=None) -> dict:
+    """Loss of a local Hugging Face causal LM (``--hf PATH``), its activations entering
+    every linear layer spike-encoded (``encoding`` none, binary, ternary, bitwise with
+    ``bits``): ``val_loss`` (nats/token), ``ppl``, ``bpc`` (bits per character of the
+    scored text), spikes and ACs per token; with ``energy`` also MACs and the energy per
+    token in the 45 nm view (``benchmarks/hf.py``). ``tokenizer``: ``auto`` (the folder's
+    own; an error when it has none) or ``bytes``; ``tokenizer`` in the result names the
+    one used. Nothing is downloaded.
+    """
+    from snn_compile.models.hf import evaluate_hf as _eval, load_hf
+    if max_tokens is not None and max_tokens < 1:
+        raise UserError(f"max_tokens must be >= 1, got {max_tokens}")
+    model, tok, encoded = load_hf(os.fspath(path), encoding, bits, threshold, tokenizer)
+    ev = _eval(model, tok, encoded, data, max_tokens, progress=progress)
+    ev.update(hf=os.fspath(path), encoding=encoding,
+              encoding_params=encoded.encoding.describe() if encoded is not None else None)
+    if energy:
+        from snn_compile.benchmarks.hf import hf_energy
+        ev.update(hf_energy(model, ev, encoded))
+    return ev
+
+
 # ---------------------------------------------------------------------- helpers
 def _as_model(model) -> Model:
     return model if isinstance(model, Model) else load(model)
 
 
 __all__ = ["Model", "load", "train", "export", "compile", "run", "evaluate", "bench",
-           "BACKENDS"]
+           "evaluate_hf", "BACKENDS"]
 

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", default="default:spikedecoder",
                         help="checkpoint or .nir file (default: default:spikedecoder); a foreign "
                              "NIR graph or its .qgraph with --input")
+    parser.add_argument("--hf", metavar="PATH",
+                        help="a local Hugging Face causal LM folder: spikes, ACs, MACs and "
+                             "energy per token of its --encoding (45 nm view), on --tokens "
+                             "validation tokens")
+    parser.add_argument("--hf-tokenizer", choices=("auto", "bytes"), default="auto",
+                        help="--hf: the folder's own tokenizer (auto) or UTF-8 bytes")
     parser.add_argument("--input", metavar="X.npy",
                         help="NIR graphs: spike trains (samples, steps, inputs); energy per "
                              "sample")
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.benchmarks.report import check_output_dir
     from snn_compile.errors import UserError, check_folder_writable
 
+    if args.hf:
+        return _run_hf(args)
     model = resolve_checkpoint(args.model)
     if model.endswith((".nir", ".qgraph")):
         from snn_compile import api
@@ -115,6 +123,42 @@ def run(args: argparse.Namespace) -> int:
         print_json(res)
     else:
         _print_summary(Console(), res, path)   # the table on stdout
+    return 0
+
+
+def _run_hf(args) -> int:
+    """Energy per token of a spike-encoded Hugging Face causal LM (benchmarks/hf.py)."""
+    from snn_compile import api
+    from snn_compile.cli._common import progress_bar
+    from snn_compile.errors import UserError
+
+    if args.model != "default:spikedecoder":
+        raise UserError("give either MODEL or --hf PATH, not both")
+    given = [o for o, v in (("--input", args.input), ("--prompts", args.prompts),
+                            ("--variants", args.variants), ("--gpu-results", args.gpu_results),
+                            ("--backend", args.backend)) if v]
+    if given:
+        raise UserError(f"{', '.join(given)} do not apply to --hf models (the float model with "
+                        "spike-encoded activations, counted in torch)")
+    from snn_compile.models.hf import check_hf_folder
+    check_hf_folder(args.hf, args.hf_tokenizer)           # before the progress bar starts
+    with progress_bar(f"bench --hf ({args.encoding})") as update:
+        res = api.evaluate_hf(args.hf, encoding=args.encoding, bits=args.bits,
+                              threshold=args.threshold, tokenizer=args.hf_tokenizer,
+                              data=args.data, max_tokens=args.tokens, energy=True,
+                              progress=update)
+    print(f"tokenizer: {res['tokenizer']}", file=sys.stderr)
+    if args.json:
+        print_json(res)
+        return 0
+    e = res["energy_per_token_pj"]
+    print(f"{args.hf} ({args.encoding} encoding) on {res['tokens']} validation tokens: "
+          f"val_loss {res['val_loss']:.4f} nats/token, bpc {res['bpc']:.4f}")
+    sp = res["spikes_per_token"]
+    print(f"per token: {'' if sp is None else f'{sp:.1f} spikes, '}{res['acs_per_token']:.0f} "
+          f"ACs, {res['macs_per_token']:.0f} MACs")
+    print(f"energy per token (45 nm): {e['theoretical_45nm'] / 1e3:.3f} nJ; dense baseline "
+          f"{e['dense_baseline_45nm'] / 1e3:.3f} nJ")
     return 0
 
 

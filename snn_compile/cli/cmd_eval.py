@@ -26,9 +26,15 @@ from snn_compile.data.text import add_oov_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="MODEL",
+    parser.add_argument("checkpoint", metavar="MODEL", nargs="?",
                         help="checkpoint file, default:spikedecoder / default:ann, a .nir graph "
                              "or a compiled .qgraph")
+    parser.add_argument("--hf", metavar="PATH",
+                        help="a local Hugging Face causal LM folder (instead of MODEL): loss, "
+                             "bits per character, spikes per token with --encoding")
+    parser.add_argument("--hf-tokenizer", choices=("auto", "bytes"), default="auto",
+                        help="--hf: the folder's own tokenizer (auto; an error if it has none) "
+                             "or UTF-8 bytes as token ids")
     parser.add_argument("--input", metavar="X.npy",
                         help="NIR graphs: spike trains (samples, steps, inputs)")
     parser.add_argument("--labels", metavar="Y.npy",
@@ -66,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     args.backend_given = args.backend is not None
     if args.backend is None:
         args.backend = "torch"
+    if args.hf:
+        return _run_hf(args)
+    if args.checkpoint is None:
+        raise UserError("name a model: a checkpoint, default:spikedecoder, a .nir or .qgraph "
+                        "file, or --hf PATH")
     if args.encoding != "none":
         return _run_encoded(args)
     m = api.load(args.checkpoint)
@@ -119,6 +130,40 @@ def run(args: argparse.Namespace) -> int:
     if ev["attention_spike_rates"]:
         print("attention spike rate per block: " + "  ".join(
             f"{k} {r:.4f}" for k, r in ev["attention_spike_rates"].items()))
+    return 0
+
+
+def _run_hf(args) -> int:
+    """Loss of a local Hugging Face causal LM, spike-encoded with --encoding."""
+    import sys
+
+    from snn_compile import api
+    from snn_compile.cli._common import print_json, progress_bar
+    from snn_compile.errors import UserError
+
+    if args.checkpoint is not None:
+        raise UserError("give either MODEL or --hf PATH, not both")
+    if args.backend != "torch" or args.ablate:
+        raise UserError("--hf models run on --backend torch (the float model with spike-"
+                        "encoded activations); drop --backend/--ablate")
+    from snn_compile.models.hf import check_hf_folder
+    check_hf_folder(args.hf, args.hf_tokenizer)           # before the progress bar starts
+    with progress_bar(f"eval --hf ({args.encoding})") as update:
+        ev = api.evaluate_hf(args.hf, encoding=args.encoding, bits=args.bits,
+                             threshold=args.threshold, tokenizer=args.hf_tokenizer,
+                             data=args.data, max_tokens=args.max_tokens or 4096,
+                             progress=update)
+    print(f"tokenizer: {ev['tokenizer']}", file=sys.stderr)
+    if args.json:
+        print_json(ev)
+        return 0
+    print(f"{args.hf} ({args.encoding} encoding)  tokens {ev['tokens']}  chars {ev['chars']}")
+    print(f"val_loss {ev['val_loss']:.4f} nats/token  ppl {ev['ppl']:.3f}  "
+          f"bpc {ev['bpc']:.4f}")
+    if ev.get("spikes"):
+        sp = ev["spikes"]
+        print(f"spikes/token {sp['spikes_per_token']:.1f}  spikes/activation "
+              f"{sp['spikes_per_activation']:.4f}  ACs/token {sp['acs_per_token']:.0f}")
     return 0
 
 
