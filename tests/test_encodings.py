@@ -303,7 +303,7 @@ def test_hf_without_transformers_is_a_user_error(tiny_gpt2, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(UserError, match=r"pip install -e \.\[hf\]"):
-        hf.load_hf(tiny_gpt2[0], "bitwise")
+        hf.load_hf(tiny_gpt2[0], "bitwise", tokenizer="bytes")
 
 
 def test_hf_cli_json(tiny_gpt2, run_cli):
