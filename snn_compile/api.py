@@ -188,13 +188,15 @@ def export(model, path: Optional[str] = None, *, example=None, check: bool = Tru
         raise UserError(f"{m.source} is a compiled graph: NIR cannot hold Loihi fixed point; "
                         "export the checkpoint or NIR graph it came from")
     result: dict = {}
+    check_fn = None
     if m.kind == "nir":
         graph = m.graph
-        check_fn = None
     else:
         from snn_compile.export.to_nir import export_model
         graph = export_model(m.torch_model, m.tokenizer)
-        check_fn = (lambda tmp: _check_export(m, tmp, result, check))
+
+        def check_fn(tmp: str) -> None:      # on the complete temporary file
+            _check_export(m, tmp, result, check)
     out = Model(path or m.source, "nir", graph=graph, tokenizer=m.tokenizer)
     out.report = result
     if path is not None:

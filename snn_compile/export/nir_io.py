@@ -522,7 +522,6 @@ def _conv_apply(node, t: str, x, nd: int):
         pd = _pad2(node.padding, 2)
         return F.avg_pool2d(x, k, st, pd, count_include_pad=True, divisor_override=1)
     w = torch.as_tensor(np.asarray(node.weight, np.float64))
-    b = getattr(node, "bias", None)
     pad = node.padding if isinstance(node.padding, str) else _pad2(node.padding, nd)
     conv = F.conv1d if nd == 1 else F.conv2d
     return conv(x, w, None, _pad2(node.stride, nd), pad, _pad2(node.dilation, nd),
