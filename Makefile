@@ -26,7 +26,7 @@ help:  ## show this help
 	@echo "usage: make <target>"
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 10
 	@echo
-	@echo "Needs Python 3.10 (lava-nc 0.10 / lava-dl 0.6 require >=3.10,<3.11); found via"
+	@echo "Needs Python 3.10 (lava-nc 0.10 requires >=3.10,<3.11); found via"
 	@echo "python3.10 on PATH, pyenv, or PYTHON=/path/to/python3.10."
 
 # Python 3.10: $(PYTHON) if given, else python3.10 on PATH, else pyenv's. Every candidate is
@@ -41,7 +41,7 @@ $(VENV_PY):
 	fi; \
 	if [ -z "$$py" ]; then for c in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.10*/bin/python3.10; do is310 "$$c" && py="$$c"; done; fi; \
 	if [ -z "$$py" ]; then \
-	  echo "error: Python 3.10 is required (lava-nc 0.10.0 and lava-dl 0.6.0 declare Requires-Python >=3.10,<3.11; Lava's compiler fails to import on 3.11+)." >&2; \
+	  echo "error: Python 3.10 is required (lava-nc 0.10.0 declares Requires-Python >=3.10,<3.11; Lava's compiler fails to import on 3.11+)." >&2; \
 	  echo "       Install it (e.g. 'pyenv install 3.10') or run 'make PYTHON=/path/to/python3.10 ...'." >&2; \
 	  exit 1; \
 	fi; \

@@ -130,10 +130,12 @@ def inputs(tmp_path_factory):
         "output": nir.Output(output_type=np.array([2, 1]))}))          # nir.read rejects it
     nir.write(str(d / "dangling.nir"), foreign_graph(edges=[("input", "w"), ("w", "lif"),
                                                             ("lif", "output"), ("w", "ghost")]))
+    # NIR allows recurrent edges; a loop through two neuron nodes has no Loihi 2 timing
     nir.write(str(d / "cycle.nir"), foreign_graph(
-        nodes={"back": nir.Linear(weight=np.eye(2))},
-        edges=[("input", "w"), ("w", "lif"), ("lif", "back"), ("back", "lif"),
-               ("lif", "output")]))
+        nodes={"back": nir.Linear(weight=np.eye(2)), "lif2": _lif(2),
+               "back2": nir.Linear(weight=np.eye(2))},
+        edges=[("input", "w"), ("w", "lif"), ("lif", "back"), ("back", "lif2"),
+               ("lif2", "back2"), ("back2", "lif"), ("lif", "output")]))
     nir.write(str(d / "shape.nir"), foreign_graph(nodes={
         "w": nir.Linear(weight=np.ones((2, 5)))}))
     nir.write(str(d / "dupedge.nir"), foreign_graph(edges=[("input", "w"), ("w", "lif"),
@@ -297,7 +299,8 @@ BATTERY = [
     (["compile", "nan.nir", "--steps", "4", "-o", "new.qgraph"], ["node w", "weight", "nan"]),
     (["compile", "rockpool.nir", "--steps", "4", "-o", "new.qgraph"], ["nir.read", "output"]),
     (["compile", "dangling.nir", "--steps", "4", "-o", "new.qgraph"], ["ghost"]),
-    (["compile", "cycle.nir", "--steps", "4", "-o", "new.qgraph"], ["cycle", "delay"]),
+    (["compile", "cycle.nir", "--steps", "4", "-o", "new.qgraph"],
+     ["loop through several neuron nodes", "lif, lif2"]),
     (["compile", "shape.nir", "--steps", "4", "-o", "new.qgraph"], ["w", "takes"]),
     (["compile", "alien.nir", "--steps", "4"], ["QuantumLinear"]),
     (["compile", "dupedge.nir", "--steps", "4", "-o", "new.qgraph"], ["duplicate edge", "'w'"]),
@@ -416,7 +419,7 @@ def test_inspect_lists_graphs_that_cannot_be_compiled_and_says_why(inputs, capsy
     naming the node or the problem; a valid foreign graph is deployable."""
     import json
     why = {"nan.nir": "node w", "rockpool.nir": "nir.read", "dangling.nir": "ghost",
-           "cycle.nir": "cycle", "shape.nir": "w takes 5"}
+           "cycle.nir": "loop through several", "shape.nir": "w takes 5"}
     for name, needle in why.items():
         rc, out, err = run_in_process(["inspect", inputs / name, "--json"], capsys)
         assert rc == 0, err
@@ -518,10 +521,11 @@ def _mutant(kind, field, idx, value, name):
         k = 4 + idx % 5
         g.nodes["w"] = nir.Linear(weight=np.ones((2, k)))
         return g, [f"input gives 3 values, w takes {k}"]
-    if kind == "cycle":
+    if kind == "cycle":            # NIR allows cycles; one of weight nodes only has no state
         g.nodes["back"] = nir.Linear(weight=np.eye(2))
-        g.edges += [("lif", "back"), ("back", "lif")]
-        return g, ["cycle without a delay", "back"]
+        g.nodes["back2"] = nir.Linear(weight=np.eye(2) * 0.5)
+        g.edges += [("w", "back"), ("back", "back2"), ("back2", "back"), ("back", "lif")]
+        return g, ["weight nodes only", "back"]
     if kind == "no-output":
         del g.nodes["output"]
         g.edges.remove(("lif", "output"))

@@ -14,7 +14,7 @@ import snn_compile
 from snn_compile.cli import _common, main as cli_main
 from snn_compile.errors import UserError
 
-COMMANDS = ["train", "eval", "export", "inspect", "compile", "generate", "bench"]
+COMMANDS = ["train", "eval", "export", "inspect", "compile", "run", "generate", "bench"]
 
 
 def test_commands_are_the_documented_set():

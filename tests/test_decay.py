@@ -261,7 +261,7 @@ def test_files_keep_the_decay_and_old_versions_load(tmp_path):
     q.save(path)
     with zipfile.ZipFile(path) as zf:
         h = json.loads(zf.read("graph.json"))
-    assert h["version"] == FILE_VERSION == 3
+    assert h["version"] == FILE_VERSION == 4      # 4: step_lag, per-neuron bias_mant
     q2 = QGraph.load(path)
     assert q2.pop("mem").decay == [int(x) for x in q.pop("mem").decay]
     assert q2.pop("mem").decay_exp == 12 and q2.pop("emb").decay == []

@@ -231,7 +231,7 @@ def test_hf_generation_runs_with_each_encoding(tiny_gpt2, name):
     from snn_compile.models.hf import ByteTokenizer, HFBackend, load_hf
 
     path, _ = tiny_gpt2
-    model, tok, encoded = load_hf(path, name)
+    model, tok, encoded = load_hf(path, name, tokenizer="bytes")
     assert isinstance(tok, ByteTokenizer)
     b = HFBackend(model, encoded)
     ids = generate(b, tok.encode("hi"), 40)                # passes the context (32): a reset
@@ -251,10 +251,10 @@ def test_hf_none_equals_unwrapped_and_bitwise8_matches_its_reference(tiny_gpt2):
     x = torch.randint(0, 260, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = raw(x).logits
-        plain = load_hf(path, "none")[0](x).logits
-        bw_model, _, em = load_hf(path, "bitwise", bits=8)
+        plain = load_hf(path, "none", tokenizer="bytes")[0](x).logits
+        bw_model, _, em = load_hf(path, "bitwise", bits=8, tokenizer="bytes")
         bw = bw_model(x).logits
-        ref_model = load_hf(path, "none")[0]
+        ref_model = load_hf(path, "none", tokenizer="bytes")[0]
         apply_encoding(ref_model, Bitwise(8), reference=True)
         ref = ref_model(x).logits
     assert torch.equal(plain, want)
@@ -270,7 +270,7 @@ def test_hf_streaming_with_cache_equals_full_forward(tiny_gpt2):
     from snn_compile.models.hf import HFBackend, load_hf
 
     path, _ = tiny_gpt2
-    model, _, em = load_hf(path, "ternary")
+    model, _, em = load_hf(path, "ternary", tokenizer="bytes")
     ids = [5, 77, 200, 3, 9, 250, 31]
     b = HFBackend(model, em)
     b.reset()
@@ -303,12 +303,12 @@ def test_hf_without_transformers_is_a_user_error(tiny_gpt2, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(UserError, match=r"pip install -e \.\[hf\]"):
-        hf.load_hf(tiny_gpt2[0], "bitwise")
+        hf.load_hf(tiny_gpt2[0], "bitwise", tokenizer="bytes")
 
 
 def test_hf_cli_json(tiny_gpt2, run_cli):
     r = run_cli("generate", "--hf", tiny_gpt2[0], "--encoding", "bitwise", "--bits", "6",
-                "--prompt", "hi", "-n", "6", "--json")
+                "--hf-tokenizer", "bytes", "--prompt", "hi", "-n", "6", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert len(out["tokens"]) == 6 and out["spikes_per_token"] > 0

@@ -45,7 +45,8 @@ def resolve_checkpoint(spec: str) -> str:
                         f"or {DEFAULT_PREFIX}spikedecoder / {DEFAULT_PREFIX}ann for the shipped "
                         "models")
     if os.path.isdir(spec):
-        raise UserError(f"{spec} is a directory; give the path of a checkpoint or .nir file")
+        raise UserError(f"{spec} is a directory (a folder), not a file; give the path of a "
+                        "checkpoint, .nir or .qgraph file")
     return spec
 
 

@@ -29,7 +29,17 @@ DEFAULT_OUT = os.path.join("out", "bench")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", default="default:spikedecoder",
-                        help="checkpoint or .nir file (default: default:spikedecoder)")
+                        help="checkpoint or .nir file (default: default:spikedecoder); a foreign "
+                             "NIR graph or its .qgraph with --input")
+    parser.add_argument("--hf", metavar="PATH",
+                        help="a local Hugging Face causal LM folder: spikes, ACs, MACs and "
+                             "energy per token of its --encoding (45 nm view), on --tokens "
+                             "validation tokens")
+    parser.add_argument("--hf-tokenizer", choices=("auto", "bytes"), default="auto",
+                        help="--hf: the folder's own tokenizer (auto) or UTF-8 bytes")
+    parser.add_argument("--input", metavar="X.npy",
+                        help="NIR graphs: spike trains (samples, steps, inputs); energy per "
+                             "sample")
     parser.add_argument("--ann", metavar="CKPT", default="default:ann",
                         help="the ANN twin to compare with (default: default:ann)")
     src = parser.add_mutually_exclusive_group()
@@ -40,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int_in(1), metavar="N", default=256,
                         help="tokens to feed and measure (default: 256)")
     parser.add_argument("--backend", choices=("lava-sim", "emulator", "int"),
-                        default="lava-sim", help="where the spikes are measured")
+                        default=None, help="where the spikes are measured (default: lava-sim "
+                                           "for decoders, emulator for NIR graphs: equal to "
+                                           "Lava spike for spike)")
     parser.add_argument("--variants", metavar="CKPT", nargs="*", default=(),
                         help="partially spiking checkpoints for the block-exchange table")
     parser.add_argument("--gpu-results", metavar="FILE",
@@ -63,9 +75,21 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import resolve_checkpoint
 
     from snn_compile.benchmarks.report import check_output_dir
-    from snn_compile.errors import check_folder_writable
+    from snn_compile.errors import UserError, check_folder_writable
 
+    if args.hf:
+        return _run_hf(args)
     model = resolve_checkpoint(args.model)
+    if model.endswith((".nir", ".qgraph")):
+        from snn_compile import api
+        m = api.load(model)
+        if m.foreign:
+            return _run_foreign(args, m)
+    if args.input is not None:
+        raise UserError(f"{args.model} is a token decoder: it is benchmarked on text (--data, "
+                        "--prompts); --input is for foreign NIR graphs")
+    if args.backend is None:
+        args.backend = "lava-sim"
     ann = resolve_checkpoint(args.ann) if args.ann else None
     out = args.out
     if out is None:            # out/bench: made only once there is a report to put in it
@@ -103,6 +127,87 @@ def run(args: argparse.Namespace) -> int:
         print_json(res)
     else:
         _print_summary(Console(), res, path)   # the table on stdout
+    return 0
+
+
+def _run_hf(args) -> int:
+    """Energy per token of a spike-encoded Hugging Face causal LM (benchmarks/hf.py)."""
+    from snn_compile import api
+    from snn_compile.cli._common import progress_bar
+    from snn_compile.errors import UserError
+
+    if args.model != "default:spikedecoder":
+        raise UserError("give either MODEL or --hf PATH, not both")
+    given = [o for o, v in (("--input", args.input), ("--prompts", args.prompts),
+                            ("--variants", args.variants), ("--gpu-results", args.gpu_results),
+                            ("--backend", args.backend)) if v]
+    if given:
+        raise UserError(f"{', '.join(given)} do not apply to --hf models (the float model with "
+                        "spike-encoded activations, counted in torch)")
+    from snn_compile.models.hf import check_hf_folder
+    check_hf_folder(args.hf, args.hf_tokenizer)           # before the progress bar starts
+    with progress_bar(f"bench --hf ({args.encoding})") as update:
+        res = api.evaluate_hf(args.hf, encoding=args.encoding, bits=args.bits,
+                              threshold=args.threshold, tokenizer=args.hf_tokenizer,
+                              data=args.data, max_tokens=args.tokens, energy=True,
+                              progress=update)
+    print(f"tokenizer: {res['tokenizer']}", file=sys.stderr)
+    if args.json:
+        print_json(res)
+        return 0
+    e = res["energy_per_token_pj"]
+    print(f"{args.hf} ({args.encoding} encoding) on {res['tokens']} validation tokens: "
+          f"val_loss {res['val_loss']:.4f} nats/token, bpc {res['bpc']:.4f}")
+    sp = res["spikes_per_token"]
+    print(f"per token: {'' if sp is None else f'{sp:.1f} spikes, '}{res['acs_per_token']:.0f} "
+          f"ACs, {res['macs_per_token']:.0f} MACs")
+    print(f"energy per token (45 nm): {e['theoretical_45nm'] / 1e3:.3f} nJ; dense baseline "
+          f"{e['dense_baseline_45nm'] / 1e3:.3f} nJ")
+    return 0
+
+
+def _run_foreign(args, m) -> int:
+    """Energy per sample of a foreign NIR graph on --input (benchmarks/foreign.py)."""
+    import json
+
+    from snn_compile import api
+    from snn_compile.errors import UserError, atomic_path
+
+    if args.input is None:
+        raise UserError(f"{args.model} is a foreign NIR graph: benchmark it on your data with "
+                        f"`snn-compile bench {args.model} --input X.npy` (spike trains "
+                        "(samples, steps, inputs))")
+    given = [o for o, v in (("--prompts", args.prompts), ("--data", args.data),
+                            ("--variants", args.variants), ("--gpu-results", args.gpu_results),
+                            ("--encoding", args.encoding != "none")) if v]
+    if given:
+        raise UserError(f"{', '.join(given)} apply to token decoders; a foreign NIR graph is "
+                        "benchmarked on --input")
+    res = api.bench(m, inputs=args.input, backend=args.backend or "emulator",
+                    mean_hops=args.mean_hops)
+    res["model"] = args.model
+    if args.out:
+        from snn_compile.cli._common import to_json
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "results.json")
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write(to_json(res) + "\n")
+            json.load(open(tmp))
+        res["out"] = path
+    if args.json:
+        print_json(res)
+        return 0
+    e, p = res["energy_per_sample_pj"], res["per_sample"]
+    check = {True: "checked spike for spike against the integer reference",
+             None: "the integer reference itself"}[res["spikes_match_reference"]]
+    print(f"{args.model}: {res['samples']} samples x {res['steps']} steps on {res['backend']} "
+          f"({check})")
+    print(f"per sample: {p['spikes']:.1f} spikes, {p['input_spikes']:.1f} input spikes, "
+          f"{p['acs']:.0f} ACs, {p['macs']:.0f} MACs, {p['messages']:.0f} messages")
+    print(f"energy per sample: Loihi estimate {e['loihi_estimate'] / 1e3:.3f} nJ; 45 nm view "
+          f"{e['theoretical_45nm'] / 1e3:.3f} nJ (the same weights once as an ANN: "
+          f"{e['ann_one_pass_45nm'] / 1e3:.3f} nJ)")
     return 0
 
 

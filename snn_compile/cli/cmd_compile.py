@@ -2,9 +2,11 @@
 report what it needs.
 
 A SpikeDecoder (checkpoint, default:spikedecoder or its exported .nir) compiles
-with its attention lowering; a foreign NIR graph of standard LIF/IF/Linear/Affine
-nodes compiles for runs of ``--steps`` steps, and ``--check`` runs it on random
-input spikes through the float NIR interpreter, the integer reference and Lava.
+with its attention lowering; a foreign NIR graph of standard nodes compiles for
+runs of ``--steps`` steps (or the steps of ``--calibrate X.npy``, spike trains
+that set the membrane scales), and ``--check`` runs the calibration data (or
+random input spikes) through the float NIR interpreter, the integer reference
+and Lava.
 
 Per population: membrane scale, threshold, decay, worst input against the
 16-bit activation / 24-bit state ranges, and the headroom the integer graph measures on
@@ -35,9 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(Lava's simulator sums in int32 and would not notice)")
     parser.add_argument("--steps", type=int_in(1), metavar="S",
                         help="foreign NIR graphs: steps per run (one window from rest)")
+    parser.add_argument("--calibrate", metavar="X.npy",
+                        help="foreign NIR graphs: spike trains (samples, steps, inputs) that set "
+                             "the membrane scales (and --steps); default: random spikes of "
+                             "--check-rate")
     parser.add_argument("--check", action="store_true",
                         help="foreign NIR graphs: compare float NIR interpreter, integer "
-                             "reference and Lava fixed_pt on random input spikes")
+                             "reference and Lava fixed_pt on the calibration data (or random "
+                             "input spikes)")
     parser.add_argument("--check-rate", type=float_in(0, 1, lo_open=True), default=0.2, metavar="P",
                         help="firing probability of the random check/calibration inputs")
     parser.add_argument("--seed", type=seed(), default=0, help="seed of the random input spikes")
@@ -45,77 +52,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    """(qgraph, quantization report, check result or None)."""
-    from snn_compile.errors import UserError
-    if args.model.endswith(".nir"):
-        from snn_compile.compiler.from_nir import is_decoder_graph
-        from snn_compile.export.nir_io import read_nir
-        graph = read_nir(args.model)
-        if not is_decoder_graph(graph):
-            return _foreign(args, graph)
-    if args.steps is not None or args.check:
-        raise UserError("--steps/--check apply to foreign NIR graphs; a SpikeDecoder runs "
-                        "T steps per token (check it with `snn-compile bench`)")
-    from snn_compile.compiler.pipeline import calibration_headroom, load_qgraph
-    q, rep, tok = load_qgraph(args.model)
-    return q, rep, None, calibration_headroom(q, tok)
+    """(qgraph, quantization report, check result or None, headroom or None), through
+    ``api.compile``."""
+    from snn_compile import api
 
-
-def _foreign(args, graph):
-    import torch
-
-    from snn_compile.compiler.quantize_foreign import (compare_float_int, foreign_to_qgraph,
-                                                       plan_foreign)
-    from snn_compile.errors import UserError
-    if args.steps is None:
-        raise UserError(f"{args.model} is a foreign NIR graph: say how many steps a run has "
-                        "with --steps S")
-    if not 0.0 < args.check_rate <= 1.0:
-        raise UserError(f"--check-rate must lie in (0, 1], got {args.check_rate}")
-    plan = plan_foreign(graph)
-    gen = torch.Generator().manual_seed(args.seed)
-
-    def spikes(batch):
-        from snn_compile.export.nir_io import out_size
-        return {n: (torch.rand(args.steps, batch, out_size(plan.flat.nodes[n]), generator=gen)
-                    < args.check_rate).double() for n in plan.inputs}
-
-    from snn_compile.compiler.qgraph import QGraphError
-    try:
-        q, rep = foreign_to_qgraph(graph, args.steps, spikes(32))
-    except QGraphError as e:
-        raise UserError(f"{args.model} cannot be compiled for Loihi 2: {e}") from None
-    rep = rep.to_dict()
-    check = None
-    if args.check:
-        import sys
-        print("check: float NIR interpreter, integer reference and Lava fixed_pt on random "
-              "input spikes (starting Lava takes a few seconds) ...", file=sys.stderr, flush=True)
-        check = compare_float_int(graph, q, spikes(16), lava_samples=2)
-    return q, rep, check, None
+    m = api.compile(args.model, steps=args.steps, calibrate=args.calibrate,
+                    allow_saturation=args.allow_saturation, check=args.check,
+                    check_rate=args.check_rate, seed=args.seed, output=args.output)
+    return m.qgraph, m.report, m.check, m.headroom
 
 
 def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.compiler.resources import resource_report
-    from snn_compile.errors import UserError
 
     q, rep, check, head = _load(args)
     res = resource_report(q)
     warnings = (rep or {}).get("warnings", [])
-    over = [w for w in warnings if "16-bit" in w]
-    if head is not None:
-        over += [e + " on the calibration text" for e in head["errors"]]
-    if over and not args.allow_saturation:
-        raise UserError("; ".join(over) + " — Loihi 2 would saturate where Lava's simulator "
-                        "(int32 sums) stays silent. Fix: retrain with smaller weights into "
-                        "that population (or a lower input scale), or pass --allow-saturation "
-                        "to write the graph anyway")
-    if check is not None and check.get("lava_equals_int") is False:
-        raise UserError("Lava fixed_pt and the integer reference disagree on this graph; "
-                        "nothing written (please report this)")
-    if args.output:
-        q.save(args.output)
     out = {"check": check, "window": q.window, "steps_per_token": q.steps_per_token, "depth": q.depth,
            "populations": len(q.populations), "synapses": len(q.synapses),
            "quantization": rep, "resources": res, "output": args.output,
@@ -164,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
     for w in (rep or {}).get("notes", []):
         con.print(f"note: {w}")
     if check is not None:
-        con.print(f"check on {check['lava_samples']} x {q.steps_per_token} steps of random "
-                  f"spikes (p={args.check_rate}): float NIR vs integer spike agreement "
+        what = "the calibration data" if args.calibrate else f"random spikes (p={args.check_rate})"
+        con.print(f"check on {what}, Lava on {check['lava_samples']} x {q.steps_per_token} "
+                  "steps: float NIR vs integer spike agreement "
                   + ", ".join(f"{n} {v['agreement']:.2%}" for n, v in check["populations"].items())
                   + f"; readout |float - int| {check['readout_mean_abs_diff']:.3f} "
                   f"(mean |float| {check['readout_float_mean_abs']:.3f}); "

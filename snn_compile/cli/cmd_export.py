@@ -28,48 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import sys
 
-    import torch
-
+    from snn_compile import api
     from snn_compile.cli._common import print_json
     from snn_compile.errors import UserError
-    from snn_compile.export.nir_io import read_nir, write_nir
-    from snn_compile.export.to_nir import export_model, nir_node_of
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.fold import fold
-    from snn_compile.models.spikedecoder import is_spike_record
 
-    model, tok, _ = load_checkpoint(args.checkpoint)
-    graph = export_model(model, tok)
-    result = {"output": args.output, "nodes": len(graph.nodes), "edges": len(graph.edges)}
-
-    def check(tmp: str) -> None:
-        """Read the complete temporary file back and run it against the torch model."""
-        result["bytes"] = os.path.getsize(tmp)
-        if args.no_check:
-            return
-        from snn_compile.compiler.pipeline import calibration_tokens
-        from snn_compile.export.interpreter import NIRInterpreter, run_tokens
-        folded = fold(model)
-        toks = calibration_tokens(tok, folded.context, n=min(32, folded.context))
-        ref = folded.forward(toks)
-        got = run_tokens(NIRInterpreter(read_nir(tmp)), toks)
-        # spikes must be equal; attention memories (float sums, decayed in another order
-        # in the step-by-step interpreter) agree to float64 rounding; streams are not nodes
-        mism = [k for k, v in ref["spikes"].items()
-                if (is_spike_record(k) and not torch.equal(v, got["spikes"][nir_node_of(k)]))
-                or (k.endswith(".A") and not torch.allclose(v, got["spikes"][nir_node_of(k)],
-                                                             rtol=1e-9, atol=1e-9))]
-        diff = float((ref["logits"] - got["logits"]).abs().max())
-        result.update(check_tokens=int(toks.shape[1]), spikes_equal=not mism,
-                      logits_max_abs_diff=diff)
-        if mism:
-            raise UserError(f"exported graph disagrees with the torch model on {', '.join(mism)}"
-                            f"; nothing written to {args.output} (please report this)")
-
-    write_nir(graph, args.output, check)
+    m = api.load(args.checkpoint)
+    if m.kind != "checkpoint":
+        raise UserError(f"{args.checkpoint} is a {'NIR graph' if m.kind == 'nir' else 'compiled graph'}"
+                        "; export takes a checkpoint (default:spikedecoder, a .pt file)")
+    g = api.export(m, args.output, check=not args.no_check)
+    result = {"output": args.output, "nodes": len(g.graph.nodes), "edges": len(g.graph.edges),
+              **g.report}
     if args.json:
         print_json(result)
     else:

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint, .nir file, or default:spikedecoder / default:ann")
     parser.add_argument("--hf", metavar="PATH",
                         help="local Hugging Face causal LM directory (instead of MODEL)")
+    parser.add_argument("--hf-tokenizer", choices=("auto", "bytes"), default="auto",
+                        help="--hf: the folder's own tokenizer (auto; an error if it has none) "
+                             "or UTF-8 bytes as token ids")
     parser.add_argument("--prompt", default="", help="text to continue")
     parser.add_argument("-n", "--tokens", type=int_in(1), default=64, metavar="N",
                         help="number of new tokens")
@@ -50,6 +53,13 @@ def _backend(args):
         return _encoded_backend(args)
     if args.model is None:
         raise UserError("name a model: a checkpoint, default:spikedecoder, default:ann or a .qgraph")
+    if args.model.endswith((".nir", ".qgraph")):
+        from snn_compile import api
+        if api.load(args.model).foreign:
+            raise UserError(f"{args.model} is a foreign NIR graph: it maps spike trains to "
+                            "spike trains and generates no text; run it with `snn-compile run "
+                            f"{args.model} --input X.npy -o OUT.npy` (X: (steps, inputs) or "
+                            "(samples, steps, inputs))")
     if args.backend == "torch":
         from snn_compile.models.checkpoint import load_checkpoint
         from snn_compile.models.sampling import TorchBackend
@@ -104,7 +114,12 @@ def _encoded_backend(args):
     if args.hf:
         if args.model is not None:
             raise UserError("give either MODEL or --hf PATH, not both")
-        model, tok, encoded = load_hf(args.hf, args.encoding, args.bits, args.threshold)
+        model, tok, encoded = load_hf(args.hf, args.encoding, args.bits, args.threshold,
+                                      args.hf_tokenizer)
+        import sys
+
+        from snn_compile.models.hf import describe_tokenizer
+        print(f"tokenizer: {describe_tokenizer(tok)}", file=sys.stderr)
         return HFBackend(model, encoded), tok
     if args.model is None:
         raise UserError("name a model: default:ann, an ANN checkpoint, or --hf PATH")

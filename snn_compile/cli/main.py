@@ -22,12 +22,14 @@ from snn_compile.errors import UserError
 # name → one-line summary shown by `snn-compile --help` (the module docstring is the long help)
 COMMANDS = {
     "train": "train a spiking decoder (or its ANN twin) on a text corpus",
-    "eval": "validation loss, bits per character, perplexity and spike rates of a checkpoint",
+    "eval": "validation loss of a decoder (bits per character, perplexity, spike rates); "
+            "accuracy of a NIR graph on your data",
     "export": "export a deployable checkpoint to a NIR graph",
     "inspect": "list the nodes, edges and extension nodes of a NIR graph",
     "compile": "quantize a NIR graph to Loihi 2 fixed point and report the resources it needs",
+    "run": "run a NIR graph on spike trains (or a decoder on text) and write its output",
     "generate": "generate text token by token on a backend (torch, NIR, integer, Lava, Loihi 2)",
-    "bench": "energy per token from measured spikes versus theoretical energy",
+    "bench": "energy per token (decoders) or per sample (NIR graphs) from measured spikes",
 }
 
 DESCRIPTION = ("Neuromorphic deployment toolchain for spiking language models: train a spiking "

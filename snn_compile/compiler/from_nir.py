@@ -34,9 +34,10 @@ def require_decoder(graph, path: str, command: str = "") -> None:
     if not is_decoder_graph(graph):
         needs = f"`snn-compile {command}` needs one" if command else "this needs one"
         raise UserError(f"{path} is a foreign NIR graph, not a token decoder exported by "
-                        f"snn_compile (no token framing in its metadata), and {needs}; "
-                        f"compile and check a foreign graph with `snn-compile compile {path} "
-                        "--steps S --check`")
+                        f"snn_compile (no token framing in its metadata), and {needs}; run "
+                        f"a foreign graph on spike trains with `snn-compile run {path} --input "
+                        "X.npy` (eval/bench take --input X.npy too; compile with --steps S or "
+                        "--calibrate X.npy)")
 
 
 def lif_beta(name: str, node, dt: float) -> float:

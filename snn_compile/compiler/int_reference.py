@@ -91,6 +91,7 @@ class PortPlan:
     lags: List[int]
     wrap: bool                       # several int32 channels may overflow when summed
     bound: Optional[int]
+    steps: List[int] = field(default_factory=list)   # step lag of each synapse
 
 
 @dataclass
@@ -133,13 +134,25 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
         ports[name] = {}
         for port in PORTS[pop.kind]:
             syns = [s for s in qgraph.incoming(name) if s.port == port]
-            ks = [fx.SynapseKernel(s, qgraph.pop(s.src).kind, dev, bound[s.src]) for s in syns]
+            for s in syns:
+                if s.src == name and pop.kind != "lif":
+                    raise QGraphError(f"synapse {s.name}: only LIF populations may feed "
+                                      f"themselves (population {name} is {pop.kind})")
+                if s.src != name and s.src not in bound:
+                    raise QGraphError(f"synapse {s.name}: population {name} reads {s.src}, "
+                                      "which is computed after it (a loop through several "
+                                      "populations); the integer reference runs one "
+                                      "population at a time")
+            # a self-loop's source is this LIF: binary, so its kernel needs no source bound
+            ks = [fx.SynapseKernel(s, qgraph.pop(s.src).kind, dev, bound.get(s.src))
+                  for s in syns]
             for s in syns:
                 consumers[s.src] += 1
             b = fx.add_bounds(*[k.bound for k in ks]) if ks else 0
             wrap = len(ks) > 1 and b is None
             ports[name][port] = PortPlan(ks, [s.src for s in syns],
-                                         [s.token_lag for s in syns], wrap, b)
+                                         [s.token_lag for s in syns], wrap, b,
+                                         [s.step_lag for s in syns])
         if pop.kind == "input":
             bound[name] = 1
         elif pop.kind == "lif":
@@ -181,20 +194,44 @@ def _lagged(x: torch.Tensor, lag: int, past: Optional[torch.Tensor]) -> torch.Te
     return torch.cat([past[:, past.shape[1] - lag:].to(x.device), x], dim=1)[:, :x.shape[1]]
 
 
+def _step_lagged(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Outputs (B, N, T, size) of step ``t - k`` at step ``t`` (zeros for ``t < k``)."""
+    if k >= x.shape[2]:
+        return torch.zeros_like(x)
+    return torch.cat([torch.zeros_like(x[:, :, :k]), x[:, :, :x.shape[2] - k]], dim=2)
+
+
 def port_input(plan: GraphPlan, pp: PortPlan, outs: Dict[str, torch.Tensor],
-               rows_shape, past: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+               rows_shape, past: Optional[Dict[str, torch.Tensor]] = None,
+               skip: Optional[str] = None) -> torch.Tensor:
     """Sum of a port's synapses applied to their sources' outputs (rows flattened);
-    ``past[src]``: the source's outputs of the tokens before this run (token shift)."""
+    ``past[src]``: the source's outputs of the tokens before this run (token shift);
+    synapses from ``skip`` (a LIF's self-loop, added step by step) are left out."""
     acc = None
-    for k, src, lag in zip(pp.synapses, pp.srcs, pp.lags):
+    for k, src, lag, st in zip(pp.synapses, pp.srcs, pp.lags, pp.steps or [0] * len(pp.srcs)):
+        if src == skip:
+            continue
         x = outs[src]
         if lag:
             x = _lagged(x, lag, (past or {}).get(src))
+        if st:
+            x = _step_lagged(x, st)
         y = k(x.reshape(-1, x.shape[-1]))
         acc = y if acc is None else acc + y
-    if pp.wrap:
+    if acc is None:
+        return torch.zeros(*rows_shape, _port_size(plan, pp), dtype=torch.int64,
+                           device=plan.device)
+    if pp.wrap and skip is None:
         acc = fx.wrap32(acc)
     return acc.reshape(*rows_shape, -1)
+
+
+def _port_size(plan: GraphPlan, pp: PortPlan) -> int:
+    """Width of a port (the destination population's size), from one of its kernels."""
+    for name, ports in plan.ports.items():
+        if any(q is pp for q in ports.values()):
+            return plan.qgraph.pop(name).size
+    raise QGraphError("port without a population")
 
 
 # --------------------------------------------------------------------- run
@@ -229,16 +266,27 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
     B, N = bn
     T = q.steps_per_token
     pp = plan.ports[name]
-    a = {port: port_input(plan, pp[port], outs, (B, N, T), past) for port in pp}
+    loops = [(k, st) for k, src, st in zip(pp["a_in"].synapses, pp["a_in"].srcs,
+                                            pp["a_in"].steps or [0] * len(pp["a_in"].srcs))
+             if src == name] if pop.kind == "lif" else []
+    a = {port: port_input(plan, pp[port], outs, (B, N, T), past,
+                          skip=name if loops else None) for port in pp}
     if pop.kind == "lif":
         p = lif or plan.lif[name]
         x = a["a_in"].reshape(B * N, T, pop.size)
         u = torch.zeros(B * N, pop.size, dtype=torch.int64, device=plan.device)
         v = torch.zeros_like(u)
-        s = torch.empty(B * N, T, pop.size, dtype=torch.int64, device=plan.device)
+        s = torch.zeros(B * N, T, pop.size, dtype=torch.int64, device=plan.device)
         for t in range(T):
-            st, u, v = fx.lif_step(x[:, t], u, v, p)
-            s[:, t] = st
+            xt = x[:, t]
+            if loops:                 # recurrence: this population's spikes of step t - k
+                for k, st in loops:
+                    if t >= st:
+                        xt = xt + k(s[:, t - st])
+                if pp["a_in"].wrap:
+                    xt = fx.wrap32(xt)
+            st_, u, v = fx.lif_step(xt, u, v, p)
+            s[:, t] = st_
         return s.reshape(B, N, T, pop.size), None
     if pop.kind == "prod":
         return fx.prod_step(a["a_in1"], a["a_in2"], pop.exp, pop.vth, plan.prod_wrap[name]), None

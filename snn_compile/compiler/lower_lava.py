@@ -182,8 +182,10 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
             proc = Injector(shape=shape, buffer_size=buf, name=name)
             injectors[name] = proc
         elif p.kind == "lif":
-            common = dict(shape=shape, du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
-                          bias_exp=p.bias_exp, name=name)
+            bias = np.asarray(p.bias_mant, dtype=np.int64)       # one value or one per neuron
+            common = dict(shape=shape, du=p.du, dv=p.dv, vth=p.vth,
+                          bias_mant=bias if bias.ndim else int(bias), bias_exp=p.bias_exp,
+                          name=name)
             if p.reset_each_token:
                 proc = LIFReset(reset_interval=W, reset_offset=(p.depth + 1) % W, **common)
             else:
@@ -233,5 +235,12 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
         neurons[name].s_out.connect(ex.in_port)
         extractors[name] = ex
 
+    if q.single_window:
+        # one sample per window: a sample leaves spikes in flight (recurrent loops, delays,
+        # biased neurons firing in the drain steps); the next one starts from rest
+        state = [(proc, "a_buff") for proc in synapses.values()] + [
+            (neurons[n], v) for n, p in q.populations.items() if p.kind == "lif"
+            for v in ("u", "v")] + [(proc, "a_buff") for proc in
+                                    list(loops.values()) + list(decay_loops.values())]
     return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state,
                        decay_loops)

@@ -41,6 +41,10 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
         except QGraphError as e:
             raise UserError(str(e)) from None
         tok = q.metadata.get("tokenizer")
+        if tok is None and q.metadata.get("model") == "foreign":
+            raise UserError(f"{spec} is a compiled foreign NIR graph (spike trains in and out, "
+                            f"no tokenizer): run it with `snn-compile run {spec} --input X.npy` "
+                            "(eval and bench take --input too)")
         if tok is None:
             raise UserError(f"{spec} carries no tokenizer; recompile it from its checkpoint")
         return q, None, tokenizer_from_dict(tok)

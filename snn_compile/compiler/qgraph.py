@@ -7,11 +7,13 @@ lowering, the resource report and the energy counters all read this one object;
 ``docs/semantics.md`` gives the equations.
 
 Timing: every synapse adds one step of latency plus its ``delay``; the compiler
-assigns depths so that ``depth[dst] + token_lag * W == depth[src] + 1 + delay``
-holds for every synapse (``validate`` checks it; ``W`` is the token window), which
-makes the pipelined (global-time) run equal the token-time run. A synapse with
+assigns depths so that ``depth[dst] + token_lag * W + step_lag == depth[src] + 1 +
+delay`` holds for every synapse (``validate`` checks it; ``W`` is the token window),
+which makes the pipelined (global-time) run equal the token-time run. A synapse with
 ``token_lag = j`` (the token shift) carries its source's output of token ``n - j``
-into token ``n``: in hardware, a delay of ``j`` whole windows.
+into token ``n``: in hardware, a delay of ``j`` whole windows. One with ``step_lag =
+k`` carries the output of step ``t - k`` into step ``t`` (a NIR Delay, or recurrence:
+a LIF's self-loop with ``k = 1`` is NIR's one-step recurrent edge).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import io
 import json
 import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -37,7 +39,8 @@ ACCUM_DECAY_MAX = 255     # accum decay mantissa: the -diag(decay) loop is an in
 ACCUM_DECAY_EXP = 12      # default: retention 1 - decay / 4096
 DELAY_MAX = 62            # DelayDense accepts 0..63; one step is the synapse's own
 GRADED_MESSAGE_BITS = 24
-FILE_VERSION = 3          # 3: Population.decay / decay_exp; 2: Synapse.token_lag
+FILE_VERSION = 4          # 4: Synapse.step_lag, per-neuron bias_mant; 3: Population.decay /
+                          # decay_exp; 2: Synapse.token_lag
 
 
 class QGraphError(ValueError):
@@ -72,7 +75,7 @@ class Population:
     du: int = DECAY_MAX
     dv: int = 0
     vth: int = 0
-    bias_mant: int = 0
+    bias_mant: Union[int, List[int]] = 0   # lif: one value, or one per neuron (13-bit)
     bias_exp: int = 0
     exp: int = 0                 # prod only
     reset_each_token: bool = True  # lif only: state cleared at every token start
@@ -80,6 +83,15 @@ class Population:
     role: str = ""               # for reports: "qkv", "kv_product", "memory", ...
     decay: List[int] = field(default_factory=list)  # accum only: per-neuron mantissa 0..255
     decay_exp: int = ACCUM_DECAY_EXP                 # accum only: lambda = 1 - decay / 2^exp
+
+    def bias(self) -> np.ndarray:
+        """Per-neuron bias added to ``v`` at every step, ``bias_mant << bias_exp`` (int64)."""
+        m = np.broadcast_to(np.asarray(self.bias_mant, np.int64), (self.size,))
+        return m << self.bias_exp if self.bias_exp >= 0 else m >> -self.bias_exp
+
+    @property
+    def has_bias(self) -> bool:
+        return bool(np.any(np.asarray(self.bias_mant) != 0))
 
     @property
     def decaying(self) -> bool:
@@ -96,7 +108,8 @@ class Synapse:
     the source sends integer payloads (num_message_bits = 24) rather than 1-bit
     spikes. ``delay`` adds steps beyond the synapse's own one. ``token_lag``: the
     destination at ``(n, t)`` receives the source's output of ``(n - token_lag, t)``
-    (zero before the first token).
+    (zero before the first token). ``step_lag``: it receives the output of ``(n, t -
+    step_lag)`` (zero for ``t < step_lag``; single-window graphs only).
     """
 
     name: str
@@ -108,6 +121,7 @@ class Synapse:
     graded: bool = False
     delay: int = 0
     token_lag: int = 0
+    step_lag: int = 0
 
 
 @dataclass
@@ -142,6 +156,14 @@ class QGraph:
         return self.pop(self.readout).depth
 
     @property
+    def single_window(self) -> bool:
+        """Run one window at a time from rest (a foreign graph: one sample is one window of
+        ``steps_per_token`` steps; or a context of one token): every backend clears the
+        whole state between windows, so nothing a window leaves behind reaches the next
+        and the streaming conditions (``emulator.check_streamable``) do not apply."""
+        return self.context == 1 or self.metadata.get("model") == "foreign"
+
+    @property
     def window(self) -> int:
         """Global steps per token: T plus the pipeline latency."""
         return self.steps_per_token + self.depth
@@ -164,7 +186,12 @@ class QGraph:
                     errs.append(f"population {p.name}: du/dv must be in 0..{DECAY_MAX}")
                 if not (0 <= p.vth <= VTH_MAX):
                     errs.append(f"population {p.name}: vth {p.vth} outside 0..{VTH_MAX}")
-                if not (-4096 <= p.bias_mant <= 4095 and 0 <= p.bias_exp <= 7):
+                bm = np.asarray(p.bias_mant)
+                if bm.ndim > 1 or (bm.ndim == 1 and bm.size != p.size):
+                    errs.append(f"population {p.name}: {bm.size} bias values for {p.size} "
+                                "neurons (give one, or one per neuron)")
+                elif not (bm.dtype.kind in "iu" and np.all((-4096 <= bm) & (bm <= 4095))
+                          and 0 <= p.bias_exp <= 7):
                     errs.append(f"population {p.name}: bias outside 13-bit mantissa / 3-bit exp")
             errs += _decay_errors(p)
         for name in self.inputs:
@@ -196,13 +223,20 @@ class QGraph:
                 errs.append(f"synapse {s.name}: delay {s.delay} outside 0..{DELAY_MAX}")
             if s.graded != (src.kind in ("prod", "graded", "accum")):
                 errs.append(f"synapse {s.name}: graded={s.graded} but source kind is {src.kind}")
-            if s.token_lag < 0:
-                errs.append(f"synapse {s.name}: token_lag {s.token_lag} < 0 reads the future")
+            if s.token_lag < 0 or s.step_lag < 0:
+                errs.append(f"synapse {s.name}: a negative token or step lag reads the future")
+            elif s.step_lag and not self.single_window:
+                errs.append(f"synapse {s.name}: step lags (delays, recurrence) are lowered for "
+                            "single-window graphs only")
+            elif s.src == s.dst and not s.step_lag:
+                errs.append(f"synapse {s.name}: a self-loop needs a step lag of at least 1")
             elif (self.readout in self.populations
-                  and dst.depth + s.token_lag * self.window != src.depth + 1 + s.delay):
+                  and dst.depth + s.token_lag * self.window + s.step_lag
+                  != src.depth + 1 + s.delay):
                 errs.append(f"synapse {s.name}: depth {src.depth} -> {dst.depth} with delay "
-                            f"{s.delay} and token lag {s.token_lag} breaks depth[dst] + "
-                            f"token_lag * W = depth[src] + 1 + delay (W = {self.window})")
+                            f"{s.delay}, token lag {s.token_lag} and step lag {s.step_lag} breaks "
+                            "depth[dst] + token_lag * W + step_lag = depth[src] + 1 + delay "
+                            f"(W = {self.window})")
         if errs:
             raise QGraphError("invalid quantized graph:\n  " + "\n  ".join(errs))
         return self
@@ -215,7 +249,8 @@ class QGraph:
         files (without them) load as non-decaying accums."""
         header = {
             "format": "snn_compile.qgraph", "version": FILE_VERSION,
-            "populations": [{**asdict(p), "decay": [int(x) for x in p.decay]}
+            "populations": [{**asdict(p), "decay": [int(x) for x in p.decay],
+                             "bias_mant": (np.asarray(p.bias_mant, np.int64).tolist())}
                             for p in self.populations.values()],
             "synapses": [{k: v for k, v in asdict(s).items() if k != "weights"}
                          for s in self.synapses],
@@ -345,17 +380,19 @@ def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],
     """Give every population its longest-path depth and set each synapse's delay.
 
     Depth of inputs is 0; ``depth[dst] = max over incoming (depth[src] + 1)``
-    (synapses with a token lag come from an earlier window and do not count);
-    then ``delay = depth[dst] - depth[src] - 1`` pads the shorter paths, plus
-    ``token_lag * W`` (``W = steps_per_token + depth[readout]``) for a lagged
-    synapse. The graph must be acyclic apart from the implicit self-loop of ``accum``.
+    (token-shift synapses come from an earlier window and self-loops from an earlier
+    step: they do not count; a step-lagged synapse between two populations counts like
+    any other, so its delay is at least its lag); then ``delay = depth[dst] - depth[src]
+    - 1`` pads the shorter paths, plus ``token_lag * W`` (``W = steps_per_token +
+    depth[readout]``) for a token-shift synapse and ``step_lag`` for a delayed or
+    recurrent one. The graph without token-shift synapses and self-loops must be acyclic.
     """
     depth: Dict[str, Optional[int]] = {n: None for n in pops}
     for n in inputs:
         depth[n] = 0
     incoming: Dict[str, List[Synapse]] = {n: [] for n in pops}
     for s in synapses:
-        if not s.token_lag:
+        if not s.token_lag and s.src != s.dst:
             incoming[s.dst].append(s)
     remaining = [n for n in pops if depth[n] is None]
     while remaining:
@@ -378,5 +415,15 @@ def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],
         raise QGraphError(f"synapses {lagged} have a token lag: their delay needs the token "
                           "window (give steps_per_token and readout)")
     W = steps_per_token + pops[readout].depth if lagged else 0
+    late = []
     for s in synapses:
-        s.delay = pops[s.dst].depth - pops[s.src].depth - 1 + s.token_lag * W
+        s.delay = pops[s.dst].depth - pops[s.src].depth - 1 + s.token_lag * W + s.step_lag
+        if s.delay < 0:
+            late.append(f"{s.src} (depth {pops[s.src].depth}) -> {s.dst} (depth "
+                        f"{pops[s.dst].depth}) {s.step_lag} step{'s' if s.step_lag > 1 else ''} "
+                        "later")
+    if late:
+        raise QGraphError("a loop or delay that Loihi 2 cannot time: " + "; ".join(late)
+                          + " — every synaptic hop takes a step, so a path through k "
+                          "populations arrives k steps later at the earliest; give the graph "
+                          "longer Delay nodes, or keep recurrence within one neuron node")

@@ -224,7 +224,7 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
             continue
         a_bound: Dict[str, int] = {}
         for s in q.incoming(name):
-            row = np.abs(s.weights.astype(np.int64)) @ np.full(s.weights.shape[1], out_bound[s.src],
+            row = np.abs(s.weights.astype(np.int64)) @ np.full(s.weights.shape[1], out_bound.get(s.src, 1),
                                                                 dtype=np.int64)
             a_bound[s.port] = a_bound.get(s.port, 0) + int(shift(row, s.weight_exp).max(initial=0))
         a = max(a_bound.values(), default=0)
@@ -235,7 +235,7 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
         if p.kind == "lif":
             keep = (4096 - min(p.du + 1, 4096)) / 4096          # u decay factor per step
             u = a * 64 / (1 - keep) if keep < 1 else math.inf
-            r.update(u_bound=u, v_bound=u + abs(p.bias_mant << p.bias_exp) + (p.vth << 6),
+            r.update(u_bound=u, v_bound=u + int(np.abs(p.bias()).max(initial=0)) + (p.vth << 6),
                      state_limit=limit)
             r["fits"] = a <= r["a_in_limit"] and u <= limit
             out_bound[name] = 1
@@ -329,7 +329,7 @@ def measured_ranges(qgraph: QGraph, outs: Mapping[str, np.ndarray]) -> Dict[str,
                     v[:] = 0
                 for t in range(T):
                     u = _decay(u, p.du + 1) + (a[n, t] << 6)
-                    v = _decay(v, p.dv) + u + (p.bias_mant << p.bias_exp)
+                    v = _decay(v, p.dv) + u + p.bias()
                     umax = max(umax, int(np.abs(u).max(initial=0)))
                     vmax = max(vmax, int(np.abs(v).max(initial=0)))
                     v = np.clip(v, -limit, limit)

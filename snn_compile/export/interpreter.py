@@ -4,8 +4,11 @@ Time is discrete, ``dt`` seconds per step (graph metadata ``dt``, else the
 ``dt`` argument, else 1e-4 as snnTorch's exporter assumes). Within a step the
 nodes run in topological order, so a chain Linear → LIF → Linear → LIF sees
 this step's values end to end (as snnTorch and the time-parallel torch model
-do); only ``Delay`` nodes read earlier steps, which is why a cycle must pass
-through one. Continuous-time neurons use forward Euler; with
+do); ``Delay`` nodes read earlier steps, and an edge that closes a cycle
+without a Delay (``nir_io.recurrent_edges``) carries the previous step's value
+(NIR's one-step recurrence: ``LIF -> Linear(W_rec) -> LIF`` adds ``W_rec s[t-1]``).
+Convolutions and sum pooling are their unrolled matrices on the flattened
+vector (``nir_io.linear_form``). Continuous-time neurons use forward Euler; with
 ``beta = 1 - dt/tau`` and ``gain = r dt / tau``:
 
     LIF      v <- beta v + (1 - beta) v_leak + gain I;  z = v > v_th;  v <- v_reset where z
@@ -37,7 +40,8 @@ import torch
 
 from snn_compile.errors import UserError
 from snn_compile.export.extensions import FRAMING_KEY
-from snn_compile.export.nir_io import FlatGraph, flatten, node_type, order, validate
+from snn_compile.export.nir_io import (CONVOLUTIONS, FlatGraph, flatten, linear_form, node_type,
+                                       order, out_size, recurrent_edges, validate)
 
 DEFAULT_DT = 1e-4
 NEURONS = ("LIF", "IF", "LI", "I", "CubaLIF")
@@ -59,6 +63,9 @@ class NIRInterpreter:
         self.device, self.dtype = torch.device(device), dtype
         self.order: List[str] = order(self.flat)
         self.srcs = {n: self.flat.sources(n) for n in self.flat.nodes}
+        self.back = recurrent_edges(self.flat)
+        self.back_srcs = sorted({a for a, _ in self.back})
+        self.prev: Dict[str, torch.Tensor] = {}
         self.p: Dict[str, dict] = {n: self._params(n, v) for n, v in self.flat.nodes.items()}
         self.state: Dict[str, object] = {}
         self.batch = 0
@@ -66,6 +73,11 @@ class NIRInterpreter:
     # ------------------------------------------------------------- parameters
     def _t(self, x) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, np.float64), dtype=self.dtype, device=self.device)
+
+    def _v(self, x) -> torch.Tensor:
+        """A per-neuron parameter as a flat vector (NIR nodes may carry (C, H, W) shapes;
+        the interpreter works on flattened, C-order vectors)."""
+        return self._t(np.asarray(x, np.float64).reshape(-1))
 
     def _params(self, name: str, node) -> dict:
         t, dt = node_type(node), self.dt
@@ -75,32 +87,35 @@ class NIRInterpreter:
                 p["b"] = self._t(node.bias)
             return p
         if t == "Scale":
-            return {"s": self._t(node.scale)}
+            return {"s": self._v(node.scale)}
+        if t in CONVOLUTIONS:
+            M, b = linear_form(self.flat, name)
+            return {"W": self._t(M).t().contiguous(), "b": None if b is None else self._t(b)}
         if t == "Threshold":
-            return {"th": self._t(node.threshold)}
+            return {"th": self._v(node.threshold)}
         if t in ("LIF", "LI"):
             tau = np.asarray(node.tau, np.float64)
             beta = _coef(1.0 - dt / tau)
-            p = {"beta": self._t(beta), "gain": self._t(_coef(np.asarray(node.r) * dt / tau)),
-                 "leak": self._t((1.0 - beta) * np.asarray(node.v_leak, np.float64))}
+            p = {"beta": self._v(beta), "gain": self._v(_coef(np.asarray(node.r) * dt / tau)),
+                 "leak": self._v((1.0 - beta) * np.asarray(node.v_leak, np.float64))}
             if t == "LIF":
-                p.update(vth=self._t(node.v_threshold), vreset=self._t(node.v_reset))
+                p.update(vth=self._v(node.v_threshold), vreset=self._v(node.v_reset))
             return p
         if t in ("IF", "I"):
-            p = {"gain": self._t(_coef(np.asarray(node.r, np.float64) * dt))}
+            p = {"gain": self._v(_coef(np.asarray(node.r, np.float64) * dt))}
             if t == "IF":
-                p.update(vth=self._t(node.v_threshold), vreset=self._t(node.v_reset))
+                p.update(vth=self._v(node.v_threshold), vreset=self._v(node.v_reset))
             return p
         if t == "CubaLIF":
             ts, tm = np.asarray(node.tau_syn, np.float64), np.asarray(node.tau_mem, np.float64)
             beta = _coef(1.0 - dt / tm)
-            return {"alpha": self._t(_coef(1.0 - dt / ts)),
-                    "win": self._t(_coef(np.asarray(node.w_in, np.float64) * dt / ts)),
-                    "beta": self._t(beta), "gain": self._t(_coef(np.asarray(node.r) * dt / tm)),
-                    "leak": self._t((1.0 - beta) * np.asarray(node.v_leak, np.float64)),
-                    "vth": self._t(node.v_threshold), "vreset": self._t(node.v_reset)}
+            return {"alpha": self._v(_coef(1.0 - dt / ts)),
+                    "win": self._v(_coef(np.asarray(node.w_in, np.float64) * dt / ts)),
+                    "beta": self._v(beta), "gain": self._v(_coef(np.asarray(node.r) * dt / tm)),
+                    "leak": self._v((1.0 - beta) * np.asarray(node.v_leak, np.float64)),
+                    "vth": self._v(node.v_threshold), "vreset": self._v(node.v_reset)}
         if t == "Delay":
-            k = np.rint(np.asarray(node.delay, np.float64) / dt).astype(np.int64)
+            k = np.rint(np.asarray(node.delay, np.float64).reshape(-1) / dt).astype(np.int64)
             if k.size and k.min() < 1:
                 raise UserError(f"Delay node {name}: delays shorter than one step dt={dt} "
                                 "cannot be executed in discrete time")
@@ -114,7 +129,7 @@ class NIRInterpreter:
     # ------------------------------------------------------------------ state
     def reset(self, batch: int) -> None:
         """Zero every state for ``batch`` sequences."""
-        self.batch, self.state = batch, {}
+        self.batch, self.state, self.prev = batch, {}, {}
 
     def reset_neurons(self, steps: int = 0) -> None:
         """Token boundary: neuron states to zero; attention memories and delays stay.
@@ -150,7 +165,8 @@ class NIRInterpreter:
                 continue
             x = None
             for s in self.srcs[n]:
-                x = out[s] if x is None else x + out[s]
+                v = self._previous(s) if (s, n) in self.back else out[s]
+                x = v if x is None else x + v
             if t == "Delay":
                 self._delay_push(n, x)
             elif t in ("Output", "Flatten"):
@@ -161,6 +177,8 @@ class NIRInterpreter:
                 out[n] = x @ p["W"] + p["b"]
             elif t == "Scale":
                 out[n] = x * p["s"]
+            elif t in CONVOLUTIONS:
+                out[n] = x @ p["W"] if p["b"] is None else x @ p["W"] + p["b"]
             elif t == "Threshold":
                 out[n] = (x > p["th"]).to(self.dtype)
             elif t in NEURONS:
@@ -169,7 +187,19 @@ class NIRInterpreter:
                 out[n] = self._attention(n, p, x)
             else:       # validate() rejected it already
                 raise UserError(f"node {n}: type {t} cannot be executed")
+        self.prev = {s: out[s] for s in self.back_srcs}
         return out
+
+    def _previous(self, name: str) -> torch.Tensor:
+        """A recurrent edge's value: its source's output of the previous step (zeros at
+        the first step)."""
+        if name in self.prev:
+            return self.prev[name]
+        size = out_size(self.flat.nodes[name])
+        if size is None:
+            raise UserError(f"node {name} starts a recurrent edge but its size is unknown; "
+                            "give the node an output type")
+        return self._zeros(int(size))
 
     def _neuron(self, n: str, t: str, p: dict, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]

@@ -4,7 +4,9 @@
 project's extension subgraphs back into extension nodes, and ``flatten`` +
 ``validate`` give every later stage (interpreter, inspect, compiler) one flat
 graph whose problems — unknown node types, dangling edges, shape mismatches,
-cycles without a ``Delay`` — are reported together in one clear error.
+non-finite parameters — are reported together in one clear error. Cycles are NIR:
+an edge closing a cycle without a ``Delay`` carries the previous step's value
+(``recurrent_edges``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from snn_compile.export.extensions import EXTENSIONS, _scalar, extension_name
 
 # node types the interpreter executes; the compiler lowers a subset (compiler/from_nir.py)
 SUPPORTED = ("Input", "Output", "Linear", "Affine", "Scale", "LIF", "IF", "LI", "I",
-             "CubaLIF", "Threshold", "Delay", "Flatten", "NIRGraph") + tuple(EXTENSIONS)
+             "CubaLIF", "Threshold", "Delay", "Flatten", "Conv1d", "Conv2d", "SumPool2d",
+             "NIRGraph") + tuple(EXTENSIONS)
+# weight nodes that are a matrix on the flattened vector (convolutions unrolled)
+CONVOLUTIONS = ("Conv1d", "Conv2d", "SumPool2d")
+MAX_UNROLLED = 64 * 2 ** 20          # entries of an unrolled convolution matrix
 
 
 class NIRGraphError(UserError):
@@ -245,11 +251,18 @@ def flatten(graph, prefix: str = "") -> FlatGraph:
     return FlatGraph(nodes, edges, meta)
 
 
+def _type_size(node, key: str) -> Optional[int]:
+    shape = (getattr(node, key + "_type", None) or {}).get(key)
+    return None if shape is None or np.size(shape) == 0 else int(np.prod(shape))
+
+
 def in_size(node) -> Optional[int]:
     """Width of a node's input vector (None where any width is accepted)."""
     t = node_type(node)
     if t in ("Linear", "Affine"):
         return int(np.asarray(node.weight).shape[1])
+    if t in CONVOLUTIONS:
+        return _type_size(node, "input")
     if t in ("Flatten",):
         return None
     if t in EXTENSIONS:
@@ -269,6 +282,8 @@ def out_size(node) -> Optional[int]:
         return int(np.asarray(node.r).size)
     if t == "Threshold":
         return int(np.asarray(node.threshold).size)
+    if t in ("Conv1d", "Conv2d"):
+        return _type_size(node, "output")
     if t == "Delay":
         return int(np.asarray(node.delay).size)
     if t == "Input":
@@ -328,11 +343,6 @@ def validate(flat: FlatGraph, supported=SUPPORTED) -> FlatGraph:
                 problems.append(f"Input node {n} has incoming edges")
             if node_type(v) not in ("Input",) and not flat.sources(n):
                 problems.append(f"node {n} has no incoming edge (dangling)")
-    if not problems:
-        cyc = cycle_without_delay(flat)
-        if cyc:
-            problems.append("cycle without a Delay node: " + " -> ".join(cyc + [cyc[0]])
-                            + " (insert a nir.Delay to say which step's value it reads)")
     if problems:
         raise NIRGraphError("invalid NIR graph: " + "; ".join(problems))
     return flat
@@ -354,43 +364,86 @@ def non_finite_parameters(flat: FlatGraph) -> List[str]:
     return problems
 
 
-def cycle_without_delay(flat: FlatGraph) -> List[str]:
-    """A cycle that does not pass through a Delay node, or [] when there is none."""
+NEURON_TYPES = ("LIF", "IF", "LI", "I", "CubaLIF")
+
+
+def recurrent_edges(flat: FlatGraph) -> set:
+    """The edges that close a cycle not passing through a Delay node: NIR's recurrence.
+
+    Such an edge carries the value its source had at the *previous* step (one-step
+    recurrence), so every cycle is well defined: ``LIF -> Linear(W_rec) -> LIF`` reads
+    ``W_rec s[t-1]`` at step ``t`` (snnTorch's RLeaky, Norse's and Rockpool's recurrent
+    layers). A cycle through a Delay node needs no such edge (the Delay reads the past).
+
+    Found by a depth-first search from the Input nodes (then any node not reached), in
+    the graph's order; of each cycle it closes, the edge *leaving its last neuron node*
+    is the recurrent one, so that the weight nodes of a recurrent path (and their bias)
+    act at every step, the first included, as in snnTorch's ``RLeaky``
+    (``mem = beta mem + x + W_rec spk_prev + b_rec`` with ``spk_prev = 0`` at the start).
+    A cycle of weight nodes only keeps the search's own back edge.
+    """
     succ: Dict[str, List[str]] = {n: [] for n in flat.nodes}
     for a, b in flat.edges:
-        if node_type(flat.nodes[a]) != "Delay":
+        if node_type(flat.nodes[a]) != "Delay" and a in succ and b in succ:
             succ[a].append(b)
     color = {n: 0 for n in flat.nodes}
-    stack: List[str] = []
+    back, chosen = set(), set()
+    starts = flat.inputs + [n for n in flat.nodes if n not in flat.inputs]
+    for root in starts:
+        if color[root]:
+            continue
+        color[root] = 1
+        stack = [(root, iter(succ[root]))]
+        while stack:
+            n, it = stack[-1]
+            m = next(it, None)
+            if m is None:
+                color[n] = 2
+                stack.pop()
+            elif color[m] == 1:
+                back.add((n, m))
+                path = [x for x, _ in stack]
+                cyc = path[path.index(m):]                  # m ... n, then n -> m
+                neurons = [i for i, x in enumerate(cyc) if node_type(flat.nodes[x])
+                           in NEURON_TYPES]
+                if neurons:
+                    j = neurons[-1]
+                    chosen.add((cyc[j], cyc[j + 1] if j + 1 < len(cyc) else cyc[0]))
+                else:
+                    chosen.add((n, m))
+            elif color[m] == 0:
+                color[m] = 1
+                stack.append((m, iter(succ[m])))
+    return chosen if _acyclic_without(succ, chosen) else back
 
-    def dfs(n: str) -> List[str]:
-        color[n] = 1
-        stack.append(n)
-        for m in succ[n]:
-            if color[m] == 1:
-                return stack[stack.index(m):]
-            if color[m] == 0:
-                c = dfs(m)
-                if c:
-                    return c
-        stack.pop()
-        color[n] = 2
-        return []
 
-    for n in flat.nodes:
-        if color[n] == 0:
-            c = dfs(n)
-            if c:
-                return list(c)
-    return []
+def _acyclic_without(succ: Dict[str, List[str]], cut: set) -> bool:
+    indeg = {n: 0 for n in succ}
+    for a, bs in succ.items():
+        for b in bs:
+            if (a, b) not in cut:
+                indeg[b] += 1
+    ready = [n for n, k in indeg.items() if k == 0]
+    seen = 0
+    while ready:
+        a = ready.pop()
+        seen += 1
+        for b in succ[a]:
+            if (a, b) not in cut:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+    return seen == len(succ)
 
 
 def order(flat: FlatGraph) -> List[str]:
     """Topological order in which a step is computed; Delay outputs come from the
-    previous steps, so edges leaving a Delay do not constrain the order."""
+    previous steps, and recurrent edges (``recurrent_edges``) carry the previous step's
+    value, so neither constrains the order."""
+    back = recurrent_edges(flat)
     indeg = {n: 0 for n in flat.nodes}
     for a, b in flat.edges:
-        if node_type(flat.nodes[a]) != "Delay":
+        if node_type(flat.nodes[a]) != "Delay" and (a, b) not in back and b in indeg:
             indeg[b] += 1
     ready = [n for n, k in indeg.items() if k == 0]
     out: List[str] = []
@@ -400,7 +453,100 @@ def order(flat: FlatGraph) -> List[str]:
         if node_type(flat.nodes[n]) == "Delay":
             continue
         for b in flat.targets(n):
+            if (n, b) in back or b not in indeg:
+                continue
             indeg[b] -= 1
             if indeg[b] == 0:
                 ready.append(b)
     return out
+
+
+# ----------------------------------------------------------- convolutions
+def _spatial_input(flat: FlatGraph, name: str) -> Tuple[int, ...]:
+    """(C, H, W) / (C, L) of what a convolution or pooling node receives: its own input
+    type, else the output type of a source that has one (shapes NIR's type inference
+    leaves out, as on a SumPool2d)."""
+    node = flat.nodes[name]
+    shape = (getattr(node, "input_type", None) or {}).get("input")
+    if shape is not None and np.size(shape) > 1:
+        return tuple(int(v) for v in np.asarray(shape).reshape(-1))
+    for src in flat.sources(name):
+        sn = flat.nodes[src]
+        o = (getattr(sn, "output_type", None) or {}).get("output")
+        if o is not None and np.size(o) > 1:
+            return tuple(int(v) for v in np.asarray(o).reshape(-1))
+        if node_type(sn) in CONVOLUTIONS:
+            return conv_shapes(flat, src)[1]
+        if node_type(sn) in ("LIF", "IF", "LI", "I", "CubaLIF", "Delay", "Scale"):
+            for fld in ("tau", "r", "tau_mem", "delay", "scale"):
+                a = getattr(sn, fld, None)
+                if isinstance(a, np.ndarray) and a.ndim > 1:
+                    return tuple(int(v) for v in a.shape)
+    raise NIRGraphError(f"node {name} ({node_type(node)}): the shape (channels, height, width) "
+                        "of its input is unknown (no input type on it or on the node before "
+                        "it); export the graph with its shapes (nir.NIRGraph.infer_types)")
+
+
+def _pad2(v, n: int) -> Tuple[int, ...]:
+    a = np.asarray(v).reshape(-1)
+    return tuple(int(x) for x in (np.repeat(a, n) if a.size == 1 else a))
+
+
+def conv_shapes(flat: FlatGraph, name: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """(input shape, output shape) of a convolution or pooling node."""
+    import torch
+    node, t = flat.nodes[name], node_type(flat.nodes[name])
+    if t in ("Conv1d", "Conv2d"):
+        nd = 1 if t == "Conv1d" else 2
+        w = np.asarray(node.weight)
+        ish = node.input_shape
+        if ish is None:
+            cin_shape = _spatial_input(flat, name)
+        else:
+            cin_shape = (int(w.shape[1]) * int(getattr(node, "groups", 1) or 1),
+                         *_pad2(ish, nd))
+    else:
+        nd = 2
+        cin_shape = _spatial_input(flat, name)
+    with torch.no_grad():
+        y = _conv_apply(node, t, torch.zeros(1, *cin_shape, dtype=torch.float64), nd)
+    return tuple(cin_shape), tuple(int(v) for v in y.shape[1:])
+
+
+def _conv_apply(node, t: str, x, nd: int):
+    """The node's operation on a batch ``x`` (B, C, ...) in torch float64."""
+    import torch
+    import torch.nn.functional as F
+    if t == "SumPool2d":
+        k, st = _pad2(node.kernel_size, 2), _pad2(node.stride, 2)
+        pd = _pad2(node.padding, 2)
+        return F.avg_pool2d(x, k, st, pd, count_include_pad=True, divisor_override=1)
+    w = torch.as_tensor(np.asarray(node.weight, np.float64))
+    pad = node.padding if isinstance(node.padding, str) else _pad2(node.padding, nd)
+    conv = F.conv1d if nd == 1 else F.conv2d
+    return conv(x, w, None, _pad2(node.stride, nd), pad, _pad2(node.dilation, nd),
+                int(node.groups))
+
+
+def linear_form(flat: FlatGraph, name: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A convolution or pooling node as ``y = M x + b`` on flattened (C-order) vectors:
+    ``M`` (out, in) is the operation applied to the identity, so the interpreter and the
+    Loihi lowering use one matrix (for Loihi, a Dense synapse with the unrolled weights:
+    ``out x in`` entries, ``nnz`` of them non-zero, instead of ``C_out C_in k^2``)."""
+    import torch
+    node, t = flat.nodes[name], node_type(flat.nodes[name])
+    ishape, oshape = conv_shapes(flat, name)
+    n_in, n_out = int(np.prod(ishape)), int(np.prod(oshape))
+    if n_in * n_out > MAX_UNROLLED:
+        raise NIRGraphError(f"node {name} ({t}): unrolled it is a {n_out} x {n_in} matrix, "
+                            f"more than {MAX_UNROLLED:,} entries; snn_compile unrolls "
+                            "convolutions into dense synapses — use smaller inputs")
+    with torch.no_grad():
+        eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *ishape)
+        M = _conv_apply(node, t, eye, len(ishape) - 1).reshape(n_in, n_out).T.numpy()
+    b = getattr(node, "bias", None)
+    bias = None
+    if t != "SumPool2d" and b is not None and np.any(np.asarray(b) != 0):
+        per = int(np.prod(oshape[1:]))
+        bias = np.repeat(np.asarray(b, np.float64).reshape(-1), per)
+    return np.ascontiguousarray(M), bias

@@ -59,8 +59,12 @@ def check_streamable(qgraph: QGraph) -> None:
     leaks into the next window): LIFs need ``du = 4095`` (no synaptic current
     left over) and zero bias; a population is silent when its inputs are,
     except ``accum`` (it holds the memory) and ``prod``, which is silent when
-    either port is; an ``accum`` must integrate a silent input.
+    either port is; an ``accum`` must integrate a silent input. A ``single_window`` graph
+    (one sample per reset, foreign graphs) has no next token to leak into: nothing to
+    check (its biases before the window: ``quantize_foreign._pre_window_biases``).
     """
+    if qgraph.single_window:
+        return
     errs = []
     silent: Dict[str, bool] = {}
     for name in qgraph.order():
@@ -75,7 +79,7 @@ def check_streamable(qgraph: QGraph) -> None:
             if p.du != DECAY_MAX:
                 errs.append(f"{name}: du={p.du} leaves synaptic current after the token; need "
                             f"{DECAY_MAX}")
-            if p.bias_mant:
+            if p.has_bias:
                 errs.append(f"{name}: bias {p.bias_mant} makes it fire between tokens; need 0")
             silent[name] = all(by_port.values())
         elif p.kind == "prod":
@@ -212,7 +216,7 @@ class Emulator:
             _const([sz(p, c.fu) for p, c in zip(lif, lp)], dev),
             _const([sz(p, c.fv) for p, c in zip(lif, lp)], dev),
             _const([sz(p, c.vth6) for p, c in zip(lif, lp)], dev),
-            _const([sz(p, c.bias) for p, c in zip(lif, lp)], dev),
+            _const([fx.per_neuron(c.bias, p.size) for p, c in zip(lif, lp)], dev),
             any(c.act_wrap for c in lp), any(c.u_wrap for c in lp), any(c.v_wrap for c in lp))
         # LIFReset: rows whose (g - depth) % W == 0, per residue of g
         self.resets: Dict[int, torch.Tensor] = {}

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
 from snn_compile.hw_sim import fixed_point as fx
 
@@ -184,10 +185,13 @@ class NumpyEngine:
                 p.wraps.append(pp.bound is None)
             if pop.kind == "lif":
                 c = plan.lif[name]
-                p.fu, p.fv, p.vth6, p.bias = int(c.fu), int(c.fv), int(c.vth6), int(c.bias)
+                p.fu, p.fv, p.vth6 = int(c.fu), int(c.fv), int(c.vth6)
+                # an int, or a per-neuron (size, 1) column; 0 when the population has none
+                p.bias = (c.bias.cpu().numpy().astype(_I64)[:, None] if torch.is_tensor(c.bias)
+                          else int(c.bias))
                 p.act_wrap, p.u_wrap, p.v_wrap = c.act_wrap, c.u_wrap, c.v_wrap
                 p.reset_res = pop.depth % self.W           # LIFReset clears u, v at g = depth
-                p.lazy = p.bias == 0                        # silent without input (see module doc)
+                p.lazy = _no_bias(p.bias)                   # silent without input (see module doc)
                 # no wrap can happen: u, v in float64 (fewer ops), exact below 2^53
                 p.fl = (p.fu == 0 and not (c.act_wrap or c.u_wrap or c.v_wrap or p.wraps[0])
                         and all(s.exact_in_float() for s in p.ports[0]))
@@ -342,7 +346,7 @@ class NumpyEngine:
         if p.fl:                               # u = a << 6 (du = 4095), all in float64
             u = a * 64.0 if a is not None else np.zeros((self.sizes[p.i], self.B))
             vv = u + p.bias if v is None else np.trunc(v * p.cv) + u
-            if p.bias and v is not None:
+            if not p.lazy and v is not None:
                 vv += p.bias
             np.maximum(vv, -(UV_MAX - 1), out=vv)
             np.minimum(vv, UV_MAX - 1, out=vv)
@@ -367,7 +371,7 @@ class NumpyEngine:
                           np.where(dc <= -UV_MAX, dc + 2 * UV_MAX, dc))
         u = dc
         vv = u if v is None else decay(v, p.fv) + u
-        if p.bias:
+        if not p.lazy:
             vv = vv + p.bias
         if p.v_wrap:
             vv = wrap32(vv)
@@ -437,6 +441,10 @@ class NumpyEngine:
                         arr[n, t] = o
             res[name] = arr
         return res
+
+
+def _no_bias(b) -> bool:
+    return bool(np.all(np.asarray(b) == 0))
 
 
 def _live(syns: List[_Syn], rows) -> bool:

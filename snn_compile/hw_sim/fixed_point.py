@@ -98,7 +98,7 @@ class LifParams:
     fu: object                   # 4096 - (du + 1)           (int or per-neuron tensor)
     fv: object                   # 4096 - dv
     vth6: object                 # vth << 6
-    bias: object                 # bias_mant << bias_exp (Lava: right shift if exp < 0)
+    bias: object                 # bias_mant << bias_exp: an int, or a per-neuron (size,) tensor
     act_wrap: bool = True        # |a << 6| may leave int32
     u_wrap: bool = True          # decay(u) + act may leave (-2^23, 2^23]  (or int32)
     v_wrap: bool = True          # decay(v) + u + bias may leave int32
@@ -106,7 +106,8 @@ class LifParams:
     @classmethod
     def of(cls, pop, in_bound: Optional[int] = None) -> "LifParams":
         """``in_bound``: a bound of |a| (None: unknown, all wraps kept)."""
-        bias = pop.bias_mant << pop.bias_exp if pop.bias_exp >= 0 else pop.bias_mant >> -pop.bias_exp
+        b = pop.bias()                                  # (size,) int64, Lava's effective_bias
+        bias = int(b[0]) if b.size == 0 or np.all(b == b[0]) else torch.as_tensor(b)
         p = cls(fu=DECAY_UNITY - (pop.du + 1), fv=DECAY_UNITY - pop.dv, vth6=pop.vth << VTH_SHIFT,
                 bias=bias)
         if in_bound is not None:
@@ -116,7 +117,7 @@ class LifParams:
             ub = act if pop.du == DECAY_MAX else act * DECAY_UNITY // (pop.du + 1) + 1
             p.u_wrap = ub >= UV_MAX
             if not p.u_wrap:
-                p.v_wrap = UV_MAX + ub + abs(bias) >= I32
+                p.v_wrap = UV_MAX + ub + int(np.abs(b).max(initial=0)) >= I32
         return p
 
 
@@ -144,6 +145,29 @@ def lif_step(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, p: LifParams):
 
 def _is_zero(c) -> bool:
     return (not torch.is_tensor(c)) and c == 0
+
+
+def per_neuron(c, size: int) -> np.ndarray:
+    """A LifParams constant (int or per-neuron tensor) as an int64 array of ``size``."""
+    if torch.is_tensor(c):
+        return c.cpu().numpy().astype(np.int64).reshape(-1)
+    return np.full(size, int(c), np.int64)
+
+
+def bias_fires_from_rest(pop, steps: int) -> bool:
+    """Whether a LIF fed nothing but its own bias spikes within ``steps`` steps from rest:
+    what a population at depth ``d`` does in the ``d`` global steps before its window
+    starts (``LIFReset`` clears u, v at the window's first step, but a spike sent before
+    it reaches the population's self-loop or delayed synapses)."""
+    p = LifParams.of(pop, 0)
+    u = torch.zeros(1, pop.size, dtype=torch.int64)
+    v = torch.zeros_like(u)
+    zero = torch.zeros_like(u)
+    for _ in range(steps):
+        s, u, v = lif_step(zero, u, v, p)
+        if bool(s.any()):
+            return True
+    return False
 
 
 def _abs32_gt(w: torch.Tensor, vth) -> torch.Tensor:
