@@ -39,6 +39,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from snn_compile.models import kernels
 from snn_compile.models.config import DECAY_EXP, ModelConfig
 
 
@@ -69,17 +70,20 @@ def spike(x: torch.Tensor, kind: str = "atan") -> torch.Tensor:
 
 # ---------------------------------------------------------------- quantization
 def fake_quant(w: torch.Tensor, enabled: bool = True) -> torch.Tensor:
-    """Snap to ``m * 2^e``, |m| <= 127, e the smallest integer that fits (STE)."""
+    """Snap to ``m * 2^e``, |m| <= 127, e the smallest integer that fits (STE):
+    ``e = ceil(log2(max|w| / 127))`` (+1 where rounding of the log still leaves
+    max|w| / 2^e > 127), ``q = clamp(round(w / 2^e), -127, 127) 2^e``, forward q,
+    gradient 1."""
     if not enabled:
         return w
     amax = w.detach().abs().max()
-    if amax == 0:
-        return w
     e = torch.ceil(torch.log2(amax / 127.0))
     s = torch.pow(2.0, e)
-    if amax / s > 127:
-        s = s * 2
-    q = torch.clamp(torch.round(w / s), -127, 127) * s
+    s = torch.where(amax / s > 127, s * 2, s)
+    q = torch.clamp(torch.round(w.detach() / s), -127, 127) * s
+    # all zero: s = 0 and q = nan; keep w. Tensor ops, not Python branches on values, so
+    # a GPU step does not wait for the host (the same values as the branches did)
+    q = torch.where(amax == 0, w.detach(), q)
     return w + (q - w).detach()
 
 
@@ -109,6 +113,13 @@ class LIF(nn.Module):
         return quant_beta(torch.sigmoid(self.beta_logit), self.deployable)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        if kernels.kernels_enabled():
+            return kernels.lif(current, self.beta(), self.surrogate)
+        return self.forward_reference(current)
+
+    def forward_reference(self, current: torch.Tensor) -> torch.Tensor:
+        """The recurrence as a Python loop under autograd (``kernels.lif`` is the same
+        function in one autograd node)."""
         beta = self.beta()
         v = torch.zeros_like(current[:, :, 0])
         out = []
@@ -181,6 +192,15 @@ def causal_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor]
         scores = scores * (w.to(q.dtype) * mask)
     a = scores @ vh                                            # (B, H, P, dh)
     return a.transpose(1, 2).reshape(B, N, T, d)
+
+
+def training_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor] = None,
+                             window: int = 0) -> torch.Tensor:
+    """The attention a block trains with: ``kernels.chunked_spike_attention`` (the same A
+    to rounding, cheaper) unless the kernels are off; evaluation keeps the reference."""
+    if kernels.kernels_enabled():
+        return kernels.chunked_spike_attention(q, k, v, n_heads, retain, window)
+    return causal_spike_attention(q, k, v, n_heads, retain, window)
 
 
 def causal_sdsa_memory(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -284,7 +304,8 @@ class SpikeBlock(nn.Module):
         if self.cfg.attention == "sdsa":
             a = causal_sdsa_memory(k, v)
         else:
-            a = causal_spike_attention(q, k, v, self.cfg.n_heads)
+            attend = training_spike_attention if self.training else causal_spike_attention
+            a = attend(q, k, v, self.cfg.n_heads)
         if self.ablate_attention:
             a = torch.zeros_like(a)
         (c,) = self._fold(self.norm_attn, a if self.training else None, torch.ones_like(self.g1))
@@ -372,8 +393,8 @@ class StreamBlock(nn.Module):
         w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
         qkv = self.lif_qkv(x @ w.t() + shift_current(x, ws))
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-        a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.retain,
-                                   self.cfg.memory_window)
+        attend = training_spike_attention if train else causal_spike_attention
+        a = attend(q, k, v, self.cfg.n_heads, self.retain, self.cfg.memory_window)
         if self.ablate_attention:
             a = torch.zeros_like(a)
         (c,) = self._fold(self.norm_attn, a if train else None, ones)
