@@ -228,3 +228,41 @@ def test_compiled_lif_loops_give_the_same_spikes():
     assert torch.equal(got, ref)
     assert torch.allclose(cur.grad, g_ref, rtol=0, atol=1e-10)
     assert abs(float(beta.grad - b_ref)) < 1e-10
+
+
+@pytest.mark.parametrize("mode", ["diag", "full"])
+def test_raw_current_for_the_norm_statistics_is_the_reference_sum(mode):
+    """With the kernels on, diag shifts fold into one matmul ``(x + sum_j x[n-j] mu_j) W^T``."""
+    cfg = ModelConfig(**TINY, residual="stream", token_shift=2, shift_mode=mode)
+    torch.manual_seed(2)
+    blk = build_model(cfg).double().blocks[0]
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    x = (torch.rand(2, cfg.context, 3, 16, dtype=torch.float64) < 0.4).double()
+    for tgt in ("qkv", "ff"):
+        from snn_compile.models.spikedecoder import shift_current
+        base = blk.W_qkv if tgt == "qkv" else blk.W_1
+        ref = x @ base.t() + shift_current(x, blk.shift_matrices(tgt))
+        with kernels.use_kernels(True):
+            got = blk.raw_current(x, tgt)
+        assert not got.requires_grad
+        assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+
+
+def test_tf32_spike_matmul_function_gives_the_product_and_its_gradients():
+    """The TF32 product's autograd (run here on the CPU, where no TF32 exists, so the
+    values must be those of the plain product): forward and both gradients, 4-d input."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(2, 5, 3, 8, generator=g) < 0.5).double().requires_grad_()
+    w = fake_quant(torch.randn(6, 8, generator=g, dtype=torch.float64)).detach().requires_grad_()
+    go = torch.randn(2, 5, 3, 6, generator=g, dtype=torch.float64)
+    out = kernels._TF32SpikeMatmul.apply(x, w)
+    (out * go).sum().backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    ref = x @ w.t()
+    (ref * go).sum().backward()
+    assert torch.equal(out, ref)
+    assert torch.allclose(gx, x.grad, atol=1e-12) and torch.allclose(gw, w.grad, atol=1e-12)
+    assert kernels.spike_matmul(x, w).equal(ref)            # CPU: the plain product

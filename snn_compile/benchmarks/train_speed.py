@@ -2,7 +2,8 @@
 
     python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
         [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
-        [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--json]
+        [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
+        [--tf32] [--compile] [--json]
 
 The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
 the shipped 4 x 128 residual-stream design with the decaying attention memory);
@@ -20,7 +21,12 @@ then ``--steps`` timed steps, the device synchronised at both ends; the models
 alternate ``--rounds`` times and the median is reported, so the ratio SNN cost / ANN
 cost comes from one run on one machine. ``--with-reference`` adds the SpikeDecoder with
 the training kernels off (``models.kernels.use_kernels(False)``: the Python LIF loop and
-the P x P attention) as a third model. On CUDA, peak memory is
+the P x P attention) as a third model. ``--attention-chunk`` sets the tokens per chunk of the chunked
+attention. ``--tf32`` (CUDA) runs the SpikeDecoder's spike x quantized-weight products on
+TF32 tensor cores (exact in the forward, ``models.kernels.spike_matmul``; the run checks
+it: the spikes of one evaluation forward with and without TF32 are compared and the
+number of differing spikes reported) and gives the ANN twin TF32 for all its matmuls.
+``--compile`` wraps both models in ``torch.compile``. On CUDA, peak memory is
 ``torch.cuda.max_memory_allocated`` over each model's timed steps (both models' weights
 and optimiser states stay resident). Imports no Lava, so it runs where only PyTorch is
 installed.
@@ -70,7 +76,9 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         like: str = "default:spikedecoder", layers: Optional[int] = None,
         d_model: Optional[int] = None, heads: Optional[int] = None,
         token_shift: Optional[int] = None, timesteps: Optional[int] = None,
-        attention_floor: float = 0.02, with_reference: bool = False) -> dict:
+        attention_floor: float = 0.02, with_reference: bool = False,
+        attention_chunk: Optional[int] = None, tf32: bool = False,
+        compile_models: bool = False) -> dict:
     import torch
 
     from snn_compile.data.batching import random_batch
@@ -92,6 +100,9 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
     batches = [random_batch(train_ids, batch_size, ctx, rng)
                for _ in range(max(steps, warmup))]
     dist = Dist(device=device)
+    if attention_chunk is not None:
+        kernels.set_chunk_tokens(attention_chunk)
+    kernels.set_tf32(tf32)
     names = ["spikedecoder", "ann"] + (["spikedecoder_reference"] if with_reference else [])
     runs = {}
     for name in names:
@@ -99,14 +110,19 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         torch.manual_seed(seed)
         model = build_model(cfg).to(device).train()
         opt = make_optimizer(model, 1e-3, 0.01)
+        net = torch.compile(model) if compile_models else model
         floor = 0.0 if name == "ann" else attention_floor
-        mode = (lambda: kernels.use_kernels(False)) if name.endswith("_reference") \
-            else contextlib.nullcontext
+        if name.endswith("_reference"):
+            mode = lambda: kernels.use_kernels(False)             # noqa: E731
+        elif name == "ann" and tf32:
+            mode = lambda: kernels._matmul_precision("high")      # noqa: E731
+        else:
+            mode = contextlib.nullcontext
 
-        def step(x, y, model=model, opt=opt, floor=floor, mode=mode):
+        def step(x, y, net=net, opt=opt, floor=floor, mode=mode):
             with mode():
-                train_step(model, opt, x, y, dist, record=True, attention_floor=floor)
-        runs[name] = dict(step=step, rounds=[], peak=0,
+                train_step(net, opt, x, y, dist, record=True, attention_floor=floor)
+        runs[name] = dict(step=step, rounds=[], peak=0, model=model,
                           params=sum(p.numel() for p in model.parameters()))
     for r in runs.values():
         for x, y in batches[:warmup]:
@@ -125,21 +141,46 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
             if cuda:
                 r["peak"] = max(r["peak"], torch.cuda.max_memory_allocated())
     med = {k: statistics.median(r["rounds"]) for k, r in runs.items()}
+    tf32_check = _tf32_check(runs["spikedecoder"]["model"], batches[0][0], device) \
+        if tf32 and cuda else None
     out = {"device": torch.cuda.get_device_name() if cuda else "cpu",
            "torch": torch.__version__, "batch_size": batch_size, "context": ctx,
            "steps_timed": steps, "rounds": rounds, "like": like,
            "size": f"{snn_cfg.n_layers}x{snn_cfg.d_model}",
            "config": snn_cfg.to_dict(), "attention_floor": attention_floor,
-           "kernels": kernels.describe(),
+           "kernels": kernels.describe(), "compiled": compile_models, "tf32": tf32,
            "params": {k: r["params"] for k, r in runs.items()},
            "tokens_per_s": med,
            "all_rounds_tokens_per_s": {k: r["rounds"] for k, r in runs.items()},
            "snn_cost_over_ann": med["ann"] / med["spikedecoder"]}
     if with_reference:
         out["reference_over_kernels"] = med["spikedecoder"] / med["spikedecoder_reference"]
+    if tf32_check is not None:
+        out["tf32_check"] = tf32_check
     if cuda:
         out["peak_memory_mib"] = {k: r["peak"] / 2 ** 20 for k, r in runs.items()}
     return out
+
+
+def _tf32_check(model, x, device) -> dict:
+    """Spikes of one evaluation forward with TF32 spike products against FP32 ones."""
+    import torch
+
+    from snn_compile.models import kernels
+    from snn_compile.models.spikedecoder import is_spike_record
+    was = model.training
+    model.eval()
+    recs = []
+    with torch.no_grad():
+        for on in (False, True):
+            kernels.set_tf32(on)
+            recs.append(model(torch.as_tensor(x, device=device), record=True)[1])
+    kernels.set_tf32(True)
+    model.train(was)
+    keys = [k for k in recs[0] if is_spike_record(k)]
+    differ = sum(int((recs[0][k] != recs[1][k]).sum()) for k in keys)
+    total = sum(recs[0][k].numel() for k in keys)
+    return {"differing_spikes": differ, "spike_decisions": total}
 
 
 @exits_on_user_error
@@ -164,6 +205,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "recipe's 0.02; 0: off)")
     ap.add_argument("--with-reference", action="store_true",
                     help="also time the SpikeDecoder with the training kernels off")
+    ap.add_argument("--attention-chunk", type=int,
+                    help="tokens per chunk of the chunked attention (default 8)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="TF32 spike x weight products (CUDA; the ANN twin gets TF32 too)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
@@ -172,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
             a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
-            a.with_reference)
+            a.with_reference, a.attention_chunk, a.tf32, a.compile)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -183,6 +229,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mem = f"   peak {r['peak_memory_mib'][k]:8.0f} MiB" if "peak_memory_mib" in r else ""
         print(f"  {k:<23} {v:12,.0f} tokens/s{mem}")
     print(f"  SpikeDecoder cost / ANN twin cost: {r['snn_cost_over_ann']:.2f} x")
+    if "tf32_check" in r:
+        c = r["tf32_check"]
+        print(f"  TF32 check: {c['differing_spikes']} of {c['spike_decisions']:,} spikes differ")
     if "reference_over_kernels" in r:
         print(f"  kernels speed-up over the reference: {r['reference_over_kernels']:.2f} x")
     return 0

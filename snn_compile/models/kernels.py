@@ -60,7 +60,8 @@ import torch
 
 _STATE = {"kernels": os.environ.get("SNN_KERNELS", "1") != "0",
           "compile": os.environ.get("SNN_KERNELS_COMPILE", "0") == "1",
-          "chunk_tokens": int(os.environ.get("SNN_ATTENTION_CHUNK", "8"))}
+          "chunk_tokens": int(os.environ.get("SNN_ATTENTION_CHUNK", "8")),
+          "tf32": os.environ.get("SNN_KERNELS_TF32", "0") == "1"}
 
 
 def kernels_enabled() -> bool:
@@ -85,11 +86,24 @@ def set_compile(enabled: bool) -> bool:
     return _STATE["compile"]
 
 
+def set_chunk_tokens(tokens: int) -> None:
+    """Tokens per chunk of ``chunked_spike_attention`` (default 8, ``SNN_ATTENTION_CHUNK``)."""
+    if tokens < 1:
+        raise ValueError(f"chunk of {tokens} tokens; give at least 1")
+    _STATE["chunk_tokens"] = int(tokens)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 tensor cores for the spike x quantized-weight products (``spike_matmul``)."""
+    _STATE["tf32"] = bool(enabled)
+
+
 def describe() -> str:
     if not _STATE["kernels"]:
         return "off (reference LIF loop and P x P attention)"
     return (f"fused LIF{' (torch.compile)' if _STATE['compile'] else ''}, chunked attention "
-            f"({_STATE['chunk_tokens']} tokens per chunk) in training")
+            f"({_STATE['chunk_tokens']} tokens per chunk) in training"
+            f"{', TF32 spike x weight products on CUDA' if _STATE['tf32'] else ''}")
 
 
 # ------------------------------------------------------------------------ fused LIF
@@ -162,7 +176,9 @@ class _LIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, beta, kind: str):
         fwd, _ = _loops()
-        spikes, v_pre = fwd(current, beta)
+        # detached: the loops write with out=, which autograd refuses on inputs that need
+        # a gradient when torch.compile traces this function with grad mode on
+        spikes, v_pre = fwd(current.detach(), beta.detach())
         ctx.save_for_backward(v_pre, beta)
         ctx.kind = kind
         return spikes
@@ -171,7 +187,8 @@ class _LIF(torch.autograd.Function):
     def backward(ctx, grad):
         v_pre, beta = ctx.saved_tensors
         _, bwd = _loops()
-        grad_i, gbeta = bwd(grad.contiguous(), v_pre, beta, ctx.kind, ctx.needs_input_grad[1])
+        grad_i, gbeta = bwd(grad.detach().contiguous(), v_pre.detach(), beta.detach(),
+                            ctx.kind, ctx.needs_input_grad[1])
         return (grad_i if ctx.needs_input_grad[0] else None,
                 gbeta.reshape(beta.shape).to(beta.dtype) if ctx.needs_input_grad[1] else None,
                 None)
@@ -250,3 +267,50 @@ def chunked_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor
     inter = (qh * fa[:, None, :, None]) @ S                       # (B, H, nc, L, dh)
     a = (intra + inter).permute(0, 2, 3, 1, 4).reshape(B, n_chunks * c, T, d)
     return a[:, :N] if pad else a
+
+
+# ------------------------------------------------- TF32 spike x quantized weight
+@contextlib.contextmanager
+def _matmul_precision(mode: str):
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(mode)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+class _TF32SpikeMatmul(torch.autograd.Function):
+    """``x @ w^T`` on TF32 tensor cores, forward and backward.
+
+    Exact in the forward where ``x`` holds spikes (0 / 1) and ``w`` lies on the 8-bit
+    fake-quantization grid ``m 2^e``, |m| <= 127: TF32 keeps 10 mantissa bits, so both
+    operands are represented exactly, each product is exact, and the FP32 accumulation
+    of at most 4 d terms of magnitude <= 127 2^e stays below 2^24 2^e (no rounding in
+    any order). The gradients (``g w``, ``g^T x``) are rounded to TF32: mixed precision
+    of the backward only; the deployed weights and thresholds are untouched."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        with _matmul_precision("high"):
+            return x @ w.t()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = gw = None
+        with _matmul_precision("high"):
+            if ctx.needs_input_grad[0]:
+                gx = g @ w
+            if ctx.needs_input_grad[1]:
+                gw = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        return gx, gw
+
+
+def spike_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w^T`` for spikes ``x`` and a fake-quantized ``w``; on CUDA with ``set_tf32``
+    (and the kernels on) through ``_TF32SpikeMatmul``, else the plain product."""
+    if _STATE["tf32"] and _STATE["kernels"] and x.is_cuda and x.dtype == torch.float32:
+        return _TF32SpikeMatmul.apply(x, w)
+    return x @ w.t()
