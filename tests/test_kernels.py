@@ -208,9 +208,10 @@ def test_sync_free_fake_quant_equals_the_branching_one(dtype):
         assert torch.equal(w.grad, torch.ones_like(w))
 
 
-def test_compiled_lif_loops_give_the_same_spikes():
+def test_compiled_lif_loops_and_fake_quant_give_the_same_values():
     """``set_compile(True)`` where torch.compile works here (it may contract to FMAs, so
-    spikes are compared in float64, where a contraction cannot reach the threshold)."""
+    spikes are compared in float64, where a contraction cannot reach the threshold);
+    the compiled fake quantization equals the branching one."""
     if not hasattr(torch, "compile"):
         pytest.skip("no torch.compile in this PyTorch")
     cur = _currents((2, 6, 4, 8), torch.float64).requires_grad_()
@@ -219,12 +220,18 @@ def test_compiled_lif_loops_give_the_same_spikes():
     (ref * 1.0).sum().backward()
     g_ref, b_ref = cur.grad.clone(), beta.grad.clone()
     cur.grad, beta.grad = None, None
+    g = torch.Generator().manual_seed(4)
+    mats = [torch.randn(12, 7, generator=g) * 0.3, torch.randn(5, generator=g) * 40.0,
+            torch.zeros(3, 3)]
     try:
         kernels.set_compile(True)
         got = kernels.lif(cur, beta, "atan")
         got.sum().backward()
+        quant = [fake_quant(w) for w in mats]
     finally:
         kernels.set_compile(False)
+    for w, q in zip(mats, quant):
+        assert torch.equal(q, branching_fake_quant(w))
     assert torch.equal(got, ref)
     assert torch.allclose(cur.grad, g_ref, rtol=0, atol=1e-10)
     assert abs(float(beta.grad - b_ref)) < 1e-10

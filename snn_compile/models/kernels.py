@@ -80,7 +80,8 @@ def use_kernels(enabled: bool):
 
 
 def set_compile(enabled: bool) -> bool:
-    """``torch.compile`` the LIF loops (where available); returns whether it is on."""
+    """``torch.compile`` the LIF loops and ``fake_quant`` (where available; off by
+    default, ``SNN_KERNELS_COMPILE=1``); returns whether it is on."""
     _STATE["compile"] = bool(enabled) and hasattr(torch, "compile")
     _LOOPS.clear()
     return _STATE["compile"]
@@ -132,10 +133,9 @@ def _forward_loop(current: torch.Tensor, beta: torch.Tensor):
     v_pre = torch.empty_like(current)
     v = torch.zeros_like(current[:, :, 0])             # v'[t-1]
     bv = torch.empty_like(v)
-    for t in range(current.shape[2]):
-        vt = v_pre[:, :, t]
-        torch.add(torch.mul(v, beta, out=bv), current[:, :, t], out=vt)   # beta v' + I
-        torch.mul(vt, vt <= 1.0, out=v)                   # v' = v (1 - s)
+    for i_t, v_t in zip(current.unbind(2), v_pre.unbind(2)):
+        torch.add(torch.mul(v, beta, out=bv), i_t, out=v_t)        # beta v' + I
+        torch.mul(v_t, v_t <= 1.0, out=v)                         # v' = v (1 - s)
     return (v_pre > 1.0).to(current.dtype), v_pre
 
 
@@ -148,10 +148,10 @@ def _backward_loop(grad: torch.Tensor, v_pre: torch.Tensor, beta: torch.Tensor,
     grad_i = _surrogate_times(grad, v_pre, kind)                  # gs sigma'(v - 1), all t
     T = v_pre.shape[2]
     if T > 1:
-        bk = keep[:, :, :-1].to(v_pre.dtype).mul_(beta)           # beta (1 - s[t]), t < T-1
+        bk = keep[:, :, :-1].to(v_pre.dtype).mul_(beta).unbind(2)  # beta (1 - s[t]), t < T-1
+        g = grad_i.unbind(2)
         for t in range(T - 2, -1, -1):
-            torch.addcmul(grad_i[:, :, t], bk[:, :, t], grad_i[:, :, t + 1],
-                          out=grad_i[:, :, t])
+            torch.addcmul(g[t], bk[t], g[t + 1], out=g[t])
     if not want_beta or T < 2:
         return grad_i, torch.zeros((), dtype=v_pre.dtype, device=v_pre.device)
     v_post = torch.mul(v_pre[:, :, :-1], keep[:, :, :-1])         # v'[t-1], t >= 1
@@ -161,13 +161,17 @@ def _backward_loop(grad: torch.Tensor, v_pre: torch.Tensor, beta: torch.Tensor,
 _LOOPS: Dict[str, object] = {}
 
 
+def compiled(name: str, fn):
+    """``fn`` itself, or (after ``set_compile(True)``) its ``torch.compile``d version."""
+    if not (_STATE["compile"] and _STATE["kernels"]):
+        return fn
+    if name not in _LOOPS:
+        _LOOPS[name] = torch.compile(fn, dynamic=None)
+    return _LOOPS[name]
+
+
 def _loops():
-    if not _STATE["compile"]:
-        return _forward_loop, _backward_loop
-    if not _LOOPS:
-        _LOOPS["f"] = torch.compile(_forward_loop, dynamic=False)
-        _LOOPS["b"] = torch.compile(_backward_loop, dynamic=False, options=None)
-    return _LOOPS["f"], _LOOPS["b"]
+    return compiled("lif_forward", _forward_loop), compiled("lif_backward", _backward_loop)
 
 
 class _LIF(torch.autograd.Function):
