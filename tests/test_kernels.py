@@ -195,17 +195,22 @@ def branching_fake_quant(w):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sync_free_fake_quant_equals_the_branching_one(dtype):
+    """Values bit for bit (w + (q - w) is exactly q), gradient passed through unchanged."""
     g = torch.Generator().manual_seed(0)
     cases = [torch.randn(40, 30, generator=g, dtype=dtype) * s for s in (1e-3, 0.7, 50.0)]
-    cases += [torch.zeros(5, 5, dtype=dtype), torch.full((3,), 127.0, dtype=dtype),
+    cases += [torch.randn(300, 70, generator=g, dtype=dtype) * 3e-5,
+              torch.zeros(5, 5, dtype=dtype), torch.full((3,), 127.0, dtype=dtype),
               torch.tensor([127.4, -3.0], dtype=dtype), torch.tensor([254.0, 1.0], dtype=dtype),
               torch.tensor([-0.0, 0.0], dtype=dtype)]
     for w in cases:
-        w = w.clone().requires_grad_()
-        got, ref = fake_quant(w), branching_fake_quant(w)
-        assert torch.equal(got, ref)
-        got.sum().backward()
-        assert torch.equal(w.grad, torch.ones_like(w))
+        ref = branching_fake_quant(w)
+        for on in (True, False):           # one straight-through node / the w + (q - w) form
+            x = w.clone().requires_grad_()
+            with kernels.use_kernels(on):
+                got = fake_quant(x)
+            assert torch.equal(got, ref)
+            (got * torch.arange(got.numel(), dtype=dtype).reshape(got.shape)).sum().backward()
+            assert torch.equal(x.grad, torch.arange(x.numel(), dtype=dtype).reshape(x.shape))
 
 
 def test_compiled_lif_loops_and_fake_quant_give_the_same_values():
