@@ -1,22 +1,41 @@
 """Training throughput of the SpikeDecoder and its ANN twin, measured in one run.
 
-    python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 50]
-        [--batch-size 64] [--json]
+    python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
+        [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
+        [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
+        [--tf32] [--compile] [--json]
 
-Both models at the shipped size (d_model 64, 2 layers, 4 heads, context 128,
-T = 4 for the SNN) take the same optimisation step as ``snn-compile train``
-(forward with BPTT over T, cross-entropy, backward, gradient clipping, AdamW;
-without the progress bar's spike-rate read-out) on the same random batches of
-the embedded corpus. Each model gets warm-up
-steps first, then ``--steps`` timed steps, the device synchronised at both
-ends; the models alternate ``--rounds`` times and the median is reported, so
-the ratio SNN cost / ANN cost comes from one run on one machine. Imports no
-Lava, so it runs where only PyTorch is installed.
+The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
+the shipped 4 x 128 residual-stream design with the decaying attention memory);
+``--layers``, ``--d-model``, ``--heads``, ``--token-shift``, ``--timesteps`` override it
+(the decay mantissas and the window are then recomputed, as ``snn-compile train`` does),
+so the scaling table's sizes are ``--layers 2 --d-model 64 --heads 4 --token-shift 2``,
+the default, and ``--layers 6 --d-model 256 --heads 16``. The ANN twin has the same
+layers, d_model, heads and context.
+
+Both take the step of ``snn-compile train`` (``models.train.train_step``: forward with
+BPTT over T and the spike records, cross-entropy plus, for the SpikeDecoder, the
+attention spike-rate floor of the shipped recipe, backward, gradient clipping, AdamW)
+on the same random batches of the embedded corpus. Each model gets warm-up steps,
+then ``--steps`` timed steps, the device synchronised at both ends; the models
+alternate ``--rounds`` times and the median is reported, so the ratio SNN cost / ANN
+cost comes from one run on one machine. ``--with-reference`` adds the SpikeDecoder with
+the training kernels off (``models.kernels.use_kernels(False)``: the Python LIF loop and
+the P x P attention) as a third model. ``--attention-chunk`` sets the tokens per chunk of the chunked
+attention. ``--tf32`` (CUDA) runs the SpikeDecoder's spike x quantized-weight products on
+TF32 tensor cores (exact in the forward, ``models.kernels.spike_matmul``; the run checks
+it: the spikes of one evaluation forward with and without TF32 are compared and the
+number of differing spikes reported) and gives the ANN twin TF32 for all its matmuls.
+``--compile`` wraps both models in ``torch.compile``. On CUDA, peak memory is
+``torch.cuda.max_memory_allocated`` over each model's timed steps (both models' weights
+and optimiser states stay resident). Imports no Lava, so it runs where only PyTorch is
+installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -25,66 +44,143 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from snn_compile.errors import exits_on_user_error
+from snn_compile.errors import UserError, exits_on_user_error
+
+OVERRIDES = ("n_layers", "d_model", "n_heads", "token_shift", "timesteps", "context")
 
 
-def _step_fn(model, device):
-    import torch
-    import torch.nn.functional as F
+def model_configs(like: str = "default:spikedecoder", **overrides):
+    """(SpikeDecoder config, ANN twin config, tokenizer) of checkpoint ``like`` with the
+    given ModelConfig fields overridden (None: keep)."""
+    from snn_compile.data import tokenizer_from_dict
+    from snn_compile.models.checkpoint import load_raw
+    from snn_compile.models.config import ModelConfig
 
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
-
-    def step(x, y):
-        logits = model(torch.as_tensor(x, device=device))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                               torch.as_tensor(y, device=device).reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-    return step
+    payload = load_raw(like)
+    cfg = dict(payload["config"])
+    if cfg.get("kind") != "spikedecoder":
+        raise UserError(f"--like {like}: a {cfg.get('kind')} checkpoint; give a SpikeDecoder "
+                        "checkpoint (its ANN twin is built with the same sizes)")
+    changed = {k: v for k, v in overrides.items() if v is not None and v != cfg.get(k)}
+    cfg.update(changed)
+    if changed and cfg.get("attention_memory") == "decay":
+        cfg["memory_decay"], cfg["memory_window"] = (), 0     # recomputed for the new size
+    snn = ModelConfig.from_dict(cfg)
+    ann = ModelConfig(kind="ann", vocab_size=snn.vocab_size, d_model=snn.d_model,
+                      n_layers=snn.n_layers, n_heads=snn.n_heads, context=snn.context)
+    return snn, ann, tokenizer_from_dict(payload["tokenizer"])
 
 
 def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
-        batch_size: int = 64, context: int = 128, seed: int = 0) -> dict:
+        batch_size: int = 64, context: Optional[int] = None, seed: int = 0,
+        like: str = "default:spikedecoder", layers: Optional[int] = None,
+        d_model: Optional[int] = None, heads: Optional[int] = None,
+        token_shift: Optional[int] = None, timesteps: Optional[int] = None,
+        attention_floor: float = 0.02, with_reference: bool = False,
+        attention_chunk: Optional[int] = None, tf32: bool = False,
+        compile_models: bool = False) -> dict:
     import torch
 
     from snn_compile.data.batching import random_batch
+    from snn_compile.models import kernels
     from snn_compile.models.checkpoint import build_model
-    from snn_compile.models.config import ModelConfig
-    from snn_compile.models.train import prepare_data
+    from snn_compile.models.distributed import Dist
+    from snn_compile.models.train import make_optimizer, prepare_data, train_step
 
     if device == "cuda" and not torch.cuda.is_available():
-        from snn_compile.errors import UserError
         raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    tok, train_ids, _ = prepare_data(None, "char", context)
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    snn_cfg, ann_cfg, tok = model_configs(like, n_layers=layers, d_model=d_model,
+                                          n_heads=heads, token_shift=token_shift,
+                                          timesteps=timesteps, context=context)
+    ctx = snn_cfg.context
+    tok, train_ids, _ = prepare_data(None, "char", ctx, tok)
     rng = np.random.default_rng(seed)
-    batches = [random_batch(train_ids, batch_size, context, rng) for _ in range(steps)]
-    torch.manual_seed(seed)
-    models = {kind: build_model(ModelConfig(kind=kind, vocab_size=tok.vocab_size,
-                                            context=context)).to(device).train()
-              for kind in ("spikedecoder", "ann")}
-    fns = {k: _step_fn(m, device) for k, m in models.items()}
-    for fn in fns.values():
+    batches = [random_batch(train_ids, batch_size, ctx, rng)
+               for _ in range(max(steps, warmup))]
+    dist = Dist(device=device)
+    if attention_chunk is not None:
+        kernels.set_chunk_tokens(attention_chunk)
+    kernels.set_tf32(tf32)
+    names = ["spikedecoder", "ann"] + (["spikedecoder_reference"] if with_reference else [])
+    runs = {}
+    for name in names:
+        cfg = ann_cfg if name == "ann" else snn_cfg
+        torch.manual_seed(seed)
+        model = build_model(cfg).to(device).train()
+        opt = make_optimizer(model, 1e-3, 0.01)
+        net = torch.compile(model) if compile_models else model
+        floor = 0.0 if name == "ann" else attention_floor
+        if name.endswith("_reference"):
+            mode = lambda: kernels.use_kernels(False)             # noqa: E731
+        elif name == "ann" and tf32:
+            mode = lambda: kernels._matmul_precision("high")      # noqa: E731
+        else:
+            mode = contextlib.nullcontext
+
+        def step(x, y, net=net, opt=opt, floor=floor, mode=mode):
+            with mode():
+                train_step(net, opt, x, y, dist, record=True, attention_floor=floor)
+        runs[name] = dict(step=step, rounds=[], peak=0, model=model,
+                          params=sum(p.numel() for p in model.parameters()))
+    for r in runs.values():
         for x, y in batches[:warmup]:
-            fn(x, y)
+            r["step"](x, y)
     sync()
-    rates = {k: [] for k in fns}
     for _ in range(rounds):
-        for kind, fn in fns.items():
+        for r in runs.values():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             sync()
             t0 = time.perf_counter()
-            for x, y in batches:
-                fn(x, y)
+            for x, y in batches[:steps]:
+                r["step"](x, y)
             sync()
-            rates[kind].append(steps * batch_size * context / (time.perf_counter() - t0))
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    return {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "torch": torch.__version__, "batch_size": batch_size, "context": context,
-            "steps_timed": steps, "rounds": rounds,
-            "tokens_per_s": med, "all_rounds_tokens_per_s": rates,
-            "snn_cost_over_ann": med["ann"] / med["spikedecoder"]}
+            r["rounds"].append(steps * batch_size * ctx / (time.perf_counter() - t0))
+            if cuda:
+                r["peak"] = max(r["peak"], torch.cuda.max_memory_allocated())
+    med = {k: statistics.median(r["rounds"]) for k, r in runs.items()}
+    tf32_check = _tf32_check(runs["spikedecoder"]["model"], batches[0][0], device) \
+        if tf32 and cuda else None
+    out = {"device": torch.cuda.get_device_name() if cuda else "cpu",
+           "torch": torch.__version__, "batch_size": batch_size, "context": ctx,
+           "steps_timed": steps, "rounds": rounds, "like": like,
+           "size": f"{snn_cfg.n_layers}x{snn_cfg.d_model}",
+           "config": snn_cfg.to_dict(), "attention_floor": attention_floor,
+           "kernels": kernels.describe(), "compiled": compile_models, "tf32": tf32,
+           "params": {k: r["params"] for k, r in runs.items()},
+           "tokens_per_s": med,
+           "all_rounds_tokens_per_s": {k: r["rounds"] for k, r in runs.items()},
+           "snn_cost_over_ann": med["ann"] / med["spikedecoder"]}
+    if with_reference:
+        out["reference_over_kernels"] = med["spikedecoder"] / med["spikedecoder_reference"]
+    if tf32_check is not None:
+        out["tf32_check"] = tf32_check
+    if cuda:
+        out["peak_memory_mib"] = {k: r["peak"] / 2 ** 20 for k, r in runs.items()}
+    return out
+
+
+def _tf32_check(model, x, device) -> dict:
+    """Spikes of one evaluation forward with TF32 spike products against FP32 ones."""
+    import torch
+
+    from snn_compile.models import kernels
+    from snn_compile.models.spikedecoder import is_spike_record
+    was = model.training
+    model.eval()
+    recs = []
+    with torch.no_grad():
+        for on in (False, True):
+            kernels.set_tf32(on)
+            recs.append(model(torch.as_tensor(x, device=device), record=True)[1])
+    kernels.set_tf32(True)
+    model.train(was)
+    keys = [k for k in recs[0] if is_spike_record(k)]
+    differ = sum(int((recs[0][k] != recs[1][k]).sum()) for k in keys)
+    total = sum(recs[0][k].numel() for k in keys)
+    return {"differing_spikes": differ, "spike_decisions": total}
 
 
 @exits_on_user_error
@@ -93,19 +189,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per round and model")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; median reported")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--like", default="default:spikedecoder",
+                    help="SpikeDecoder checkpoint whose configuration is timed")
+    ap.add_argument("--layers", type=int, help="override n_layers")
+    ap.add_argument("--d-model", type=int, help="override d_model")
+    ap.add_argument("--heads", type=int, help="override n_heads")
+    ap.add_argument("--token-shift", type=int, help="override token_shift")
+    ap.add_argument("--timesteps", type=int, help="override T")
+    ap.add_argument("--context", type=int, help="override the context")
+    ap.add_argument("--attention-floor", type=float, default=0.02,
+                    help="attention spike-rate floor of the SpikeDecoder's loss (the shipped "
+                         "recipe's 0.02; 0: off)")
+    ap.add_argument("--with-reference", action="store_true",
+                    help="also time the SpikeDecoder with the training kernels off")
+    ap.add_argument("--attention-chunk", type=int,
+                    help="tokens per chunk of the chunked attention (default 8)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="TF32 spike x weight products (CUDA; the ANN twin gets TF32 too)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
-    r = run(a.device, a.steps, rounds=a.rounds, batch_size=a.batch_size)
+    for name in ("steps", "rounds", "batch_size"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
+            a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
+            a.with_reference, a.attention_chunk, a.tf32, a.compile)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
-    print(f"training throughput on {r['device']} (batch {r['batch_size']} x context "
-          f"{r['context']}, median of {r['rounds']} rounds of {r['steps_timed']} steps)")
+    print(f"training throughput on {r['device']} ({r['size']}, batch {r['batch_size']} x "
+          f"context {r['context']}, median of {r['rounds']} rounds of {r['steps_timed']} "
+          f"steps; kernels: {r['kernels']})")
     for k, v in r["tokens_per_s"].items():
-        print(f"  {k:<13} {v:12,.0f} tokens/s")
-    print(f"  SpikeDecoder cost / ANN twin cost: {r['snn_cost_over_ann']:.1f} x")
+        mem = f"   peak {r['peak_memory_mib'][k]:8.0f} MiB" if "peak_memory_mib" in r else ""
+        print(f"  {k:<23} {v:12,.0f} tokens/s{mem}")
+    print(f"  SpikeDecoder cost / ANN twin cost: {r['snn_cost_over_ann']:.2f} x")
+    if "tf32_check" in r:
+        c = r["tf32_check"]
+        print(f"  TF32 check: {c['differing_spikes']} of {c['spike_decisions']:,} spikes differ")
+    if "reference_over_kernels" in r:
+        print(f"  kernels speed-up over the reference: {r['reference_over_kernels']:.2f} x")
     return 0
 
 

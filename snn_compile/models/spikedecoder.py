@@ -39,6 +39,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from snn_compile.models import kernels
 from snn_compile.models.config import DECAY_EXP, ModelConfig
 
 
@@ -69,18 +70,44 @@ def spike(x: torch.Tensor, kind: str = "atan") -> torch.Tensor:
 
 # ---------------------------------------------------------------- quantization
 def fake_quant(w: torch.Tensor, enabled: bool = True) -> torch.Tensor:
-    """Snap to ``m * 2^e``, |m| <= 127, e the smallest integer that fits (STE)."""
+    """Snap to ``m * 2^e``, |m| <= 127, e the smallest integer that fits, with a
+    straight-through gradient: forward ``grid_value(w)``, gradient 1.
+
+    The reference form ``w + (q - w).detach()`` records about 18 operations per weight
+    (44 weights per step at 4 x 128); with the kernels on, one autograd node
+    (``_StraightThrough``) returns q itself, the same value: ``|q - w| <= 2^e / 2`` puts
+    w within [q/2, 2q] (or q = 0), so ``q - w`` and ``w + (q - w)`` are exact (Sterbenz)."""
     if not enabled:
         return w
-    amax = w.detach().abs().max()
-    if amax == 0:
-        return w
+    if kernels.kernels_enabled():
+        return _StraightThrough.apply(w)
+    return w + (grid_value(w.detach()) - w).detach()
+
+
+def grid_value(w: torch.Tensor) -> torch.Tensor:
+    """``q = clamp(round(w / 2^e), -127, 127) 2^e``, ``e = ceil(log2(max|w| / 127))`` (+1
+    where rounding of the log still leaves max|w| / 2^e > 127); all-zero w stays 0. Tensor
+    operations only, no Python branch on a value, so a GPU step does not wait for the host
+    (the same values as the branches that were here before)."""
+    amax = w.abs().max()
     e = torch.ceil(torch.log2(amax / 127.0))
     s = torch.pow(2.0, e)
-    if amax / s > 127:
-        s = s * 2
-    q = torch.clamp(torch.round(w / s), -127, 127) * s
-    return w + (q - w).detach()
+    s = torch.where(amax / s > 127, s * 2, s)
+    s = torch.where(amax == 0, torch.ones_like(s), s)      # all zero: q = round(0) = 0
+    return torch.clamp(torch.round(w / s), -127, 127) * s
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward ``grid_value(w)`` (compiled after ``kernels.set_compile(True)``), backward
+    the incoming gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return kernels.compiled("grid_value", grid_value)(w.detach())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
 
 
 def quant_beta(beta: torch.Tensor, enabled: bool = True) -> torch.Tensor:
@@ -109,6 +136,13 @@ class LIF(nn.Module):
         return quant_beta(torch.sigmoid(self.beta_logit), self.deployable)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        if kernels.kernels_enabled():
+            return kernels.lif(current, self.beta(), self.surrogate)
+        return self.forward_reference(current)
+
+    def forward_reference(self, current: torch.Tensor) -> torch.Tensor:
+        """The recurrence as a Python loop under autograd (``kernels.lif`` is the same
+        function in one autograd node)."""
         beta = self.beta()
         v = torch.zeros_like(current[:, :, 0])
         out = []
@@ -183,6 +217,15 @@ def causal_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor]
     return a.transpose(1, 2).reshape(B, N, T, d)
 
 
+def training_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor] = None,
+                             window: int = 0) -> torch.Tensor:
+    """The attention a block trains with: ``kernels.chunked_spike_attention`` (the same A
+    to rounding, cheaper) unless the kernels are off; evaluation keeps the reference."""
+    if kernels.kernels_enabled():
+        return kernels.chunked_spike_attention(q, k, v, n_heads, retain, window)
+    return causal_spike_attention(q, k, v, n_heads, retain, window)
+
+
 def causal_sdsa_memory(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SDSA's memory, causal: M[p] = sum_{p'<=p} k[p'] * v[p'] per channel (B, N, T, d).
 
@@ -193,13 +236,15 @@ def causal_sdsa_memory(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.cumsum((k * v).reshape(B, N * T, d), dim=1).reshape(B, N, T, d)
 
 
-def shift_current(x: torch.Tensor, mats) -> torch.Tensor:
+def shift_current(x: torch.Tensor, mats, matmul=None) -> torch.Tensor:
     """Token shift: ``sum_j x[token n-j] @ mats[j-1]^T`` (zeros for n < j); x: (B, N, T, C).
 
-    The spikes of token n-j enter at the same step t; with no matrices, 0."""
+    The spikes of token n-j enter at the same step t; with no matrices, 0. ``matmul(x, w)``
+    computes ``x @ w^T`` (default: that product)."""
     out = 0
-    for j, w in enumerate(mats, start=1):
-        out = out + torch.nn.functional.pad(x, (0, 0, 0, 0, j, 0))[:, :x.shape[1]] @ w.t()
+    for j, w in enumerate(mats):          # lag j + 1 (no enumerate start=: torch.compile)
+        xj = torch.nn.functional.pad(x, (0, 0, 0, 0, j + 1, 0))[:, :x.shape[1]]
+        out = out + (xj @ w.t() if matmul is None else matmul(xj, w))
     return out
 
 
@@ -255,6 +300,21 @@ class SpikeBlock(nn.Module):
         return [base * p[j][None, :] for j in range(p.shape[0])]
 
 
+    def raw_current(self, x: torch.Tensor, tgt: str) -> torch.Tensor:
+        """``x W^T + sum_j x[n-j] S_j^T`` with the unfolded weights of ``tgt`` (qkv or ff):
+        only the membrane norm's statistics read it, so no gradient. With the kernels on
+        and diag shifts (``S_j = W diag(mu_j)``) it is one matmul,
+        ``(x + sum_j x[n-j] mu_j) W^T`` (the same current, summed in another order)."""
+        base = self.W_qkv if tgt == "qkv" else self.W_1
+        with torch.no_grad():
+            if (kernels.kernels_enabled() and tgt in self.shift_targets
+                    and self.cfg.shift_mode == "diag"):
+                mu, xs = getattr(self, f"S_{tgt}"), x.clone()
+                for j in range(1, mu.shape[0] + 1):
+                    xs[:, j:] += x[:, :x.shape[1] - j] * mu[j - 1]
+                return xs @ base.t()
+            return x @ base.t() + shift_current(x, self.shift_matrices(tgt))
+
     # folded (norm scale in the rows) and fake-quantized weights
     def _fold(self, norm: MembraneNorm, raw: Optional[torch.Tensor], *mats: torch.Tensor):
         sc = norm.scale(raw)
@@ -277,14 +337,15 @@ class SpikeBlock(nn.Module):
     def forward(self, x: torch.Tensor, rec: Optional[dict] = None, prefix: str = ""):
         d = self.cfg.d_model
         s_qkv = self.shift_matrices("qkv")
-        raw = (x @ self.W_qkv.t() + shift_current(x, s_qkv)) if self.training else None
+        raw = self.raw_current(x, "qkv") if self.training else None
         w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
         qkv = self.lif_qkv(x @ w.t() + shift_current(x, ws))
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
         if self.cfg.attention == "sdsa":
             a = causal_sdsa_memory(k, v)
         else:
-            a = causal_spike_attention(q, k, v, self.cfg.n_heads)
+            attend = training_spike_attention if self.training else causal_spike_attention
+            a = attend(q, k, v, self.cfg.n_heads)
         if self.ablate_attention:
             a = torch.zeros_like(a)
         (c,) = self._fold(self.norm_attn, a if self.training else None, torch.ones_like(self.g1))
@@ -295,7 +356,7 @@ class SpikeBlock(nn.Module):
         w_o, g1 = self._fold(self.norm_mid, raw, self.W_o, self.g1)
         m = self.lif_mid(r @ w_o.t() + g1 * x)
         s_ff = self.shift_matrices("ff")
-        raw = (m @ self.W_1.t() + shift_current(m, s_ff)) if self.training else None
+        raw = self.raw_current(m, "ff") if self.training else None
         w_1, *ws = self._fold(self.norm_ff, raw, self.W_1, *s_ff)
         f = self.lif_ff(m @ w_1.t() + shift_current(m, ws))
         raw = (f @ self.W_2.t() + self.g2 * m) if self.training else None
@@ -347,6 +408,7 @@ class StreamBlock(nn.Module):
 
     _init_token_shift = SpikeBlock._init_token_shift
     shift_matrices = SpikeBlock.shift_matrices
+    raw_current = SpikeBlock.raw_current
     _fold = SpikeBlock._fold
 
     def folded(self) -> Dict[str, torch.Tensor]:
@@ -364,16 +426,17 @@ class StreamBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, rec: Optional[dict] = None, prefix: str = ""):
         d, train = self.cfg.d_model, self.training
+        mm = kernels.spike_matmul             # x @ w^T, spikes x, quantized w
         ones = torch.ones(d, device=h.device, dtype=h.dtype)
         (s_in,) = self._fold(self.norm_in, h if train else None, ones)
         x = self.lif_in(h * s_in)
         s_qkv = self.shift_matrices("qkv")
-        raw = (x @ self.W_qkv.t() + shift_current(x, s_qkv)) if train else None
+        raw = self.raw_current(x, "qkv") if train else None
         w, *ws = self._fold(self.norm_qkv, raw, self.W_qkv, *s_qkv)
-        qkv = self.lif_qkv(x @ w.t() + shift_current(x, ws))
+        qkv = self.lif_qkv(mm(x, w) + shift_current(x, ws, mm))
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-        a = causal_spike_attention(q, k, v, self.cfg.n_heads, self.retain,
-                                   self.cfg.memory_window)
+        attend = training_spike_attention if train else causal_spike_attention
+        a = attend(q, k, v, self.cfg.n_heads, self.retain, self.cfg.memory_window)
         if self.ablate_attention:
             a = torch.zeros_like(a)
         (c,) = self._fold(self.norm_attn, a if train else None, ones)
@@ -381,12 +444,12 @@ class StreamBlock(nn.Module):
         w_o = fake_quant(self.W_o, self.cfg.deployable)
         raw = (h + r @ self.W_o.t()) if train else None
         s_mid, w_om = self._fold(self.norm_mid, raw, ones, self.W_o)
-        m = self.lif_mid(h * s_mid + r @ w_om.t())
+        m = self.lif_mid(h * s_mid + mm(r, w_om))
         s_ff = self.shift_matrices("ff")
-        raw = (m @ self.W_1.t() + shift_current(m, s_ff)) if train else None
+        raw = self.raw_current(m, "ff") if train else None
         w_1, *ws = self._fold(self.norm_ff, raw, self.W_1, *s_ff)
-        f = self.lif_ff(m @ w_1.t() + shift_current(m, ws))
-        h = h + r @ w_o.t() + f @ fake_quant(self.W_2, self.cfg.deployable).t()
+        f = self.lif_ff(mm(m, w_1) + shift_current(m, ws, mm))
+        h = h + mm(r, w_o) + mm(f, fake_quant(self.W_2, self.cfg.deployable))
         if rec is not None:
             rec.update({f"{prefix}.in": x, f"{prefix}.qkv": qkv, f"{prefix}.A": a,
                         f"{prefix}.attn": r, f"{prefix}.mid": m, f"{prefix}.ff": f,
@@ -467,7 +530,7 @@ class SpikeDecoder(nn.Module):
         y = self.lif_final(h * s_f)
         if rec is not None:
             rec["final"] = y
-        logits = (y @ fake_quant(self.W_head, dq).t()).mean(dim=2)
+        logits = kernels.spike_matmul(y, fake_quant(self.W_head, dq)).mean(dim=2)
         return (logits, rec) if record else logits
 
     def set_ablation(self, attention: bool) -> None:
