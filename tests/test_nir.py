@@ -199,7 +199,6 @@ def _graph(nodes, edges):
 
 
 def test_structural_errors_are_named(tmp_path):
-    lif = dict(tau=np.ones(3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3))
     cases = {
         "gives 4 values, l takes 3": _graph(
             {"i": nir.Input(input_type=np.array([4])), "l": nir.Linear(weight=np.ones((3, 3))),

@@ -65,6 +65,7 @@ def _load(args):
 def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.compiler.resources import resource_report
+    from snn_compile.limits import PAYLOAD_MAX
 
     q, rep, check, head = _load(args)
     res = resource_report(q)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         peak = r.get("max_a_in", r.get("max_payload"))
         room = r.get("a_in_headroom", r.get("payload_headroom"))
         if room is None and peak:                       # graded payloads: 24 bits
-            room = 2 ** 23 / peak
+            room = PAYLOAD_MAX / peak
         row = [name, p.kind, str(p.size), str(p.depth),
                str(p.vth) if p.kind == "lif" else "", str(p.dv) if p.kind == "lif" else "",
                f"{peak:.0f}" if peak else "", f"{room:.1f}x" if room else ""]

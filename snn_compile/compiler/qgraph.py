@@ -26,19 +26,16 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from snn_compile.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,  # noqa: F401
+                                INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
+from snn_compile.models.config import DECAY_EXP
+
 POP_KINDS = ("input", "lif", "prod", "graded", "accum")
 PORTS = {"input": (), "lif": ("a_in",), "prod": ("a_in1", "a_in2"),
          "graded": ("a_in",), "accum": ("a_in",)}
 
-# Loihi 2 / Lava bit-accurate limits (lava/proc/lif/models.py, lava/proc/dense/models.py)
-DECAY_MAX = 4095          # du, dv: unsigned 12 bit
-VTH_MAX = 2 ** 17 - 1     # LIF vth: 17 bit, left-shifted by 6 in the neuron
-STATE_MAX = 2 ** 23       # u, v: signed 24 bit
-WEIGHT_EXP_RANGE = (-16, 15)
-ACCUM_DECAY_MAX = 255     # accum decay mantissa: the -diag(decay) loop is an inhibitory 8-bit Dense
-ACCUM_DECAY_EXP = 12      # default: retention 1 - decay / 4096
-DELAY_MAX = 62            # DelayDense accepts 0..63; one step is the synapse's own
-GRADED_MESSAGE_BITS = 24
+# accum decay mantissas: the -diag(decay) loop is an all-inhibitory 8-bit Dense
+# (INHIBITORY_MANTISSA_MAX); the retention is 1 - decay / 2^DECAY_EXP
 FILE_VERSION = 4          # 4: Synapse.step_lag, per-neuron bias_mant; 3: Population.decay /
                           # decay_exp; 2: Synapse.token_lag
 
@@ -82,7 +79,7 @@ class Population:
     layer: str = ""              # for reports: "emb", "block0", ..., "head"
     role: str = ""               # for reports: "qkv", "kv_product", "memory", ...
     decay: List[int] = field(default_factory=list)  # accum only: per-neuron mantissa 0..255
-    decay_exp: int = ACCUM_DECAY_EXP                 # accum only: lambda = 1 - decay / 2^exp
+    decay_exp: int = DECAY_EXP                 # accum only: lambda = 1 - decay / 2^exp
 
     def bias(self) -> np.ndarray:
         """Per-neuron bias added to ``v`` at every step, ``bias_mant << bias_exp`` (int64)."""
@@ -319,8 +316,8 @@ def _decay_errors(p: Population) -> List[str]:
                     "(give one per neuron, or none)")
     if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in d):
         errs.append(f"population {p.name}: decay values must be integers")
-    elif not all(0 <= x <= ACCUM_DECAY_MAX for x in d):
-        errs.append(f"population {p.name}: decay values outside 0..{ACCUM_DECAY_MAX}")
+    elif not all(0 <= x <= INHIBITORY_MANTISSA_MAX for x in d):
+        errs.append(f"population {p.name}: decay values outside 0..{INHIBITORY_MANTISSA_MAX}")
     # the loop's weight_exp is -decay_exp; decay <= 2^decay_exp keeps 0 <= lambda <= 1
     if not (isinstance(p.decay_exp, (int, np.integer)) and 0 <= p.decay_exp <= -WEIGHT_EXP_RANGE[0]):
         errs.append(f"population {p.name}: decay_exp {p.decay_exp} outside "

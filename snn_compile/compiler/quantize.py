@@ -34,13 +34,14 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import (ACCUM_DECAY_EXP as DECAY_EXP_DEFAULT, DECAY_MAX,
+from snn_compile.compiler.qgraph import (DECAY_MAX,
                                          DELAY_MAX, QGraph, Population, Synapse,
                                          WEIGHT_EXP_RANGE, assign_depths)
 from snn_compile.errors import UserError
+from snn_compile.limits import INPUT_LIMIT, MANTISSA_MAX, PAYLOAD_MAX
+from snn_compile.models.config import DECAY_EXP
 
-MANTISSA_MAX = 127
-A_IN_TARGET = 2 ** 15      # keep |a_in| within Lava's 16-bit activation port
+A_IN_TARGET = INPUT_LIMIT  # keep |a_in| within Loihi 2's 16-bit dendritic input
 K_MAX_LOG2 = 16            # vth = K must fit Lava's 17-bit vth
 
 
@@ -286,7 +287,7 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
 
 
 # ------------------------------------------------------------ stream decoders
-STREAM_PAYLOAD_MAX = 2 ** 23      # graded spikes carry 24-bit signed payloads
+STREAM_PAYLOAD_MAX = PAYLOAD_MAX   # graded spikes carry 24-bit signed payloads
 MEMORY_STATE_TARGET = 2 ** 22     # decayed memory entries: half the payload range
 PORT_SUM_TARGET = 2 ** 30         # graded Dense sums in int32: keep a factor-2 margin
 
@@ -412,7 +413,7 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
         # grid matters); the read product shifts right by rho so that the attention sum
         # c * A stays within int32 in the graded Dense into attn
         if decay:
-            s_max = peak.get(f"{p}.mem", 2 ** DECAY_EXP_DEFAULT / max(1, min(decay)) * T)
+            s_max = peak.get(f"{p}.mem", 2 ** DECAY_EXP / max(1, min(decay)) * T)
             a_max = peak.get(f"{p}.A", s_max * dh)
             sigma = int(max(0, min(14, math.floor(math.log2(MEMORY_STATE_TARGET
                                                             / max(s_max, 1))))))

@@ -33,16 +33,11 @@ import numpy as np
 from snn_compile.compiler.qgraph import QGraph, STATE_MAX, Synapse, accum_state_bound, shift
 from snn_compile.errors import UserError
 
-CORES_PER_CHIP = 128              # Intel Loihi 2 Technology Brief (2021); Orchard et al. 2021
-NEURONS_PER_CORE = 8192           # Intel Loihi 2 Technology Brief (2021): 1 M neurons / 128 cores
-SYNAPTIC_BITS_PER_CORE = 128 * 1024 * 8   # 128 KB per core, Intel Loihi 2 Technology Brief (2021)
-NEURONS_PER_CHIP = 1_048_576      # "1 million neurons", Intel Loihi 2 Technology Brief (2021)
-SYNAPSES_PER_CHIP = 120_000_000   # Intel Loihi 2 Technology Brief (2021)
+from snn_compile.limits import (CORES_PER_CHIP, DELAY_BITS, INPUT_BITS,  # noqa: F401
+                                NEURONS_PER_CHIP, NEURONS_PER_CORE, PROD_BITS,
+                                SYNAPSES_PER_CHIP, SYNAPTIC_BITS_PER_CORE, WEIGHT_BITS)
+
 LOIHI1_NEURONS_PER_CORE = 1024    # Davies et al., IEEE Micro 2018
-WEIGHT_BITS = 8                   # Dense/Sparse weight mantissa (lava/proc/dense/models.py)
-DELAY_BITS = 6                    # DelayDense delays 0..63 (lava/proc/dense/models.py)
-INPUT_BITS = 16                   # Dense a_out / LIF a_in precision (lava/proc/dense/models.py)
-PROD_BITS = 32                    # ProdNeuron multiplies in int32 (lava/proc/prodneuron/models.py)
 
 
 # --------------------------------------------------------------------- resources

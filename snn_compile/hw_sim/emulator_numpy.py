@@ -39,7 +39,8 @@ import torch
 from snn_compile.hw_sim import fixed_point as fx
 
 I32 = fx.I32
-UV_MAX = fx.UV_MAX
+STATE_MAX = fx.STATE_MAX
+
 _UNITY = fx.DECAY_UNITY
 _ROUND = fx.DECAY_UNITY - 1
 _F64 = np.float64
@@ -348,8 +349,8 @@ class NumpyEngine:
             vv = u + p.bias if v is None else np.trunc(v * p.cv) + u
             if not p.lazy and v is not None:
                 vv += p.bias
-            np.maximum(vv, -(UV_MAX - 1), out=vv)
-            np.minimum(vv, UV_MAX - 1, out=vv)
+            np.maximum(vv, -(STATE_MAX - 1), out=vv)
+            np.minimum(vv, STATE_MAX - 1, out=vv)
             s = vv > p.vth6
             vv[s] = 0
             self.u[li], self.v[li] = u, vv
@@ -367,16 +368,16 @@ class NumpyEngine:
             if p.u_wrap:
                 dc = wrap32(dc)
         if p.u_wrap:
-            dc = np.where(dc > UV_MAX, dc - 2 * UV_MAX,
-                          np.where(dc <= -UV_MAX, dc + 2 * UV_MAX, dc))
+            dc = np.where(dc > STATE_MAX, dc - 2 * STATE_MAX,
+                          np.where(dc <= -STATE_MAX, dc + 2 * STATE_MAX, dc))
         u = dc
         vv = u if v is None else decay(v, p.fv) + u
         if not p.lazy:
             vv = vv + p.bias
         if p.v_wrap:
             vv = wrap32(vv)
-        vv = np.maximum(vv, -(UV_MAX - 1))     # a new array: safe to write below
-        np.minimum(vv, UV_MAX - 1, out=vv)
+        vv = np.maximum(vv, -(STATE_MAX - 1))     # a new array: safe to write below
+        np.minimum(vv, STATE_MAX - 1, out=vv)
         s = vv > p.vth6
         vv[s] = 0
         self.u[li], self.v[li] = u, vv

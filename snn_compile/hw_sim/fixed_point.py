@@ -31,12 +31,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import DECAY_MAX
+from snn_compile.limits import DECAY_MAX, DECAY_UNITY, STATE_MAX, VTH_SHIFT  # noqa: F401
 
 I32 = 2 ** 31
-UV_MAX = 2 ** 23               # Lava: max_uv_val, 24-bit state
-DECAY_UNITY = 4096             # decays are x * (4096 - d) >> 12
-ACT_SHIFT = VTH_SHIFT = 6      # input and threshold are MSB-aligned by 6 bits
+ACT_SHIFT = VTH_SHIFT          # input and threshold are MSB-aligned by the same 6 bits
 F64_EXACT = 2 ** 53            # integers below this add exactly in float64
 
 
@@ -115,9 +113,9 @@ class LifParams:
             p.act_wrap = act >= I32
             # |u| <= act * 4096 / (du + 1) by the geometric series of the decay
             ub = act if pop.du == DECAY_MAX else act * DECAY_UNITY // (pop.du + 1) + 1
-            p.u_wrap = ub >= UV_MAX
+            p.u_wrap = ub >= STATE_MAX
             if not p.u_wrap:
-                p.v_wrap = UV_MAX + ub + int(np.abs(b).max(initial=0)) >= I32
+                p.v_wrap = STATE_MAX + ub + int(np.abs(b).max(initial=0)) >= I32
         return p
 
 
@@ -129,8 +127,8 @@ def lif_step(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, p: LifParams):
     dc = act if _is_zero(p.fu) else decay(u, p.fu) + act
     if p.u_wrap:
         dc = wrap32(dc)
-        u = torch.where(dc > UV_MAX, dc - 2 * UV_MAX,
-                        torch.where(dc <= -UV_MAX, dc + 2 * UV_MAX, dc))
+        u = torch.where(dc > STATE_MAX, dc - 2 * STATE_MAX,
+                        torch.where(dc <= -STATE_MAX, dc + 2 * STATE_MAX, dc))
     else:
         u = dc
     vv = decay(v, p.fv) + u
@@ -138,7 +136,7 @@ def lif_step(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, p: LifParams):
         vv = vv + p.bias
     if p.v_wrap:
         vv = wrap32(vv)
-    vv = vv.clamp_(-(UV_MAX - 1), UV_MAX - 1)
+    vv = vv.clamp_(-(STATE_MAX - 1), STATE_MAX - 1)
     s = vv > p.vth6
     return s, u, vv.masked_fill_(s, 0)
 

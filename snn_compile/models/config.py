@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from snn_compile.errors import UserError
+from snn_compile.limits import INHIBITORY_MANTISSA_MAX
 
 MODEL_KINDS = ("spikedecoder", "partial", "ann")
 SURROGATES = ("atan", "fast_sigmoid")
@@ -43,7 +44,7 @@ def retention_mantissas(n_heads: int, context: int, window: int) -> tuple:
     8-bit weight of the memory's decay loop; 1 bounds the longest half-life)."""
     lo, hi = 0.5, max(context / 2.0, 1.0)
     taus = [lo * (hi / lo) ** (h / max(n_heads - 1, 1)) for h in range(n_heads)]
-    return tuple(int(min(255, max(1, round((2 ** DECAY_EXP) * (1 - 2 ** (-1 / (t * window)))))))
+    return tuple(int(min(INHIBITORY_MANTISSA_MAX, max(1, round((2 ** DECAY_EXP) * (1 - 2 ** (-1 / (t * window)))))))
                  for t in taus)
 
 
@@ -169,7 +170,7 @@ class ModelConfig:
                                                         self.memory_window)
             self.memory_decay = tuple(int(m) for m in self.memory_decay)
             if len(self.memory_decay) != self.n_heads or not all(
-                    1 <= m <= 255 for m in self.memory_decay):
+                    1 <= m <= INHIBITORY_MANTISSA_MAX for m in self.memory_decay):
                 raise UserError(f"memory_decay {self.memory_decay} must hold {self.n_heads} "
                                 "mantissas in 1..255")
         self.memory_decay = tuple(self.memory_decay)

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from snn_compile.models import kernels
+from snn_compile.limits import DECAY_MAX, DECAY_UNITY, MANTISSA_MAX
 from snn_compile.models.config import DECAY_EXP, ModelConfig
 
 
@@ -90,11 +91,11 @@ def grid_value(w: torch.Tensor) -> torch.Tensor:
     operations only, no Python branch on a value, so a GPU step does not wait for the host
     (the same values as the branches that were here before)."""
     amax = w.abs().max()
-    e = torch.ceil(torch.log2(amax / 127.0))
+    e = torch.ceil(torch.log2(amax / float(MANTISSA_MAX)))
     s = torch.pow(2.0, e)
-    s = torch.where(amax / s > 127, s * 2, s)
+    s = torch.where(amax / s > MANTISSA_MAX, s * 2, s)
     s = torch.where(amax == 0, torch.ones_like(s), s)      # all zero: q = round(0) = 0
-    return torch.clamp(torch.round(w / s), -127, 127) * s
+    return torch.clamp(torch.round(w / s), -MANTISSA_MAX, MANTISSA_MAX) * s
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -114,8 +115,8 @@ def quant_beta(beta: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     """Round beta to Loihi's 12-bit decay: beta_q = (4096 - dv) / 4096."""
     if not enabled:
         return beta
-    dv = torch.round(4096 * (1 - beta.detach())).clamp(0, 4095)
-    return beta + ((4096 - dv) / 4096 - beta).detach()
+    dv = torch.round(DECAY_UNITY * (1 - beta.detach())).clamp(0, DECAY_MAX)
+    return beta + ((DECAY_UNITY - dv) / DECAY_UNITY - beta).detach()
 
 
 # --------------------------------------------------------------------- neurons
