@@ -338,18 +338,15 @@ def _decoder_tokenizer(m: Model):
 
 
 def _compile_decoder(m: Model):
-    from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir
-    from snn_compile.compiler.pipeline import calibration_tokens
-    from snn_compile.compiler.quantize import quantize_decoder
+    from snn_compile.compiler.from_nir import decoder_tokenizer
+    from snn_compile.compiler.pipeline import quantize_decoder_graph
     if m.kind == "checkpoint":
         from snn_compile.export.to_nir import export_model
         graph, tok = export_model(m.torch_model, m.tokenizer), m.tokenizer
     else:
         graph, tok = m.graph, decoder_tokenizer(m.graph)
     # the compiler reads only NIR: checkpoints go through the exporter first
-    folded = folded_from_nir(graph)
-    q, rep = quantize_decoder(folded, calibration_tokens(tok, folded.context), tok)
-    return q, rep.to_dict()
+    return quantize_decoder_graph(graph, tok)
 
 
 def _compile_foreign(m: Model, steps, calibrate, check: bool, rate: float, seed: int):

@@ -215,11 +215,7 @@ def markdown(r: dict, plots: Dict[str, str]) -> str:
             s += ["", "**Saturation:** " + "; ".join(r["saturation"])]
     s += ["", "## Per layer (nJ per token)", "", "Also in `per_layer.csv`.", ""]
     views_l = list(r["per_layer_pj"])
-    layers: List[str] = []
-    for v in views_l:
-        for layer in r["per_layer_pj"][v]:
-            if layer not in layers:
-                layers.append(layer)
+    layers = _layers(r)
     s.append(_table(["layer"] + views_l,
                     [[layer] + [_nj(r["per_layer_pj"][v].get(layer)) for v in views_l]
                      for layer in layers]))
@@ -294,17 +290,18 @@ def markdown(r: dict, plots: Dict[str, str]) -> str:
     return "\n".join(s)
 
 
+def _layers(r: dict) -> List[str]:
+    """The layers of ``r["per_layer_pj"]`` over all views, in first-seen order."""
+    return list(dict.fromkeys(layer for v in r["per_layer_pj"].values() for layer in v))
+
+
 def per_layer_csv(r: dict) -> str:
     """The per-layer table as CSV: one row per layer, one column per view, nJ per token."""
     import csv
     import io
 
     views = list(r["per_layer_pj"])
-    layers: List[str] = []
-    for v in views:
-        for layer in r["per_layer_pj"][v]:
-            if layer not in layers:
-                layers.append(layer)
+    layers = _layers(r)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["layer"] + [f"{v} (nJ/token)" for v in views])

@@ -48,9 +48,7 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
         if tok is None:
             raise UserError(f"{spec} carries no tokenizer; recompile it from its checkpoint")
         return q, None, tokenizer_from_dict(tok)
-    from snn_compile.compiler.from_nir import (decoder_tokenizer, folded_from_nir,
-                                               require_decoder)
-    from snn_compile.compiler.quantize import quantize_decoder
+    from snn_compile.compiler.from_nir import decoder_tokenizer, require_decoder
     if spec.endswith(".nir"):
         from snn_compile.export.nir_io import read_nir
         graph = read_nir(spec)
@@ -59,10 +57,19 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
     else:
         graph, tok = nir_of_checkpoint(spec)
     # the compiler reads only NIR: checkpoints go through the exporter first
+    q, rep = quantize_decoder_graph(graph, tok, calibrate)
+    return q, rep, tok
+
+
+def quantize_decoder_graph(graph, tokenizer, calibrate: bool = True) -> Tuple[QGraph, dict]:
+    """(qgraph, quantization report) of a decoder's NIR graph: folded equations read from
+    the graph, scales calibrated on ``calibration_tokens`` (or from the weights alone)."""
+    from snn_compile.compiler.from_nir import folded_from_nir
+    from snn_compile.compiler.quantize import quantize_decoder
     folded = folded_from_nir(graph)
-    calib = calibration_tokens(tok, folded.context) if calibrate else None
-    q, rep = quantize_decoder(folded, calib, tok)
-    return q, rep.to_dict(), tok
+    calib = calibration_tokens(tokenizer, folded.context) if calibrate else None
+    q, rep = quantize_decoder(folded, calib, tokenizer)
+    return q, rep.to_dict()
 
 
 def nir_of_checkpoint(spec: str):
