@@ -26,7 +26,7 @@ from snn_compile.compiler.qgraph import (FILE_VERSION, Population, QGraph, QGrap
                                          accum_state_bound, assign_depths)
 from snn_compile.compiler.random_graphs import (attention_indices, random_dag_qgraph,
                                                 random_decoder_qgraph, replication)
-from snn_compile.hw_sim import fixed_point as fx
+from snn_compile.loihi import fixed_point as fx
 from snn_compile.hw_sim.emulator import Emulator, EmulatorBackend
 from snn_compile.hw_sim.probes import activity_from_token_time
 

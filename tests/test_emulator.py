@@ -503,7 +503,7 @@ def test_speed_benchmark_against_lava(decoder):
 def test_numpy_synapse_kernels_equal_fixed_point(graded, delay, exp, big):
     """Every mode of ``emulator_numpy._Syn`` (gather, identity, float and int64 matmul,
     DelayDense products) against ``fixed_point.SynapseKernel`` + the port's int32 wrap."""
-    from snn_compile.hw_sim import fixed_point as fx
+    from snn_compile.loihi import fixed_point as fx
     from snn_compile.hw_sim.emulator_numpy import _Syn, wrap32
 
     rng = np.random.default_rng(100 + exp + 10 * delay)

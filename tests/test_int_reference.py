@@ -2,7 +2,7 @@
 
 Lava's ProcessModel classes are instantiated directly (no runtime) and driven
 through stand-in ports that deliver int32 arrays, as Lava's channels do; the
-torch ops in ``snn_compile.hw_sim.fixed_point`` must agree value for value,
+torch ops in ``snn_compile.loihi.fixed_point`` must agree value for value,
 including the overflow corners (int32 wraps, Lava's one-sided 24-bit wrap of u,
 the clip of v, abs(-2^31) in ProdNeuron/GradedVec).
 """
@@ -19,7 +19,7 @@ from snn_compile.compiler.qgraph import Population, QGraph, Synapse, lava_legal_
 from snn_compile.compiler.random_graphs import (attention_indices, random_dag_qgraph,
                                                 random_decoder_qgraph)
 from snn_compile.errors import UserError
-from snn_compile.hw_sim import fixed_point as fx
+from snn_compile.loihi import fixed_point as fx
 
 lava_models = pytest.importorskip("lava.proc.lif.models",
                                   reason="Lava is an optional runtime dependency of hw_sim")

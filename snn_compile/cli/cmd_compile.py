@@ -65,7 +65,7 @@ def _load(args):
 def run(args: argparse.Namespace) -> int:
     from snn_compile.cli._common import print_json
     from snn_compile.compiler.resources import resource_report
-    from snn_compile.limits import PAYLOAD_MAX
+    from snn_compile.loihi.limits import PAYLOAD_MAX
 
     q, rep, check, head = _load(args)
     res = resource_report(q)

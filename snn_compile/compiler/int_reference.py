@@ -9,7 +9,7 @@ recursion ``out = out + ((-decay * out) >> decay_exp) + a`` including the
 ``W - T`` input-free drain steps between two tokens (``accum_token_time``).
 Synapses act on all ``(b, n, t)`` rows at once (time-parallel), only the LIF
 and decaying-accum recursions loop over steps. The arithmetic
-is ``snn_compile.hw_sim.fixed_point``, shared with the global-time emulator, so
+is ``snn_compile.loihi.fixed_point``, shared with the global-time emulator, so
 any difference between the two can only come from timing.
 
 This is the oracle for the emulator and the Lava runs: outputs are int64
@@ -26,7 +26,7 @@ import torch
 
 from snn_compile.compiler.qgraph import PORTS, QGraph, QGraphError, accum_state_bound
 from snn_compile.errors import UserError
-from snn_compile.hw_sim import fixed_point as fx
+from snn_compile.loihi import fixed_point as fx
 
 
 # ------------------------------------------------------------------ frames

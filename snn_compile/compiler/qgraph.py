@@ -26,8 +26,9 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from snn_compile.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,  # noqa: F401
+from snn_compile.loihi.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,  # noqa: F401
                                 INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
+from snn_compile.loihi.fixed_point import lava_legal_weights
 from snn_compile.models.config import DECAY_EXP
 
 POP_KINDS = ("input", "lif", "prod", "graded", "accum")
@@ -349,26 +350,6 @@ def accum_state_bound(pop: Population, in_bound: Optional[int],
         return total
     worst = -(-(in_bound + 1) * 2 ** pop.decay_exp // min(d))
     return worst if total is None else min(worst, total)
-
-
-def lava_legal_weights(w: np.ndarray) -> np.ndarray:
-    """What Lava's fixed-point Dense does to a weight matrix on its first step.
-
-    Mirrors ``lava.utils.weightutils.clip_weights`` + ``truncate_weights`` with
-    the default 8 weight bits and the sign mode Lava infers from the matrix.
-    """
-    w = np.asarray(w).astype(np.int64)
-    if w.size == 0 or (w.min() >= 0):          # excitatory (or all zero)
-        return np.clip(w, 0, 255)
-    if w.max() <= 0:                           # inhibitory
-        return -np.clip(-w, 0, 255)
-    w = np.clip(w, -256, 255)                  # mixed: sign takes one bit
-    return (w >> 1) << 1
-
-
-def shift(a: np.ndarray, exp: int) -> np.ndarray:
-    """Lava's weight-exponent shift: left for exp > 0, arithmetic right otherwise."""
-    return np.left_shift(a, exp) if exp > 0 else np.right_shift(a, -exp)
 
 
 def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],

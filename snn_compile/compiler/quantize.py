@@ -38,7 +38,7 @@ from snn_compile.compiler.qgraph import (DECAY_MAX,
                                          DELAY_MAX, QGraph, Population, Synapse,
                                          WEIGHT_EXP_RANGE, assign_depths)
 from snn_compile.errors import UserError
-from snn_compile.limits import INPUT_LIMIT, MANTISSA_MAX, PAYLOAD_MAX
+from snn_compile.loihi.limits import INPUT_LIMIT, MANTISSA_MAX, PAYLOAD_MAX
 from snn_compile.models.config import DECAY_EXP
 
 A_IN_TARGET = INPUT_LIMIT  # keep |a_in| within Loihi 2's 16-bit dendritic input

@@ -582,7 +582,7 @@ def _pre_window_biases(pops, syns, inputs, rep: QuantReport) -> None:
     clears u, v at the window's first step, so that is harmless unless it spikes then *and*
     a self-loop or delayed synapse carries the spike into the window. Such a bias comes
     from the host input instead (exact: LIF/IF add the input current to v directly)."""
-    from snn_compile.hw_sim.fixed_point import bias_fires_from_rest
+    from snn_compile.loihi.fixed_point import bias_fires_from_rest
     moved = False
     for p in list(pops.values()):
         if p.kind != "lif" or not p.has_bias or not p.depth:

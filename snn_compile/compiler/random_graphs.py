@@ -159,7 +159,7 @@ def calibrate_thresholds(q: QGraph, tokens: torch.Tensor, rate: float) -> None:
     """
     from snn_compile.compiler.int_reference import (compute_population, input_frames,
                                                     plan_graph)
-    from snn_compile.hw_sim.fixed_point import LifParams
+    from snn_compile.loihi.fixed_point import LifParams
 
     for p in q.populations.values():
         if p.kind == "lif":

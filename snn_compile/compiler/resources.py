@@ -30,12 +30,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import QGraph, STATE_MAX, Synapse, accum_state_bound, shift
+from snn_compile.compiler.qgraph import QGraph, Synapse, accum_state_bound
 from snn_compile.errors import UserError
-
-from snn_compile.limits import (CORES_PER_CHIP, DELAY_BITS, INPUT_BITS,  # noqa: F401
-                                NEURONS_PER_CHIP, NEURONS_PER_CORE, PROD_BITS,
-                                SYNAPSES_PER_CHIP, SYNAPTIC_BITS_PER_CORE, WEIGHT_BITS)
+from snn_compile.loihi.fixed_point import LifParams, lif_step, shift
+from snn_compile.loihi.limits import (CORES_PER_CHIP, DELAY_BITS, INPUT_BITS,  # noqa: F401
+                                      NEURONS_PER_CHIP, NEURONS_PER_CORE, PROD_BITS, STATE_MAX,
+                                      SYNAPSES_PER_CHIP, SYNAPTIC_BITS_PER_CORE, WEIGHT_BITS)
 
 LOIHI1_NEURONS_PER_CORE = 1024    # Davies et al., IEEE Micro 2018
 
@@ -171,10 +171,6 @@ def resource_report(qgraph: QGraph) -> dict:
 
 
 # ------------------------------------------------------------------ range report
-def _decay(x: np.ndarray, d: int) -> np.ndarray:
-    return np.sign(x) * ((np.abs(x) * (4096 - d)) >> 12)
-
-
 def _outputs_of(activity: Any) -> Mapping[str, np.ndarray]:
     """Token-time outputs ``name -> (N, T, size)`` from a dict or an object holding one."""
     if isinstance(activity, Mapping):
@@ -314,21 +310,17 @@ def measured_ranges(qgraph: QGraph, outs: Mapping[str, np.ndarray]) -> Dict[str,
         a_limit = 2 ** (INPUT_BITS - 1) - 1 if p.kind == "lif" else limit
         if p.kind == "lif" and name in outs and N:
             a = a_in.get("a_in", np.zeros((N, T, p.size), np.int64))
-            spikes = np.asarray(outs[name]).astype(bool)
-            u = np.zeros(p.size, np.int64)
-            v = np.zeros(p.size, np.int64)
-            umax = vmax = 0
+            c = LifParams.of(p)                  # every wrap kept: the run's own arithmetic
+            if not isinstance(c.bias, int):
+                c.bias = c.bias.numpy()
+            peaks: Dict[str, int] = {}
+            u = v = None
             for n in range(N):
                 if p.reset_each_token:
-                    u[:] = 0
-                    v[:] = 0
+                    u = v = None
                 for t in range(T):
-                    u = _decay(u, p.du + 1) + (a[n, t] << 6)
-                    v = _decay(v, p.dv) + u + p.bias()
-                    umax = max(umax, int(np.abs(u).max(initial=0)))
-                    vmax = max(vmax, int(np.abs(v).max(initial=0)))
-                    v = np.clip(v, -limit, limit)
-                    v[spikes[n, t]] = 0
+                    _, u, v = lif_step(a[n, t], u, v, c, peaks)
+            umax, vmax = peaks.get("u", 0), peaks.get("v", 0)
             r.update(u_measured=umax, v_measured=vmax)
             r["fits_measured"] = (r["a_in_measured"] <= a_limit and umax <= limit
                                   and vmax <= limit)

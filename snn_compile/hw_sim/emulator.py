@@ -40,7 +40,7 @@ from snn_compile.compiler.int_reference import (GraphPlan, _as_long, input_frame
                                                 plan_graph)
 from snn_compile.compiler.qgraph import DECAY_MAX, QGraph, QGraphError
 from snn_compile.errors import UserError
-from snn_compile.hw_sim import fixed_point as fx
+from snn_compile.loihi import fixed_point as fx
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
 
 ENGINES = ("numpy", "torch")

@@ -36,44 +36,13 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from snn_compile.hw_sim import fixed_point as fx
+from snn_compile.loihi import fixed_point as fx
 
 I32 = fx.I32
-STATE_MAX = fx.STATE_MAX
+wrap32 = fx.wrap32
 
-_UNITY = fx.DECAY_UNITY
-_ROUND = fx.DECAY_UNITY - 1
 _F64 = np.float64
 _I64 = np.int64
-
-
-def wrap32(x: np.ndarray) -> np.ndarray:
-    """``fixed_point.wrap32`` on int64 numpy arrays."""
-    return ((x + I32) & (2 * I32 - 1)) - I32
-
-
-def decay(x: np.ndarray, f: int) -> np.ndarray:
-    """``fixed_point.decay``: truncation of ``x * f / 4096`` toward zero (adding 4095 to a
-    negative product before the arithmetic shift turns floor into truncation)."""
-    if f == _UNITY:
-        return x
-    if f == 0:
-        return np.zeros_like(x)
-    t = x * f
-    return (t + ((t >> 63) & _ROUND)) >> 12
-
-
-def _shift(y: np.ndarray, e: int) -> np.ndarray:
-    if e > 0:
-        return y << e
-    if e < 0:
-        return y >> -e
-    return y
-
-
-def _abs32_gt(w: np.ndarray, vth: int) -> np.ndarray:
-    """int32 ``np.abs(w) > vth`` (``abs(-2^31)`` stays negative)."""
-    return (np.abs(w) > vth) & (w != -I32)
 
 
 class _Syn:
@@ -120,7 +89,7 @@ class _Syn:
             y = wrap32(self.w[:, :, None] * x.astype(_I64)[None]).sum(1)
         if self.inner:
             y = wrap32(y)
-        return _shift(y, self.exp) if self.exp else y
+        return fx.shift(y, self.exp)
 
     def exact_in_float(self) -> bool:
         """Whether ``as_float`` is exact: no int32 wrap inside (the port's bound is checked
@@ -149,9 +118,8 @@ class _Syn:
 class _Pop:
     """Constants of one non-input population and its incoming synapses per port."""
 
-    __slots__ = ("i", "name", "kind", "ports", "wraps", "fu", "fv", "vth6", "bias", "act_wrap",
-                 "u_wrap", "v_wrap", "reset_res", "lazy", "exp", "vth", "wrap", "li", "fl", "cv",
-                 "decay", "dexp")
+    __slots__ = ("i", "name", "kind", "ports", "wraps", "lif", "reset_res", "lazy", "exp", "vth",
+                 "wrap", "li", "fl", "decay", "dexp")
 
 
 class NumpyEngine:
@@ -186,17 +154,16 @@ class NumpyEngine:
                 p.wraps.append(pp.bound is None)
             if pop.kind == "lif":
                 c = plan.lif[name]
-                p.fu, p.fv, p.vth6 = int(c.fu), int(c.fv), int(c.vth6)
-                # an int, or a per-neuron (size, 1) column; 0 when the population has none
-                p.bias = (c.bias.cpu().numpy().astype(_I64)[:, None] if torch.is_tensor(c.bias)
-                          else int(c.bias))
-                p.act_wrap, p.u_wrap, p.v_wrap = c.act_wrap, c.u_wrap, c.v_wrap
+                # the shared LIF constants with numpy values: an int, or a (size, 1) column
+                bias = c.bias.cpu().numpy().astype(_I64)[:, None] if torch.is_tensor(c.bias) \
+                    else int(c.bias)
+                p.lif = fx.LifParams(int(c.fu), int(c.fv), int(c.vth6), bias,
+                                     c.act_wrap, c.u_wrap, c.v_wrap)
                 p.reset_res = pop.depth % self.W           # LIFReset clears u, v at g = depth
-                p.lazy = _no_bias(p.bias)                   # silent without input (see module doc)
+                p.lazy = _no_bias(bias)                     # silent without input (see module doc)
                 # no wrap can happen: u, v in float64 (fewer ops), exact below 2^53
-                p.fl = (p.fu == 0 and not (c.act_wrap or c.u_wrap or c.v_wrap or p.wraps[0])
+                p.fl = (p.lif.fu == 0 and not (c.act_wrap or c.u_wrap or c.v_wrap or p.wraps[0])
                         and all(s.exact_in_float() for s in p.ports[0]))
-                p.cv = p.fv / _UNITY
                 p.li = len(self.lif_names)
                 self.lif_names.append(name)
             elif pop.kind == "prod":
@@ -276,16 +243,7 @@ class NumpyEngine:
             (s1, s2), (w1, w2) = p.ports, p.wraps
             if not (_live(s1, rows) and _live(s2, rows)):
                 return None                    # 0 * a >> e = 0
-            w = _port(s1, rows, w1) * _port(s2, rows, w2)
-            if p.wrap:
-                w = wrap32(w)
-            if p.exp:
-                w = w >> p.exp
-            if p.vth == 0:
-                if p.wrap:
-                    w[w == -I32] = 0
-            else:
-                w = w * _abs32_gt(w, p.vth)
+            w = fx.prod_step(_port(s1, rows, w1), _port(s2, rows, w2), p.exp, p.vth, p.wrap)
             return w.astype(_F64) if np.count_nonzero(w) else None
         if kind == "lif":
             return self._lif(p, _port_f(p.ports[0], rows) if p.fl else
@@ -294,7 +252,7 @@ class NumpyEngine:
         if kind == "graded":
             if a is None:
                 return None
-            o = a * _abs32_gt(a, p.vth)
+            o = fx.graded_step(a, p.vth)
             return o.astype(_F64) if np.count_nonzero(o) else None
         if p.decay is not None:
             return self._decaying_accum(p, a, rows, g)
@@ -338,58 +296,21 @@ class NumpyEngine:
             u = None
             if v is not None:
                 for _ in range(g - last - 1):
-                    v = self._decay_v(p, v)
-        if a is None and p.lazy and (u is None or p.fu == 0):
+                    v = fx.decay(v, p.lif.fv)
+        c = p.lif
+        if a is None and p.lazy and (u is None or c.fu == 0):
             # no input: u -> 0, v decays, no spike (only reached when recording states)
             self.u[li] = None
-            self.v[li] = None if v is None else self._decay_v(p, v)
+            self.v[li] = None if v is None else fx.decay(v, c.fv)
             return None
-        if p.fl:                               # u = a << 6 (du = 4095), all in float64
-            u = a * 64.0 if a is not None else np.zeros((self.sizes[p.i], self.B))
-            vv = u + p.bias if v is None else np.trunc(v * p.cv) + u
-            if not p.lazy and v is not None:
-                vv += p.bias
-            np.maximum(vv, -(STATE_MAX - 1), out=vv)
-            np.minimum(vv, STATE_MAX - 1, out=vv)
-            s = vv > p.vth6
-            vv[s] = 0
-            self.u[li], self.v[li] = u, vv
-            return s.astype(_F64) if np.count_nonzero(s) else None
         if a is None:
-            act = np.zeros((self.sizes[p.i], self.B), _I64)
-        else:
-            act = a << fx.ACT_SHIFT
-            if p.act_wrap:
-                act = wrap32(act)
-        if u is None or p.fu == 0:
-            dc = act                           # int32 already (wrapped or bounded)
-        else:
-            dc = decay(u, p.fu) + act
-            if p.u_wrap:
-                dc = wrap32(dc)
-        if p.u_wrap:
-            dc = np.where(dc > STATE_MAX, dc - 2 * STATE_MAX,
-                          np.where(dc <= -STATE_MAX, dc + 2 * STATE_MAX, dc))
-        u = dc
-        vv = u if v is None else decay(v, p.fv) + u
-        if not p.lazy:
-            vv = vv + p.bias
-        if p.v_wrap:
-            vv = wrap32(vv)
-        vv = np.maximum(vv, -(STATE_MAX - 1))     # a new array: safe to write below
-        np.minimum(vv, STATE_MAX - 1, out=vv)
-        s = vv > p.vth6
-        vv[s] = 0
+            a = np.zeros((self.sizes[p.i], self.B), _F64 if p.fl else _I64)
+        # p.fl: u = a << 6 (du = 4095), all in float64
+        s, u, vv = fx.lif_step(a, u, v, c)
         self.u[li], self.v[li] = u, vv
-        if p.fu and not eager and np.count_nonzero(u):     # a leaky current: work at the next step too
+        if c.fu and not eager and np.count_nonzero(u):     # a leaky current: work at the next step too
             self.todo[(g + 1) % self.L].add(p.i)
         return s.astype(_F64) if np.count_nonzero(s) else None
-
-    @staticmethod
-    def _decay_v(p: _Pop, v: np.ndarray) -> np.ndarray:
-        if p.fv == _UNITY:
-            return v
-        return np.trunc(v * p.cv) if p.fl else decay(v, p.fv)
 
     # ------------------------------------------------------------- recording
     def recorded(self) -> Dict[str, np.ndarray]:

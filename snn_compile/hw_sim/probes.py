@@ -220,7 +220,7 @@ def frames_from_token_time(qgraph, name: str, o: np.ndarray) -> np.ndarray:
     except for an ``accum`` after its first token step: there it repeats its memory
     step without input, ``x = accum_step(x, None, decay, decay_exp)`` (held, or decayed).
     Valid for streamable graphs (``emulator.check_streamable``; the caller checks)."""
-    from snn_compile.hw_sim.fixed_point import accum_step
+    from snn_compile.loihi.fixed_point import accum_step
 
     pop = qgraph.pop(name)
     T, W = qgraph.steps_per_token, qgraph.window

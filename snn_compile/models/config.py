@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from snn_compile.errors import UserError
-from snn_compile.limits import INHIBITORY_MANTISSA_MAX
+from snn_compile.loihi.limits import INHIBITORY_MANTISSA_MAX
 
 MODEL_KINDS = ("spikedecoder", "partial", "ann")
 SURROGATES = ("atan", "fast_sigmoid")

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from snn_compile.models import kernels
-from snn_compile.limits import DECAY_MAX, DECAY_UNITY, MANTISSA_MAX
+from snn_compile.loihi.limits import DECAY_MAX, DECAY_UNITY, MANTISSA_MAX
 from snn_compile.models.config import DECAY_EXP, ModelConfig
 
 

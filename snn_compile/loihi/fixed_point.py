@@ -1,10 +1,13 @@
-"""Loihi 2 fixed-point arithmetic as vectorised torch integer ops (CPU and CUDA).
+"""Loihi 2 fixed-point arithmetic, written once for numpy arrays and torch tensors.
 
-One place for the arithmetic that both integer backends (token-time reference,
-global-time emulator) execute, transcribed from Lava 0.10's bit-accurate
-models (``lava/proc/{lif,dense,prodneuron,graded}/models.py``). Tensors are
-int64 with the batch dimension first; values that Lava keeps in ``np.int32``
-are wrapped modulo 2^32 exactly where Lava's numpy code wraps:
+The integer update of every population kind and synapse, transcribed from Lava 0.10's
+bit-accurate models (``lava/proc/{lif,dense,prodneuron,graded}/models.py``). Every
+integer executor runs these functions: the token-time reference and the torch emulator
+on int64 tensors (CPU or CUDA, batch first or last), the numpy engine on int64 arrays,
+the range report on int64 arrays. The functions use only operators both libraries share
+(``+ - * >> << & abs``, comparisons, ``clip``); the few that differ go through
+``_where`` / ``_zero_where`` / ``_trunc``. Values that Lava keeps in ``np.int32`` are
+wrapped modulo 2^32 exactly where Lava's numpy code wraps:
 
 * ports carry ``int32`` (a synapse's output is cast into an int32 channel,
   an ``InPort`` sums its channels in int32);
@@ -19,8 +22,10 @@ are wrapped modulo 2^32 exactly where Lava's numpy code wraps:
 * accum (``accum_step``): the decay loop's ``weights.dot(s_in)`` is an int32
   product, its ``right_shift`` a floor; ``GradedVec(vth=0)`` drops ``-2^31``.
 
-Wraps that a static bound proves to be no-ops are skipped (``*_bound``
-arguments); they never change a result.
+Wraps that a static bound proves to be no-ops are skipped (``*_bound`` arguments and the
+``*_wrap`` flags); they never change a result. Where no wrap can happen, the LIF update
+also runs on float64 arrays (exact below 2^53: ``decay`` is then ``trunc(x * f / 4096)``,
+``a << 6`` is ``a * 64``); the numpy engine uses that form because it needs fewer ops.
 """
 
 from __future__ import annotations
@@ -31,38 +36,79 @@ from typing import Optional
 import numpy as np
 import torch
 
-from snn_compile.limits import DECAY_MAX, DECAY_UNITY, STATE_MAX, VTH_SHIFT  # noqa: F401
+from snn_compile.loihi.limits import (DECAY_MAX, DECAY_SHIFT, DECAY_UNITY,  # noqa: F401
+                                      INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_SHIFT,
+                                      WEIGHT_BITS)
 
 I32 = 2 ** 31
 ACT_SHIFT = VTH_SHIFT          # input and threshold are MSB-aligned by the same 6 bits
 F64_EXACT = 2 ** 53            # integers below this add exactly in float64
+_ROUND = DECAY_UNITY - 1
+
+
+# ------------------------------------------------------ the few ops numpy and torch spell apart
+def _is_torch(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _is_float(x) -> bool:
+    return x.is_floating_point() if _is_torch(x) else x.dtype.kind == "f"
+
+
+def _where(c, a, b):
+    return torch.where(c, a, b) if _is_torch(c) else np.where(c, a, b)
+
+
+def _zero_where(x, m):
+    """``x`` with the entries where ``m`` holds set to 0, in place (``x`` is a fresh array)."""
+    if _is_torch(x):
+        return x.masked_fill_(m, 0)
+    x[m] = 0
+    return x
+
+
+def _trunc(x):
+    return torch.trunc(x) if _is_torch(x) else np.trunc(x)
+
+
+def _zeros_like(x):
+    return torch.zeros_like(x) if _is_torch(x) else np.zeros_like(x)
 
 
 # ------------------------------------------------------------ integer helpers
-def wrap32(x: torch.Tensor) -> torch.Tensor:
+def wrap32(x):
     """Two's-complement wrap of int64 values into the int32 range (numpy's int32 overflow)."""
     return ((x + I32) & (2 * I32 - 1)) - I32
 
 
-def decay(x: torch.Tensor, factor) -> torch.Tensor:
+def decay(x, factor):
     """``sign(x) * ((|x| * factor) >> 12)`` = truncation of ``x * factor / 4096`` toward 0.
 
-    ``factor`` is an int or a per-neuron int64 tensor broadcastable to ``x``."""
-    if not torch.is_tensor(factor):
+    ``factor`` is an int or a per-neuron int64 array/tensor broadcastable to ``x``. On
+    integers the truncation is a floor shift after adding 4095 to negative products; on
+    float64 (values below 2^40) ``trunc(x * (factor / 4096))`` is the same number."""
+    if not (_is_torch(factor) or isinstance(factor, np.ndarray)):
         if factor == DECAY_UNITY:
             return x
         if factor == 0:
-            return torch.zeros_like(x)
-    return torch.div(x * factor, DECAY_UNITY, rounding_mode="trunc")
+            return _zeros_like(x)
+    if _is_float(x):
+        return _trunc(x * (factor / DECAY_UNITY))
+    if _is_torch(x):
+        return torch.div(x * factor, DECAY_UNITY, rounding_mode="trunc")
+    t = x * factor
+    return (t + ((t >> 63) & _ROUND)) >> DECAY_SHIFT
 
 
-def shift(a: torch.Tensor, exp: int) -> torch.Tensor:
-    """Lava's weight-exponent shift: ``a << exp`` if exp > 0 else arithmetic ``a >> -exp``."""
-    if exp > 0:
-        return a << exp
-    if exp < 0:
-        return a >> -exp
-    return a
+def shift(a, exp: int):
+    """Lava's weight-exponent shift: ``a << exp`` if exp > 0 else arithmetic ``a >> -exp``
+    (on float64: ``a * 2^exp``, ``floor(a / 2^-exp)``, both exact)."""
+    if exp == 0:
+        return a
+    if _is_float(a):
+        return a * 2.0 ** exp if exp > 0 else (torch.floor if _is_torch(a) else np.floor)(
+            a * 2.0 ** exp)
+    return a << exp if exp > 0 else a >> -exp
 
 
 def shift_bound(b: int, exp: int) -> int:
@@ -70,17 +116,27 @@ def shift_bound(b: int, exp: int) -> int:
     return b << exp if exp >= 0 else (b >> -exp) + 1
 
 
-def is_lava_legal(w: torch.Tensor) -> bool:
-    """True when Lava's Dense leaves ``w`` unchanged (``clip_weights`` + ``truncate_weights``
-    with 8 weight bits): excitatory 0..255, inhibitory -255..0, mixed even values in -256..254."""
-    if w.numel() == 0:
-        return True
-    lo, hi = int(w.min()), int(w.max())
-    if lo >= 0:
-        return hi <= 255
-    if hi <= 0:
-        return lo >= -255
-    return lo >= -256 and hi <= 255 and not bool((w & 1).any())
+def lava_legal_weights(w) -> np.ndarray:
+    """What Lava's fixed-point Dense does to a weight matrix on its first step.
+
+    Mirrors ``lava.utils.weightutils.clip_weights`` + ``truncate_weights`` with the
+    default 8 weight bits and the sign mode Lava infers from the matrix: excitatory
+    0..255, inhibitory -255..0, mixed even values in -256..254.
+    """
+    w = np.asarray(w.cpu() if _is_torch(w) else w).astype(np.int64)
+    full = 2 ** WEIGHT_BITS
+    if w.size == 0 or (w.min() >= 0):          # excitatory (or all zero)
+        return np.clip(w, 0, full - 1)
+    if w.max() <= 0:                           # inhibitory
+        return -np.clip(-w, 0, INHIBITORY_MANTISSA_MAX)
+    w = np.clip(w, -full, full - 1)            # mixed: the sign takes one bit
+    return (w >> 1) << 1
+
+
+def is_lava_legal(w) -> bool:
+    """True when Lava's Dense leaves ``w`` unchanged (``lava_legal_weights(w) == w``)."""
+    a = np.asarray(w.cpu() if _is_torch(w) else w)
+    return bool(np.array_equal(lava_legal_weights(a), a))
 
 
 # ----------------------------------------------------------------- neurons
@@ -119,36 +175,52 @@ class LifParams:
         return p
 
 
-def lif_step(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, p: LifParams):
-    """One step of PyLifResetModelBitAcc; returns (spikes bool, u, v)."""
-    act = a << ACT_SHIFT
+def lif_step(a, u, v, p: LifParams, peaks: Optional[dict] = None):
+    """One step of PyLifResetModelBitAcc; returns ``(spikes bool, u, v)``.
+
+    ``a``: the port's int32-valued input; ``u`` / ``v``: the state, or ``None`` for a
+    state at rest (zero). Int64 arrays or tensors, or float64 ones where the flags of
+    ``p`` say nothing wraps. ``peaks``: a dict whose ``"u"`` / ``"v"`` keep the largest
+    ``|u|`` before its wrap and ``|v|`` before its clip (the range report)."""
+    act = a << ACT_SHIFT if not _is_float(a) else a * float(2 ** ACT_SHIFT)
     if p.act_wrap:
         act = wrap32(act)
-    dc = act if _is_zero(p.fu) else decay(u, p.fu) + act
+    dc = act if (u is None or _is_zero(p.fu)) else decay(u, p.fu) + act
+    if peaks is not None:
+        peaks["u"] = max(peaks.get("u", 0), _absmax(dc))
     if p.u_wrap:
         dc = wrap32(dc)
-        u = torch.where(dc > STATE_MAX, dc - 2 * STATE_MAX,
-                        torch.where(dc <= -STATE_MAX, dc + 2 * STATE_MAX, dc))
+        u = _where(dc > STATE_MAX, dc - 2 * STATE_MAX,
+                   _where(dc <= -STATE_MAX, dc + 2 * STATE_MAX, dc))
     else:
         u = dc
-    vv = decay(v, p.fv) + u
+    vv = u if v is None else decay(v, p.fv) + u
     if not _is_zero(p.bias):
         vv = vv + p.bias
     if p.v_wrap:
         vv = wrap32(vv)
-    vv = vv.clamp_(-(STATE_MAX - 1), STATE_MAX - 1)
+    if peaks is not None:
+        peaks["v"] = max(peaks.get("v", 0), _absmax(vv))
+    vv = vv.clip(-(STATE_MAX - 1), STATE_MAX - 1)    # a new array: zeroed in place below
     s = vv > p.vth6
-    return s, u, vv.masked_fill_(s, 0)
+    return s, u, _zero_where(vv, s)
+
+
+def _absmax(x) -> int:
+    n = x.numel() if _is_torch(x) else x.size
+    return int(abs(x).max()) if n else 0
 
 
 def _is_zero(c) -> bool:
-    return (not torch.is_tensor(c)) and c == 0
+    return not (_is_torch(c) or isinstance(c, np.ndarray)) and c == 0
 
 
 def per_neuron(c, size: int) -> np.ndarray:
     """A LifParams constant (int or per-neuron tensor) as an int64 array of ``size``."""
-    if torch.is_tensor(c):
+    if _is_torch(c):
         return c.cpu().numpy().astype(np.int64).reshape(-1)
+    if isinstance(c, np.ndarray):
+        return c.astype(np.int64).reshape(-1)
     return np.full(size, int(c), np.int64)
 
 
@@ -158,22 +230,23 @@ def bias_fires_from_rest(pop, steps: int) -> bool:
     starts (``LIFReset`` clears u, v at the window's first step, but a spike sent before
     it reaches the population's self-loop or delayed synapses)."""
     p = LifParams.of(pop, 0)
-    u = torch.zeros(1, pop.size, dtype=torch.int64)
-    v = torch.zeros_like(u)
-    zero = torch.zeros_like(u)
+    if _is_torch(p.bias):
+        p.bias = p.bias.numpy()
+    u = v = None
+    zero = np.zeros(pop.size, np.int64)
     for _ in range(steps):
         s, u, v = lif_step(zero, u, v, p)
-        if bool(s.any()):
+        if s.any():
             return True
     return False
 
 
-def _abs32_gt(w: torch.Tensor, vth) -> torch.Tensor:
+def _abs32_gt(w, vth):
     """numpy's ``np.abs(w) > vth`` on int32 (``abs(-2^31)`` stays negative)."""
-    return (w.abs() > vth) & (w != -I32)
+    return (abs(w) > vth) & (w != -I32)
 
 
-def prod_step(a1: torch.Tensor, a2: torch.Tensor, exp, vth, wrap: bool = True):
+def prod_step(a1, a2, exp, vth, wrap: bool = True):
     """ProdNeuron: ``w = wrap32(a1 * a2) >> exp``; out = w where |w| > vth, else 0."""
     w = a1 * a2
     if wrap:
@@ -181,11 +254,11 @@ def prod_step(a1: torch.Tensor, a2: torch.Tensor, exp, vth, wrap: bool = True):
     if not _is_zero(exp):
         w = w >> exp
     if _is_zero(vth):                # |w| > 0 keeps every w but int32's -2^31
-        return w.masked_fill_(w == -I32, 0) if wrap else w
+        return _zero_where(w, w == -I32) if wrap else w
     return w * _abs32_gt(w, vth)
 
 
-def graded_step(a: torch.Tensor, vth) -> torch.Tensor:
+def graded_step(a, vth):
     """GradedVec: out = a where |a| > vth, else 0 (``a`` already int32-valued)."""
     return a * _abs32_gt(a, vth)
 
