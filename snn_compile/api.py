@@ -56,7 +56,7 @@ class Model:
     not written by snn_compile (no token framing). ``report``: the quantization report
     of ``compile``; ``check``: its float/int/Lava comparison when asked for;
     ``headroom``: a decoder's measured range headroom on the calibration text
-    (``compiler.pipeline.calibration_headroom``).
+    (``hw_sim.verify.calibration_headroom``).
     """
 
     def __init__(self, source: str, kind: str, *, torch_model=None, tokenizer=None,
@@ -119,7 +119,7 @@ def load(source) -> Model:
                         ".qgraph), default:spikedecoder / default:ann, or a nir.NIRGraph "
                         "(export an snnTorch network with snn_compile.export(net, path, "
                         "example=x))")
-    from snn_compile.cli._common import resolve_checkpoint
+    from snn_compile.models.assets import resolve_checkpoint
     spec = resolve_checkpoint(os.fspath(source))
     if spec.endswith(".nir"):
         from snn_compile.export.nir_io import read_nir
@@ -219,22 +219,8 @@ def export(model, path: Optional[str] = None, *, example=None, check: bool = Tru
 
 def _export_module(net, path, example) -> Model:
     """An snnTorch network through snnTorch's ``export_to_nir`` (which uses nirtorch)."""
-    import torch
-    if example is None:
-        raise UserError("exporting a torch network needs example=, one input batch of shape "
-                        "(1, inputs), e.g. example=torch.zeros(1, 64)")
-    try:
-        from snntorch.export_nir import export_to_nir
-        graph = export_to_nir(net, torch.as_tensor(example, dtype=torch.float32),
-                              ignore_dims=[0])
-    except UserError:
-        raise
-    except Exception as e:          # snnTorch/nirtorch raise anything for unknown layers
-        raise UserError(f"snnTorch's export_to_nir could not export this network "
-                        f"({type(e).__name__}: {str(e)[:200]}); give Leaky layers per-neuron "
-                        "beta and threshold tensors (snnTorch exports a scalar beta as a "
-                        "shape-() LIF) and use layers NIR knows (Linear, Conv2d, Leaky, "
-                        "Synaptic, RLeaky)") from None
+    from snn_compile.export.to_nir import export_snntorch
+    graph = export_snntorch(net, example)
     m = load(graph)
     if path is not None:
         return export(m, path)
@@ -308,8 +294,8 @@ def compile(model, *, steps: Optional[int] = None, calibrate=None,
         chk = None
     head = None
     if not m.foreign and m.kind != "qgraph":
-        from snn_compile.compiler.pipeline import calibration_headroom
-        head = calibration_headroom(q, m.tokenizer or _decoder_tokenizer(m))
+        from snn_compile.hw_sim import verify
+        head = verify.calibration_headroom(q, m.tokenizer or _decoder_tokenizer(m))
     over = [w for w in (rep or {}).get("warnings", []) if "16-bit" in w]
     if head is not None:
         over += [e + " on the calibration text" for e in head["errors"]]
@@ -353,8 +339,8 @@ def _compile_foreign(m: Model, steps, calibrate, check: bool, rate: float, seed:
     import torch
 
     from snn_compile.compiler.qgraph import QGraphError
-    from snn_compile.compiler.quantize_foreign import (compare_float_int, foreign_to_qgraph,
-                                                       plan_foreign)
+    from snn_compile.compiler.quantize_foreign import foreign_to_qgraph, plan_foreign
+    from snn_compile.hw_sim.verify import compare_float_int
     if not 0.0 < rate <= 1.0:
         raise UserError(f"check_rate must lie in (0, 1], got {rate}")
     plan = plan_foreign(m.graph)
@@ -586,7 +572,7 @@ def _run_decoder(m: Model, inputs, backend: str):
     else:
         q = m.qgraph if m.qgraph is not None else compile(m).qgraph
         if backend == "int":
-            from snn_compile.compiler.int_reference import logits_only
+            from snn_compile.hw_sim.int_reference import logits_only
             y = logits_only(q, tt)
         elif backend == "emulator":
             from snn_compile.hw_sim.emulator import emulator_logits
@@ -695,7 +681,7 @@ def _evaluate_decoder(m: Model, backend: str, data, max_tokens, oov, ablate, dev
         total, count = 0.0, 0
         for x, y in sequential_blocks(ids, cfg_context, 64):
             if backend == "int":
-                from snn_compile.compiler.int_reference import logits_only
+                from snn_compile.hw_sim.int_reference import logits_only
                 logits = logits_only(q, torch.as_tensor(x))
             else:
                 from snn_compile.hw_sim.emulator import emulator_logits

@@ -85,8 +85,8 @@ def test_lava_probes_equal_the_counts_at_every_window_step():
     the memory's drain-step messages are among them."""
     pytest.importorskip("lava.proc.io.injector")
     import torch
-    from snn_compile.compiler.int_reference import run_token_time
-    from snn_compile.compiler.random_graphs import random_decoder_qgraph
+    from snn_compile.hw_sim.int_reference import run_token_time
+    from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
     from snn_compile.hw_sim.lava_runner import LavaSession
     from snn_compile.hw_sim.probes import activity_from_token_time, compare_activity
 

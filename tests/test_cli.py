@@ -140,7 +140,8 @@ def test_a_broken_stage_does_not_break_the_others(monkeypatch):
 # --- shared helpers -----------------------------------------------------------------------
 
 def test_resolve_checkpoint_defaults(monkeypatch, tmp_path):
-    monkeypatch.setattr(_common, "ASSETS_DIR", tmp_path)
+    from snn_compile.models import assets
+    monkeypatch.setattr(assets, "ASSETS_DIR", tmp_path)
     with pytest.raises(UserError, match=r"spikedecoder\.pt does not exist.*snn-compile train "
                                         r"--model spikedecoder"):
         _common.resolve_checkpoint("default:spikedecoder")

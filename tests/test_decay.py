@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from snn_compile.compiler.int_reference import (IntReferenceBackend, input_frames, plan_graph,
-                                                run_frames, run_token_time)
+from snn_compile.hw_sim.int_reference import (IntReferenceBackend, input_frames, plan_graph,
+                                              run_frames, run_token_time)
 from snn_compile.compiler.qgraph import (FILE_VERSION, Population, QGraph, QGraphError, Synapse,
                                          accum_state_bound, assign_depths)
-from snn_compile.compiler.random_graphs import (attention_indices, random_dag_qgraph,
-                                                random_decoder_qgraph, replication)
+from snn_compile.compiler.quantize import attention_indices, replication
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.loihi import fixed_point as fx
 from snn_compile.hw_sim.emulator import Emulator, EmulatorBackend
 from snn_compile.hw_sim.probes import activity_from_token_time

@@ -15,9 +15,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snn_compile.compiler.int_reference import IntReferenceBackend, run_token_time
+from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
 from snn_compile.compiler.qgraph import Population, QGraph, QGraphError, Synapse, assign_depths
-from snn_compile.compiler.random_graphs import random_dag_qgraph, random_decoder_qgraph
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, check_streamable,
                                          emulator_logits)
 from snn_compile.hw_sim.probes import activity_from_token_time
@@ -150,7 +150,7 @@ def lava_run():
     tokens = torch.tensor([[1, 4, 0, 5]])
     G = Emulator(q, batch=1, strict=False).run_sequence(tokens).steps
     frames = {k: np.zeros((G, q.pop(k).size), np.int64) for k in q.inputs}
-    from snn_compile.compiler.int_reference import input_frames
+    from snn_compile.hw_sim.int_reference import input_frames
     fr = input_frames(q, tokens)
     for n in range(tokens.shape[1]):
         for k in q.inputs:
@@ -208,7 +208,7 @@ def decay_wrap_graph() -> QGraph:
 
 
 def _global_frames(q: QGraph, tokens: torch.Tensor, G: int) -> dict:
-    from snn_compile.compiler.int_reference import input_frames
+    from snn_compile.hw_sim.int_reference import input_frames
     frames = {k: np.zeros((G, q.pop(k).size), np.int64) for k in q.inputs}
     fr = input_frames(q, tokens)
     for n in range(tokens.shape[1]):
@@ -397,7 +397,7 @@ def test_step_token_batches_sequences(decoder, engine):
     for n in range(3):
         assert torch.equal(emu.step_token(tokens[:, n], positions=[n] * 4),
                            ref.logits_int[:, n])
-    from snn_compile.compiler.int_reference import input_frames
+    from snn_compile.hw_sim.int_reference import input_frames
     fr = input_frames(decoder, tokens)
     assert torch.equal(emu.step_frames({k: v[:, 3] for k, v in fr.items()}),
                        ref.logits_int[:, 3])

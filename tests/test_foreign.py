@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import snn_compile as sc
-from snn_compile.compiler.quantize_foreign import compare_float_int
+from snn_compile.hw_sim.verify import compare_float_int
 from snn_compile.errors import UserError
 from snn_compile.export.interpreter import NIRInterpreter
 from snn_compile.export.nir_io import recurrent_edges, flatten

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from snn_compile.compiler.int_reference import (IntReferenceBackend, input_frames,
-                                                logits_only, run_token_time)
+from snn_compile.hw_sim.int_reference import (IntReferenceBackend, input_frames,
+                                              logits_only, run_token_time)
 from snn_compile.compiler.qgraph import Population, QGraph, Synapse, lava_legal_weights
-from snn_compile.compiler.random_graphs import (attention_indices, random_dag_qgraph,
-                                                random_decoder_qgraph)
+from snn_compile.compiler.quantize import attention_indices
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.errors import UserError
 from snn_compile.loihi import fixed_point as fx
 

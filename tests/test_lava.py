@@ -187,7 +187,7 @@ def test_lifreset_offset_is_depth_plus_one():
 
 # ------------------------------------------------ lowered graphs vs reference
 def _reference(q: QGraph, tokens, positions=None):
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
     run = run_token_time(q, np.asarray(tokens), None if positions is None else np.asarray(positions))
     return ({k: v.cpu().numpy() for k, v in run.outputs.items()},
             run.logits_int.cpu().numpy())
@@ -234,7 +234,7 @@ def test_hand_graphs_match_reference(make, tokens, kinds):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_dag_graphs_match_reference(seed):
-    from snn_compile.compiler.random_graphs import random_dag_qgraph
+    from snn_compile.hw_sim.random_graphs import random_dag_qgraph
     from snn_compile.hw_sim.lava_runner import LavaSession
     q = random_dag_qgraph(seed=seed, n_pops=5, T=2, vocab=6, context=6, max_size=5)
     tokens = np.random.default_rng(seed).integers(0, 6, size=4)
@@ -245,7 +245,7 @@ def test_random_dag_graphs_match_reference(seed):
 
 
 def tiny_decoder(seed: int = 0):
-    from snn_compile.compiler.random_graphs import random_decoder_qgraph
+    from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
     return random_decoder_qgraph(seed=seed, vocab=8, d=8, heads=2, layers=1, T=3, context=8,
                                  calib_tokens=8)
 
@@ -320,7 +320,7 @@ def _greedy(backend, prompt, n_new):
 
 
 def test_greedy_generation_lava_equals_int_reference():
-    from snn_compile.compiler.int_reference import IntReferenceBackend
+    from snn_compile.hw_sim.int_reference import IntReferenceBackend
     from snn_compile.hw_sim.lava_runner import LavaBackend
     q = tiny_decoder(2)
     prompt, n_new = [1, 2, 3], 7          # 10 tokens > context 8: exercises the roll-over reset

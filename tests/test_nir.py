@@ -138,7 +138,8 @@ def test_snntorch_export_runs_in_the_interpreter_spike_for_spike(tmp_path):
 
 
 def test_foreign_graph_compiles_and_lava_equals_integer_reference(tmp_path):
-    from snn_compile.compiler.quantize_foreign import compare_float_int, foreign_to_qgraph
+    from snn_compile.compiler.quantize_foreign import foreign_to_qgraph
+    from snn_compile.hw_sim.verify import compare_float_int
     net = snntorch_net(seed=1, n_in=12, hidden=16, n_out=6)
     path = str(tmp_path / "snn.nir")
     export_snntorch(net, 12, path)
@@ -232,7 +233,7 @@ def test_unknown_node_type_in_file_is_named(tmp_path, shipped_nir):
 
 # --------------------------------------------------------------- compile from NIR
 def test_compiling_the_nir_file_equals_compiling_the_checkpoint(shipped_nir):
-    from snn_compile.compiler.int_reference import logits_only
+    from snn_compile.hw_sim.int_reference import logits_only
     from snn_compile.compiler.pipeline import load_qgraph
     q1, _, tok1 = load_qgraph("default:spikedecoder")
     q2, _, tok2 = load_qgraph(shipped_nir)

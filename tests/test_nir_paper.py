@@ -63,7 +63,7 @@ def test_paper_braille_rnn_compiles_and_int_equals_emulator():
     assert c.qgraph.pop("lif1.lif").du < 4095                # current-based: Lava's du
     yi, ye = sc.run(c, X, backend="int"), sc.run(c, X, backend="emulator")
     np.testing.assert_array_equal(yi, ye)
-    from snn_compile.compiler.quantize_foreign import compare_float_int
+    from snn_compile.hw_sim.verify import compare_float_int
     res = compare_float_int(m.graph, c.qgraph, {"input": torch.as_tensor(X.transpose(1, 0, 2))})
     # the recurrent layer keeps nearly every spike decision; the output layer fires at about
     # a third of its neuron-steps and its marginal decisions move (measured: 83 % agree,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snn_compile.models.spikedecoder import is_spike_record
-from snn_compile.compiler.int_reference import run_token_time
+from snn_compile.hw_sim.int_reference import run_token_time
 from snn_compile.compiler.pipeline import calibration_tokens, load_qgraph
 from snn_compile.compiler.quantize import lava_synapse, pow2_grid, quantize_decoder
 from snn_compile.compiler.qgraph import QGraph
@@ -67,7 +67,7 @@ def test_shipped_default_compiles_and_matches(tmp_path):
 
 
 def test_shipped_default_greedy_text_identical_on_int_emulator_and_lava():
-    from snn_compile.compiler.int_reference import IntReferenceBackend
+    from snn_compile.hw_sim.int_reference import IntReferenceBackend
     from snn_compile.hw_sim.emulator import EmulatorBackend
     from snn_compile.hw_sim.lava_runner import LavaBackend
     q, _, tok = load_qgraph("default:spikedecoder")

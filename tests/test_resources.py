@@ -84,7 +84,7 @@ def test_partition_splits_by_neurons_and_memory_and_counts_chips():
 
 
 def test_random_decoder_report():
-    from snn_compile.compiler.random_graphs import random_decoder_qgraph
+    from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
     q = random_decoder_qgraph(seed=0, vocab=16, d=16, heads=2, layers=1, T=2, context=8,
                               calib_tokens=8)
     r = R.resource_report(q)
@@ -98,8 +98,8 @@ def test_random_decoder_report():
 
 def test_range_report_bounds_hold_and_flag_overflow():
     import torch  # noqa: F401  (the integer reference runs on torch)
-    from snn_compile.compiler.int_reference import run_token_time
-    from snn_compile.compiler.random_graphs import random_decoder_qgraph
+    from snn_compile.hw_sim.int_reference import run_token_time
+    from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
     q = random_decoder_qgraph(seed=1, vocab=16, d=16, heads=2, layers=1, T=2, context=8,
                               calib_tokens=8)
     run = run_token_time(q, np.arange(8) % 16)
@@ -166,13 +166,13 @@ def test_measured_input_of_a_token_shift_synapse_reads_the_previous_token():
 def test_compile_refuses_a_graph_that_saturates_on_the_calibration_text(monkeypatch, capsys):
     """One clear error naming the population and the fix; --allow-saturation writes it."""
     from snn_compile.cli import main as cli_main
-    from snn_compile.compiler import pipeline
+    from snn_compile.hw_sim import verify
 
-    def saturating(q, tok, n=pipeline.CALIBRATION_TOKENS):
+    def saturating(q, tok, n=verify.CALIBRATION_TOKENS):
         return {"populations": {}, "tokens": n, "text": "calibration text",
                 "errors": ["population block1.attn: its 16-bit dendritic input reaches "
                            "1.24 x 2^15"]}
-    monkeypatch.setattr(pipeline, "calibration_headroom", saturating)
+    monkeypatch.setattr(verify, "calibration_headroom", saturating)
     assert cli_main.main(["compile", "default:spikedecoder"]) == 2
     err = capsys.readouterr().err
     assert "block1.attn" in err and "--allow-saturation" in err and "retrain" in err

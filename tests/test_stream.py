@@ -83,7 +83,7 @@ def _quantized(decay=True, shift=1):
 
 
 def test_quantized_graph_structure_and_float_agreement():
-    from snn_compile.compiler.int_reference import IntReferenceBackend, run_token_time
+    from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
     m, q, rep, x = _quantized()
     assert q.window == m.cfg.memory_window == m.cfg.timesteps + 9 * 2 + 3
     mem = q.pop("block0.mem")
@@ -109,7 +109,7 @@ def test_quantized_graph_structure_and_float_agreement():
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
 @pytest.mark.parametrize("decay", [True, False])
 def test_emulator_equals_integer_reference(engine, decay):
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
     from snn_compile.hw_sim.emulator import Emulator
     _, q, _, x = _quantized(decay=decay)
     ref = run_token_time(q, x)
@@ -121,7 +121,7 @@ def test_emulator_equals_integer_reference(engine, decay):
 
 def test_lava_equals_reference_every_population_step_and_token():
     pytest.importorskip("lava.proc.io.injector")
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
     from snn_compile.hw_sim.lava_runner import LavaSession
     _, q, _, x = _quantized()
     tokens = [int(t) for t in x[0, :5]]
@@ -181,7 +181,7 @@ def test_window_mismatch_and_retired_formats_are_refused():
 
 
 def test_longer_trained_window_is_padded_at_the_readout():
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
     from snn_compile.compiler.quantize import quantize_decoder
     from snn_compile.hw_sim.emulator import Emulator
     m = calibrated(stream_model(shift=1))

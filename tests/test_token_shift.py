@@ -117,7 +117,7 @@ def _quantized():
 
 
 def test_quantized_graph_equals_the_model_and_streams():
-    from snn_compile.compiler.int_reference import IntReferenceBackend, run_token_time
+    from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
     m, q, x = _quantized()
     lagged = [s for s in q.synapses if s.token_lag]
     assert {s.token_lag for s in lagged} == {1, 2} and len(lagged) == 8
@@ -135,7 +135,7 @@ def test_quantized_graph_equals_the_model_and_streams():
 
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
 def test_emulator_equals_integer_reference(engine):
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
     from snn_compile.hw_sim.emulator import Emulator
     _, q, x = _quantized()
     ref = run_token_time(q, x)
@@ -177,7 +177,7 @@ def test_theoretical_ops_count_the_shifted_spikes():
 
 def test_lava_equals_reference_across_a_reset():
     pytest.importorskip("lava.proc.io.injector")
-    from snn_compile.compiler.int_reference import IntReferenceBackend
+    from snn_compile.hw_sim.int_reference import IntReferenceBackend
     from snn_compile.hw_sim.lava_runner import LavaBackend
     _, q, x = _quantized()
     seq = [int(t) for t in x[0]]

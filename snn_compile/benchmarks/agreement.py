@@ -36,7 +36,7 @@ def measure(model: str = "default:spikedecoder", data: Optional[str] = None,
     """The counts of the module docstring, in total and per population."""
     import torch
 
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
     from snn_compile.compiler.pipeline import load_qgraph
     from snn_compile.data import validation_ids
     from snn_compile.models.checkpoint import load_checkpoint

@@ -121,7 +121,7 @@ def load_graph(path: Optional[str], seed: int = 0, model: Optional[str] = None):
 
         return load_qgraph(model)[0]
     if path is None:
-        from snn_compile.compiler.random_graphs import random_decoder_qgraph
+        from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
         return random_decoder_qgraph(seed)
     try:

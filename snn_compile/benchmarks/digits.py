@@ -24,6 +24,9 @@ import os
 import numpy as np
 import torch
 
+from snn_compile.export.nir_io import write_nir
+from snn_compile.export.to_nir import export_snntorch
+
 
 def digits(n: int = None, seed: int = 0):
     """(images (n, 64) in [0, 1], labels): scikit-learn's bundled 8x8 digits, or, without
@@ -98,7 +101,6 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    import snn_compile as sc
     torch.manual_seed(a.seed)
     x, y, source = digits()
     n_train = int(0.8 * len(y))
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
                    seed=a.seed)
     X, Y = rate_code(x[n_train:], a.steps, a.seed + 2), y[n_train:]
     os.makedirs(a.out, exist_ok=True)
-    sc.export(net, os.path.join(a.out, "digits.nir"), example=torch.zeros(1, 64))
+    write_nir(export_snntorch(net, torch.zeros(1, 64)), os.path.join(a.out, "digits.nir"))
     np.save(os.path.join(a.out, "X.npy"), X)
     np.save(os.path.join(a.out, "Y.npy"), Y)
     res = {"data": source, "train": n_train, "test": int(len(Y)), "steps": a.steps,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -34,7 +35,9 @@ import numpy as np
 import torch
 
 from snn_compile.benchmarks import energy, theory
+from snn_compile.benchmarks.report import to_jsonable
 from snn_compile.errors import UserError, exits_on_user_error
+from snn_compile.models.assets import resolve_checkpoint
 
 DEFAULT_TOKENS = 16384
 DEFAULT_OUT = os.path.join("out", "encodings")
@@ -271,8 +274,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
         TimeElapsedColumn
 
-    from snn_compile.cli._common import print_json
-
     p = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.encodings",
                                 description=__doc__.strip().splitlines()[0])
     p.add_argument("--ann", default="default:ann", help="the ANN twin (default: default:ann)")
@@ -285,8 +286,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = p.parse_args(argv)
-    from snn_compile.cli._common import resolve_checkpoint
-
     ann, snn = resolve_checkpoint(args.ann), resolve_checkpoint(args.snn)
     if args.out == DEFAULT_OUT:
         os.makedirs(os.path.dirname(DEFAULT_OUT), exist_ok=True)
@@ -303,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     path = write(res, args.out)
     res["out"] = path
     if args.json:
-        print_json(res)
+        print(json.dumps(to_jsonable(res), allow_nan=False, ensure_ascii=False), flush=True)
     else:
         print(markdown_table(res["rows"]))
         print(f"\n{res['tokens']} validation tokens, {res['seconds']:.1f} s; report: "

@@ -63,7 +63,8 @@ def export_snntorch(net, n_in: int, path: str) -> None:
 
 def run(hidden: int = 32, n_in: int = 20, n_out: int = 10, steps: int = 32, batch: int = 16,
         rate: float = 0.3, seed: int = 0, lava_samples: int = 2, path: str | None = None) -> dict:
-    from snn_compile.compiler.quantize_foreign import compare_float_int, foreign_to_qgraph
+    from snn_compile.compiler.quantize_foreign import foreign_to_qgraph
+    from snn_compile.hw_sim.verify import compare_float_int
     from snn_compile.compiler.resources import resource_report
     from snn_compile.export.interpreter import NIRInterpreter
     from snn_compile.export.nir_io import read_nir

@@ -77,7 +77,7 @@ def ci95(x: np.ndarray) -> List[float]:
 # ---------------------------------------------------------------- backends
 def _reference_outputs(qgraph, seq: np.ndarray) -> Dict[str, np.ndarray]:
     """Token-time outputs of every population from the integer reference."""
-    from snn_compile.compiler.int_reference import run_token_time
+    from snn_compile.hw_sim.int_reference import run_token_time
 
     import torch
 

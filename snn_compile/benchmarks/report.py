@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,18 +24,23 @@ OUR_FILES = ("report.md", "results.json")
 
 
 def to_jsonable(obj):
-    """numpy → Python; NaN/inf → None (strict JSON)."""
+    """numpy scalars/arrays, paths, tuples and sets -> JSON types; NaN/inf -> None (strict
+    JSON); anything else is a ``TypeError``."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         return to_jsonable(obj.item())
     if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    return obj
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
 def check_output_dir(out: str, what: str = "--out") -> str:

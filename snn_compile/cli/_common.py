@@ -5,73 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
-import os
 import sys
-from pathlib import Path
 
-import numpy as np
 
+from snn_compile.benchmarks.report import to_jsonable
 from snn_compile.errors import UserError
-
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-
-# spec "default:<name>" → (file under snn_compile/assets/, the model kind to train it)
-DEFAULT_CHECKPOINTS = {
-    "spikedecoder": ("spikedecoder.pt", "spikedecoder"),
-    "ann": ("ann.pt", "ann"),
-}
-DEFAULT_PREFIX = "default:"
-
-
-def resolve_checkpoint(spec: str) -> str:
-    """Turn ``default:spikedecoder`` / ``default:ann`` or a file path into an existing path."""
-    spec = os.fspath(spec)
-    if spec.startswith(DEFAULT_PREFIX):
-        name = spec[len(DEFAULT_PREFIX):]
-        if name not in DEFAULT_CHECKPOINTS:
-            known = ", ".join(DEFAULT_PREFIX + k for k in DEFAULT_CHECKPOINTS)
-            raise UserError(f"unknown shipped checkpoint {spec!r}; choose one of: {known}, "
-                            "or give the path of a checkpoint file")
-        filename, model = DEFAULT_CHECKPOINTS[name]
-        path = ASSETS_DIR / filename
-        if not path.is_file():
-            raise UserError(f"shipped checkpoint {spec} is missing: {path} does not exist; make "
-                            f"it with `snn-compile train --model {model} -o {path}` "
-                            "or give the path of another checkpoint")
-        return str(path)
-    if not os.path.exists(spec):
-        raise UserError(f"{spec} does not exist; give the path of a checkpoint or .nir file, "
-                        f"or {DEFAULT_PREFIX}spikedecoder / {DEFAULT_PREFIX}ann for the shipped "
-                        "models")
-    if os.path.isdir(spec):
-        raise UserError(f"{spec} is a directory (a folder), not a file; give the path of a "
-                        "checkpoint, .nir or .qgraph file")
-    return spec
-
-
-def _jsonable(obj):
-    """numpy scalars/arrays, paths, tuples and sets → JSON types; NaN/inf → null."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
-
+from snn_compile.models.assets import (ASSETS_DIR, DEFAULT_CHECKPOINTS,  # noqa: F401
+                                       DEFAULT_PREFIX, resolve_checkpoint)
 
 def to_json(obj) -> str:
-    """One line of strict JSON for ``obj`` (see ``_jsonable`` for the conversions)."""
-    return json.dumps(_jsonable(obj), allow_nan=False, ensure_ascii=False)
+    """One line of strict JSON for ``obj`` (``benchmarks.report.to_jsonable`` converts)."""
+    return json.dumps(to_jsonable(obj), allow_nan=False, ensure_ascii=False)
 
 
 def print_json(obj) -> None:

@@ -89,7 +89,7 @@ def _backend(args):
     from snn_compile.compiler.pipeline import load_qgraph
     q, _, tok = load_qgraph(args.model)
     if args.backend == "int":
-        from snn_compile.compiler.int_reference import IntReferenceBackend
+        from snn_compile.hw_sim.int_reference import IntReferenceBackend
         return IntReferenceBackend(q), tok
     if args.backend == "emulator":
         from snn_compile.hw_sim.emulator import EmulatorBackend

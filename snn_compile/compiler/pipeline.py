@@ -78,25 +78,3 @@ def nir_of_checkpoint(spec: str):
     from snn_compile.models.checkpoint import load_checkpoint
     model, tok, _ = load_checkpoint(spec)
     return export_model(model, tok), tok
-
-
-def calibration_headroom(qgraph: QGraph, tokenizer, n: int = CALIBRATION_TOKENS) -> dict:
-    """Range headroom of the integer graph on the calibration text (``calibration_tokens``):
-    the integer reference runs it, ``resources.measured_ranges`` takes the exact maxima,
-    ``resources.headroom`` divides them by Loihi 2's limits (16-bit dendrite, 24-bit
-    state); the weights' worst case is reported beside them (``range_report``), which for
-    a decoder is far looser than any text drives (every input spike at once).
-
-    Returns ``{"populations": headroom per population, "errors": saturation_errors,
-    "text": what was run, "tokens": n}``."""
-    from snn_compile.compiler.int_reference import run_token_time
-    from snn_compile.compiler.resources import (headroom, measured_ranges, range_report,
-                                                saturation_errors)
-
-    ids = calibration_tokens(tokenizer, qgraph.context or n, n)
-    run = run_token_time(qgraph, ids[0])
-    outs = {k: v.numpy() for k, v in run.outputs.items()}
-    head = headroom(qgraph, measured_ranges(qgraph, outs), range_report(qgraph))
-    return {"populations": head, "errors": saturation_errors(head),
-            "text": f"first {ids.shape[1]} validation tokens of the embedded corpus "
-                    "(the calibration text), integer reference", "tokens": int(ids.shape[1])}

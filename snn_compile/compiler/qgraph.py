@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from snn_compile.loihi.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,  # noqa: F401
-                                INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
+                                      INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
 from snn_compile.loihi.fixed_point import lava_legal_weights
 from snn_compile.models.config import DECAY_EXP
 

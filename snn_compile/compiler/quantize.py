@@ -45,6 +45,29 @@ A_IN_TARGET = INPUT_LIMIT  # keep |a_in| within Loihi 2's 16-bit dendritic input
 K_MAX_LOG2 = 16            # vth = K must fit Lava's 17-bit vth
 
 
+# ------------------------------------------------ the attention lowering's index layout
+def replication(rows: np.ndarray, src_size: int) -> np.ndarray:
+    """0/1 matrix with W[r, rows[r]] = 1: output r copies source neuron rows[r]."""
+    w = np.zeros((len(rows), src_size), dtype=np.int64)
+    w[np.arange(len(rows)), rows] = 1
+    return w
+
+
+def attention_indices(d: int, heads: int):
+    """Index layout of the attention lowering (docs/emulator.md).
+
+    qkv = [q | k | v], each d = heads * dh, channel (h, i) at h*dh + i.
+    kv, mem, read: size heads*dh*dh, neuron (h, a, b) at (h*dh + a)*dh + b,
+    with ``a`` the key/query channel and ``b`` the value channel.
+    Returns (q_of, k_of, v_of, out_of) for every (h, a, b): the qkv index of
+    q[h, a], k[h, a], v[h, b] and the attn channel h*dh + b it sums into.
+    """
+    dh = d // heads
+    h, a, b = np.meshgrid(np.arange(heads), np.arange(dh), np.arange(dh), indexing="ij")
+    h, a, b = h.ravel(), a.ravel(), b.ravel()
+    return h * dh + a, d + h * dh + a, 2 * d + h * dh + b, h * dh + b
+
+
 # --------------------------------------------------------------------- numbers
 def pow2_grid(w: np.ndarray) -> Tuple[np.ndarray, int, float]:
     """Nearest ``m * 2^e`` with |m| <= 127 and the smallest such ``e``.
@@ -166,7 +189,6 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
     the largest input current it sees; without it, a provable bound (sum of
     |weights| for binary inputs, the context-wide count bound for attention) is used.
     """
-    from snn_compile.compiler.random_graphs import attention_indices, replication
 
     if getattr(folded, "residual", "spike") == "stream":
         return quantize_stream(folded, calib_tokens, tokenizer)
@@ -336,7 +358,6 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
     accum (per-head mantissas) when the model's memory decays; the token window must be
     the one the model was trained for.
     """
-    from snn_compile.compiler.random_graphs import attention_indices, replication
 
     V, d, H, T, C = (folded.vocab_size, folded.d_model, folded.n_heads, folded.T,
                      folded.context)

@@ -34,6 +34,7 @@ from typing import Optional
 
 import numpy as np
 
+from snn_compile.errors import UserError
 from snn_compile.export.extensions import (FORMAT_KEY, FORMAT_VERSION, FRAMING_KEY,
                                            CausalSpikeAttention)
 
@@ -216,3 +217,25 @@ def export_model(model, tokenizer=None):
     folded = fold(model)
     cfg = getattr(model, "cfg", None)
     return folded_to_nir(folded, tokenizer, cfg.to_dict() if cfg is not None else None)
+
+
+def export_snntorch(net, example):
+    """An snnTorch network as a ``nir.NIRGraph``, through snnTorch's own ``export_to_nir``
+    (which uses nirtorch) on ``example``, one input batch ``(1, inputs)``."""
+    import torch
+    if example is None:
+        raise UserError("exporting a torch network needs example=, one input batch of shape "
+                        "(1, inputs), e.g. example=torch.zeros(1, 64)")
+    try:
+        from snntorch.export_nir import export_to_nir
+        graph = export_to_nir(net, torch.as_tensor(example, dtype=torch.float32),
+                              ignore_dims=[0])
+    except UserError:
+        raise
+    except Exception as e:          # snnTorch/nirtorch raise anything for unknown layers
+        raise UserError(f"snnTorch's export_to_nir could not export this network "
+                        f"({type(e).__name__}: {str(e)[:200]}); give Leaky layers per-neuron "
+                        "beta and threshold tensors (snnTorch exports a scalar beta as a "
+                        "shape-() LIF) and use layers NIR knows (Linear, Conv2d, Leaky, "
+                        "Synaptic, RLeaky)") from None
+    return graph

@@ -36,8 +36,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from snn_compile.compiler.int_reference import (GraphPlan, _as_long, input_frames,
-                                                plan_graph)
+from snn_compile.hw_sim.int_reference import (GraphPlan, _as_long, input_frames,
+                                              plan_graph)
 from snn_compile.compiler.qgraph import DECAY_MAX, QGraph, QGraphError
 from snn_compile.errors import UserError
 from snn_compile.loihi import fixed_point as fx

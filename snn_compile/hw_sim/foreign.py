@@ -8,7 +8,7 @@ the pipeline latency of the lowered graph (``depth(readout)`` global steps) remo
 and every population's token-time outputs ``(B, 1, S, size)`` int64 (one "token" per
 sample), from which ``benchmarks`` counts spikes and synaptic operations.
 
-Backends: ``int`` (the token-time integer reference, ``compiler.int_reference``),
+Backends: ``int`` (the token-time integer reference, ``hw_sim.int_reference``),
 ``emulator`` (global time, as Lava runs it), ``lava-sim`` / ``loihi2`` (Lava; one
 window per sample, the network's state cleared between samples). All three give the
 same integers; ``run_samples(..., check=True)`` asserts it against the reference.
@@ -22,16 +22,38 @@ import numpy as np
 import torch
 
 from snn_compile.compiler.qgraph import QGraph
+from snn_compile.compiler.quantize_foreign import BIAS
 from snn_compile.errors import UserError
 
 BACKENDS = ("int", "emulator", "lava-sim", "loihi2")
 
 
 def frames_of(qgraph: QGraph, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Frames ``{input: (B, 1, S, size)}`` of the integer backends (the bias input held
-    at 1 where the graph has one)."""
-    from snn_compile.compiler.quantize_foreign import int_frames
-    return int_frames(qgraph, inputs)
+    """Frames ``{input: (B, 1, S, size)}`` of the integer backends from (S, B, size) spikes
+    (the bias input held at 1 where the graph has one); bad input is a ``UserError``."""
+    frames = {}
+    S = qgraph.steps_per_token
+    B = next(iter(inputs.values())).shape[1]
+    for name in qgraph.inputs:
+        if name == BIAS:
+            frames[name] = torch.ones(B, 1, S, 1, dtype=torch.int64)
+            continue
+        if name not in inputs:
+            raise UserError(f"no spikes given for input {name!r} (inputs: "
+                            f"{', '.join(n for n in qgraph.inputs if n != BIAS)})")
+        x = torch.as_tensor(inputs[name])
+        if x.shape[0] != S:
+            raise UserError(f"input {name}: {x.shape[0]} steps given, the graph was compiled "
+                            f"for {S} (--steps)")
+        if x.shape[-1] != qgraph.pop(name).size:
+            raise UserError(f"input {name}: {x.shape[-1]} values per step, the graph takes "
+                            f"{qgraph.pop(name).size}")
+        if not torch.all((x == 0) | (x == 1)):
+            raise UserError(f"input {name} is not binary: Loihi 2 inputs are spikes (0/1); "
+                            "encode real values as spikes first (e.g. rate coding: "
+                            "x_spike = rand < x), or run the float graph with --backend nir")
+        frames[name] = x.to(torch.int64).permute(1, 0, 2)[:, None]
+    return frames
 
 
 def run_samples(qgraph: QGraph, inputs: Dict[str, torch.Tensor], backend: str = "int",
@@ -42,7 +64,7 @@ def run_samples(qgraph: QGraph, inputs: Dict[str, torch.Tensor], backend: str = 
     ``check``: also run the integer reference and compare every population's output
     spike for spike (``reference_equal``; a difference is a bug and raises).
     """
-    from snn_compile.compiler.int_reference import plan_graph, run_frames
+    from snn_compile.hw_sim.int_reference import plan_graph, run_frames
 
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} cannot run a compiled graph; choose one of "

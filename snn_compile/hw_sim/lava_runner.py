@@ -165,7 +165,7 @@ class LavaSession:
 
     def feed(self, token: int, position: Optional[int] = None) -> TokenResult:
         """Feed ``token`` at ``position`` (default: the next one) as one window."""
-        from snn_compile.compiler.int_reference import input_frames
+        from snn_compile.hw_sim.int_reference import input_frames
 
         pos = self.position if position is None else int(position)
         frames = input_frames(self.qgraph, [int(token)], [pos])

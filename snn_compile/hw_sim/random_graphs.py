@@ -19,6 +19,7 @@ import torch
 
 from snn_compile.compiler.qgraph import (VTH_MAX, Population, QGraph, Synapse,
                                          assign_depths)
+from snn_compile.compiler.quantize import attention_indices, replication
 
 
 # ------------------------------------------------------------- weight draws
@@ -26,28 +27,6 @@ def mixed_weights(rng: np.random.Generator, shape, scale: float, mean: float = 0
     """Mixed-sign Lava-legal weights: even values in [-256, 254]."""
     w = np.rint(rng.normal(mean, scale, size=shape) / 2) * 2
     return np.clip(w, -256, 254).astype(np.int64)
-
-
-def replication(rows: np.ndarray, src_size: int) -> np.ndarray:
-    """0/1 matrix with W[r, rows[r]] = 1: output r copies source neuron rows[r]."""
-    w = np.zeros((len(rows), src_size), dtype=np.int64)
-    w[np.arange(len(rows)), rows] = 1
-    return w
-
-
-def attention_indices(d: int, heads: int):
-    """Index layout of the attention lowering (docs/emulator.md).
-
-    qkv = [q | k | v], each d = heads * dh, channel (h, i) at h*dh + i.
-    kv, mem, read: size heads*dh*dh, neuron (h, a, b) at (h*dh + a)*dh + b,
-    with ``a`` the key/query channel and ``b`` the value channel.
-    Returns (q_of, k_of, v_of, out_of) for every (h, a, b): the qkv index of
-    q[h, a], k[h, a], v[h, b] and the attn channel h*dh + b it sums into.
-    """
-    dh = d // heads
-    h, a, b = np.meshgrid(np.arange(heads), np.arange(dh), np.arange(dh), indexing="ij")
-    h, a, b = h.ravel(), a.ravel(), b.ravel()
-    return h * dh + a, d + h * dh + a, 2 * d + h * dh + b, h * dh + b
 
 
 # --------------------------------------------------------------- the decoder
@@ -157,8 +136,8 @@ def calibrate_thresholds(q: QGraph, tokens: torch.Tensor, rate: float) -> None:
     The rate falls as vth rises, so a bisection over 0..VTH_MAX per population
     finds it; populations run in token time with the thresholds chosen so far.
     """
-    from snn_compile.compiler.int_reference import (compute_population, input_frames,
-                                                    plan_graph)
+    from snn_compile.hw_sim.int_reference import (compute_population, input_frames,
+                                                  plan_graph)
     from snn_compile.loihi.fixed_point import LifParams
 
     for p in q.populations.values():
