@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from snn_compile.benchmarks import measure, report
-from snn_compile.compiler.qgraph import Population, QGraph, Synapse
+from snn_compile.compiler.qgraph import Accum, Graded, Input, Lif, QGraph, Synapse
 from snn_compile.errors import UserError
 
 
 def tiny_graph() -> QGraph:
     """inp(3) -> a(2, lif) -> r(2, graded readout); a also feeds m (accum, 2)."""
     pops = {
-        "inp": Population("inp", "input", 3, depth=0),
-        "a": Population("a", "lif", 2, depth=1, vth=10, layer="block0", role="x"),
-        "r": Population("r", "graded", 2, depth=2, layer="head"),
-        "m": Population("m", "accum", 2, depth=2, layer="block0", role="memory"),
+        "inp": Input("inp", 3, depth=0),
+        "a": Lif("a", 2, depth=1, vth=10, layer="block0", role="x"),
+        "r": Graded("r", 2, depth=2, layer="head"),
+        "m": Accum("m", 2, depth=2, layer="block0", role="memory"),
     }
     syns = [
         Synapse("inp_a", "inp", "a", np.array([[1, 0, 2], [0, 0, 3]])),

@@ -22,8 +22,8 @@ import torch
 
 from snn_compile.hw_sim.int_reference import (IntReferenceBackend, input_frames, plan_graph,
                                               run_frames, run_token_time)
-from snn_compile.compiler.qgraph import (FILE_VERSION, Population, QGraph, QGraphError, Synapse,
-                                         accum_state_bound, assign_depths)
+from snn_compile.compiler.qgraph import (FILE_VERSION, Accum, accum_state_bound, assign_depths,
+                                         Graded, Input, Lif, Prod, QGraph, QGraphError, Synapse)
 from snn_compile.compiler.quantize import attention_indices, replication
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.loihi import fixed_point as fx
@@ -44,16 +44,16 @@ def decaying_attention_graph(T: int = 2, heads: int = 3, dh: int = 2,
     V, C, d = 5, 6, heads * dh
     n = heads * dh * dh
     q_of, k_of, v_of, out_of = attention_indices(d, heads)
-    P = {"tokens": Population("tokens", "input", V), "positions": Population("positions", "input", C),
-         "emb": Population("emb", "lif", d, dv=500, vth=40),
-         "qkv": Population("qkv", "lif", 3 * d, dv=200, vth=30),
-         "kv": Population("kv", "prod", n, exp=2),
-         "mem": Population("mem", "accum", n, role="memory",
-                           decay=[int(decays[h]) for h in range(heads) for _ in range(dh * dh)],
-                           decay_exp=decay_exp),
-         "read": Population("read", "prod", n),
-         "attn": Population("attn", "lif", d, dv=1000, vth=25),
-         "head": Population("head", "graded", V)}
+    P = {"tokens": Input("tokens", V), "positions": Input("positions", C),
+         "emb": Lif("emb", d, dv=500, vth=40),
+         "qkv": Lif("qkv", 3 * d, dv=200, vth=30),
+         "kv": Prod("kv", n, exp=2),
+         "mem": Accum("mem", n, role="memory",
+                      decay=[int(decays[h]) for h in range(heads) for _ in range(dh * dh)],
+                      decay_exp=decay_exp),
+         "read": Prod("read", n),
+         "attn": Lif("attn", d, dv=1000, vth=25),
+         "head": Graded("head", V)}
     sign = np.where(rng.random(n) < 0.3, -90, 90)
     w_attn = np.zeros((d, n), np.int64)
     w_attn[out_of, np.arange(n)] = rng.integers(1, 40, size=d)[out_of]
@@ -78,14 +78,14 @@ def residual_stream_graph(T: int = 2) -> QGraph:
     graded ``g0``; LIF ``y`` reads ``r`` through a graded Dense with weight_exp -4."""
     rng = np.random.default_rng(5)
     V, C, d = 5, 6, 6
-    P = {"tokens": Population("tokens", "input", V), "positions": Population("positions", "input", C),
-         "x0": Population("x0", "lif", d, dv=300, vth=30),
-         "g0": Population("g0", "graded", d, vth=0),
-         "x1": Population("x1", "lif", d, dv=0, vth=10),
-         "x2": Population("x2", "lif", d, dv=700, vth=15),
-         "r": Population("r", "graded", d, vth=0),
-         "y": Population("y", "lif", d, dv=100, vth=20),
-         "head": Population("head", "graded", V)}
+    P = {"tokens": Input("tokens", V), "positions": Input("positions", C),
+         "x0": Lif("x0", d, dv=300, vth=30),
+         "g0": Graded("g0", d, vth=0),
+         "x1": Lif("x1", d, dv=0, vth=10),
+         "x2": Lif("x2", d, dv=700, vth=15),
+         "r": Graded("r", d, vth=0),
+         "y": Lif("y", d, dv=100, vth=20),
+         "head": Graded("head", V)}
     mixed = lambda *s: (np.rint(rng.normal(8, 40, size=s) / 2) * 2).clip(-256, 254).astype(np.int64)  # noqa: E731
     S = [Synapse("tok", "tokens", "x0", mixed(d, V)),
          Synapse("pos", "positions", "x0", mixed(d, C)),
@@ -192,7 +192,7 @@ def test_state_bound_holds(seed):
     rng = np.random.default_rng(seed)
     e = int(rng.choice([4, 8, 12]))
     d = rng.integers(1, min(255, 2 ** e) + 1, size=50)
-    pop = Population("m", "accum", 50, decay=[int(x) for x in d], decay_exp=e)
+    pop = Accum("m", 50, decay=[int(x) for x in d], decay_exp=e)
     b = int(rng.integers(1, 3000))
     B = accum_state_bound(pop, b, None)
     x = np.zeros(50, np.int64)
@@ -203,13 +203,13 @@ def test_state_bound_holds(seed):
             x = fx.accum_step(x, a, d, e, wrap=False)
             peak = max(peak, int(np.abs(x).max()))
     assert peak <= B
-    slow = Population("m", "accum", 1, decay=[int(d.min())], decay_exp=e)
+    slow = Accum("m", 1, decay=[int(d.min())], decay_exp=e)
     x = np.zeros(1, np.int64)
     for _ in range(40 * 2 ** e // int(d.min()) + 10):
         x = fx.accum_step(x, np.array([-b]), d.min(), e, wrap=False)
     assert accum_state_bound(slow, b, None) == B and B // 2 < -int(x[0]) <= B
     assert accum_state_bound(pop, b, 10) == min(B, 10 * b)
-    still = Population("m", "accum", 2, decay=[0, 9])
+    still = Accum("m", 2, decay=[0, 9])
     assert accum_state_bound(still, b, None) is None and accum_state_bound(still, b, 7) == 7 * b
 
 
@@ -218,8 +218,8 @@ def test_validation_of_decay_fields():
     g = decaying_attention_graph()
     mem = g.pop("mem")
     assert mem.decaying and mem.decay_exp == 12 and len(mem.decay) == mem.size
-    assert not Population("m", "accum", 3).decaying
-    assert not Population("m", "accum", 3, decay=[0, 0, 0]).decaying
+    assert not Accum("m", 3).decaying
+    assert not Accum("m", 3, decay=[0, 0, 0]).decaying
     bad = {"len": dict(decay=[1, 2]), "range": dict(decay=[0, 256, 1]),
            "negative": dict(decay=[0, -1, 1]), "float": dict(decay=[0.5, 1, 1]),
            "exp": dict(decay=[1, 1, 1], decay_exp=17), "negative lambda": dict(decay=[9, 1, 1],
@@ -229,18 +229,34 @@ def test_validation_of_decay_fields():
             "negative lambda": "negative"}
     for what, kw in bad.items():
         q = decaying_attention_graph()
-        q.populations["m"] = Population("m", "accum", 3, **kw)
+        q.populations["m"] = Accum("m", 3, **kw)
         q.synapses.append(Synapse("to_m", "kv", "m", np.ones((3, q.pop("kv").size), np.int64),
                                   graded=True))
         q.pop("m").depth = q.pop("kv").depth + 1
         with pytest.raises(QGraphError, match=msgs[what]):
             q.validate()
+    assert not hasattr(decaying_attention_graph().pop("emb"), "decay")   # a Lif has none
+
+
+def test_a_file_with_decay_on_another_kind_is_refused(tmp_path):
+    """Files before version 5 hold every kind's fields: a decay on a LIF is refused there."""
+    path, bad = str(tmp_path / "g.qgraph"), str(tmp_path / "bad.qgraph")
     q = decaying_attention_graph()
-    q.pop("emb").decay = [3] * q.pop("emb").size
+    q.save(path)
+
+    def lif_decay(values):
+        def edit(h):
+            h["version"] = 4
+            for p in h["populations"]:
+                if p["name"] == "emb":
+                    p["decay"] = values
+        return edit
+
+    _rewrite_header(path, bad, lif_decay([3] * q.pop("emb").size))
     with pytest.raises(QGraphError, match="accum populations only"):
-        q.validate()
-    q.pop("emb").decay = [0] * q.pop("emb").size           # all zero: harmless
-    q.validate()
+        QGraph.load(bad)
+    _rewrite_header(path, bad, lif_decay([0] * q.pop("emb").size))   # all zero: harmless
+    assert not hasattr(QGraph.load(bad).pop("emb"), "decay")
 
 
 def _rewrite_header(src: str, dst: str, edit) -> None:
@@ -261,10 +277,11 @@ def test_files_keep_the_decay_and_old_versions_load(tmp_path):
     q.save(path)
     with zipfile.ZipFile(path) as zf:
         h = json.loads(zf.read("graph.json"))
-    assert h["version"] == FILE_VERSION == 4      # 4: step_lag, per-neuron bias_mant
+    assert h["version"] == FILE_VERSION == 5      # 5: each kind's own fields
+    assert {"decay", "du"} & set(h["populations"][0]) != {"decay", "du"}
     q2 = QGraph.load(path)
     assert q2.pop("mem").decay == [int(x) for x in q.pop("mem").decay]
-    assert q2.pop("mem").decay_exp == 12 and q2.pop("emb").decay == []
+    assert q2.pop("mem").decay_exp == 12 and not hasattr(q2.pop("emb"), "decay")
     tokens = torch.tensor([[1, 4, 0, 2]])
     assert torch.equal(run_token_time(q2, tokens).outputs["mem"],
                        run_token_time(q, tokens).outputs["mem"])
@@ -277,7 +294,7 @@ def test_files_keep_the_decay_and_old_versions_load(tmp_path):
     def v2(h):
         h["version"] = 2
         for p in h["populations"]:
-            del p["decay"], p["decay_exp"]
+            p.pop("decay", None), p.pop("decay_exp", None)
 
     def v1(h):
         v2(h)

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
-from snn_compile.compiler.qgraph import Population, QGraph, QGraphError, Synapse, assign_depths
+from snn_compile.compiler.qgraph import (Accum, assign_depths, Graded, Input, Lif, Prod, QGraph,
+                                         QGraphError, Synapse)
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, check_streamable,
                                          emulator_logits)
@@ -98,17 +99,17 @@ def lava_test_graph(seed: int = 3) -> QGraph:
     graded messages with vth, right and left weight shifts, delays."""
     rng = np.random.default_rng(seed)
     V, C, T = 6, 4, 3
-    P = {"tokens": Population("tokens", "input", V), "positions": Population("positions", "input", C),
-         "a": Population("a", "lif", 5, dv=300, vth=20),
-         "leaky": Population("leaky", "lif", 4, du=2000, dv=100, vth=30, bias_mant=3, bias_exp=2),
-         "big": Population("big", "lif", 3, du=4095, dv=0, vth=131071),
-         "wrapu": Population("wrapu", "lif", 3, du=4095, dv=0, vth=100),
-         "kv": Population("kv", "prod", 5),
-         "mem": Population("mem", "accum", 5),
-         "read": Population("read", "prod", 5, exp=1, vth=1),
-         "g": Population("g", "graded", 4, vth=2),
-         "huge": Population("huge", "prod", 3),
-         "out": Population("out", "graded", V)}
+    P = {"tokens": Input("tokens", V), "positions": Input("positions", C),
+         "a": Lif("a", 5, dv=300, vth=20),
+         "leaky": Lif("leaky", 4, du=2000, dv=100, vth=30, bias_mant=3, bias_exp=2),
+         "big": Lif("big", 3, du=4095, dv=0, vth=131071),
+         "wrapu": Lif("wrapu", 3, du=4095, dv=0, vth=100),
+         "kv": Prod("kv", 5),
+         "mem": Accum("mem", 5),
+         "read": Prod("read", 5, exp=1, vth=1),
+         "g": Graded("g", 4, vth=2),
+         "huge": Prod("huge", 3),
+         "out": Graded("out", V)}
     w = lambda *shape: (np.rint(rng.normal(8, 40, size=shape) / 2) * 2).clip(-256, 254).astype(np.int64)  # noqa: E731
     S = [Synapse("t_a", "tokens", "a", w(5, V)), Synapse("p_a", "positions", "a", w(5, C)),
          Synapse("t_l", "tokens", "leaky", w(4, V), weight_exp=-1),
@@ -190,11 +191,11 @@ def decay_wrap_graph() -> QGraph:
     int32 and the sum wraps too; neuron 2 decays normally. The memory is read through a
     gated prod, so the graph is streamable."""
     V, C, T = 3, 4, 3
-    P = {"tokens": Population("tokens", "input", V), "positions": Population("positions", "input", C),
-         "hp": Population("hp", "prod", 3),
-         "wacc": Population("wacc", "accum", 3, decay=[0, 255, 7]),
-         "rd": Population("rd", "prod", 3),
-         "ro": Population("ro", "graded", 3)}
+    P = {"tokens": Input("tokens", V), "positions": Input("positions", C),
+         "hp": Prod("hp", 3),
+         "wacc": Accum("wacc", 3, decay=[0, 255, 7]),
+         "rd": Prod("rd", 3),
+         "ro": Graded("ro", 3)}
     S = [Synapse("t_h1", "tokens", "hp", np.array([[128] * V, [128] * V, [32] * V]),
                  weight_exp=8, port="a_in1"),
          Synapse("t_h2", "tokens", "hp", np.array([[-128] * V, [128] * V, [16] * V]),

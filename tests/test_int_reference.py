@@ -15,7 +15,7 @@ import torch
 
 from snn_compile.hw_sim.int_reference import (IntReferenceBackend, input_frames,
                                               logits_only, run_token_time)
-from snn_compile.compiler.qgraph import Population, QGraph, Synapse, lava_legal_weights
+from snn_compile.compiler.qgraph import lava_legal_weights, Lif, QGraph, Synapse
 from snn_compile.compiler.quantize import attention_indices
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.errors import UserError
@@ -61,7 +61,7 @@ def test_lif_step_equals_lava_model(seed):
     m.bias_exp = np.full(n, be, np.int16)
     m.a_in, m.s_out = _In(), _Out()
     m.time_step = 1
-    pop = Population("x", "lif", n, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be)
+    pop = Lif("x", n, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be)
     p = fx.LifParams.of(pop)                       # all wraps on
     u = torch.zeros(n, dtype=torch.int64)
     v = torch.zeros_like(u)

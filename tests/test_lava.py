@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snn_compile.compiler.qgraph import (Population, QGraph, Synapse, assign_depths,
+from snn_compile.compiler.qgraph import (QGraph, Synapse, assign_depths, population,
                                          lava_legal_weights)
 from snn_compile.errors import UserError
 
@@ -32,7 +32,7 @@ def all_kinds_graph(seed: int = 0, T: int = 3) -> QGraph:
     mixed-sign weights; negative and positive weight_exp; a LIF bias; the accum loop."""
     rng = np.random.default_rng(seed)
     V, C, d = 5, 4, 6
-    P = Population
+    P = population
     pops = {
         "tokens": P("tokens", "input", V), "positions": P("positions", "input", C),
         "a": P("a", "lif", d, dv=300, vth=20),
@@ -69,7 +69,7 @@ def sparse_graph(seed: int = 1, T: int = 2) -> QGraph:
     rng = np.random.default_rng(seed)
     V, C, n = 6, 4, 32
     eye = np.eye(n, dtype=np.int64)
-    P, S = Population, Synapse
+    P, S = population, Synapse
     pops = {"tokens": P("tokens", "input", V), "positions": P("positions", "input", C),
             "x": P("x", "lif", n, dv=200, vth=3),
             "y": P("y", "lif", n, dv=0, vth=0),

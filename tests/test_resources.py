@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from snn_compile.compiler import resources as R
-from snn_compile.compiler.qgraph import Population, QGraph, Synapse, assign_depths
+from snn_compile.compiler.qgraph import QGraph, Synapse, assign_depths, population
 
 
 def _chain(sizes, weights, T=2, context=4, delay_skip=False):
     """tokens -> l0 -> l1 -> ... (lif) -> head (graded); weights[i] feeds population i."""
-    P, S = Population, Synapse
+    P, S = population, Synapse
     pops = {"tokens": P("tokens", "input", sizes[0]), "positions": P("positions", "input", context)}
     syn, prev = [], "tokens"
     for i, (n, w) in enumerate(zip(sizes[1:], weights)):
@@ -149,7 +149,7 @@ def test_headroom_measured_names_the_saturating_population():
 
 
 def test_measured_input_of_a_token_shift_synapse_reads_the_previous_token():
-    P, S = Population, Synapse
+    P, S = population, Synapse
     pops = {"tokens": P("tokens", "input", 2), "l0": P("l0", "lif", 1, vth=5)}
     syn = [S("w", "tokens", "l0", np.zeros((1, 2), np.int64)),
            S("lag", "tokens", "l0", np.array([[7, 0]]), token_lag=1)]

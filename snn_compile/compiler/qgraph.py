@@ -21,8 +21,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Union
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -31,14 +31,11 @@ from snn_compile.loihi.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,
 from snn_compile.loihi.fixed_point import lava_legal_weights
 from snn_compile.models.config import DECAY_EXP
 
-POP_KINDS = ("input", "lif", "prod", "graded", "accum")
-PORTS = {"input": (), "lif": ("a_in",), "prod": ("a_in1", "a_in2"),
-         "graded": ("a_in",), "accum": ("a_in",)}
-
 # accum decay mantissas: the -diag(decay) loop is an all-inhibitory 8-bit Dense
 # (INHIBITORY_MANTISSA_MAX); the retention is 1 - decay / 2^DECAY_EXP
-FILE_VERSION = 4          # 4: Synapse.step_lag, per-neuron bias_mant; 3: Population.decay /
-                          # decay_exp; 2: Synapse.token_lag
+FILE_VERSION = 5          # 5: each population holds its kind's fields only; 4: Synapse.step_lag,
+                          # per-neuron bias_mant; 3: Population.decay / decay_exp;
+                          # 2: Synapse.token_lag
 
 
 class QGraphError(ValueError):
@@ -47,40 +44,59 @@ class QGraphError(ValueError):
 
 @dataclass
 class Population:
-    """A group of identical neurons, executed as one Lava process.
+    """A group of identical neurons, executed as one Lava process: the fields every kind
+    has. One subclass per kind holds its parameters and states its equation (the integer
+    update itself is ``snn_compile.loihi.fixed_point``'s, the Lava process
+    ``compiler.lower_lava``'s).
 
-    lif:    u = wrap24(decay(u, du+1) + (a << 6)); v = clip24(decay(v, dv) + u + bias);
-            s = v > (vth << 6); v[s] = 0.        (PyLifResetModelBitAcc)
-    prod:   w = (a1 * a2) >> exp; out = w * (|w| > vth)                  (ProdNeuron)
-    graded: out = a * (|a| > vth)                                          (GradedVec)
-    accum:  out[g] = out[g-1] + ((-decay * out[g-1]) >> decay_exp) + a[g]
-            (GradedVec(vth=0) + graded Dense self-loop of weight 1, and, when any
-            decay > 0, a second graded self-loop Dense(-diag(decay), weight_exp=-decay_exp));
-            ``>>`` is arithmetic (floor): per step the memory keeps
-            lambda = 1 - decay / 2^decay_exp of its value, the loss rounded up in magnitude
-            for positive values. ``decay`` empty or all zero: out[g] = out[g-1] + a[g].
-    input:  binary frame injected by the host                              (Injector)
-
-    Global step ``g`` of an accum at depth d is token time ``(n, t)`` for
+    Global step ``g`` of a population at depth d is token time ``(n, t)`` for
     ``g = n*W + t + d``; between ``(n, T-1)`` and ``(n+1, 0)`` lie ``W - T``
-    input-free steps that only decay the memory (docs/semantics.md).
+    input-free steps (docs/semantics.md).
     """
 
     name: str
-    kind: str
     size: int
     depth: int = 0
+    layer: str = ""              # for reports: "emb", "block0", ..., "head"
+    role: str = ""               # for reports: "qkv", "kv_product", "memory", ...
+
+    kind: ClassVar[str] = ""
+    ports: ClassVar[Tuple[str, ...]] = ()
+    graded: ClassVar[bool] = False        # sends integer payloads (24-bit), not 1-bit spikes
+
+    @property
+    def decaying(self) -> bool:
+        """A memory whose value decays (only an ``Accum`` can)."""
+        return False
+
+    def errors(self) -> List[str]:
+        """What breaks a fixed-point range (empty list: nothing)."""
+        return [f"population {self.name}: size must be > 0"] if self.size <= 0 else []
+
+
+@dataclass
+class Input(Population):
+    """Binary frame injected by the host at each step (``Injector``)."""
+
+    kind: ClassVar[str] = "input"
+
+
+@dataclass
+class Lif(Population):
+    """u = wrap24(decay(u, du+1) + (a << 6)); v = clip24(decay(v, dv) + u + bias);
+    s = v > (vth << 6); v[s] = 0.        (PyLifResetModelBitAcc)
+
+    ``reset_each_token``: u, v cleared at every token start (``LIFReset``)."""
+
     du: int = DECAY_MAX
     dv: int = 0
     vth: int = 0
-    bias_mant: Union[int, List[int]] = 0   # lif: one value, or one per neuron (13-bit)
+    bias_mant: Union[int, List[int]] = 0   # one value, or one per neuron (13-bit)
     bias_exp: int = 0
-    exp: int = 0                 # prod only
-    reset_each_token: bool = True  # lif only: state cleared at every token start
-    layer: str = ""              # for reports: "emb", "block0", ..., "head"
-    role: str = ""               # for reports: "qkv", "kv_product", "memory", ...
-    decay: List[int] = field(default_factory=list)  # accum only: per-neuron mantissa 0..255
-    decay_exp: int = DECAY_EXP                 # accum only: lambda = 1 - decay / 2^exp
+    reset_each_token: bool = True
+
+    kind: ClassVar[str] = "lif"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in",)
 
     def bias(self) -> np.ndarray:
         """Per-neuron bias added to ``v`` at every step, ``bias_mant << bias_exp`` (int64)."""
@@ -91,10 +107,111 @@ class Population:
     def has_bias(self) -> bool:
         return bool(np.any(np.asarray(self.bias_mant) != 0))
 
+    def errors(self) -> List[str]:
+        errs = super().errors()
+        if not (0 <= self.du <= DECAY_MAX and 0 <= self.dv <= DECAY_MAX):
+            errs.append(f"population {self.name}: du/dv must be in 0..{DECAY_MAX}")
+        if not (0 <= self.vth <= VTH_MAX):
+            errs.append(f"population {self.name}: vth {self.vth} outside 0..{VTH_MAX}")
+        bm = np.asarray(self.bias_mant)
+        if bm.ndim > 1 or (bm.ndim == 1 and bm.size != self.size):
+            errs.append(f"population {self.name}: {bm.size} bias values for {self.size} "
+                        "neurons (give one, or one per neuron)")
+        elif not (bm.dtype.kind in "iu" and np.all((-4096 <= bm) & (bm <= 4095))
+                  and 0 <= self.bias_exp <= 7):
+            errs.append(f"population {self.name}: bias outside 13-bit mantissa / 3-bit exp")
+        return errs
+
+
+@dataclass
+class Prod(Population):
+    """w = (a1 * a2) >> exp; out = w * (|w| > vth)                  (ProdNeuron)"""
+
+    vth: int = 0
+    exp: int = 0
+
+    kind: ClassVar[str] = "prod"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in1", "a_in2")
+    graded: ClassVar[bool] = True
+
+
+@dataclass
+class Graded(Population):
+    """out = a * (|a| > vth)                                          (GradedVec)"""
+
+    vth: int = 0
+
+    kind: ClassVar[str] = "graded"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in",)
+    graded: ClassVar[bool] = True
+
+
+@dataclass
+class Accum(Population):
+    """out[g] = out[g-1] + ((-decay * out[g-1]) >> decay_exp) + a[g]
+
+    ``GradedVec(vth=0)`` with a graded ``Dense`` self-loop of weight 1 and, when any
+    decay > 0, a second graded self-loop ``Dense(-diag(decay), weight_exp=-decay_exp)``;
+    ``>>`` is arithmetic (floor): per step the memory keeps
+    ``lambda = 1 - decay / 2^decay_exp`` of its value, the loss rounded up in magnitude
+    for positive values. ``decay`` empty or all zero: ``out[g] = out[g-1] + a[g]``.
+    Between tokens the ``W - T`` input-free steps only decay the memory."""
+
+    decay: List[int] = field(default_factory=list)  # per-neuron mantissa 0..255
+    decay_exp: int = DECAY_EXP                 # lambda = 1 - decay / 2^exp
+
+    kind: ClassVar[str] = "accum"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in",)
+    graded: ClassVar[bool] = True
+
     @property
     def decaying(self) -> bool:
-        """An accum whose memory decays (some ``decay`` > 0)."""
-        return self.kind == "accum" and any(self.decay)
+        return any(self.decay)
+
+    def errors(self) -> List[str]:
+        return super().errors() + _decay_errors(self)
+
+
+POPULATION_TYPES: Dict[str, type] = {c.kind: c for c in (Input, Lif, Prod, Graded, Accum)}
+POP_KINDS = tuple(POPULATION_TYPES)
+PORTS = {k: c.ports for k, c in POPULATION_TYPES.items()}
+
+
+def population(name: str, kind: str, size: int, **params) -> Population:
+    """The population of ``kind`` (a name of ``POP_KINDS``) with ``params`` (its fields)."""
+    cls = POPULATION_TYPES.get(kind)
+    if cls is None:
+        raise QGraphError(f"population {name!r}: unknown kind {kind!r} (kinds: "
+                          f"{', '.join(POP_KINDS)})")
+    bad = sorted(set(params) - {f.name for f in fields(cls)})
+    if bad:
+        raise QGraphError(f"population {name!r}: a {kind} population has no "
+                          f"{', '.join(bad)}")
+    return cls(name, size, **params)
+
+
+def population_from_dict(d: dict) -> Population:
+    """A population from its saved fields (``kind`` names the class). Files before
+    version 5 hold every kind's fields: those of other kinds must be at their defaults."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    cls = POPULATION_TYPES.get(kind)
+    if cls is None:
+        raise QGraphError(f"population {d.get('name')!r}: unknown kind {kind!r} (kinds: "
+                          f"{', '.join(POP_KINDS)})")
+    own = {f.name for f in fields(cls)}
+    foreign = {k: v for k, v in d.items() if k not in own}
+    defaults = {"du": DECAY_MAX, "dv": 0, "vth": 0, "bias_mant": 0, "bias_exp": 0, "exp": 0,
+                "reset_each_token": True, "decay": [], "decay_exp": DECAY_EXP}
+    for k, v in foreign.items():
+        if k not in defaults:
+            raise QGraphError(f"population {d.get('name')!r}: unknown field {k!r}")
+        if k == "decay" and any(v):
+            raise QGraphError(f"population {d.get('name')}: decay is defined for accum "
+                              f"populations only, not {kind}")
+    if "decay" in own:
+        d["decay"] = [int(x) for x in d.get("decay", [])]
+    return cls(**{k: v for k, v in d.items() if k in own})
 
 
 @dataclass
@@ -175,23 +292,11 @@ class QGraph:
         """Check every fixed-point range and the timing rule; raise QGraphError."""
         errs: List[str] = []
         for p in self.populations.values():
-            if p.kind not in POP_KINDS:
-                errs.append(f"population {p.name}: unknown kind {p.kind!r}")
-            if p.size <= 0:
-                errs.append(f"population {p.name}: size must be > 0")
-            if p.kind == "lif":
-                if not (0 <= p.du <= DECAY_MAX and 0 <= p.dv <= DECAY_MAX):
-                    errs.append(f"population {p.name}: du/dv must be in 0..{DECAY_MAX}")
-                if not (0 <= p.vth <= VTH_MAX):
-                    errs.append(f"population {p.name}: vth {p.vth} outside 0..{VTH_MAX}")
-                bm = np.asarray(p.bias_mant)
-                if bm.ndim > 1 or (bm.ndim == 1 and bm.size != p.size):
-                    errs.append(f"population {p.name}: {bm.size} bias values for {p.size} "
-                                "neurons (give one, or one per neuron)")
-                elif not (bm.dtype.kind in "iu" and np.all((-4096 <= bm) & (bm <= 4095))
-                          and 0 <= p.bias_exp <= 7):
-                    errs.append(f"population {p.name}: bias outside 13-bit mantissa / 3-bit exp")
-            errs += _decay_errors(p)
+            if not isinstance(p, Population) or type(p) not in POPULATION_TYPES.values():
+                errs.append(f"population {getattr(p, 'name', p)!r}: not one of the kinds "
+                            f"{', '.join(POP_KINDS)}")
+                continue
+            errs += p.errors()
         for name in self.inputs:
             if name not in self.populations or self.populations[name].kind != "input":
                 errs.append(f"input {name!r} is not an input population")
@@ -243,13 +348,12 @@ class QGraph:
     def save(self, path: str) -> None:
         """Write atomically as a zip of ``graph.json`` + one ``.npy`` per synapse.
 
-        Version 3 adds the populations' ``decay`` and ``decay_exp``; version 1/2
-        files (without them) load as non-decaying accums."""
+        Version 5 writes each population's own fields and its ``kind``; older files
+        (every kind's fields) load as long as the fields of other kinds are at their
+        defaults; version 1/2 files (without ``decay``) load as non-decaying accums."""
         header = {
             "format": "snn_compile.qgraph", "version": FILE_VERSION,
-            "populations": [{**asdict(p), "decay": [int(x) for x in p.decay],
-                             "bias_mant": (np.asarray(p.bias_mant, np.int64).tolist())}
-                            for p in self.populations.values()],
+            "populations": [_population_dict(p) for p in self.populations.values()],
             "synapses": [{k: v for k, v in asdict(s).items() if k != "weights"}
                          for s in self.synapses],
             "steps_per_token": self.steps_per_token, "inputs": self.inputs,
@@ -282,8 +386,7 @@ class QGraph:
                 for i, sd in enumerate(h["synapses"]):
                     w = np.load(io.BytesIO(zf.read(f"w{i}.npy")), allow_pickle=False)
                     syns.append(Synapse(weights=w, **sd))
-            pops = {p["name"]: Population(**{**p, "decay": [int(x) for x in p.get("decay", [])]})
-                    for p in h["populations"]}
+            pops = {p["name"]: population_from_dict(p) for p in h["populations"]}
             q = cls(pops, syns, h["steps_per_token"], h["inputs"], h["readout"],
                     h["logit_scale"], h["context"], h.get("metadata", {}))
         except (QGraphError, FileNotFoundError):
@@ -298,19 +401,25 @@ class QGraph:
         return q.validate()
 
 
+def _population_dict(p: Population) -> dict:
+    d = {"kind": p.kind, **asdict(p)}
+    if "decay" in d:
+        d["decay"] = [int(x) for x in p.decay]
+    if "bias_mant" in d:
+        d["bias_mant"] = np.asarray(p.bias_mant, np.int64).tolist()
+    return d
+
+
 def zlib_error():
     import zlib
     return zlib.error
 
 
-def _decay_errors(p: Population) -> List[str]:
-    """What is wrong with a population's ``decay`` / ``decay_exp`` (empty list: nothing)."""
+def _decay_errors(p: "Accum") -> List[str]:
+    """What is wrong with a memory's ``decay`` / ``decay_exp`` (empty list: nothing)."""
     d = list(p.decay)
     if not d:
         return []
-    if p.kind != "accum":
-        return [f"population {p.name}: decay is defined for accum populations only, "
-                f"not {p.kind}"] if any(d) else []
     errs = []
     if len(d) != p.size:
         errs.append(f"population {p.name}: {len(d)} decay values for {p.size} neurons "
@@ -345,7 +454,7 @@ def accum_state_bound(pop: Population, in_bound: Optional[int],
     if in_bound is None:
         return None
     total = None if steps is None else in_bound * steps
-    d = [int(x) for x in pop.decay] if pop.kind == "accum" else []
+    d = [int(x) for x in pop.decay] if pop.decaying else []
     if not d or min(d) == 0:               # some neuron integrates without loss
         return total
     worst = -(-(in_bound + 1) * 2 ** pop.decay_exp // min(d))

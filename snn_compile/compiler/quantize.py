@@ -34,9 +34,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import (DECAY_MAX,
-                                         DELAY_MAX, QGraph, Population, Synapse,
-                                         WEIGHT_EXP_RANGE, assign_depths)
+from snn_compile.compiler.qgraph import (DECAY_MAX, DELAY_MAX, WEIGHT_EXP_RANGE, Accum,
+                                         assign_depths, Graded, Input, Lif, Population, Prod,
+                                         QGraph, Synapse)
 from snn_compile.errors import UserError
 from snn_compile.loihi.limits import INPUT_LIMIT, MANTISSA_MAX, PAYLOAD_MAX
 from snn_compile.models.config import DECAY_EXP
@@ -209,8 +209,8 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
         return float(sum(np.abs(m).sum(axis=1).max() for m in mats))
 
     pops: Dict[str, Population] = {
-        "tokens": Population("tokens", "input", V, layer="emb", role="input"),
-        "positions": Population("positions", "input", C, layer="emb", role="input"),
+        "tokens": Input("tokens", V, layer="emb", role="input"),
+        "positions": Input("positions", C, layer="emb", role="input"),
     }
     syns: List[Synapse] = []
     klog: Dict[str, int] = {}
@@ -219,8 +219,8 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
         b = bound(name, mats)
         k = scale_for(b)
         klog[name] = k
-        pops[name] = Population(name, "lif", size, dv=beta_to_dv(betas[name]), vth=2 ** k,
-                                layer=layer, role=role)
+        pops[name] = Lif(name, size, dv=beta_to_dv(betas[name]), vth=2 ** k,
+                         layer=layer, role=role)
         rep.populations[name] = {"kind": "lif", "scale_log2": k, "vth": 2 ** k,
                                  "dv": pops[name].dv, "max_input": b, "max_input_from": src,
                                  "max_a_in": b * 2 ** k,
@@ -246,16 +246,16 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
         syn(f"{p}.w_qkv", x, f"{p}.qkv", b.W_qkv)
         for j, w in enumerate(b.S_qkv, start=1):     # token shift: x of token n - j
             syn(f"{p}.w_qkv_lag{j}", x, f"{p}.qkv", w, token_lag=j)
-        pops[f"{p}.kv"] = Population(f"{p}.kv", "prod", n_att, vth=0, layer=L, role="kv_product")
+        pops[f"{p}.kv"] = Prod(f"{p}.kv", n_att, vth=0, layer=L, role="kv_product")
         syns.append(Synapse(f"{p}.kv_k", f"{p}.qkv", f"{p}.kv", replication(k_of, 3 * d),
                             port="a_in1"))
         syns.append(Synapse(f"{p}.kv_v", f"{p}.qkv", f"{p}.kv", replication(v_of, 3 * d),
                             port="a_in2"))
-        pops[f"{p}.mem"] = Population(f"{p}.mem", "accum", n_att, layer=L, role="memory")
+        pops[f"{p}.mem"] = Accum(f"{p}.mem", n_att, layer=L, role="memory")
         eye = np.eye(n_att, dtype=np.int64)
         syns.append(Synapse(f"{p}.mem_in", f"{p}.kv", f"{p}.mem", eye, graded=True))
-        pops[f"{p}.read"] = Population(f"{p}.read", "prod", n_att, vth=0, layer=L,
-                                       role="memory_read")
+        pops[f"{p}.read"] = Prod(f"{p}.read", n_att, vth=0, layer=L,
+                                 role="memory_read")
         syns.append(Synapse(f"{p}.read_mem", f"{p}.mem", f"{p}.read", eye.copy(),
                             port="a_in1", graded=True))
         syns.append(Synapse(f"{p}.read_q", f"{p}.qkv", f"{p}.read", replication(q_of, 3 * d),
@@ -276,7 +276,7 @@ def quantize_decoder(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph,
         syn(f"{p}.w_2", f"{p}.ff", f"{p}.out", b.W_2)
         syn(f"{p}.skip2", f"{p}.mid", f"{p}.out", np.diag(b.g2))
         x = f"{p}.out"
-    pops["head"] = Population("head", "graded", V, vth=0, layer="head", role="readout")
+    pops["head"] = Graded("head", V, vth=0, layer="head", role="readout")
     m, e, err = pow2_grid(folded.W_head)
     mixed = m.min() < 0 < m.max()
     syns.append(Synapse("head.w", x, "head", (2 * m if mixed else m).astype(np.int64),
@@ -382,9 +382,9 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
                                  "max_value_from": src, "max_payload": h_bound * 2 ** k_h,
                                  "payload_headroom": STREAM_PAYLOAD_MAX / max(h_bound * 2 ** k_h, 1e-9)}
     pops: Dict[str, Population] = {
-        "tokens": Population("tokens", "input", V, layer="emb", role="input"),
-        "positions": Population("positions", "input", C, layer="emb", role="input"),
-        "h0": Population("h0", "graded", d, vth=0, layer="emb", role="stream")}
+        "tokens": Input("tokens", V, layer="emb", role="input"),
+        "positions": Input("positions", C, layer="emb", role="input"),
+        "h0": Graded("h0", d, vth=0, layer="emb", role="stream")}
     syns: List[Synapse] = []
     klog: Dict[str, int] = {"h0": k_h}
 
@@ -394,8 +394,8 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
             b = float(sum(np.abs(m).sum(axis=1).max() for m in bound_mats))
         k = scale_for(b)
         klog[name] = k
-        pops[name] = Population(name, "lif", size, dv=beta_to_dv(betas[name]), vth=2 ** k,
-                                layer=layer, role=role)
+        pops[name] = Lif(name, size, dv=beta_to_dv(betas[name]), vth=2 ** k,
+                         layer=layer, role=role)
         rep.populations[name] = {"kind": "lif", "scale_log2": k, "vth": 2 ** k,
                                  "dv": pops[name].dv, "max_input": b, "max_input_from": src,
                                  "max_a_in": b * 2 ** k,
@@ -408,7 +408,7 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
         rep.synapses[name] = st
 
     def stream_pop(name, layer):
-        pops[name] = Population(name, "graded", d, vth=0, layer=layer, role="stream")
+        pops[name] = Graded(name, d, vth=0, layer=layer, role="stream")
         klog[name] = k_h
 
     syn("emb.tok", "tokens", "h0", folded.E_tok)
@@ -443,17 +443,17 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
         else:
             sigma = rho = 0
         klog[f"{p}.read"] = sigma - rho
-        pops[f"{p}.kv"] = Population(f"{p}.kv", "prod", n_att, vth=0, layer=L, role="kv_product")
+        pops[f"{p}.kv"] = Prod(f"{p}.kv", n_att, vth=0, layer=L, role="kv_product")
         syns.append(Synapse(f"{p}.kv_k", f"{p}.qkv", f"{p}.kv", replication(k_of, 3 * d),
                             weight_exp=sigma, port="a_in1"))
         syns.append(Synapse(f"{p}.kv_v", f"{p}.qkv", f"{p}.kv", replication(v_of, 3 * d),
                             port="a_in2"))
-        pops[f"{p}.mem"] = Population(f"{p}.mem", "accum", n_att, layer=L, role="memory",
-                                      decay=[int(x) for x in decay])
+        pops[f"{p}.mem"] = Accum(f"{p}.mem", n_att, layer=L, role="memory",
+                                 decay=[int(x) for x in decay])
         eye = np.eye(n_att, dtype=np.int64)
         syns.append(Synapse(f"{p}.mem_in", f"{p}.kv", f"{p}.mem", eye, graded=True))
-        pops[f"{p}.read"] = Population(f"{p}.read", "prod", n_att, vth=0, exp=rho, layer=L,
-                                       role="memory_read")
+        pops[f"{p}.read"] = Prod(f"{p}.read", n_att, vth=0, exp=rho, layer=L,
+                                 role="memory_read")
         syns.append(Synapse(f"{p}.read_mem", f"{p}.mem", f"{p}.read", eye.copy(),
                             port="a_in1", graded=True))
         syns.append(Synapse(f"{p}.read_q", f"{p}.qkv", f"{p}.read", replication(q_of, 3 * d),
@@ -481,7 +481,7 @@ def quantize_stream(folded, calib_tokens=None, tokenizer=None) -> Tuple[QGraph, 
         h = f"{p}.h"
     lif("final", d, "head", "final", [np.abs(folded.s_final)[:, None] * h_max])
     syn("final.read", h, "final", np.diag(folded.s_final), k_h, graded=True)
-    pops["head"] = Population("head", "graded", V, vth=0, layer="head", role="readout")
+    pops["head"] = Graded("head", V, vth=0, layer="head", role="readout")
     m, e, err = pow2_grid(folded.W_head)
     mixed = m.min() < 0 < m.max()
     syns.append(Synapse("head.w", "final", "head", (2 * m if mixed else m).astype(np.int64),

@@ -55,7 +55,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import (DECAY_MAX, Population, QGraph, Synapse, assign_depths)
+from snn_compile.compiler.qgraph import (DECAY_MAX, Accum, assign_depths, Graded, Input, Lif,
+                                         Population, QGraph, Synapse)
 from snn_compile.compiler.quantize import (A_IN_TARGET, K_MAX_LOG2, QuantReport, SynapseStats,
                                            beta_to_dv, lava_synapse, pow2_grid, scale_for)
 from snn_compile.errors import UserError
@@ -446,7 +447,7 @@ def foreign_to_qgraph(graph, steps: int,
     inputs = list(plan.inputs)
     unit: Dict[str, float] = {}                  # float value of one integer unit of a source
     for n in plan.inputs:
-        pops[n] = Population(n, "input", flat_size(plan.flat.nodes[n]), layer=n, role="input")
+        pops[n] = Input(n, flat_size(plan.flat.nodes[n]), layer=n, role="input")
         unit[n] = 1.0
     host: Dict[str, np.ndarray] = {}             # population -> constant input from the host
 
@@ -484,10 +485,10 @@ def foreign_to_qgraph(graph, steps: int,
                 0, DECAY_MAX - round(4096 * nu.alpha))))
             mant, e, berr = _bias_code(vbias * 2.0 ** (k + 6)) if np.any(vbias != 0) \
                 else (np.zeros(nu.size, np.int64), 0, 0.0)
-            pops[n] = Population(n, "lif", nu.size, du=du, dv=dv, vth=2 ** k,
-                                 bias_mant=(int(mant[0]) if np.all(mant == mant[0])
+            pops[n] = Lif(n, nu.size, du=du, dv=dv, vth=2 ** k,
+                          bias_mant=(int(mant[0]) if np.all(mant == mant[0])
                                             else [int(x) for x in mant]),
-                                 bias_exp=e, layer=n, role=nu.type)
+                          bias_exp=e, layer=n, role=nu.type)
             unit[n] = 1.0
             r = {"kind": "lif", "type": nu.type, "scale_log2": k, "vth": 2 ** k, "dv": dv,
                  "du": du, "beta": float(nu.beta[0]), "beta_quantized": (4096 - dv) / 4096,
@@ -509,8 +510,8 @@ def foreign_to_qgraph(graph, steps: int,
             k = K_MAX_LOG2 if vmax <= 0 else int(max(0, min(
                 K_MAX_LOG2, math.floor(math.log2(ACC_VALUE_TARGET / vmax)))))
             dec, dexp = _accum_decay(nu.beta)
-            pops[n] = Population(n, "accum", nu.size, decay=dec, decay_exp=dexp, layer=n,
-                                 role=nu.type)
+            pops[n] = Accum(n, nu.size, decay=dec, decay_exp=dexp, layer=n,
+                            role=nu.type)
             unit[n] = 2.0 ** -k
             const = nu.leak + (cb if cb is not None else 0.0)
             if np.any(const != 0):
@@ -528,8 +529,8 @@ def foreign_to_qgraph(graph, steps: int,
     logit_scale = 1.0
     if plan.readout == "readout":
         V = next(iter(plan.readout_contrib.values())).shape[0]
-        pops["readout"] = Population("readout", "graded", V, vth=0, layer="readout",
-                                     role="readout")
+        pops["readout"] = Graded("readout", V, vth=0, layer="readout",
+                                 role="readout")
         parts = [(p, lag, a * unit[p]) for (p, lag), a in plan.readout_contrib.items()]
         if plan.readout_bias is not None:
             _bias_population(pops, inputs, unit)
@@ -572,7 +573,7 @@ def foreign_to_qgraph(graph, steps: int,
 def _bias_population(pops: Dict[str, Population], inputs: List[str], unit: dict) -> None:
     """The one-neuron input the host holds at 1 during a window (constant currents)."""
     if BIAS not in pops:
-        pops[BIAS] = Population(BIAS, "input", 1, layer=BIAS, role="bias (held at 1)")
+        pops[BIAS] = Input(BIAS, 1, layer=BIAS, role="bias (held at 1)")
         inputs.append(BIAS)
         unit[BIAS] = 1.0
 
@@ -599,7 +600,7 @@ def _pre_window_biases(pops, syns, inputs, rep: QuantReport) -> None:
         m, e, _ = pow2_grid(b[:, None])
         mixed = m.min() < 0 < m.max()
         if BIAS not in pops:
-            pops[BIAS] = Population(BIAS, "input", 1, layer=BIAS, role="bias (held at 1)")
+            pops[BIAS] = Input(BIAS, 1, layer=BIAS, role="bias (held at 1)")
             inputs.append(BIAS)
         syns.append(Synapse(f"{BIAS}->{p.name}", BIAS, p.name, (2 * m if mixed else m),
                             weight_exp=int(e - (1 if mixed else 0))))

@@ -17,8 +17,8 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import (VTH_MAX, Population, QGraph, Synapse,
-                                         assign_depths)
+from snn_compile.compiler.qgraph import (VTH_MAX, Accum, assign_depths, Graded,
+                                         Input, Lif, Population, Prod, QGraph, Synapse)
 from snn_compile.compiler.quantize import attention_indices, replication
 
 
@@ -54,16 +54,16 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
     S: List[Synapse] = []
 
     def lif(name, size, layer, role):
-        P[name] = Population(name, "lif", size, dv=int(rng.integers(0, 1024)), layer=layer,
-                             role=role)
+        P[name] = Lif(name, size, dv=int(rng.integers(0, 1024)), layer=layer,
+                      role=role)
 
     def syn(name, src, dst, w, exp=0, port="a_in", token_lag=0):
         graded = P[src].kind in ("prod", "graded", "accum")
         S.append(Synapse(name, src, dst, np.asarray(w, dtype=np.int64), exp, port, graded,
                          token_lag=token_lag))
 
-    P["tokens"] = Population("tokens", "input", vocab, layer="emb", role="token")
-    P["positions"] = Population("positions", "input", context, layer="emb", role="position")
+    P["tokens"] = Input("tokens", vocab, layer="emb", role="token")
+    P["positions"] = Input("positions", context, layer="emb", role="position")
     lif("emb", d, "emb", "embedding")
     syn("emb.tok", "tokens", "emb", mixed_weights(rng, (d, vocab), 60, 10))
     syn("emb.pos", "positions", "emb", mixed_weights(rng, (d, context), 30))
@@ -76,14 +76,14 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
         for j in range(1, token_shift + 1):
             syn(f"{b}.w_qkv_lag{j}", x, f"{b}.qkv", mixed_weights(rng, (3 * d, d), 40, 6),
                 token_lag=j)
-        P[f"{b}.kv"] = Population(f"{b}.kv", "prod", heads * dh * dh, layer=b, role="kv_product")
+        P[f"{b}.kv"] = Prod(f"{b}.kv", heads * dh * dh, layer=b, role="kv_product")
         syn(f"{b}.kv_k", f"{b}.qkv", f"{b}.kv", replication(k_of, 3 * d), port="a_in1")
         syn(f"{b}.kv_v", f"{b}.qkv", f"{b}.kv", replication(v_of, 3 * d), port="a_in2")
-        P[f"{b}.mem"] = Population(f"{b}.mem", "accum", heads * dh * dh, layer=b, role="memory",
-                                   decay=head_decay(memory_decay, heads, dh),
-                                   decay_exp=decay_exp)
+        P[f"{b}.mem"] = Accum(f"{b}.mem", heads * dh * dh, layer=b, role="memory",
+                              decay=head_decay(memory_decay, heads, dh),
+                              decay_exp=decay_exp)
         syn(f"{b}.mem_in", f"{b}.kv", f"{b}.mem", np.eye(heads * dh * dh, dtype=np.int64))
-        P[f"{b}.read"] = Population(f"{b}.read", "prod", heads * dh * dh, layer=b, role="read")
+        P[f"{b}.read"] = Prod(f"{b}.read", heads * dh * dh, layer=b, role="read")
         syn(f"{b}.read_mem", f"{b}.mem", f"{b}.read", np.eye(heads * dh * dh, dtype=np.int64),
             port="a_in1")
         syn(f"{b}.read_q", f"{b}.qkv", f"{b}.read", replication(q_of, 3 * d), port="a_in2")
@@ -105,7 +105,7 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
             exp=int(rng.integers(-1, 1)))
         syn(f"{b}.skip2", f"{b}.mid", f"{b}.out", np.diag(rng.integers(20, 120, size=d)))
         x = f"{b}.out"
-    P["head"] = Population("head", "graded", vocab, vth=0, layer="head", role="readout")
+    P["head"] = Graded("head", vocab, vth=0, layer="head", role="readout")
     syn("head.w", x, "head", mixed_weights(rng, (vocab, d), 60))
     assign_depths(P, S, ["tokens", "positions"], T, "head")
     q = QGraph(P, S, T, ["tokens", "positions"], "head", logit_scale=1.0 / (T * 64),
@@ -189,8 +189,8 @@ def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8
     """
     rng = np.random.default_rng(seed)
     P: Dict[str, Population] = {
-        "tokens": Population("tokens", "input", vocab, layer="in"),
-        "positions": Population("positions", "input", context, layer="in")}
+        "tokens": Input("tokens", vocab, layer="in"),
+        "positions": Input("positions", context, layer="in")}
     S: List[Synapse] = []
     silent = ["tokens", "positions"]
     loud: List[str] = []
@@ -218,14 +218,14 @@ def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8
         name = f"p{i}"
         size = int(rng.integers(1, max_size + 1))
         if kind == "lif":
-            P[name] = Population(name, "lif", size, dv=int(rng.integers(0, 4096)),
-                                 vth=int(rng.integers(0, 40)), layer=f"l{i % 2}")
+            P[name] = Lif(name, size, dv=int(rng.integers(0, 4096)),
+                          vth=int(rng.integers(0, 40)), layer=f"l{i % 2}")
         elif kind == "prod":
-            P[name] = Population(name, "prod", size, exp=int(rng.integers(0, 3)),
-                                 vth=int(rng.integers(0, 3)), layer=f"l{i % 2}")
+            P[name] = Prod(name, size, exp=int(rng.integers(0, 3)),
+                           vth=int(rng.integers(0, 3)), layer=f"l{i % 2}")
         else:
-            P[name] = Population(name, kind, size, vth=int(rng.integers(0, 3)) if kind == "graded"
-                                 else 0, layer=f"l{i % 2}")
+            P[name] = (Graded(name, size, vth=int(rng.integers(0, 3)), layer=f"l{i % 2}")
+                       if kind == "graded" else Accum(name, size, layer=f"l{i % 2}"))
         if kind == "prod":
             pool1 = silent + loud
             for src in rng.choice(pool1, size=min(len(pool1), int(rng.integers(1, 3))), replace=False):
@@ -240,7 +240,7 @@ def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8
             (loud if kind == "accum" else silent).append(name)
     consumed = {s.src for s in S}
     ends = [n for n in silent if n not in consumed and P[n].kind != "input"] or [silent[-1]]
-    P["readout"] = Population("readout", "graded", vocab, vth=0, layer="head")
+    P["readout"] = Graded("readout", vocab, vth=0, layer="head")
     for src in ends:
         connect(src, "readout")
     if decay:
