@@ -15,8 +15,8 @@ import torch
 from snn_compile.models import kernels
 from snn_compile.models.checkpoint import build_model
 from snn_compile.models.config import ModelConfig
-from snn_compile.models.spikedecoder import (LIF, causal_spike_attention, fake_quant,
-                                             retention, spike)
+from snn_compile.models.spikedecoder import LIF, causal_spike_attention, retention
+from snn_compile.models.surrogate import fake_quant, spike
 
 
 def reference_lif(current, beta, kind):

@@ -202,7 +202,7 @@ def test_decay_memory_weighs_past_steps_by_loihi_time_and_stays_bounded():
 
 def test_sdsa_attention_reads_q_times_thresholded_channel_memory():
     from snn_compile.benchmarks import theory
-    from snn_compile.benchmarks.harness import model_shape
+    from snn_compile.benchmarks.theory import model_shape
     from snn_compile.models.spikedecoder import causal_sdsa_memory
 
     g = torch.Generator().manual_seed(1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from snn_compile.benchmarks import theory
-from snn_compile.benchmarks.harness import model_shape
+from snn_compile.benchmarks.theory import model_shape
 from snn_compile.data import make_tokenizer
 from snn_compile.errors import UserError
 from snn_compile.models.checkpoint import (build_model, load_checkpoint, load_raw,

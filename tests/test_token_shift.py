@@ -160,7 +160,7 @@ def test_qgraph_checks_the_lag_timing_and_keeps_it_on_disk(tmp_path):
 
 def test_theoretical_ops_count_the_shifted_spikes():
     from snn_compile.benchmarks import theory
-    from snn_compile.benchmarks.harness import model_shape
+    from snn_compile.benchmarks.theory import model_shape
     m = shifted()
     shape = model_shape(m)
     assert (shape.shift_qkv, shape.shift_ff) == (2, 2)

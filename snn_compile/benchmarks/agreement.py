@@ -28,6 +28,13 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from snn_compile.errors import exits_on_user_error
+from snn_compile.compiler.pipeline import load_qgraph
+from snn_compile.data import validation_ids
+from snn_compile.errors import atomic_path, check_output_file, UserError
+from snn_compile.hw_sim.int_reference import run_token_time
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.fold import fold
+from snn_compile.models.train import is_spike_record
 
 
 def measure(model: str = "default:spikedecoder", data: Optional[str] = None,
@@ -36,12 +43,6 @@ def measure(model: str = "default:spikedecoder", data: Optional[str] = None,
     """The counts of the module docstring, in total and per population."""
     import torch
 
-    from snn_compile.hw_sim.int_reference import run_token_time
-    from snn_compile.compiler.pipeline import load_qgraph
-    from snn_compile.data import validation_ids
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.fold import fold
-    from snn_compile.models.train import is_spike_record
 
     t0 = time.perf_counter()
     net, tok, _ = load_checkpoint(model)
@@ -118,7 +119,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--batch", type=int, default=4, metavar="B", help="windows per batch")
     ap.add_argument("--out", metavar="FILE.json", help="also write the result here (atomically)")
     args = ap.parse_args(argv)
-    from snn_compile.errors import UserError, atomic_path, check_output_file
 
     for name, v in (("--max-tokens", args.max_tokens), ("--batch", args.batch)):
         if v is not None and v < 1:

@@ -19,6 +19,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from snn_compile.errors import exits_on_user_error
+from snn_compile.errors import UserError
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.train import prepare_data
 
 POSITIONS = (0, 1, 3, 7, 15, 31, 63, 127)
 
@@ -26,9 +29,6 @@ POSITIONS = (0, 1, 3, 7, 15, 31, 63, 127)
 def run(spec: str = "default:spikedecoder", windows: int = 32) -> dict:
     import torch
 
-    from snn_compile.errors import UserError
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.train import prepare_data
 
     model, tok, _ = load_checkpoint(spec)
     if model.cfg.kind != "spikedecoder":

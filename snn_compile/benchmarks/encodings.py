@@ -38,6 +38,14 @@ from snn_compile.benchmarks import energy, theory
 from snn_compile.benchmarks.report import to_jsonable
 from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.models.assets import resolve_checkpoint
+from snn_compile.benchmarks import plots
+from snn_compile.benchmarks.theory import model_shape
+from snn_compile.benchmarks.report import write_bundle
+from snn_compile.data import sequential_blocks
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.encodings import (apply_encoding, DEFAULT_THRESHOLD, make_encoding,
+                                          NON_SPIKING)
+from snn_compile.models.train import evaluate, prepare_data
 
 DEFAULT_TOKENS = 16384
 DEFAULT_OUT = os.path.join("out", "encodings")
@@ -53,7 +61,6 @@ _TWIN_OPS = {"qkv": "qkv", "proj": "proj", "fc1": "ff1", "fc2": "ff2"}
 def make_label(name: str, bits: int = 8, threshold: Optional[float] = None,
                scheme: str = "sign-magnitude") -> str:
     """The table's name of an encoding and its parameters."""
-    from snn_compile.models.encodings import DEFAULT_THRESHOLD
 
     if name == "bitwise":
         return f"bitwise {bits} bit, " + ("two's complement" if scheme == "twos" else scheme)
@@ -72,7 +79,6 @@ def _op_key(name: str) -> Tuple[str, str]:
 
 def _positions(val_ids: np.ndarray, context: int, max_tokens: int) -> np.ndarray:
     """Position in its window of every evaluated token (as ``train.evaluate`` feeds them)."""
-    from snn_compile.data import sequential_blocks
 
     ids = val_ids[: max_tokens + 1]
     return np.concatenate([np.tile(np.arange(y.shape[1]), y.shape[0])
@@ -97,8 +103,6 @@ def _row(model: str, encoding: str, val_loss: float, counts: Dict[str, float],
 
 
 def ann_row(model, val_ids, max_tokens: int, positions: np.ndarray) -> dict:
-    from snn_compile.benchmarks.harness import model_shape
-    from snn_compile.models.train import evaluate
 
     loss = float(evaluate(model, val_ids, max_tokens)["val_loss"])
     counts = theory.counts_summary(theory.ann_op_rows(model_shape(model), positions))
@@ -108,9 +112,6 @@ def ann_row(model, val_ids, max_tokens: int, positions: np.ndarray) -> dict:
 def encoded_row(model, label: str, enc, val_ids, max_tokens: int,
                 positions: np.ndarray) -> dict:
     """Loss, spikes and energy of a copy of ``model`` with spike-encoded linear layers."""
-    from snn_compile.benchmarks.harness import model_shape
-    from snn_compile.models.encodings import apply_encoding
-    from snn_compile.models.train import evaluate
 
     m = copy.deepcopy(model)
     encoded = apply_encoding(m, enc)
@@ -146,9 +147,6 @@ def encoded_row(model, label: str, enc, val_ids, max_tokens: int,
 
 def spikedecoder_row(model, val_ids, max_tokens: int) -> dict:
     """The directly trained SpikeDecoder on the same tokens (its float torch model)."""
-    from snn_compile.benchmarks.harness import model_shape
-    from snn_compile.data import sequential_blocks
-    from snn_compile.models.train import evaluate
 
     loss = float(evaluate(model, val_ids, max_tokens)["val_loss"])
     shape = model_shape(model)
@@ -173,9 +171,6 @@ def run(ann: str = "default:ann", snn: Optional[str] = "default:spikedecoder",
         max_tokens: int = DEFAULT_TOKENS, with_plain: bool = True,
         progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """The table as a results dict (``rows`` plus what was measured and how)."""
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.encodings import NON_SPIKING, make_encoding
-    from snn_compile.models.train import prepare_data
 
     if max_tokens < 1:
         raise UserError(f"--max-tokens must be positive, got {max_tokens}")
@@ -260,8 +255,6 @@ def plot_points(rows: Sequence[dict]) -> List[dict]:
 
 def write(res: dict, out: str) -> str:
     """report.md, results.json and energy_vs_loss.png into ``out`` (atomically)."""
-    from snn_compile.benchmarks import plots
-    from snn_compile.benchmarks.report import write_bundle
 
     return write_bundle(out, res, markdown(res), {
         "energy_vs_loss.png":

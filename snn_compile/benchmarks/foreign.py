@@ -26,11 +26,11 @@ import numpy as np
 
 from snn_compile.benchmarks import energy
 from snn_compile.benchmarks.measure import count_operations, summary
+from snn_compile.compiler.quantize_foreign import BIAS
 
 
 def bench_samples(qgraph, res: dict, backend: str, mean_hops: float = 1.0) -> dict:
     """The energy report of one run (``hw_sim.foreign.run_samples``'s result)."""
-    from snn_compile.compiler.quantize_foreign import BIAS
 
     outs = res["outputs"]
     counts = count_operations(qgraph, outs)

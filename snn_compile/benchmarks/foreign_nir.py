@@ -21,6 +21,11 @@ import os
 import tempfile
 
 import torch
+from snn_compile.compiler.quantize_foreign import foreign_to_qgraph
+from snn_compile.compiler.resources import resource_report
+from snn_compile.export.interpreter import NIRInterpreter
+from snn_compile.export.nir_io import read_nir
+from snn_compile.hw_sim.verify import compare_float_int
 
 
 def snntorch_net(seed: int = 0, n_in: int = 20, hidden: int = 32, n_out: int = 10,
@@ -63,11 +68,6 @@ def export_snntorch(net, n_in: int, path: str) -> None:
 
 def run(hidden: int = 32, n_in: int = 20, n_out: int = 10, steps: int = 32, batch: int = 16,
         rate: float = 0.3, seed: int = 0, lava_samples: int = 2, path: str | None = None) -> dict:
-    from snn_compile.compiler.quantize_foreign import foreign_to_qgraph
-    from snn_compile.hw_sim.verify import compare_float_int
-    from snn_compile.compiler.resources import resource_report
-    from snn_compile.export.interpreter import NIRInterpreter
-    from snn_compile.export.nir_io import read_nir
 
     net = snntorch_net(seed, n_in, hidden, n_out)
     tmp = None

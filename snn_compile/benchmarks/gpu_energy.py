@@ -33,6 +33,8 @@ import time
 from typing import Callable, Optional
 
 from snn_compile.errors import atomic_path, exits_on_user_error
+from snn_compile.models.checkpoint import build_model, load_checkpoint
+from snn_compile.models.config import ModelConfig
 
 
 class EnergyMeter:
@@ -119,8 +121,6 @@ def _logits(model, idx):
 
 def _load(spec: Optional[str], kind: str, random_init: bool, device):
     """A model from a checkpoint, or freshly initialised at the default size."""
-    from snn_compile.models.checkpoint import build_model, load_checkpoint
-    from snn_compile.models.config import ModelConfig
 
     if random_init:
         model = build_model(ModelConfig(kind=kind))

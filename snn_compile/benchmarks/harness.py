@@ -25,6 +25,21 @@ import numpy as np
 
 from snn_compile.benchmarks import energy, measure, sensitivity, theory
 from snn_compile.errors import UserError
+from snn_compile.benchmarks import plots, report, variants
+from snn_compile.benchmarks.theory import model_shape
+from snn_compile.compiler import resources
+from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir, require_decoder
+from snn_compile.compiler.pipeline import calibration_tokens
+from snn_compile.compiler.quantize import quantize_decoder
+from snn_compile.data import check_oov, load_corpus, train_val_split, validation_ids
+from snn_compile.export.nir_io import read_nir
+from snn_compile.hw_sim import probes
+from snn_compile.hw_sim.emulator import EmulatorBackend
+from snn_compile.hw_sim.int_reference import run_token_time
+from snn_compile.hw_sim.lava_runner import LavaBackend
+from snn_compile.models.checkpoint import load_checkpoint, load_raw
+from snn_compile.models.evaluation import evaluate_with_progress
+from snn_compile.models.fold import fold
 
 BACKENDS = ("lava-sim", "emulator", "int")
 DEFAULT_TOKENS = 256
@@ -77,7 +92,6 @@ def ci95(x: np.ndarray) -> List[float]:
 # ---------------------------------------------------------------- backends
 def _reference_outputs(qgraph, seq: np.ndarray) -> Dict[str, np.ndarray]:
     """Token-time outputs of every population from the integer reference."""
-    from snn_compile.hw_sim.int_reference import run_token_time
 
     import torch
 
@@ -102,11 +116,9 @@ class _MeasuredRun:
         if backend == "int":
             self._session = None
         elif backend == "emulator":
-            from snn_compile.hw_sim.emulator import EmulatorBackend
 
             self._session = EmulatorBackend(qgraph, probes=True)
         elif backend == "lava-sim":
-            from snn_compile.hw_sim.lava_runner import LavaBackend
 
             self._session = LavaBackend(qgraph, probe=True)
         else:
@@ -116,7 +128,6 @@ class _MeasuredRun:
             on_token: Optional[Callable[[int], None]] = None, keep: Optional[int] = None):
         """(outputs, activity, frames of token ``keep`` or None). ``ref``: the integer
         reference's outputs (the ``int`` backend's measurement)."""
-        from snn_compile.hw_sim import probes
 
         q, W = self.qgraph, self.qgraph.window
         if self._session is None:
@@ -156,24 +167,6 @@ class _MeasuredRun:
 
 
 # ------------------------------------------------------------------ models
-def model_shape(folded_or_model, qgraph=None) -> theory.ModelShape:
-    """The sizes of a decoder, read from its config."""
-    cfg = getattr(folded_or_model, "config", None) or getattr(folded_or_model, "cfg")
-    g = lambda *names, default=None: next(  # noqa: E731
-        (getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None), default)
-    d = int(g("d_model", "n_embd"))
-    shift, into = int(g("token_shift", default=0)), g("shift_into", default="both")
-    return theory.ModelShape(
-        vocab=int(g("vocab_size", "vocab")), d_model=d, n_layers=int(g("n_layers", "n_layer")),
-        n_heads=int(g("n_heads", "n_head")), d_ff=int(g("d_ff", default=4 * d)),
-        steps_per_token=int(g("steps", "timesteps", "T", default=1)),
-        context=int(g("context", "block_size", default=0)),
-        shift_qkv=shift if into in ("qkv", "both") else 0,
-        shift_ff=shift if into in ("ff", "both") else 0,
-        attention=g("attention", default="ssa"), residual=g("residual", default="spike"),
-        memory=g("attention_memory", default="sum"))
-
-
 def _torch_spikes(folded, seq: np.ndarray, with_logits: bool = False):
     """Spike trains (N, T, size) per population of the float torch model on one sequence
     (and its logits (N, V) with ``with_logits``)."""
@@ -220,8 +213,6 @@ VAL_TOKENS = 32768
 def _val_loss(model, tok, data: Optional[str], oov: str = "unk",
               progress: Optional[Callable[[int, int], None]] = None) -> Optional[float]:
     """Validation loss on the first VAL_TOKENS tokens of the validation split."""
-    from snn_compile.data import validation_ids
-    from snn_compile.models.evaluation import evaluate_with_progress
 
     val, _ = validation_ids(data, tok, model.cfg.context, oov, VAL_TOKENS)
     return float(evaluate_with_progress(model, val, VAL_TOKENS, progress)["val_loss"])
@@ -249,19 +240,14 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     prog = progress or (lambda *a: None)
     t0 = time.perf_counter()
-    from snn_compile.models.checkpoint import load_checkpoint, load_raw
 
     gpu = _gpu(gpu_results) if gpu_results else None     # inputs read at the end: check now
     for v in variants:
         load_raw(v)
-    from snn_compile.models.fold import fold
 
     if model is not None:
         snn_model, tok = model
     elif snn.endswith(".nir"):          # the exported graph itself, rebuilt from NIR nodes
-        from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir
-        from snn_compile.export.nir_io import read_nir
-        from snn_compile.compiler.from_nir import require_decoder
         graph = read_nir(snn)
         require_decoder(graph, snn, "bench")
         snn_model, tok = folded_from_nir(graph), decoder_tokenizer(graph)
@@ -269,8 +255,6 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         snn_model, tok, _ = load_checkpoint(snn)
     folded = fold(snn_model)
     if qgraph is None:
-        from snn_compile.compiler.pipeline import calibration_tokens
-        from snn_compile.compiler.quantize import quantize_decoder
 
         qgraph, _ = quantize_decoder(folded, calibration_tokens(tok, folded.context), tok)
     shape = model_shape(snn_model)
@@ -291,7 +275,6 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
             raise UserError(f"prompts file {prompts} "
                             f"{'is a folder' if os.path.isdir(prompts) else 'does not exist'}; "
                             "give a text file with one prompt per line")
-        from snn_compile.data import check_oov, load_corpus
 
         lines = [ln for ln in load_corpus(prompts).split("\n") if ln.strip()]
         joined = "\n".join(lines)
@@ -302,7 +285,6 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         targets = [np.concatenate([w[1:], [-1]]) for w in seqs]   # within each prompt
         source = f"prompts file {prompts}"
     else:
-        from snn_compile.data import check_oov, load_corpus, train_val_split
 
         text = load_corpus(data)
         ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
@@ -319,8 +301,6 @@ def run_benchmark(snn: str = "default:spikedecoder", ann: Optional[str] = "defau
         source = f"validation split of {data or 'the embedded corpus'}"
 
     # ---- run every window through torch, the reference and the backend
-    from snn_compile.compiler import resources
-    from snn_compile.hw_sim import probes
 
     if backend == "lava-sim":
         prog("starting lava-sim", 0, 1)
@@ -593,7 +573,6 @@ def variant_rows(specs: Sequence[str], data: Optional[str]) -> List[dict]:
     validation tokens (its spikes give its operation counts, ``theory.variant_op_rows``);
     the reduction is against the ANN twin's count at the same token positions.
     """
-    from snn_compile.benchmarks import variants
 
     return [dict(r, name=os.path.basename(r["checkpoint"]), model=r["name"])
             for r in variants.evaluate_checkpoints(specs, data, VAL_TOKENS)]
@@ -602,7 +581,6 @@ def variant_rows(specs: Sequence[str], data: Optional[str]) -> List[dict]:
 def write(results: dict, out_dir: str) -> str:
     """report.md + results.json + per_layer.csv + plots into ``out_dir`` (atomically).
     ``results["_raster"]`` (one token's frames) feeds the raster plot and is not saved."""
-    from snn_compile.benchmarks import plots, report
 
     raster = results.get("_raster")
     results = {k: v for k, v in results.items() if k != "_raster"}

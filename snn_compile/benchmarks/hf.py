@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 from snn_compile.benchmarks import energy
+from snn_compile.models.encodings import linear_layers, weight_and_bias
 
 
 def _sizes(config) -> tuple:
@@ -33,7 +34,6 @@ def _sizes(config) -> tuple:
 
 def dense_linear_macs(model) -> int:
     """MACs per token of every linear layer run densely (weights once per token)."""
-    from snn_compile.models.encodings import linear_layers, weight_and_bias
     total = 0
     for _, _, _, m in linear_layers(model):
         w, _ = weight_and_bias(m)

@@ -31,6 +31,8 @@ import numpy as np
 
 from snn_compile.benchmarks import energy
 from snn_compile.benchmarks.energy import ExecutedCounts, LoihiCounts, loihi_energy_pj
+from snn_compile.compiler.resources import LOIHI1_NEURONS_PER_CORE, resource_report
+from snn_compile.hw_sim.probes import Activity, activity_from_token_time
 
 METRICS = ("outputs", "messages", "synops", "synops_binary", "synops_graded", "payload_bits",
            "significant_bits", "active", "idle", "products")
@@ -103,7 +105,6 @@ def count_operations(qgraph, activity) -> List[PopulationCounts]:
     """Per-population, per-token counts of a run from its ``probes.Activity`` (or from
     token-time outputs ``{population: (N, T, size)}``, rebuilt to every window step by
     ``probes.activity_from_token_time``)."""
-    from snn_compile.hw_sim.probes import Activity, activity_from_token_time
 
     act = activity if isinstance(activity, Activity) else \
         activity_from_token_time(qgraph, activity)
@@ -301,7 +302,6 @@ def chip_time(qgraph, activity, partition: Optional[List[dict]] = None) -> Dict[
     token period, where population x works on its token step (r - depth_x) mod T at
     residue r, with its load averaged over the measured tokens.
     """
-    from snn_compile.compiler.resources import LOIHI1_NEURONS_PER_CORE, resource_report
 
     if partition is None:
         partition = resource_report(qgraph)["partition"]

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import List, Optional
 
 from snn_compile.errors import UserError, exits_on_user_error
+from snn_compile.models.train import prepare_data
 
 SMOOTHING = 5.0
 
@@ -53,7 +54,6 @@ def ngram_losses(train_ids, val_ids, vocab: int, max_context: int = 4) -> List[d
 
 @exits_on_user_error
 def main(argv: Optional[List[str]] = None) -> int:
-    from snn_compile.models.train import prepare_data
 
     ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.ngram",
                                  description=__doc__,

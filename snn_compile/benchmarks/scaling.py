@@ -26,14 +26,22 @@ import time
 import numpy as np
 
 from snn_compile.errors import UserError, atomic_path, exits_on_user_error
+from snn_compile.benchmarks import theory
+from snn_compile.benchmarks.harness import _torch_spikes
+from snn_compile.benchmarks.theory import model_shape
+from snn_compile.compiler.pipeline import load_qgraph
+from snn_compile.compiler.resources import resource_report
+from snn_compile.hw_sim.emulator import EmulatorBackend
+from snn_compile.hw_sim.lava_runner import measure_speed
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.fold import fold
+from snn_compile.models.train import evaluate, prepare_data
 
 LAVA_BUDGET_S = 600.0      # "where 32 tokens run in under 10 min"
 ENERGY_TOKENS = 512
 
 
 def _float_eval(path: str, ablate: bool = False) -> dict:
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.train import evaluate, prepare_data
     model, tok, info = load_checkpoint(path)
     _, _, val = prepare_data(None, tok.kind, model.cfg.context, tok)
     if ablate:
@@ -46,11 +54,6 @@ def _float_eval(path: str, ablate: bool = False) -> dict:
 
 
 def _energy(sd_path: str, ann_path: str) -> dict:
-    from snn_compile.benchmarks import theory
-    from snn_compile.benchmarks.harness import _torch_spikes, model_shape
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.fold import fold
-    from snn_compile.models.train import prepare_data
     model, tok, _ = load_checkpoint(sd_path)
     folded = fold(model)
     ann, _, _ = load_checkpoint(ann_path)
@@ -68,9 +71,6 @@ def _energy(sd_path: str, ann_path: str) -> dict:
 
 
 def _hardware(sd_path: str, lava: bool) -> dict:
-    from snn_compile.compiler.pipeline import load_qgraph
-    from snn_compile.compiler.resources import resource_report
-    from snn_compile.hw_sim.emulator import EmulatorBackend
     q, _, tok = load_qgraph(sd_path)
     tot = resource_report(q)["totals"]
     be = EmulatorBackend(q)
@@ -84,7 +84,6 @@ def _hardware(sd_path: str, lava: bool) -> dict:
     out = {"neurocores": tot.get("neurocores"), "chips": tot.get("chips"),
            "neurons": tot.get("neurons"), "window": q.window, "emulator_tok_s": emu}
     if lava:
-        from snn_compile.hw_sim.lava_runner import measure_speed
         sp = measure_speed(q, n_tokens=4)
         out.update(lava_tok_s=sp["tokens_per_s"], lava_processes=sp["processes"],
                    lava_32_tokens_s=32 / sp["tokens_per_s"])

@@ -505,3 +505,21 @@ def _residual(ann, k, out_terms, out_real_macs, x, s, key, d, T, sum_rows, norm_
     terms.append((f"skip{k}", "gain", x))
     rr, st = sum_rows(f"res{k}", terms, d)
     return s[key], rr + norm_rows(f"res{k}", d, st)
+
+
+def model_shape(folded_or_model, qgraph=None) -> ModelShape:
+    """The sizes of a decoder, read from its config."""
+    cfg = getattr(folded_or_model, "config", None) or getattr(folded_or_model, "cfg")
+    g = lambda *names, default=None: next(  # noqa: E731
+        (getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None), default)
+    d = int(g("d_model", "n_embd"))
+    shift, into = int(g("token_shift", default=0)), g("shift_into", default="both")
+    return ModelShape(
+        vocab=int(g("vocab_size", "vocab")), d_model=d, n_layers=int(g("n_layers", "n_layer")),
+        n_heads=int(g("n_heads", "n_head")), d_ff=int(g("d_ff", default=4 * d)),
+        steps_per_token=int(g("steps", "timesteps", "T", default=1)),
+        context=int(g("context", "block_size", default=0)),
+        shift_qkv=shift if into in ("qkv", "both") else 0,
+        shift_ff=shift if into in ("ff", "both") else 0,
+        attention=g("attention", default="ssa"), residual=g("residual", default="spike"),
+        memory=g("attention_memory", default="sum"))

@@ -43,6 +43,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from snn_compile.errors import UserError, atomic_path, exits_on_user_error
+from snn_compile.data import random_batch, tokenizer_from_dict
+from snn_compile.models import distributed
+from snn_compile.models.checkpoint import build_model, load_raw
+from snn_compile.models.config import MODEL_KINDS, ModelConfig
+from snn_compile.models.distributed import NCCL_ENV
+from snn_compile.models.train import make_optimizer, prepare_data, train_step
 
 DEFAULT_MODELS = ("default:spikedecoder", "default:ann")
 OVERRIDES = {"d_model": "--d-model", "n_layers": "--layers", "context": "--context",
@@ -51,12 +57,9 @@ OVERRIDES = {"d_model": "--d-model", "n_layers": "--layers", "context": "--conte
 
 def _model_spec(spec: str, overrides: dict):
     """(ModelConfig, tokenizer or None) of a checkpoint spec or a model kind."""
-    from snn_compile.models.config import MODEL_KINDS, ModelConfig
     if spec in MODEL_KINDS:
         cfg, tok = ModelConfig(kind=spec).to_dict(), None
     else:
-        from snn_compile.data import tokenizer_from_dict
-        from snn_compile.models.checkpoint import load_raw
         payload = load_raw(spec)
         cfg, tok = dict(payload["config"]), tokenizer_from_dict(payload["tokenizer"])
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -67,10 +70,6 @@ def worker(a: argparse.Namespace) -> None:
     """One process of a torchrun launch: time every model, rank 0 writes the figures."""
     import torch
 
-    from snn_compile.data import random_batch
-    from snn_compile.models import distributed
-    from snn_compile.models.checkpoint import build_model
-    from snn_compile.models.train import make_optimizer, prepare_data, train_step
 
     d = distributed.setup(a.device)
     sync = torch.cuda.synchronize if d.device.startswith("cuda") else (lambda: None)
@@ -133,7 +132,6 @@ def worker_command(w: int, a: argparse.Namespace, result: str) -> List[str]:
 
 
 def _launch(w: int, a: argparse.Namespace, result: str) -> None:
-    from snn_compile.models.distributed import NCCL_ENV
     env = {**NCCL_ENV, **os.environ}
     env.setdefault("OMP_NUM_THREADS", "1")     # the same for every W (torchrun's default)
     r = subprocess.run(worker_command(w, a, result), env=env, stdout=sys.stderr)

@@ -45,6 +45,14 @@ from typing import Optional, Sequence
 import numpy as np
 
 from snn_compile.errors import UserError, exits_on_user_error
+from snn_compile.data import tokenizer_from_dict
+from snn_compile.data.batching import random_batch
+from snn_compile.models import kernels
+from snn_compile.models.checkpoint import build_model, load_raw
+from snn_compile.models.config import ModelConfig
+from snn_compile.models.distributed import Dist
+from snn_compile.models.spikedecoder import is_spike_record
+from snn_compile.models.train import make_optimizer, prepare_data, train_step
 
 OVERRIDES = ("n_layers", "d_model", "n_heads", "token_shift", "timesteps", "context")
 
@@ -52,9 +60,6 @@ OVERRIDES = ("n_layers", "d_model", "n_heads", "token_shift", "timesteps", "cont
 def model_configs(like: str = "default:spikedecoder", **overrides):
     """(SpikeDecoder config, ANN twin config, tokenizer) of checkpoint ``like`` with the
     given ModelConfig fields overridden (None: keep)."""
-    from snn_compile.data import tokenizer_from_dict
-    from snn_compile.models.checkpoint import load_raw
-    from snn_compile.models.config import ModelConfig
 
     payload = load_raw(like)
     cfg = dict(payload["config"])
@@ -81,11 +86,6 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         compile_models: bool = False) -> dict:
     import torch
 
-    from snn_compile.data.batching import random_batch
-    from snn_compile.models import kernels
-    from snn_compile.models.checkpoint import build_model
-    from snn_compile.models.distributed import Dist
-    from snn_compile.models.train import make_optimizer, prepare_data, train_step
 
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
@@ -166,8 +166,6 @@ def _tf32_check(model, x, device) -> dict:
     """Spikes of one evaluation forward with TF32 spike products against FP32 ones."""
     import torch
 
-    from snn_compile.models import kernels
-    from snn_compile.models.spikedecoder import is_spike_record
     was = model.training
     model.eval()
     recs = []

@@ -25,6 +25,8 @@ import sys
 import numpy as np
 
 from snn_compile.errors import exits_on_user_error
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.evaluation import evaluate_with_progress
 
 MODULES = ("argparse", "collections", "contextlib", "csv", "dataclasses", "datetime",
            "functools", "heapq", "itertools", "json", "logging", "os", "pathlib", "pickle",
@@ -55,8 +57,6 @@ def score(spec: str, text: str) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
         TimeRemainingColumn
 
-    from snn_compile.models.checkpoint import load_checkpoint
-    from snn_compile.models.evaluation import evaluate_with_progress
     model, tok, _ = load_checkpoint(spec)
     ids = np.asarray(tok.encode(text, strict=False), dtype=np.int64)
     with Progress(TextColumn(f"[bold]{spec}"), BarColumn(), MofNCompleteColumn(),

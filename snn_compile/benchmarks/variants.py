@@ -24,6 +24,12 @@ import numpy as np
 
 from snn_compile.benchmarks import energy, theory
 from snn_compile.errors import exits_on_user_error
+from snn_compile.benchmarks import plots
+from snn_compile.benchmarks.theory import model_shape
+from snn_compile.benchmarks.report import write_bundle
+from snn_compile.data import sequential_blocks
+from snn_compile.models.checkpoint import load_checkpoint
+from snn_compile.models.train import prepare_data
 
 ALL_ANN = theory.BLOCK_KINDS
 TITLE = "Block exchange: SpikeDecoder, partially spiking variants, ANN twin"
@@ -64,9 +70,6 @@ def evaluate_variant(model, tok, data: Optional[str] = None, max_tokens: Optiona
     import torch
     import torch.nn.functional as F
 
-    from snn_compile.benchmarks.harness import model_shape
-    from snn_compile.data import sequential_blocks
-    from snn_compile.models.train import prepare_data
 
     _, _, val = prepare_data(data, tok.kind, model.cfg.context, tok)
     ids = val if max_tokens is None else val[: max_tokens + 1]
@@ -115,7 +118,6 @@ def evaluate_variant(model, tok, data: Optional[str] = None, max_tokens: Optiona
 
 def evaluate_checkpoints(specs: Sequence[str], data: Optional[str] = None,
                          max_tokens: Optional[int] = None, progress=None) -> List[dict]:
-    from snn_compile.models.checkpoint import load_checkpoint
 
     out = []
     for spec in specs:
@@ -221,8 +223,6 @@ def plot_points(res: dict) -> List[dict]:
 
 def write(res: dict, out: str) -> str:
     """README.md (the table), results.json and energy_vs_loss.png into ``out`` (atomically)."""
-    from snn_compile.benchmarks import plots
-    from snn_compile.benchmarks.report import write_bundle
 
     points = plot_points(res)
     return write_bundle(out, res, markdown(res),

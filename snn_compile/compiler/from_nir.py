@@ -22,6 +22,7 @@ from snn_compile.export.interpreter import DEFAULT_DT, _coef
 from snn_compile.export.nir_io import NIRGraphError, flatten, node_type, validate
 from snn_compile.models.fold import (BLOCK_POPS, STREAM_POPS, FoldedBlock, FoldedDecoder,
                                      FoldedStreamBlock, FoldedStreamDecoder)
+from snn_compile.data import tokenizer_from_dict
 
 
 def is_decoder_graph(graph) -> bool:
@@ -155,7 +156,6 @@ def _folded(flat) -> FoldedDecoder:
 
 def decoder_tokenizer(graph):
     """The tokenizer a decoder graph carries in its metadata."""
-    from snn_compile.data import tokenizer_from_dict
     meta = getattr(graph, "metadata", None) or {}
     tok = meta.get("snn_compile.tokenizer")
     if tok is None:

@@ -12,13 +12,18 @@ import torch
 
 from snn_compile.compiler.qgraph import QGraph, QGraphError
 from snn_compile.errors import UserError
+from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir, require_decoder
+from snn_compile.compiler.quantize import quantize_decoder
+from snn_compile.data import load_corpus, tokenizer_from_dict, train_val_split
+from snn_compile.export.nir_io import read_nir
+from snn_compile.export.to_nir import export_model
+from snn_compile.models.checkpoint import load_checkpoint
 
 CALIBRATION_TOKENS = 128
 
 
 def calibration_tokens(tokenizer, context: int, n: int = CALIBRATION_TOKENS) -> torch.Tensor:
     """The first ``n`` validation tokens of the embedded corpus (never training text)."""
-    from snn_compile.data import load_corpus, train_val_split
     ids = np.asarray(tokenizer.encode(load_corpus(None), strict=False), dtype=np.int64)
     _, val = train_val_split(ids, 0.1)
     return torch.as_tensor(val[: min(n, context)])[None]
@@ -28,7 +33,6 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
     """Return (qgraph, quantization report or None, tokenizer)."""
     import os
 
-    from snn_compile.data import tokenizer_from_dict
     if not spec.startswith("default:") and not os.path.exists(spec):
         raise UserError(f"{spec} does not exist; give a checkpoint, default:spikedecoder, a "
                         ".nir file or a compiled .qgraph")
@@ -48,9 +52,7 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
         if tok is None:
             raise UserError(f"{spec} carries no tokenizer; recompile it from its checkpoint")
         return q, None, tokenizer_from_dict(tok)
-    from snn_compile.compiler.from_nir import decoder_tokenizer, require_decoder
     if spec.endswith(".nir"):
-        from snn_compile.export.nir_io import read_nir
         graph = read_nir(spec)
         require_decoder(graph, spec)
         tok = decoder_tokenizer(graph)
@@ -64,8 +66,6 @@ def load_qgraph(spec: str, calibrate: bool = True) -> Tuple[QGraph, Optional[dic
 def quantize_decoder_graph(graph, tokenizer, calibrate: bool = True) -> Tuple[QGraph, dict]:
     """(qgraph, quantization report) of a decoder's NIR graph: folded equations read from
     the graph, scales calibrated on ``calibration_tokens`` (or from the weights alone)."""
-    from snn_compile.compiler.from_nir import folded_from_nir
-    from snn_compile.compiler.quantize import quantize_decoder
     folded = folded_from_nir(graph)
     calib = calibration_tokens(tokenizer, folded.context) if calibrate else None
     q, rep = quantize_decoder(folded, calib, tokenizer)
@@ -74,7 +74,5 @@ def quantize_decoder_graph(graph, tokenizer, calibrate: bool = True) -> Tuple[QG
 
 def nir_of_checkpoint(spec: str):
     """(NIR graph, tokenizer) of a checkpoint or ``default:*`` spec, in memory."""
-    from snn_compile.export.to_nir import export_model
-    from snn_compile.models.checkpoint import load_checkpoint
     model, tok, _ = load_checkpoint(spec)
     return export_model(model, tok), tok

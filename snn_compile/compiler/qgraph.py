@@ -30,6 +30,7 @@ from snn_compile.loihi.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,
                                       INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
 from snn_compile.loihi.fixed_point import lava_legal_weights
 from snn_compile.models.config import DECAY_EXP
+from snn_compile.errors import atomic_path
 
 # accum decay mantissas: the -diag(decay) loop is an all-inhibitory 8-bit Dense
 # (INHIBITORY_MANTISSA_MAX); the retention is 1 - decay / 2^DECAY_EXP
@@ -360,7 +361,6 @@ class QGraph:
             "readout": self.readout, "logit_scale": self.logit_scale,
             "context": self.context, "metadata": self.metadata,
         }
-        from snn_compile.errors import atomic_path
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr("graph.json", json.dumps(header, indent=1))

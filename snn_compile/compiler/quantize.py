@@ -40,6 +40,7 @@ from snn_compile.compiler.qgraph import (DECAY_MAX, DELAY_MAX, WEIGHT_EXP_RANGE,
 from snn_compile.errors import UserError
 from snn_compile.loihi.limits import INPUT_LIMIT, MANTISSA_MAX, PAYLOAD_MAX
 from snn_compile.models.config import DECAY_EXP
+from snn_compile.models.spikedecoder import causal_spike_attention, shift_current
 
 A_IN_TARGET = INPUT_LIMIT  # keep |a_in| within Loihi 2's 16-bit dendritic input
 K_MAX_LOG2 = 16            # vth = K must fit Lava's 17-bit vth
@@ -155,7 +156,6 @@ def _currents(folded, tokens) -> Dict[str, float]:
     """Largest |input current| of every LIF population on calibration tokens (float)."""
     import torch
 
-    from snn_compile.models.spikedecoder import shift_current
     run = folded.forward(tokens)
     sp = run["spikes"]
     t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
@@ -318,7 +318,6 @@ def _stream_peaks(folded, tokens) -> Dict[str, float]:
     """Largest |input current| of every LIF, |stream| and memory size on calibration text."""
     import torch
 
-    from snn_compile.models.spikedecoder import causal_spike_attention, shift_current
     sp = folded.forward(tokens)["spikes"]
     t64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     d, H = folded.d_model, folded.n_heads

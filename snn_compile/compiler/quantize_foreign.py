@@ -63,6 +63,10 @@ from snn_compile.errors import UserError
 from snn_compile.export.interpreter import DEFAULT_DT, NIRInterpreter, _coef
 from snn_compile.export.nir_io import (CONVOLUTIONS, FlatGraph, NIRGraphError, flatten,
                                        linear_form, node_type, recurrent_edges, validate)
+from snn_compile.compiler.from_nir import folded_from_nir, is_decoder_graph
+from snn_compile.compiler.qgraph import QGraphError
+from snn_compile.export.nir_io import out_size
+from snn_compile.loihi.fixed_point import bias_fires_from_rest
 
 SPIKING = ("LIF", "IF", "CubaLIF")          # -> lif populations (Lava LIF)
 INTEGRATING = ("LI", "I")                   # -> accum populations (graded accumulators)
@@ -129,7 +133,6 @@ class ForeignPlan:
 
 
 def flat_size(node) -> int:
-    from snn_compile.export.nir_io import out_size
     return int(out_size(node))
 
 
@@ -350,7 +353,6 @@ def _refuse_population_loops(contrib, neurons) -> None:
 
 def deployability(graph) -> Tuple[bool, str]:
     """(can it be compiled for Loihi 2, why) without quantizing anything."""
-    from snn_compile.compiler.from_nir import folded_from_nir, is_decoder_graph
     try:
         if is_decoder_graph(graph):
             folded_from_nir(graph)
@@ -547,7 +549,6 @@ def foreign_to_qgraph(graph, steps: int,
         logit_scale = 2.0 ** e / (2 if mixed else 1)
     else:
         logit_scale = unit[plan.readout]
-    from snn_compile.compiler.qgraph import QGraphError
     try:
         assign_depths(pops, syns, inputs)
         _pre_window_biases(pops, syns, inputs, rep)
@@ -583,7 +584,6 @@ def _pre_window_biases(pops, syns, inputs, rep: QuantReport) -> None:
     clears u, v at the window's first step, so that is harmless unless it spikes then *and*
     a self-loop or delayed synapse carries the spike into the window. Such a bias comes
     from the host input instead (exact: LIF/IF add the input current to v directly)."""
-    from snn_compile.loihi.fixed_point import bias_fires_from_rest
     moved = False
     for p in list(pops.values()):
         if p.kind != "lif" or not p.has_bias or not p.depth:

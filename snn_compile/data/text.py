@@ -18,6 +18,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from snn_compile.errors import UserError
+from snn_compile.data.batching import train_val_split
+from snn_compile.data.corpus import load_corpus
 
 OOV_POLICIES = ("unk", "error")
 DEFAULT_OOV = "unk"
@@ -97,8 +99,6 @@ def validation_ids(path: Optional[str], tok, context: int, oov: str = DEFAULT_OO
     whose context is fixed: the split the trainer uses (the last 10 %). The policy
     ``oov`` applies to the part that is scored (the first ``max_tokens`` + 1 of the split
     if given)."""
-    from snn_compile.data.batching import train_val_split
-    from snn_compile.data.corpus import load_corpus
 
     name = f"corpus file {path}" if path else "the embedded corpus"
     text = load_corpus(path)

@@ -37,6 +37,7 @@ import numpy as np
 from snn_compile.errors import UserError
 from snn_compile.export.extensions import (FORMAT_KEY, FORMAT_VERSION, FRAMING_KEY,
                                            CausalSpikeAttention)
+from snn_compile.models.fold import fold
 
 DT = 1e-4   # seconds per step; snnTorch's export_to_nir uses the same value
 
@@ -204,8 +205,6 @@ def stream_to_nir(folded, tokenizer=None, config: Optional[dict] = None, dt: flo
 def export_model(model, tokenizer=None):
     """A trained model → NIR graph; anything that is not a deployable SpikeDecoder is
     refused with the blocks that cannot be exported named."""
-    from snn_compile.errors import UserError
-    from snn_compile.models.fold import fold
 
     blocks = getattr(model, "non_spiking_blocks", None)
     names = [str(b) for b in blocks()] if callable(blocks) else []

@@ -24,6 +24,9 @@ import torch
 from snn_compile.compiler.qgraph import QGraph
 from snn_compile.compiler.quantize_foreign import BIAS
 from snn_compile.errors import UserError
+from snn_compile.hw_sim.emulator import Emulator
+from snn_compile.hw_sim.int_reference import plan_graph, run_frames
+from snn_compile.hw_sim.lava_runner import LavaSession
 
 BACKENDS = ("int", "emulator", "lava-sim", "loihi2")
 
@@ -64,7 +67,6 @@ def run_samples(qgraph: QGraph, inputs: Dict[str, torch.Tensor], backend: str = 
     ``check``: also run the integer reference and compare every population's output
     spike for spike (``reference_equal``; a difference is a bug and raises).
     """
-    from snn_compile.hw_sim.int_reference import plan_graph, run_frames
 
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} cannot run a compiled graph; choose one of "
@@ -78,7 +80,6 @@ def run_samples(qgraph: QGraph, inputs: Dict[str, torch.Tensor], backend: str = 
     if backend == "int":
         outs = ref
     elif backend == "emulator":
-        from snn_compile.hw_sim.emulator import Emulator
         emu = Emulator(qgraph, batch=B)
         outs = {k: v.cpu().numpy() for k, v in emu.run_sequence(None, frames=frames).outputs.items()}
     else:
@@ -100,7 +101,6 @@ def _lava(qgraph: QGraph, frames: Dict[str, torch.Tensor], hardware: bool = Fals
     """Token-time outputs (B, 1, S, size) of every population, one Lava window per sample."""
     import sys
 
-    from snn_compile.hw_sim.lava_runner import LavaSession
 
     B = next(iter(frames.values())).shape[0]
     print(f"starting Lava ({'loihi2' if hardware else 'lava-sim'}): building and compiling "

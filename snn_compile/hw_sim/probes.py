@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
+from snn_compile.hw_sim.emulator import check_streamable
+from snn_compile.loihi.fixed_point import accum_step
 
 GRADED_KINDS = ("prod", "graded", "accum")
 
@@ -220,7 +222,6 @@ def frames_from_token_time(qgraph, name: str, o: np.ndarray) -> np.ndarray:
     except for an ``accum`` after its first token step: there it repeats its memory
     step without input, ``x = accum_step(x, None, decay, decay_exp)`` (held, or decayed).
     Valid for streamable graphs (``emulator.check_streamable``; the caller checks)."""
-    from snn_compile.loihi.fixed_point import accum_step
 
     pop = qgraph.pop(name)
     T, W = qgraph.steps_per_token, qgraph.window
@@ -305,7 +306,6 @@ def _dot(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
 def activity_from_token_time(qgraph, outputs: Mapping[str, object]) -> Activity:
     """Counts of every window step from token-time outputs (N, T, size) of every
     population (the integer reference; ``frames_from_token_time``)."""
-    from snn_compile.hw_sim.emulator import check_streamable
 
     check_streamable(qgraph)
     T = qgraph.steps_per_token

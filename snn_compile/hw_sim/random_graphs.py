@@ -20,6 +20,8 @@ import torch
 from snn_compile.compiler.qgraph import (VTH_MAX, Accum, assign_depths, Graded,
                                          Input, Lif, Population, Prod, QGraph, Synapse)
 from snn_compile.compiler.quantize import attention_indices, replication
+from snn_compile.hw_sim.int_reference import compute_population, input_frames, plan_graph
+from snn_compile.loihi.fixed_point import LifParams
 
 
 # ------------------------------------------------------------- weight draws
@@ -136,9 +138,6 @@ def calibrate_thresholds(q: QGraph, tokens: torch.Tensor, rate: float) -> None:
     The rate falls as vth rises, so a bisection over 0..VTH_MAX per population
     finds it; populations run in token time with the thresholds chosen so far.
     """
-    from snn_compile.hw_sim.int_reference import (compute_population, input_frames,
-                                                  plan_graph)
-    from snn_compile.loihi.fixed_point import LifParams
 
     for p in q.populations.values():
         if p.kind == "lif":

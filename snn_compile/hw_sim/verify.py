@@ -24,6 +24,7 @@ from snn_compile.compiler.resources import (headroom, measured_ranges, range_rep
 from snn_compile.export.interpreter import NIRInterpreter
 from snn_compile.hw_sim.foreign import frames_of
 from snn_compile.hw_sim.int_reference import plan_graph, run_frames, run_token_time
+from snn_compile.hw_sim.lava_runner import LavaSession
 
 
 def calibration_headroom(qgraph: QGraph, tokenizer, n: int = CALIBRATION_TOKENS) -> dict:
@@ -70,7 +71,6 @@ def compare_float_int(graph, qgraph: QGraph, inputs: Dict[str, torch.Tensor],
            "readout_float_mean_abs": float(fo.abs().mean()),
            "min_agreement": min(p["agreement"] for p in per.values())}
     if lava_samples:
-        from snn_compile.hw_sim.lava_runner import LavaSession   # lazy: Lava
         equal = True
         with LavaSession(qgraph, probe=True) as sess:
             for b in range(min(lava_samples, frames[qgraph.inputs[0]].shape[0])):

@@ -30,6 +30,9 @@ import torch
 from snn_compile.data import tokenizer_from_dict
 from snn_compile.errors import UserError, atomic_path
 from snn_compile.models.config import ModelConfig
+from snn_compile.models.ann import ANNDecoder
+from snn_compile.models.partial import PartialDecoder
+from snn_compile.models.spikedecoder import SpikeDecoder
 
 FORMAT = "snn_compile.ckpt"
 VERSION = 2
@@ -43,12 +46,9 @@ _JSON_KEYS = ("config", "tokenizer", "train_info", "optimizer")
 
 def build_model(cfg: ModelConfig):
     if cfg.kind == "spikedecoder":
-        from snn_compile.models.spikedecoder import SpikeDecoder
         return SpikeDecoder(cfg)
     if cfg.kind == "partial":
-        from snn_compile.models.partial import PartialDecoder
         return PartialDecoder(cfg)
-    from snn_compile.models.ann import ANNDecoder
     return ANNDecoder(cfg)
 
 

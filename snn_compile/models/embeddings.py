@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from snn_compile.models.config import ModelConfig
+from snn_compile.models.surrogate import spike
 
 POPULATION_GAIN = 2.0
 
@@ -52,7 +53,6 @@ def population_current(e: torch.Tensor, P: int) -> torch.Tensor:
 
 def temporal_spikes(e: torch.Tensor, T: int, surrogate: str) -> torch.Tensor:
     """(B, N, d) values → (B, N, T, d) single spikes at t* = min{t : (t+1) e > 1}."""
-    from snn_compile.models.spikedecoder import spike
 
     v = torch.zeros_like(e)
     fired = torch.zeros_like(e)

@@ -14,6 +14,7 @@ import math
 from typing import Callable, Optional
 
 import numpy as np
+from snn_compile.models.train import evaluate
 
 CHUNK_WINDOWS = 64          # 4 batches of 16 windows
 
@@ -23,7 +24,6 @@ def evaluate_with_progress(model, val_ids: np.ndarray, max_tokens: Optional[int]
                            batch: int = 16, device: str = "cpu") -> dict:
     """``train.evaluate(model, val_ids, max_tokens, batch, device)``, calling
     ``progress(tokens done, tokens in all)`` after every chunk."""
-    from snn_compile.models.train import evaluate
 
     ctx = model.cfg.context
     ids = val_ids if max_tokens is None else val_ids[: max_tokens + 1]

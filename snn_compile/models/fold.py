@@ -18,6 +18,9 @@ import torch
 from snn_compile.errors import UserError
 from snn_compile.models.spikedecoder import (SpikeDecoder, causal_spike_attention,
                                               shift_current)
+from snn_compile.models.config import ModelConfig
+from snn_compile.models.spikedecoder import retention
+from snn_compile.models.surrogate import fake_quant
 
 BLOCK_POPS = ("qkv", "attn", "mid", "ff", "out")
 
@@ -62,7 +65,6 @@ class FoldedDecoder:
 
     @property
     def cfg(self):
-        from snn_compile.models.config import ModelConfig
         return ModelConfig(kind="spikedecoder", vocab_size=self.vocab_size, d_model=self.d_model,
                            n_layers=len(self.blocks), n_heads=self.n_heads, context=self.context,
                            timesteps=self.T, deployable=True, token_shift=self.token_shift,
@@ -182,7 +184,6 @@ class FoldedStreamDecoder:
 
     @property
     def cfg(self):
-        from snn_compile.models.config import ModelConfig
         return ModelConfig(kind="spikedecoder", vocab_size=self.vocab_size, d_model=self.d_model,
                            n_layers=len(self.blocks), n_heads=self.n_heads, context=self.context,
                            timesteps=self.T, deployable=True, token_shift=self.token_shift,
@@ -197,7 +198,6 @@ class FoldedStreamDecoder:
         return out
 
     def retain(self):
-        from snn_compile.models.spikedecoder import retention
         return retention(self.cfg)
 
     @torch.no_grad()
@@ -249,7 +249,6 @@ def _lif_float(T: int):
 
 
 def _fold_stream(model) -> FoldedStreamDecoder:
-    from snn_compile.models.spikedecoder import fake_quant
     np64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
     cfg = model.cfg
     blocks = []
@@ -309,7 +308,6 @@ def fold(model):
             beta = {k: float(getattr(blk, f"lif_{k}").beta()) for k in BLOCK_POPS}
             blocks.append(FoldedBlock(**{k: ([np64(m) for m in v] if isinstance(v, list)
                                              else np64(v)) for k, v in f.items()}, beta=beta))
-        from snn_compile.models.spikedecoder import fake_quant
         cfg = model.cfg
         return FoldedDecoder(T=cfg.timesteps, context=cfg.context, vocab_size=cfg.vocab_size,
                              d_model=cfg.d_model, n_heads=cfg.n_heads,

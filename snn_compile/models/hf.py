@@ -29,6 +29,8 @@ import torch
 
 from snn_compile.errors import UserError
 from snn_compile.models.encodings import EncodedModel, apply_encoding, make_encoding
+from snn_compile.data.corpus import load_corpus
+from snn_compile.models.sampling import TorchBackend
 
 HF_HINT = "install the [hf] extra: pip install -e .[hf]"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
@@ -219,7 +221,6 @@ class EncodedTorchBackend:
     name = "torch"
 
     def __init__(self, model, encoded: Optional[EncodedModel]):
-        from snn_compile.models.sampling import TorchBackend
 
         self._inner = TorchBackend(model)
         self.vocab_size, self.context = self._inner.vocab_size, self._inner.context
@@ -253,7 +254,6 @@ def evaluate_hf(model, tok, encoded: Optional[EncodedModel], data: Optional[str]
     """
     import math
 
-    from snn_compile.data.corpus import load_corpus
 
     text = load_corpus(data)
     val = text[int(len(text) * 0.9):]

@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from snn_compile.models.ann import ann_block_names
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.embeddings import embedding_width, encode
-from snn_compile.models.spikedecoder import (LIF, MembraneNorm, causal_spike_attention,
-                                             fake_quant)
+from snn_compile.models.spikedecoder import LIF, MembraneNorm, causal_spike_attention
+from snn_compile.models.surrogate import fake_quant
 
 # a term of a membrane current: (weight matrix (out, in) / gain vector / None, input)
 Term = Tuple[Optional[torch.Tensor], torch.Tensor]

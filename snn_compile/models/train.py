@@ -36,6 +36,7 @@ from snn_compile.models.checkpoint import build_model, load_raw, save_checkpoint
 from snn_compile.models import distributed
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.spikedecoder import is_spike_record
+from snn_compile.data import tokenizer_from_dict
 
 
 @dataclass
@@ -194,7 +195,6 @@ def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist
         if not os.path.exists(out_path):
             raise UserError(f"--resume: {out_path} does not exist yet; drop --resume to start")
         payload = load_raw(out_path)
-        from snn_compile.data import tokenizer_from_dict
         tokenizer = tokenizer_from_dict(payload["tokenizer"])
         cfg = ModelConfig.from_dict(payload["config"])
         prev = payload.get("train_info", {})
