@@ -53,7 +53,7 @@ class LavaSession:
     """A lowered QGraph with its Lava runtime, fed one token window at a time."""
 
     def __init__(self, qgraph: QGraph, probe: bool = True, hardware: bool = False,
-                 sparse: bool = True):
+                 sparse: bool = True, merge: bool = True, line_min_work=None):
         from snn_compile.compiler.lower_lava import lower
         from snn_compile.hw_sim.loihi2 import run_config
 
@@ -61,7 +61,10 @@ class LavaSession:
         self.qgraph = qgraph
         self.probe = probe
         self.hardware = hardware
-        self.net = lower(qgraph, probe=probe, sparse=sparse)
+        self.net = lower(qgraph, probe=probe, sparse=sparse, merge=merge,
+                         line_min_work=line_min_work)
+        self._inputs = self.net.io_groups(self.net.injectors)     # one entry per Injector
+        self._probes = self.net.io_groups(self.net.extractors)    # one entry per Extractor
         self.T = qgraph.steps_per_token
         self.W = self.net.window
         self.steps = 0                      # Lava steps run so far
@@ -101,26 +104,28 @@ class LavaSession:
             raise UserError("this Lava session is closed; create a new one")
         q, T, W = self.qgraph, self.T, self.W
         t0 = time.perf_counter()
-        zero = {}
-        for name, inj in self.net.injectors.items():
-            f = np.asarray(frames[name])
-            size = q.pop(name).size
-            if f.shape != (T, size):
-                raise ValueError(f"input {name}: frames of shape {f.shape}, expected {(T, size)}")
-            for t in range(T):
-                inj.send(f[t].astype(np.float64))
-            zero[name] = np.zeros(size)
-            for _ in range(W - T):
-                inj.send(zero[name])
+        for inj, members in self._inputs:
+            full = np.zeros((W, inj.out_port.shape[0]))   # T frames, then W - T zeros
+            for name, sl in members:
+                f = np.asarray(frames[name])
+                size = q.pop(name).size
+                if f.shape != (T, size):
+                    raise ValueError(f"input {name}: frames of shape {f.shape}, "
+                                     f"expected {(T, size)}")
+                full[:T, sl] = f
+            for t in range(W):
+                inj.send(full[t])
         t1 = time.perf_counter()
         outputs, window = {}, {}
         try:
             self.net.anchor.run(condition=RunSteps(num_steps=W))
             t2 = time.perf_counter()
-            for name, ex in self.net.extractors.items():
-                d = q.pop(name).depth
-                window[name] = np.rint(np.stack([ex.receive() for _ in range(W)])).astype(np.int64)
-                outputs[name] = window[name][d:d + T]
+            for ex, members in self._probes:
+                got = np.rint(np.stack([ex.receive() for _ in range(W)])).astype(np.int64)
+                for name, sl in members:
+                    d = q.pop(name).depth
+                    window[name] = got[:, sl]
+                    outputs[name] = window[name][d:d + T]
         except BaseException:
             self.close()            # a half-run window leaves the pipeline inconsistent
             raise
@@ -200,12 +205,13 @@ class LavaBackend:
     Logits are ``logit_scale * sum_t readout``.
     """
 
-    def __init__(self, qgraph: QGraph, hardware: bool = False, probe: bool = False):
+    def __init__(self, qgraph: QGraph, hardware: bool = False, probe: bool = False,
+                 merge: bool = True):
         self.name = "loihi2" if hardware else "lava-sim"
         self.qgraph = qgraph
         self.vocab_size = qgraph.pop(qgraph.readout).size
         self.context = qgraph.context
-        self.session = LavaSession(qgraph, probe=probe, hardware=hardware)
+        self.session = LavaSession(qgraph, probe=probe, hardware=hardware, merge=merge)
         self.last: Optional[TokenResult] = None
 
     def reset(self) -> None:
@@ -229,7 +235,8 @@ class LavaBackend:
         self.close()
 
 
-def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: int = 0) -> dict:
+def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: int = 0,
+                  merge: bool = True) -> dict:
     """Wall-clock speed of the Lava simulation of ``qgraph`` on random tokens.
 
     Returns build time (lowering + compiling + starting the runtime), Lava
@@ -241,7 +248,7 @@ def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: 
     n = min(n_tokens + 1, qgraph.context or n_tokens + 1)
     toks = rng.integers(0, V, size=n)
     t0 = time.perf_counter()
-    with LavaSession(qgraph, probe=probe) as s:
+    with LavaSession(qgraph, probe=probe, merge=merge) as s:
         build = time.perf_counter() - t0
         t1 = time.perf_counter()
         s.feed(int(toks[0]))
@@ -251,7 +258,9 @@ def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: 
             s.feed(int(k))
         dt = time.perf_counter() - t2
         n_proc = len(s.net.processes)
+        timing = dict(s.timing)
     steps = (n - 1) * s.W
     return {"processes": n_proc, "window": s.W, "build_s": build, "first_token_s": first,
             "tokens": n - 1, "seconds": dt, "tokens_per_s": (n - 1) / dt if dt else float("inf"),
-            "steps_per_s": steps / dt if dt else float("inf"), "probe": probe}
+            "steps_per_s": steps / dt if dt else float("inf"), "probe": probe, "merge": merge,
+            "timing": timing}
