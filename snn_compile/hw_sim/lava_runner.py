@@ -236,12 +236,15 @@ class LavaBackend:
 
 
 def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: int = 0,
-                  merge: bool = True) -> dict:
+                  merge: bool = True, check: bool = False) -> dict:
     """Wall-clock speed of the Lava simulation of ``qgraph`` on random tokens.
 
     Returns build time (lowering + compiling + starting the runtime), Lava
     steps per second and tokens per second over ``n_tokens`` windows (the
-    first window, which warms the runtime up, is timed separately).
+    first window, which warms the runtime up, is timed separately), the process
+    count and ``LavaSession.timing`` (run_s, io_s, and reset_s of one ``reset()``
+    after the run). ``check``: also compare the readout sums of every token with the
+    integer reference on the same tokens (``sums_equal_int``).
     """
     rng = np.random.default_rng(seed)
     V = qgraph.pop(qgraph.readout).size
@@ -251,16 +254,55 @@ def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: 
     with LavaSession(qgraph, probe=probe, merge=merge) as s:
         build = time.perf_counter() - t0
         t1 = time.perf_counter()
-        s.feed(int(toks[0]))
+        sums = [s.feed(int(toks[0])).sums]
         first = time.perf_counter() - t1
         t2 = time.perf_counter()
         for k in toks[1:]:
-            s.feed(int(k))
+            sums.append(s.feed(int(k)).sums)
         dt = time.perf_counter() - t2
+        s.reset()
         n_proc = len(s.net.processes)
         timing = dict(s.timing)
     steps = (n - 1) * s.W
-    return {"processes": n_proc, "window": s.W, "build_s": build, "first_token_s": first,
-            "tokens": n - 1, "seconds": dt, "tokens_per_s": (n - 1) / dt if dt else float("inf"),
-            "steps_per_s": steps / dt if dt else float("inf"), "probe": probe, "merge": merge,
-            "timing": timing}
+    out = {"processes": n_proc, "window": s.W, "build_s": build, "first_token_s": first,
+           "tokens": n - 1, "seconds": dt, "tokens_per_s": (n - 1) / dt if dt else float("inf"),
+           "steps_per_s": steps / dt if dt else float("inf"), "probe": probe, "merge": merge,
+           "timing": timing}
+    if check:
+        from snn_compile.compiler.int_reference import run_token_time
+        ref = run_token_time(qgraph, np.asarray(toks)).logits_int.cpu().numpy()
+        out["sums_equal_int"] = bool(np.array_equal(np.stack(sums), ref))
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m snn_compile.hw_sim.lava_runner``: processes and tokens/s of the
+    unmerged and the merged lowering in one run (docs/lava.md)."""
+    import argparse
+    import json
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m snn_compile.hw_sim.lava_runner",
+                                 description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default:spikedecoder",
+                    help="a checkpoint, default:spikedecoder, a .nir or a .qgraph")
+    ap.add_argument("--tokens", type=int, default=4, help="timed tokens (after one warm-up)")
+    ap.add_argument("--merge", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--probe", action="store_true", help="an Extractor on every population")
+    ap.add_argument("--no-check", action="store_true",
+                    help="skip comparing the readout sums with the integer reference")
+    args = ap.parse_args(argv)
+    from snn_compile.compiler.pipeline import load_qgraph
+    q = load_qgraph(args.model)[0]
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.merge]
+    load = os.getloadavg()[0]
+    for m in modes:
+        r = measure_speed(q, args.tokens, probe=args.probe, merge=m, check=not args.no_check)
+        r["load_1min_before"] = round(load, 2)
+        load = os.getloadavg()[0]
+        print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
