@@ -1,6 +1,9 @@
-"""Lower a ``QGraph`` to a Lava process graph (one process per population/synapse).
+"""Lower a ``QGraph`` to a Lava process graph.
 
-The mapping (docs/lava.md has the table and the timing diagram):
+``lower(q, merge=True)`` (the default) shares processes between populations and
+synapses and replaces expensive delayed synapses by delay lines
+(``snn_compile.compiler.merge``, docs/lava.md "Merged lowering"); ``merge=False``
+is one process per population and per synapse. The mapping (docs/lava.md has the table and the timing diagram):
 
 ==========  ==================================================================
 input       ``Injector(size)``: the host sends one binary frame per step
