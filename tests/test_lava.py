@@ -217,10 +217,12 @@ def _assert_same(q: QGraph, got, want, sums, logits_int):
     (sparse_graph, [2, 5, 0, 2], {"Dense", "DelayDense", "Sparse", "DelaySparse"}),
 ])
 def test_hand_graphs_match_reference(make, tokens, kinds):
+    """The unmerged lowering (one process per synapse: ``kinds`` are its synapse
+    processes); the merged one is checked in tests/test_lava_merge.py."""
     from snn_compile.hw_sim.lava_runner import LavaSession
     q = make()
     want, logits_int = _reference(q, tokens)
-    with LavaSession(q) as s:
+    with LavaSession(q, merge=False) as s:
         assert {type(p).__name__ for p in s.net.synapses.values()} == kinds
         got, sums = _lava_run(s, tokens)
     _assert_same(q, got, want, sums, logits_int)

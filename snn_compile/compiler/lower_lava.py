@@ -1,6 +1,9 @@
-"""Lower a ``QGraph`` to a Lava process graph (one process per population/synapse).
+"""Lower a ``QGraph`` to a Lava process graph.
 
-The mapping (docs/lava.md has the table and the timing diagram):
+``lower(q, merge=True)`` (the default) shares processes between populations and
+synapses and replaces expensive delayed synapses by delay lines
+(``snn_compile.compiler.merge``, docs/lava.md "Merged lowering"); ``merge=False``
+is one process per population and per synapse. The mapping (docs/lava.md has the table and the timing diagram):
 
 ==========  ==================================================================
 input       ``Injector(size)``: the host sends one binary frame per step
@@ -35,7 +38,7 @@ without it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -71,16 +74,32 @@ class LavaNetwork:
     extractors: Dict[str, Any]                         # probed population -> Extractor
     state: List[tuple] = field(default_factory=list)   # (process, var name) to zero on reset
     decay_loops: Dict[str, Any] = field(default_factory=dict)  # decaying accum -> its decay Dense
+    # population -> its slice of the process in ``neurons``/``injectors``/``extractors``
+    # (the whole process unless merged)
+    slices: Dict[str, slice] = field(default_factory=dict)
+    extra: List[Any] = field(default_factory=list)     # merged: delay-line hubs and shifts
+    merged: bool = False
 
     @property
     def processes(self) -> List[Any]:
         """Every Lava process of the network (one OS process each in the simulator)."""
         seen = {}
         for group in (self.neurons, self.synapses, self.loops, self.decay_loops,
-                      self.extractors):
+                      self.extractors, dict(enumerate(self.extra))):
             for p in group.values():
                 seen[id(p)] = p
         return list(seen.values())
+
+    def slice_of(self, name: str) -> slice:
+        return self.slices.get(name, slice(0, self.qgraph.pop(name).size))
+
+    def io_groups(self, table: Dict[str, Any]) -> List[tuple]:
+        """``[(process, [(population, slice), ...]), ...]`` of ``injectors`` or
+        ``extractors``, one entry per distinct process."""
+        out: Dict[int, tuple] = {}
+        for name, proc in table.items():
+            out.setdefault(id(proc), (proc, []))[1].append((name, self.slice_of(name)))
+        return list(out.values())
 
     @property
     def anchor(self) -> Any:
@@ -142,12 +161,17 @@ def _synapse_process(s, *, sparse_ok: bool):
                       num_message_bits=bits, name=s.name)
 
 
-def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwork:
+def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True, merge: bool = True,
+          line_min_work: Optional[float] = None) -> LavaNetwork:
     """Build the Lava processes of ``qgraph`` and connect them (nothing runs yet).
 
     ``probe`` adds an ``Extractor`` to every non-input population so that the
     run's own spike/message trains can be read back; without it only the
     readout is extracted. ``sparse`` allows ``Sparse`` for sparse matrices.
+    ``merge`` (default) shares processes between populations and synapses and turns
+    expensive delayed synapses into delay lines (``snn_compile.compiler.merge``;
+    ``line_min_work`` overrides its threshold, 0 = every delayed synapse);
+    ``merge=False`` is one process per population and per synapse (below).
 
     ``state`` is what is non-zero at the end of a token window and outlives it:
     the memory (the ``a_buff`` of its loop, and of its decay loop), the synapses fed
@@ -170,6 +194,8 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
 
     q = qgraph
     _check_lowerable(q)
+    if merge:
+        return _lower_merged(q, probe, sparse, line_min_work)
     W = q.window
     buf = max(W, 1) + 1   # every channel holds one whole window of frames
     injectors, neurons, synapses, loops, extractors, state = {}, {}, {}, {}, {}, []
@@ -244,3 +270,116 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True) -> LavaNetwor
                                     list(loops.values()) + list(decay_loops.values())]
     return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state,
                        decay_loops)
+
+
+def _lower_merged(q: QGraph, probe: bool, sparse: bool,
+                  line_min_work: Optional[float]) -> LavaNetwork:
+    """``lower(merge=True)``: the processes of ``merge.plan(q)``.
+
+    ``state`` (what ``reset()`` zeroes) follows the unmerged rule per connection and is
+    then taken per merged process: the ``a_buff`` of every process that holds an accum
+    loop, a reader of an accum, a token-shift synapse or a part of a delay line that
+    carries one, and ``u, v`` of LIFs without per-token reset.
+    """
+    import torch
+    from scipy.sparse import csr_matrix
+
+    from lava.proc.dense.process import DelayDense, Dense
+    from lava.proc.graded.process import GradedVec
+    from lava.proc.io.extractor import Extractor
+    from lava.proc.io.injector import Injector
+    from lava.proc.lif.process import LIF, LIFReset
+    from lava.proc.prodneuron.process import ProdNeuron
+    from lava.proc.sparse.process import DelaySparse, Sparse
+
+    from snn_compile.compiler import merge as M
+    from snn_compile.hw_sim.fixed_point import is_lava_legal
+
+    W = q.window
+    buf = max(W, 1) + 1
+    pl = M.plan(q, M.LINE_MIN_WORK if line_min_work is None else line_min_work)
+    procs: Dict[str, Any] = {}
+    state: List[tuple] = []
+    for g in pl.groups.values():
+        shape = (g.size,)
+        if g.kind == "input":
+            proc = Injector(shape=shape, buffer_size=buf, name=g.name)
+        elif g.kind in ("lif", "lifreset"):
+            bias = np.concatenate(g.bias_mant)
+            bias = int(bias[0]) if (bias == bias[0]).all() else bias
+            kw = dict(shape=shape, du=g.params["du"], dv=g.params["dv"],
+                      vth=g.params["vth"], bias_mant=bias, bias_exp=g.params["bias_exp"],
+                      name=g.name)
+            if g.kind == "lifreset":
+                proc = LIFReset(reset_interval=W, reset_offset=g.params["reset_offset"], **kw)
+            else:
+                proc = LIF(**kw)
+                state += [(proc, "u"), (proc, "v")]
+        elif g.kind == "prod":
+            proc = ProdNeuron(shape=shape, vth=g.params["vth"], exp=g.params["exp"])
+        else:
+            proc = GradedVec(shape=shape, vth=g.params["vth"])
+        procs[g.name] = proc
+
+    def out_port(gname):
+        p = procs[gname]
+        return p.out_port if pl.groups[gname].kind == "input" else p.s_out
+
+    conn: Dict[int, Any] = {}
+    for b in pl.buckets:
+        rows, cols = pl.groups[b.dst].size, pl.groups[b.src].size
+        m = b.coo(rows, cols).tocsr()
+        m.sum_duplicates()
+        zeros = m.nnz < rows * cols
+        vals = np.append(m.data, 0) if zeros else m.data
+        if not is_lava_legal(torch.from_numpy(vals.astype(np.int64))):
+            raise QGraphError(f"merged matrix {b.name} would be changed by Lava's weight "
+                              "rules (please report this)")
+        bits = GRADED_MESSAGE_BITS if b.graded else 0
+        kw = dict(weight_exp=b.weight_exp, num_message_bits=bits, name=b.name)
+        if sparse and M.use_sparse(b, rows, cols, m.nnz):
+            if b.delay == 0:
+                proc = Sparse(weights=m, **kw)
+            else:
+                d = m.copy()
+                d.data[:] = b.delay
+                proc = DelaySparse(weights=m, delays=d, **kw)
+        else:
+            w = m.toarray().astype(np.int64)
+            proc = (Dense(weights=w, **kw) if b.delay == 0
+                    else DelayDense(weights=w, delays=int(b.delay), **kw))
+        out_port(b.src).connect(proc.s_in)
+        proc.a_out.connect(getattr(procs[b.dst], b.port))
+        conn[id(b)] = proc
+        if b.state:
+            state.append((proc, "a_buff"))
+
+    injectors, neurons, slices, extractors = {}, {}, {}, {}
+    for name in q.order():
+        gname, a, z = pl.slot[name]
+        neurons[name] = procs[gname]
+        slices[name] = slice(a, z)
+        if q.pop(name).kind == "input":
+            injectors[name] = procs[gname]
+    synapses = {s: conn[id(b)] for s, b in pl.exits.items()}
+    loops = {n: conn[id(b)] for n, b in pl.loops.items()}
+    decay_loops = {n: conn[id(b)] for n, b in pl.decay_loops.items()}
+    ex_of: Dict[str, Any] = {}
+    for name, p in q.populations.items():
+        if p.kind == "input" or not (probe or name == q.readout):
+            continue
+        gname = pl.slot[name][0]
+        if gname not in ex_of:
+            ex_of[gname] = Extractor(shape=(pl.groups[gname].size,), buffer_size=buf,
+                                     name=gname + ".probe")
+            out_port(gname).connect(ex_of[gname].in_port)
+        extractors[name] = ex_of[gname]
+    used = {id(p) for d in (neurons, synapses, loops, decay_loops) for p in d.values()}
+    extra = [p for p in list(procs.values()) + list(conn.values()) if id(p) not in used]
+
+    if q.single_window:
+        state = [(p, "a_buff") for p in conn.values()] + [
+            (procs[g.name], v) for g in pl.groups.values() if g.kind in ("lif", "lifreset")
+            for v in ("u", "v")]
+    return LavaNetwork(q, W, injectors, neurons, synapses, loops, extractors, state,
+                       decay_loops, slices, extra, merged=True)

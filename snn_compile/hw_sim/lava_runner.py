@@ -53,7 +53,7 @@ class LavaSession:
     """A lowered QGraph with its Lava runtime, fed one token window at a time."""
 
     def __init__(self, qgraph: QGraph, probe: bool = True, hardware: bool = False,
-                 sparse: bool = True):
+                 sparse: bool = True, merge: bool = True, line_min_work=None):
         from snn_compile.compiler.lower_lava import lower
         from snn_compile.hw_sim.loihi2 import run_config
 
@@ -61,7 +61,10 @@ class LavaSession:
         self.qgraph = qgraph
         self.probe = probe
         self.hardware = hardware
-        self.net = lower(qgraph, probe=probe, sparse=sparse)
+        self.net = lower(qgraph, probe=probe, sparse=sparse, merge=merge,
+                         line_min_work=line_min_work)
+        self._inputs = self.net.io_groups(self.net.injectors)     # one entry per Injector
+        self._probes = self.net.io_groups(self.net.extractors)    # one entry per Extractor
         self.T = qgraph.steps_per_token
         self.W = self.net.window
         self.steps = 0                      # Lava steps run so far
@@ -101,26 +104,28 @@ class LavaSession:
             raise UserError("this Lava session is closed; create a new one")
         q, T, W = self.qgraph, self.T, self.W
         t0 = time.perf_counter()
-        zero = {}
-        for name, inj in self.net.injectors.items():
-            f = np.asarray(frames[name])
-            size = q.pop(name).size
-            if f.shape != (T, size):
-                raise ValueError(f"input {name}: frames of shape {f.shape}, expected {(T, size)}")
-            for t in range(T):
-                inj.send(f[t].astype(np.float64))
-            zero[name] = np.zeros(size)
-            for _ in range(W - T):
-                inj.send(zero[name])
+        for inj, members in self._inputs:
+            full = np.zeros((W, inj.out_port.shape[0]))   # T frames, then W - T zeros
+            for name, sl in members:
+                f = np.asarray(frames[name])
+                size = q.pop(name).size
+                if f.shape != (T, size):
+                    raise ValueError(f"input {name}: frames of shape {f.shape}, "
+                                     f"expected {(T, size)}")
+                full[:T, sl] = f
+            for t in range(W):
+                inj.send(full[t])
         t1 = time.perf_counter()
         outputs, window = {}, {}
         try:
             self.net.anchor.run(condition=RunSteps(num_steps=W))
             t2 = time.perf_counter()
-            for name, ex in self.net.extractors.items():
-                d = q.pop(name).depth
-                window[name] = np.rint(np.stack([ex.receive() for _ in range(W)])).astype(np.int64)
-                outputs[name] = window[name][d:d + T]
+            for ex, members in self._probes:
+                got = np.rint(np.stack([ex.receive() for _ in range(W)])).astype(np.int64)
+                for name, sl in members:
+                    d = q.pop(name).depth
+                    window[name] = got[:, sl]
+                    outputs[name] = window[name][d:d + T]
         except BaseException:
             self.close()            # a half-run window leaves the pipeline inconsistent
             raise
@@ -200,12 +205,13 @@ class LavaBackend:
     Logits are ``logit_scale * sum_t readout``.
     """
 
-    def __init__(self, qgraph: QGraph, hardware: bool = False, probe: bool = False):
+    def __init__(self, qgraph: QGraph, hardware: bool = False, probe: bool = False,
+                 merge: bool = True):
         self.name = "loihi2" if hardware else "lava-sim"
         self.qgraph = qgraph
         self.vocab_size = qgraph.pop(qgraph.readout).size
         self.context = qgraph.context
-        self.session = LavaSession(qgraph, probe=probe, hardware=hardware)
+        self.session = LavaSession(qgraph, probe=probe, hardware=hardware, merge=merge)
         self.last: Optional[TokenResult] = None
 
     def reset(self) -> None:
@@ -229,29 +235,74 @@ class LavaBackend:
         self.close()
 
 
-def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: int = 0) -> dict:
+def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: int = 0,
+                  merge: bool = True, check: bool = False) -> dict:
     """Wall-clock speed of the Lava simulation of ``qgraph`` on random tokens.
 
     Returns build time (lowering + compiling + starting the runtime), Lava
     steps per second and tokens per second over ``n_tokens`` windows (the
-    first window, which warms the runtime up, is timed separately).
+    first window, which warms the runtime up, is timed separately), the process
+    count and ``LavaSession.timing`` (run_s, io_s, and reset_s of one ``reset()``
+    after the run). ``check``: also compare the readout sums of every token with the
+    integer reference on the same tokens (``sums_equal_int``).
     """
     rng = np.random.default_rng(seed)
     V = qgraph.pop(qgraph.readout).size
     n = min(n_tokens + 1, qgraph.context or n_tokens + 1)
     toks = rng.integers(0, V, size=n)
     t0 = time.perf_counter()
-    with LavaSession(qgraph, probe=probe) as s:
+    with LavaSession(qgraph, probe=probe, merge=merge) as s:
         build = time.perf_counter() - t0
         t1 = time.perf_counter()
-        s.feed(int(toks[0]))
+        sums = [s.feed(int(toks[0])).sums]
         first = time.perf_counter() - t1
         t2 = time.perf_counter()
         for k in toks[1:]:
-            s.feed(int(k))
+            sums.append(s.feed(int(k)).sums)
         dt = time.perf_counter() - t2
+        s.reset()
         n_proc = len(s.net.processes)
+        timing = dict(s.timing)
     steps = (n - 1) * s.W
-    return {"processes": n_proc, "window": s.W, "build_s": build, "first_token_s": first,
-            "tokens": n - 1, "seconds": dt, "tokens_per_s": (n - 1) / dt if dt else float("inf"),
-            "steps_per_s": steps / dt if dt else float("inf"), "probe": probe}
+    out = {"processes": n_proc, "window": s.W, "build_s": build, "first_token_s": first,
+           "tokens": n - 1, "seconds": dt, "tokens_per_s": (n - 1) / dt if dt else float("inf"),
+           "steps_per_s": steps / dt if dt else float("inf"), "probe": probe, "merge": merge,
+           "timing": timing}
+    if check:
+        from snn_compile.compiler.int_reference import run_token_time
+        ref = run_token_time(qgraph, np.asarray(toks)).logits_int.cpu().numpy()
+        out["sums_equal_int"] = bool(np.array_equal(np.stack(sums), ref))
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m snn_compile.hw_sim.lava_runner``: processes and tokens/s of the
+    unmerged and the merged lowering in one run (docs/lava.md)."""
+    import argparse
+    import json
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m snn_compile.hw_sim.lava_runner",
+                                 description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default:spikedecoder",
+                    help="a checkpoint, default:spikedecoder, a .nir or a .qgraph")
+    ap.add_argument("--tokens", type=int, default=4, help="timed tokens (after one warm-up)")
+    ap.add_argument("--merge", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--probe", action="store_true", help="an Extractor on every population")
+    ap.add_argument("--no-check", action="store_true",
+                    help="skip comparing the readout sums with the integer reference")
+    args = ap.parse_args(argv)
+    from snn_compile.compiler.pipeline import load_qgraph
+    q = load_qgraph(args.model)[0]
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.merge]
+    load = os.getloadavg()[0]
+    for m in modes:
+        r = measure_speed(q, args.tokens, probe=args.probe, merge=m, check=not args.no_check)
+        r["load_1min_before"] = round(load, 2)
+        load = os.getloadavg()[0]
+        print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
