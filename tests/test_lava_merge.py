@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from snn_compile.compiler import merge as M
-from snn_compile.compiler.qgraph import Population, QGraph, Synapse, assign_depths
+from snn_compile.compiler.qgraph import QGraph, Synapse, assign_depths, population
 
 pytest.importorskip("lava.proc.io.injector")
 
@@ -23,7 +23,7 @@ from test_lava import (_assert_same, _lava_run, _reference, all_kinds_graph,  # 
 
 def shift_decoder(seed: int = 0, decay=None):
     """A tiny decoder with token-shift (lag) synapses, optionally a decaying memory."""
-    from snn_compile.compiler.random_graphs import random_decoder_qgraph
+    from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
     return random_decoder_qgraph(seed=seed, vocab=8, d=8, heads=2, layers=2, T=3, context=8,
                                  calib_tokens=8, token_shift=1, memory_decay=decay)
 
@@ -66,7 +66,7 @@ def test_merged_equals_unmerged_equals_reference(make, tokens):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_random_dags_merged(seed):
-    from snn_compile.compiler.random_graphs import random_dag_qgraph
+    from snn_compile.hw_sim.random_graphs import random_dag_qgraph
     q = random_dag_qgraph(seed=seed, n_pops=6, T=2, vocab=6, context=6, max_size=5)
     tokens = np.random.default_rng(seed).integers(0, 6, size=4)
     want, logits_int = _reference(q, tokens)
@@ -136,7 +136,7 @@ def test_greedy_generation_merged_equals_unmerged():
 
 # ------------------------------------------------------------ planner rules
 def _two_into_one(exp: int, w1, w2) -> QGraph:
-    P, S = Population, Synapse
+    P, S = population, Synapse
     pops = {"tokens": P("tokens", "input", 4),
             "a": P("a", "graded", 3, vth=0), "b": P("b", "graded", 3, vth=0),
             "r": P("r", "graded", 3, vth=0)}
@@ -174,7 +174,7 @@ def test_plan_keeps_merged_matrices_lava_legal():
 def test_plan_places_every_synapse_once_and_legal(make, work):
     import torch
 
-    from snn_compile.hw_sim.fixed_point import is_lava_legal
+    from snn_compile.loihi.fixed_point import is_lava_legal
     q = make()
     pl = M.plan(q, work)
     seen = set()

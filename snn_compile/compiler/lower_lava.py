@@ -44,6 +44,8 @@ import numpy as np
 
 from snn_compile.compiler.qgraph import GRADED_MESSAGE_BITS, QGraph, QGraphError
 from snn_compile.errors import UserError
+from snn_compile.compiler import merge as M
+from snn_compile.loihi.fixed_point import is_lava_legal
 
 # A *graded* synapse becomes Lava's ``Sparse`` when at most this fraction of its
 # weights is non-zero and it has at least SPARSE_MIN_SIZE entries: the fixed-point
@@ -282,7 +284,6 @@ def _lower_merged(q: QGraph, probe: bool, sparse: bool,
     carries one, and ``u, v`` of LIFs without per-token reset.
     """
     import torch
-    from scipy.sparse import csr_matrix
 
     from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.graded.process import GradedVec
@@ -292,8 +293,6 @@ def _lower_merged(q: QGraph, probe: bool, sparse: bool,
     from lava.proc.prodneuron.process import ProdNeuron
     from lava.proc.sparse.process import DelaySparse, Sparse
 
-    from snn_compile.compiler import merge as M
-    from snn_compile.hw_sim.fixed_point import is_lava_legal
 
     W = q.window
     buf = max(W, 1) + 1

@@ -26,6 +26,11 @@ import numpy as np
 
 from snn_compile.compiler.qgraph import QGraph
 from snn_compile.errors import UserError
+from snn_compile.compiler.lower_lava import lower
+from snn_compile.compiler.pipeline import load_qgraph
+from snn_compile.hw_sim.int_reference import input_frames, run_token_time
+from snn_compile.hw_sim.loihi2 import run_config
+from snn_compile.hw_sim.probes import Activity, count_windows
 
 
 @dataclass
@@ -54,8 +59,6 @@ class LavaSession:
 
     def __init__(self, qgraph: QGraph, probe: bool = True, hardware: bool = False,
                  sparse: bool = True, merge: bool = True, line_min_work=None):
-        from snn_compile.compiler.lower_lava import lower
-        from snn_compile.hw_sim.loihi2 import run_config
 
         cfg = run_config(hardware)          # raises UserError first when no Loihi 2
         self.qgraph = qgraph
@@ -142,7 +145,6 @@ class LavaSession:
                                            np.zeros((W - T, outputs[name].shape[1]), np.int64)])
         self.recorded.append(outputs)
         # every step of the window as the extractors saw it, counted now (not kept)
-        from snn_compile.hw_sim.probes import count_windows
         self.window_activity.append(count_windows(q, lambda n: window[n][None], 1))
         if self.keep_window == len(self.window_activity) - 1:
             self.kept_frames = window
@@ -160,7 +162,6 @@ class LavaSession:
         """Counts of every step of every window fed so far (the last ``last`` ones), from
         the frames Lava's extractors returned at each step, drain steps included
         (``snn_compile.hw_sim.probes.Activity``)."""
-        from snn_compile.hw_sim.probes import Activity
         if not self.probe:
             raise UserError("this Lava session was built without probes (probe=False)")
         if not self.window_activity:
@@ -170,7 +171,6 @@ class LavaSession:
 
     def feed(self, token: int, position: Optional[int] = None) -> TokenResult:
         """Feed ``token`` at ``position`` (default: the next one) as one window."""
-        from snn_compile.hw_sim.int_reference import input_frames
 
         pos = self.position if position is None else int(position)
         frames = input_frames(self.qgraph, [int(token)], [pos])
@@ -269,7 +269,6 @@ def measure_speed(qgraph: QGraph, n_tokens: int = 4, probe: bool = False, seed: 
            "steps_per_s": steps / dt if dt else float("inf"), "probe": probe, "merge": merge,
            "timing": timing}
     if check:
-        from snn_compile.compiler.int_reference import run_token_time
         ref = run_token_time(qgraph, np.asarray(toks)).logits_int.cpu().numpy()
         out["sums_equal_int"] = bool(np.array_equal(np.stack(sums), ref))
     return out
@@ -292,7 +291,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-check", action="store_true",
                     help="skip comparing the readout sums with the integer reference")
     args = ap.parse_args(argv)
-    from snn_compile.compiler.pipeline import load_qgraph
     q = load_qgraph(args.model)[0]
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.merge]
     load = os.getloadavg()[0]

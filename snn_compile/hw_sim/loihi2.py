@@ -9,6 +9,7 @@ checks for it the way Lava itself does.
 from __future__ import annotations
 
 from snn_compile.errors import UserError
+from snn_compile.compiler.lower_lava import io_model_map
 
 NOT_AVAILABLE = ("the loihi2 backend needs Intel's lava-loihi package and a Loihi 2 system "
                  "(neither is installed here); use --backend lava-sim to run the "
@@ -39,7 +40,6 @@ def run_config(hardware: bool = False):
     Injector/Extractor have no ``fixed_pt`` models, so their Loihi-protocol
     Python models are named explicitly (they run on the host in both cases).
     """
-    from snn_compile.compiler.lower_lava import io_model_map
     if hardware:
         require_loihi2()
         from lava.magma.core.run_configs import Loihi2HwCfg
