@@ -231,3 +231,17 @@ def test_sdsa_attention_reads_q_times_thresholded_channel_memory():
     kv = rec["block1.qkv"][0, ..., d:2 * d] * rec["block1.qkv"][0, ..., 2 * d:]
     assert np.array_equal(ops[("block1", "accumulate")], kv.reshape(8, -1).sum(1).detach().numpy())
     assert ("block1", "qk") not in ops
+
+
+def test_the_config_splits_the_deployable_core_from_the_training_options():
+    from dataclasses import fields
+
+    from snn_compile.models.config import DecoderConfig
+    cfg = ModelConfig(d_model=32, n_layers=3, n_heads=4, residual="stream",
+                      attention_memory="decay", embedding="temporal", surrogate="fast_sigmoid")
+    core = cfg.core()
+    assert type(core) is DecoderConfig and core.window() == cfg.window() == 4 + 9 * 3 + 3
+    assert {f.name for f in fields(core)} == {f.name for f in fields(DecoderConfig)}
+    assert core.memory_decay == cfg.memory_decay and len(core.memory_decay) == 4
+    assert not {"kind", "embedding", "surrogate", "attention"} & {f.name for f in fields(core)}
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg

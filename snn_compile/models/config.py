@@ -68,35 +68,68 @@ def parse_blocks(value) -> tuple:
 
 
 @dataclass
-class ModelConfig:
-    """Sizes and switches of a decoder.
+class DecoderConfig:
+    """The deployable core of a decoder: what its Loihi 2 lowering is made of.
 
-    ``spikedecoder``: fully spiking decoder, ``timesteps`` steps per token.
-    ``ann``: the non-spiking twin (softmax attention, GELU, LayerNorm), same widths.
-    ``partial``: the SpikeDecoder with the block kinds in ``ann_blocks`` exchanged for
-    their ANN versions (docs/models.md); ``()`` is the SpikeDecoder, all five the twin.
-    ``embedding``: spike code of the spiking embedding (rate, temporal, population);
-    only ``rate`` is lowered by the compiler. ``population``: neurons per encoded value.
-    ``attention_memory``: how causal spiking attention weighs past steps (``sum`` or the
-    multi-scale ``decay``, ATTENTION_MEMORIES; ``memory_decay``/``memory_window`` hold its
-    per-head mantissas and the Loihi steps per token they assume).
-    ``residual``: ``spike`` (re-spiked block outputs) or ``stream`` (real-valued residual
-    stream, RESIDUALS).
-    ``token_shift``, ``shift_mode``, ``shift_into``: blocks also receive the spikes of the
-    previous ``token_shift`` tokens (SHIFT_MODES; lowered to delayed synapses).
-    ``attention``: ``ssa`` (deployable) or the ``sdsa`` training experiment (ATTENTIONS).
-    ``deployable`` restricts the spiking model to what Loihi 2 / Lava executes
-    (reset to zero, no bias, norms folded into weights, 8-bit weights via
-    quantization-aware training); see docs/semantics.md.
+    Sizes (``vocab_size``, ``d_model``, ``n_layers``, ``n_heads``, ``context``) and
+    ``timesteps`` (T Loihi steps per token); the lowered design choices:
+    ``residual`` (``spike``: re-spiked block outputs, or ``stream``: a real-valued residual
+    stream, RESIDUALS); ``attention_memory`` (``sum`` or the multi-scale ``decay``,
+    ATTENTION_MEMORIES; ``memory_decay`` / ``memory_window`` hold its per-head mantissas and
+    the Loihi steps per token they assume); ``token_shift``, ``shift_mode``, ``shift_into``
+    (blocks also receive the spikes of the previous ``token_shift`` tokens, SHIFT_MODES;
+    lowered to delayed synapses).
     """
 
-    kind: str = "spikedecoder"
     vocab_size: int = 105
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
     context: int = 128
     timesteps: int = 4
+    residual: str = "spike"
+    attention_memory: str = "sum"
+    token_shift: int = 0
+    shift_mode: str = "diag"
+    shift_into: str = "both"
+    # decay memory: the per-head mantissas m_h and the Loihi steps per token W they were
+    # trained for (the lowering's window); filled in by ModelConfig.__post_init__
+    memory_decay: tuple = ()
+    memory_window: int = 0
+
+    def window(self) -> int:
+        """Loihi time steps per token of the lowered stream model: ``T + 9 L + 3``.
+
+        Depths of the lowered graph (docs/semantics.md): the stream ``h0`` at 1; each
+        block adds 9 (in, qkv, kv, mem, read, attn, mid, ff, stream); the final LIF and
+        the readout add 2. The decay memory keeps decaying through the ``W - T``
+        pipeline-drain steps between tokens, so the model trains with this ``W``."""
+        return self.timesteps + 9 * self.n_layers + 3
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass
+class ModelConfig(DecoderConfig):
+    """A decoder of the zoo: the deployable core (``DecoderConfig``) plus the model kind,
+    the training options and the training experiments that have no lowering.
+
+    ``kind``: ``spikedecoder`` (fully spiking, ``timesteps`` steps per token); ``ann`` (the
+    non-spiking twin: softmax attention, GELU, LayerNorm, same widths); ``partial`` (the
+    SpikeDecoder with the block kinds in ``ann_blocks`` exchanged for their ANN versions,
+    docs/models.md; ``()`` is the SpikeDecoder, all five the twin).
+    Training: ``surrogate``, ``beta_init``; ``deployable`` restricts the spiking model to
+    what Loihi 2 / Lava executes (reset to zero, no bias, norms folded into weights, 8-bit
+    weights via quantization-aware training; docs/semantics.md).
+    Experiments (``fold()`` refuses any but the first value): ``embedding`` (rate,
+    temporal, population spike codes of the embedding; ``population`` neurons per encoded
+    value), ``attention`` (``ssa``, or the ``sdsa`` experiment, ATTENTIONS).
+    Checkpoints store every field by name, so the split loads the files written before it.
+    """
+
+    kind: str = "spikedecoder"
     surrogate: str = "atan"
     beta_init: float = 0.5
     deployable: bool = True
@@ -105,16 +138,11 @@ class ModelConfig:
     embedding: str = "rate"
     ann_blocks: tuple = ()
     population: int = 4
-    attention_memory: str = "sum"
-    token_shift: int = 0
-    shift_mode: str = "diag"
-    shift_into: str = "both"
     attention: str = "ssa"
-    residual: str = "spike"
-    # decay memory: the per-head mantissas m_h and the Loihi steps per token W they were
-    # trained for (the lowering's window); filled in by __post_init__
-    memory_decay: tuple = ()
-    memory_window: int = 0
+
+    def core(self) -> DecoderConfig:
+        """The deployable core alone."""
+        return DecoderConfig(**{f.name: getattr(self, f.name) for f in fields(DecoderConfig)})
 
     def __post_init__(self) -> None:
         _check_choice("model kind", self.kind, MODEL_KINDS)
@@ -174,18 +202,6 @@ class ModelConfig:
                 raise UserError(f"memory_decay {self.memory_decay} must hold {self.n_heads} "
                                 "mantissas in 1..255")
         self.memory_decay = tuple(self.memory_decay)
-
-    def window(self) -> int:
-        """Loihi time steps per token of the lowered stream model: ``T + 9 L + 3``.
-
-        Depths of the lowered graph (docs/semantics.md): the stream ``h0`` at 1; each
-        block adds 9 (in, qkv, kv, mem, read, attn, mid, ff, stream); the final LIF and
-        the readout add 2. The decay memory keeps decaying through the ``W - T``
-        pipeline-drain steps between tokens, so the model trains with this ``W``."""
-        return self.timesteps + 9 * self.n_layers + 3
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
     def to_dict(self) -> dict:
         return asdict(self)
