@@ -361,7 +361,7 @@ class Emulator:
             ops, written = [], np.zeros(self.n_in, bool)
             need = np.zeros(self.n_in, bool)
             for (name, port), rows in self.prow.items():
-                if r in comp[name]:
+                if r in comp[name] and (q.pop(name).kind != "accum" or self._fed(name, r)):
                     need[rows] = True
             # live synapses: destination updated at r, source possibly non-zero at g - ahead
             groups: Dict[tuple, list] = {}
@@ -497,7 +497,8 @@ class Emulator:
         l0, a0 = self.kind_rows["lif"].start, self.kind_rows["accum"].start
         for kind in ("lif", "prod", "graded", "accum"):
             sel = [p for p in self.pops_by_kind[kind] if r in comp[p.name]]
-            for run in _pop_runs(sel, self.xrows):
+            fed = {p.name: kind != "accum" or self._fed(p.name, r) for p in sel}
+            for run in _pop_runs(sel, self.xrows, fed):
                 xs = slice(self.xrows[run[0].name].start, self.xrows[run[-1].name].stop)
                 c = lambda key: _const([rc[key][xs]], self.dev)  # noqa: E731
                 if kind == "lif":
@@ -521,10 +522,16 @@ class Emulator:
                 else:
                     ar = slice(xs.start - a0, xs.stop - a0)
                     dec = any(p.decaying for p in run)
-                    ops.append(("accum", xs, self._prows(run, "a_in"), ar,
+                    ops.append(("accum", xs, self._prows(run, "a_in") if fed[run[0].name]
+                                else None, ar,
                                 c("decay") if dec else None, c("dexp") if dec else 0,
                                 any(self.plan.accum_wrap[p.name] for p in run)))
         return ops
+
+    def _fed(self, name: str, r: int) -> bool:
+        """Whether a synapse may deliver something to ``name``'s a_in port at residue r."""
+        return "a_in" in self.plan.ports[name] and \
+            r in self._port_active(name, "a_in", self.active)
 
     def _prows(self, run, port) -> slice:
         return slice(self.prow[(run[0].name, port)].start, self.prow[(run[-1].name, port)].stop)
@@ -727,8 +734,8 @@ class Emulator:
                 acc = self.acc[ar]
                 if dec is None and not wrap:
                     acc.add_(A[ps])
-                else:
-                    acc.copy_(fx.accum_step(acc, A[ps], dec, dexp, wrap))
+                else:                    # ps None: a drain step (no synapse delivers now)
+                    acc.copy_(fx.accum_step(acc, None if ps is None else A[ps], dec, dexp, wrap))
                 X[xs].copy_(acc)
         # ---- histories keep what delayed synapses will read
         for src, h, j, xr in plan["hist"]:
@@ -952,11 +959,12 @@ def _merge(slices: list) -> list:
     return out
 
 
-def _pop_runs(pops: list, xrows: Dict[str, slice]) -> list:
-    """Populations (in row order) grouped into runs of adjacent rows."""
+def _pop_runs(pops: list, xrows: Dict[str, slice], flag: Dict[str, bool]) -> list:
+    """Populations (in row order) grouped into runs of adjacent rows with equal ``flag``."""
     runs = []
     for p in sorted(pops, key=lambda p: xrows[p.name].start):
-        if runs and xrows[runs[-1][-1].name].stop == xrows[p.name].start:
+        if runs and xrows[runs[-1][-1].name].stop == xrows[p.name].start \
+                and flag[runs[-1][-1].name] == flag[p.name]:
             runs[-1].append(p)
         else:
             runs.append([p])
