@@ -683,16 +683,16 @@ class Emulator:
             a = A[s]
             a.add_(fx.I32).bitwise_and_(2 * fx.I32 - 1).sub_(fx.I32)
         # ---- inputs: frames at the T first steps of a window, zero after
+        if inject and r >= self.T:
+            raise ValueError(f"the torch engine injects frames at the first T = {self.T} "
+                             f"steps of a window only (step {g} is residue {r})")
         if r <= self.T:
             for name in self.q.inputs:
-                f = inject.get(name) if inject and r < self.T else None
+                f = inject.get(name) if inject else None
                 if f is None:
                     X[self.xrows[name]].zero_()
                 else:
                     X[self.xrows[name]].copy_(f.T)
-        elif inject:
-            raise ValueError(f"the torch engine injects frames at the first T = {self.T} "
-                             f"steps of a window only (step {g} is residue {r})")
         # ---- populations
         for s in plan["xzero"]:
             X[s].zero_()
