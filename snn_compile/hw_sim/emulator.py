@@ -156,7 +156,7 @@ class Emulator:
     def __init__(self, qgraph: QGraph, batch: int = 1, device="cpu",
                  plan: Optional[GraphPlan] = None, strict: bool = True,
                  event_driven: Optional[bool] = None, cuda_graphs: Optional[bool] = None,
-                 engine: Optional[str] = None):
+                 engine: Optional[str] = None, fused: Optional[bool] = None):
         if strict:
             check_streamable(qgraph)
         self.q = qgraph
@@ -179,9 +179,11 @@ class Emulator:
             self._np = NumpyEngine(qgraph, self.plan, self.B)
             self.xrows = {n: None for n in self._np.names}
             self.event_driven, self.cuda_graphs, self.L = True, False, self._np.L
+            self.fused = False
             self.reset()
             return
         self._build_torch()
+        self.fused = (dev.type == "cuda") if fused is None else bool(fused)
         self.event_driven = (dev.type == "cpu") if event_driven is None else bool(event_driven)
         if self.event_driven and dev.type != "cpu":
             raise ValueError("event_driven needs the CPU (it reads X from host memory)")
@@ -277,8 +279,8 @@ class Emulator:
             res = sorted(self.active[src])
             self.hist_meta[src] = (i, d + 1, {r: j for j, r in enumerate(res)}, dt)
         self._wcache: Dict[tuple, torch.Tensor] = {}
-        self._plans: Dict[bool, list] = {}
-        self._plan_for(False)
+        self._plans: Dict[int, list] = {}
+        self._plan_for(0)
 
     def _activity(self) -> Dict[str, frozenset]:
         """Least fixpoint of the residues (g mod W) at which each population may output
@@ -320,18 +322,20 @@ class Emulator:
         return frozenset((r + 1 + k.delay) % W for k, s in zip(pp.synapses, pp.srcs)
                          for r in act[s])
 
-    def _computed(self, p, states: bool) -> frozenset:
+    def _computed(self, p, mode: int) -> frozenset:
         """Residues at which population ``p`` is updated (the others provably leave it at
         zero output, or unchanged for an accum).
 
         A lazy LIF is updated from its ``LIFReset`` step (g ≡ depth) up to its last step of
         possible input in the window; after it no input comes, so it cannot spike, and its
-        u, v are cleared before they are read again. ``states`` (recording u, v) updates
-        every LIF at every step, as Lava does."""
+        u, v are cleared before they are read again. Mode 2 (recording u, v) updates
+        every LIF at every step, as Lava does. Mode 0 (nothing recorded) defers a decaying
+        memory's drain steps (``_deferrable``) to the next step it is read or fed, or the
+        window's last."""
         W, n = self.W, p.name
         ALL = frozenset(range(W))
         if p.kind == "lif":
-            if states or not self.lazy[n]:
+            if mode == 2 or not self.lazy[n]:
                 return ALL
             inp = self._port_active(n, "a_in", self.active) if "a_in" in self.plan.ports[n] \
                 else frozenset()
@@ -341,20 +345,23 @@ class Emulator:
             m = max((r - rho) % W for r in inp)
             return frozenset((rho + j) % W for j in range(m + 1))
         if p.kind == "accum":
-            if p.decaying and self.active[n]:
-                return ALL
-            return self._port_active(n, "a_in", self.active) if "a_in" in self.plan.ports[n] \
+            fed = self._port_active(n, "a_in", self.active) if "a_in" in self.plan.ports[n] \
                 else frozenset()
+            if p.decaying and self.active[n]:
+                if mode == 0 and self._deferrable(n):
+                    return fed | self._read_at(n) | {W - 1}
+                return ALL
+            return fed
         return self.active[n]
 
-    def _plan_for(self, states: bool) -> list:
+    def _plan_for(self, mode: int) -> list:
         """The schedule of each residue r = g mod W (cached): which ports get which synapse
         contributions, which runs of rows update, which outputs go to zero, which outputs
         the histories keep. It depends on r only, so every window runs the same code."""
-        if states in self._plans:
-            return self._plans[states]
+        if mode in self._plans:
+            return self._plans[mode]
         q, W, dev = self.q, self.W, self.dev
-        comp = {n: self._computed(q.pop(n), states) for n in self.plan.order
+        comp = {n: self._computed(q.pop(n), mode) for n in self.plan.order
                 if q.pop(n).kind != "input"}
         plans = []
         for r in range(W):
@@ -381,7 +388,7 @@ class Emulator:
             for (name, port), rows in self.prow.items():
                 if r in comp[name] and self.port_bound_none.get((name, port), False):
                     wraps.append(rows)
-            neur = self._neuron_ops(r, comp, states)
+            neur = self._neuron_ops(r, comp, mode)
             xzero = []
             for n, c in comp.items():
                 if q.pop(n).kind != "accum" and r not in c and (r - 1) % W in c:
@@ -390,7 +397,7 @@ class Emulator:
                     for src, meta in self.hist_meta.items() if r in meta[2]]
             plans.append({"ports": ops, "wrap": _merge(wraps), "neurons": neur,
                           "xzero": _merge(xzero), "hist": hist})
-        self._plans[states] = plans
+        self._plans[mode] = plans
         return plans
 
     def _src_key(self, src: str, r: int, ahead: int) -> tuple:
@@ -490,14 +497,17 @@ class Emulator:
             written[idx] = True
         return pre
 
-    def _neuron_ops(self, r: int, comp, states: bool) -> list:
+    def _neuron_ops(self, r: int, comp, mode: int) -> list:
         """Updates at residue r, one op per kind and run of contiguous computed rows."""
         q, W, rc = self.q, self.W, self._rowc
         ops = []
         l0, a0 = self.kind_rows["lif"].start, self.kind_rows["accum"].start
         for kind in ("lif", "prod", "graded", "accum"):
             sel = [p for p in self.pops_by_kind[kind] if r in comp[p.name]]
-            fed = {p.name: kind != "accum" or self._fed(p.name, r) for p in sel}
+            # accum runs: alike in being fed now and in the drain steps they catch up
+            fed = {p.name: (kind != "accum" or self._fed(p.name, r),
+                            _behind(comp[p.name], r, W) if kind == "accum" and p.decaying
+                            else 0) for p in sel}
             for run in _pop_runs(sel, self.xrows, fed):
                 xs = slice(self.xrows[run[0].name].start, self.xrows[run[-1].name].stop)
                 c = lambda key: _const([rc[key][xs]], self.dev)  # noqa: E731
@@ -513,7 +523,7 @@ class Emulator:
                     fast = (isinstance(prm.fu, int) and prm.fu == 0 and isinstance(prm.bias, int)
                             and prm.bias == 0 and not (prm.act_wrap or prm.u_wrap or prm.v_wrap))
                     ops.append(("lif", xs, self._prows(run, "a_in"), ls, resets, prm, fast,
-                                states or not fast))
+                                mode == 2 or not fast))
                 elif kind == "prod":
                     ops.append(("prod", xs, self._prows(run, "a_in1"), self._prows(run, "a_in2"),
                                 c("pexp"), c("pvth"), any(self.plan.prod_wrap[p.name] for p in run)))
@@ -522,11 +532,25 @@ class Emulator:
                 else:
                     ar = slice(xs.start - a0, xs.stop - a0)
                     dec = any(p.decaying for p in run)
-                    ops.append(("accum", xs, self._prows(run, "a_in") if fed[run[0].name]
-                                else None, ar,
+                    ops.append(("accum", xs, self._prows(run, "a_in") if fed[run[0].name][0]
+                                else None, ar, fed[run[0].name][1],
                                 c("decay") if dec else None, c("dexp") if dec else 0,
                                 any(self.plan.accum_wrap[p.name] for p in run)))
         return ops
+
+    def _deferrable(self, name: str) -> bool:
+        """Whether a decaying accum's drain steps may wait: read by no delayed synapse (its
+        history would need every step) and not the readout."""
+        return name != self.q.readout and all(
+            ahead == 1 for _, src, _, _, ahead in self.syns if src == name)
+
+    def _read_at(self, name: str) -> set:
+        """Residues whose output of ``name`` some synapse reads (mode 0, ahead 1)."""
+        W, out = self.W, set()
+        for _, src, (dst, _), _, ahead in self.syns:
+            if src == name:
+                out |= {(r - ahead) % W for r in self._computed(self.q.pop(dst), 0)}
+        return out
 
     def _fed(self, name: str, r: int) -> bool:
         """Whether a synapse may deliver something to ``name``'s a_in port at residue r."""
@@ -591,7 +615,7 @@ class Emulator:
         if self.engine == "numpy":
             self._np.record, self._np.record_states = [], states
         elif states:
-            self._plan_for(True)
+            self._plan_for(2)
 
     def stop_recording(self) -> None:
         """Drop the recording and stop recording."""
@@ -611,8 +635,8 @@ class Emulator:
             return
         g, X, A, W = self.g, self.X, self.A, self.W
         r = g % W
-        states = self.record is not None and self.record_states
-        plan = self._plan_for(states)[r]
+        mode = 0 if self.record is None else 2 if self.record_states else 1
+        plan = self._plan_for(mode)[r]
         if r == 0:                       # a new window: the histories move one window back
             for hist in self.hist:
                 for k in range(hist.shape[0] - 1):
@@ -730,8 +754,10 @@ class Emulator:
                 _, xs, ps, vth = op
                 X[xs].copy_(fx.graded_step(A[ps], vth))
             else:
-                _, xs, ps, ar, dec, dexp, wrap = op
+                _, xs, ps, ar, behind, dec, dexp, wrap = op
                 acc = self.acc[ar]
+                if behind:               # drain steps deferred since the last update
+                    acc.copy_(_drain(acc, dec, dexp, wrap, behind, self.fused))
                 if dec is None and not wrap:
                     acc.add_(A[ps])
                 else:                    # ps None: a drain step (no synapse delivers now)
@@ -923,6 +949,52 @@ class Emulator:
                                                                dtype=torch.int64)
         return EmuRun(glob, self.token_time(glob, N), li,
                       li.to(torch.float64) * self.q.logit_scale, self.g, self.W)
+
+
+def _behind(comp: frozenset, r: int, W: int) -> int:
+    """Steps skipped since the last residue of ``comp`` before r (cyclically, from the
+    previous window): the drain steps a decaying accum updated at r first catches up."""
+    prev = [c for c in comp if c < r]
+    last = max(prev) if prev else max(comp) - W
+    return r - last - 1
+
+
+def _drain(acc: torch.Tensor, dec, dexp, wrap: bool, k: int, fused: bool) -> torch.Tensor:
+    """``k`` input-free steps of a decaying accum (``fixed_point.accum_step``); ``fused``:
+    one compiled kernel for all k (CUDA), else k eager steps."""
+    if fused:
+        fn = _compiled_drain()
+        if fn is not None:
+            try:
+                return fn(acc, dec, dexp, wrap, k)
+            except Exception as e:            # noqa: BLE001 (no compiler: eager from now)
+                import warnings
+                warnings.warn(f"emulator: torch.compile of the drain steps failed ({e!r}); "
+                              "running them eagerly")
+                _COMPILED[0] = None
+    return _drain_steps(acc, dec, dexp, wrap, k)
+
+
+def _drain_steps(acc, dec, dexp, wrap: bool, k: int):
+    for _ in range(k):
+        acc = fx.accum_step(acc, None, dec, dexp, wrap)
+    return acc
+
+
+_COMPILED: list = []
+
+
+def _compiled_drain():
+    """``_drain_steps`` through ``torch.compile`` (one fused elementwise kernel per k and
+    shape; int64 arithmetic as eager's), or None where it cannot be built."""
+    if not _COMPILED:
+        try:
+            import torch._dynamo as dynamo
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+            _COMPILED.append(torch.compile(_drain_steps, dynamic=False, fullgraph=True))
+        except Exception:                     # noqa: BLE001 (no compiler here: eager)
+            _COMPILED.append(None)
+    return _COMPILED[0]
 
 
 def _write(A: torch.Tensor, y: torch.Tensor, sl: Optional[slice], mode: str, didx) -> None:
