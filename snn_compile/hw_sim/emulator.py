@@ -642,7 +642,7 @@ class Emulator:
                 for k in range(hist.shape[0] - 1):
                     hist[k].copy_(hist[k + 1])
         # ---- ports: the synapses due now, from last step's X or a history
-        ev = self.event_driven
+        ev, fused = self.event_driven, self.fused
         for op in plan["ports"]:
             kind, key = op[0], op[1]
             if kind == "zero":                                 # rows no synapse feeds now
@@ -660,6 +660,9 @@ class Emulator:
                             A[sl].zero_()
                         else:
                             A.index_fill_(0, didx, 0)
+                    continue
+                if fused and sl is not None and not isinstance(idx, slice):
+                    _run("gather", True, A[sl], src, idx, val, lsh, rsh, inner, mode == "add")
                     continue
                 y = src[idx] if isinstance(idx, slice) else src.index_select(0, idx)
                 plain = val is None and lsh is None and rsh is None and not inner
@@ -704,6 +707,9 @@ class Emulator:
                     continue
                 _write(A, k(src.T).T, sl, mode, None)
         for s in plan["wrap"]:                                 # int32 port sums
+            if fused:
+                _run("wrap", True, A[s])
+                continue
             a = A[s]
             a.add_(fx.I32).bitwise_and_(2 * fx.I32 - 1).sub_(fx.I32)
         # ---- inputs: frames at the T first steps of a window, zero after
@@ -728,10 +734,13 @@ class Emulator:
                     self.u[s].zero_()
                     self.v[s].zero_()
                 a = A[ps]
+                if fast and store_u:
+                    self.u[ls].copy_(a).mul_(1 << fx.ACT_SHIFT)
+                if fast and fused:
+                    _run("lif", True, self.v[ls], X[xs], a, prm.fv, prm.vth6)
+                    continue
                 if fast:                 # u = a << 6; v = clip(decay(v) + u); no wraps
                     v = self.v[ls]
-                    if store_u:
-                        self.u[ls].copy_(a).mul_(1 << fx.ACT_SHIFT)
                     fv = prm.fv
                     if torch.is_tensor(fv) or fv != fx.DECAY_UNITY:
                         if not torch.is_tensor(fv) and fv == 0:
@@ -749,20 +758,19 @@ class Emulator:
                 X[xs].copy_(s)
             elif kind == "prod":
                 _, xs, p1, p2, exp, vth, wrap = op
-                X[xs].copy_(fx.prod_step(A[p1], A[p2], exp, vth, wrap))
+                _run("prod", fused, X[xs], A[p1], A[p2], exp, vth, wrap)
             elif kind == "graded":
                 _, xs, ps, vth = op
                 X[xs].copy_(fx.graded_step(A[ps], vth))
             else:
                 _, xs, ps, ar, behind, dec, dexp, wrap = op
                 acc = self.acc[ar]
-                if behind:               # drain steps deferred since the last update
-                    acc.copy_(_drain(acc, dec, dexp, wrap, behind, self.fused))
-                if dec is None and not wrap:
+                if dec is None and not wrap and not fused:
                     acc.add_(A[ps])
-                else:                    # ps None: a drain step (no synapse delivers now)
-                    acc.copy_(fx.accum_step(acc, None if ps is None else A[ps], dec, dexp, wrap))
-                X[xs].copy_(acc)
+                    X[xs].copy_(acc)
+                else:       # ps None: a drain step; behind: the drain steps deferred before
+                    _run("accum", fused, acc, X[xs], None if ps is None else A[ps], dec, dexp,
+                         wrap, behind)
         # ---- histories keep what delayed synapses will read
         for src, h, j, xr in plan["hist"]:
             self.hist[h][-1, j].copy_(X[xr])
@@ -959,42 +967,82 @@ def _behind(comp: frozenset, r: int, W: int) -> int:
     return r - last - 1
 
 
-def _drain(acc: torch.Tensor, dec, dexp, wrap: bool, k: int, fused: bool) -> torch.Tensor:
-    """``k`` input-free steps of a decaying accum (``fixed_point.accum_step``); ``fused``:
-    one compiled kernel for all k (CUDA), else k eager steps."""
+# ---------------------------------------------------------------- fused kernels
+# Elementwise chains of one step, each written into its destination (a view of X, A, acc,
+# v) in place. Eager, they are the ops of ``fixed_point``; ``fused`` (default on CUDA) runs
+# them through ``torch.compile``: one generated kernel per chain and shape (Triton on CUDA,
+# C++ on the CPU), the same int64 / float64 operations, so the same values.
+
+def _k_accum(acc, out, a, dec, dexp, wrap: bool, behind: int):
+    """``behind`` deferred drain steps, then this step's (``a`` None: a drain too)."""
+    v = acc
+    for _ in range(behind):
+        v = fx.accum_step(v, None, dec, dexp, wrap)
+    v = fx.accum_step(v, a, dec, dexp, wrap)
+    acc.copy_(v)
+    out.copy_(v)
+
+
+def _k_prod(out, a1, a2, exp, vth, wrap: bool):
+    out.copy_(fx.prod_step(a1, a2, exp, vth, wrap))
+
+
+def _k_lif(v, out, a, fv, vth6):
+    """LIF without leaky current, bias or wraps: v = clip(decay(v) + (a << 6)), spikes."""
+    vv = (fx.decay(v, fv) + (a << fx.ACT_SHIFT)).clamp(-(fx.STATE_MAX - 1), fx.STATE_MAX - 1)
+    s = vv > vth6
+    v.copy_(vv.masked_fill(s, 0))
+    out.copy_(s)
+
+
+def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
+    y = src.index_select(0, idx).to(torch.int64)
+    if val is not None:
+        y = y * val
+    if inner:
+        y = fx.wrap32(y)
+    if lsh is not None:
+        y = y << lsh
+    if rsh is not None:
+        y = y >> rsh
+    if add:
+        out.add_(y)
+    else:
+        out.copy_(y)
+
+
+def _k_wrap(a):
+    a.copy_(fx.wrap32(a))
+
+
+_KERNELS = {"accum": _k_accum, "prod": _k_prod, "lif": _k_lif, "gather": _k_gather,
+            "wrap": _k_wrap}
+_COMPILED: Dict[str, object] = {}
+
+
+def _run(name: str, fused: bool, *args) -> None:
+    """Kernel ``name`` on ``args``: compiled where ``fused`` and torch.compile works here
+    (a failure warns once and falls back to the eager ops for good)."""
     if fused:
-        fn = _compiled_drain()
+        fn = _COMPILED.get(name)
+        if fn is None and name not in _COMPILED:
+            try:
+                import torch._dynamo as dynamo
+                dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 256)
+                fn = torch.compile(_KERNELS[name], dynamic=False, fullgraph=True)
+            except Exception:                 # noqa: BLE001 (no compiler: eager)
+                fn = None
+            _COMPILED[name] = fn
         if fn is not None:
             try:
-                return fn(acc, dec, dexp, wrap, k)
-            except Exception as e:            # noqa: BLE001 (no compiler: eager from now)
+                fn(*args)
+                return
+            except Exception as e:            # noqa: BLE001
                 import warnings
-                warnings.warn(f"emulator: torch.compile of the drain steps failed ({e!r}); "
-                              "running them eagerly")
-                _COMPILED[0] = None
-    return _drain_steps(acc, dec, dexp, wrap, k)
-
-
-def _drain_steps(acc, dec, dexp, wrap: bool, k: int):
-    for _ in range(k):
-        acc = fx.accum_step(acc, None, dec, dexp, wrap)
-    return acc
-
-
-_COMPILED: list = []
-
-
-def _compiled_drain():
-    """``_drain_steps`` through ``torch.compile`` (one fused elementwise kernel per k and
-    shape; int64 arithmetic as eager's), or None where it cannot be built."""
-    if not _COMPILED:
-        try:
-            import torch._dynamo as dynamo
-            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            _COMPILED.append(torch.compile(_drain_steps, dynamic=False, fullgraph=True))
-        except Exception:                     # noqa: BLE001 (no compiler here: eager)
-            _COMPILED.append(None)
-    return _COMPILED[0]
+                warnings.warn(f"emulator: torch.compile of the {name} kernel failed ({e!r}); "
+                              "running it eagerly")
+                _COMPILED[name] = None
+    _KERNELS[name](*args)
 
 
 def _write(A: torch.Tensor, y: torch.Tensor, sl: Optional[slice], mode: str, didx) -> None:
