@@ -4,9 +4,10 @@ Lava executes every process at every global step ``g`` (``time_step = g + 1``):
 
 * a ``Dense`` delivers at ``g + 1`` what its source sent at ``g`` (it sends
   last step's accumulation first); a ``DelayDense`` with delay k at
-  ``g + 1 + k`` (``PyDelayDenseModelBitAcc``'s rolling buffer). Here all input ports share one ring buffer of
-  ``max(1 + delay) + 1`` slots: a synapse adds its output of step ``g`` into
-  slot ``g + 1 + delay``, the populations read and clear slot ``g``;
+  ``g + 1 + k`` (``PyDelayDenseModelBitAcc``'s rolling buffer). Here a synapse is
+  applied when its delivery is due: at step ``g`` it reads its source's output of
+  step ``g - 1 - delay`` (the last step's outputs, or a short history of the
+  source's outputs for delayed synapses) into its port;
 * ``LIFReset(reset_interval=W, reset_offset=(depth + 1) % W)`` clears u, v
   before integrating when ``(g + 1) % W == (depth + 1) % W``, i.e. ``g ≡ depth``;
 * ``accum`` is a ``GradedVec(vth=0)`` with a weight-1 graded ``Dense``
@@ -136,21 +137,34 @@ class Emulator:
     batch. ``engine="torch"`` (the only one on CUDA) executes every population
     at every step, stacked per kind, as below.
 
-    Torch engine layout: the populations of one kind are stacked into one (neurons, B) state
-    so that a step costs a few tensor ops per kind, not per population:
-    ``X`` (all outputs, float64: exact for int32 values) feeds the synapses;
-    ``ring[slot]`` (all input ports, int64) collects what they deliver.
-    Synapses with one weight per row (identity, replication, per-channel
-    scales) are merged per (latency, source) into one gather + scatter-add; the others
-    are one exact float64 matmul each (``fixed_point.SynapseKernel``).
-    Outputs of a synapse are wrapped to int32 only where the port is read
-    (two's-complement sums commute with the wrap).
+    Torch engine layout (docs/emulator.md, "State layout"): the populations of one kind
+    are stacked in depth order into one (neurons, B) state: ``X`` (all outputs, float64:
+    exact for int32 values) feeds the synapses; ``A`` (all input ports, int64) is
+    rebuilt at each step from the synapses due then; ``u``, ``v`` (LIFs), ``acc``
+    (accums). A synapse of delay k > 0 reads ``hist[source]``: the source's outputs at
+    the residues (g mod W) where it can be non-zero, for as many windows back as its
+    delays reach, in uint8 for spikes, int32 for graded values (exact), moved one window
+    back at each window's start. ``state_bytes()`` gives the bytes.
 
-    ``event_driven`` (default: on CPU) skips, at each step, the synapses whose
-    source population sent nothing, as Loihi does: their contribution is
-    exactly zero. On a GPU the check would cost a device sync per step;
-    there ``cuda_graphs`` (default on CUDA) replays each token window as one
-    captured graph instead (not while recording).
+    Which populations can be non-zero at which residue g mod W is static (``_activity``:
+    inputs at t < T, shifted by every synapse's 1 + delay; a prod needs both ports; a lazy
+    LIF, without bias or leaky current, cannot spike without input; an accum holds its
+    value); each step updates only those (a lazy LIF from its LIFReset to its last input
+    step), and evaluates only the synapses whose source can have sent something, so
+    that one schedule per residue serves every window. One-weight synapses (identity,
+    replication, per-channel scales) reading one source tensor are one gather; float64
+    matmuls reading one source tensor, one matmul. Port sums are wrapped to int32 where
+    they are read (two's-complement sums commute with the wrap). Without recording, a
+    decaying accum's drain steps wait until it is next read or fed (or the window's last
+    step) and run at once; ``fused`` (default on CUDA) runs each elementwise chain (accum
+    step with its drains, prod, LIF, gather, wrap) as one ``torch.compile`` kernel.
+
+    ``event_driven`` (default: on CPU) also skips, at each step, the synapses whose
+    source tensor is all zero, as Loihi does. On a GPU the check would cost a device
+    sync per step; there ``cuda_graphs`` (default on CUDA) replays each token window as
+    one captured graph instead (not while recording): the schedule depends on g mod W
+    only, so one graph serves every window, captured after one eager window (no copy
+    of the state).
     """
 
     def __init__(self, qgraph: QGraph, batch: int = 1, device="cpu",
@@ -1023,6 +1037,9 @@ _COMPILED: Dict[str, object] = {}
 def _run(name: str, fused: bool, *args) -> None:
     """Kernel ``name`` on ``args``: compiled where ``fused`` and torch.compile works here
     (a failure warns once and falls back to the eager ops for good)."""
+    if fused and any(torch.is_tensor(t) and t.is_cuda and t.data_ptr() % 16 for t in args):
+        fused = False    # inductor clones CUDA inputs off 16-byte alignment: the in-place
+        #                  writes would be lost (odd batch and odd row offsets: eager)
     if fused:
         fn = _COMPILED.get(name)
         if fn is None and name not in _COMPILED:
