@@ -160,3 +160,24 @@ def test_deferred_drains_equal_reference(shifted, fused):
         rec.step_token(tokens[:, n])
         assert torch.equal(emu.acc, rec.acc) and torch.equal(emu.X, rec.X), n
     assert torch.equal(torch.stack(sums, 1), ref.logits_int)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="device-specific: the CUDA path needs a CUDA GPU, this machine has none")
+@pytest.mark.parametrize("batch", [1, 4])
+def test_cuda_graphs_and_fused_kernels_equal_reference(shifted, batch):
+    """On CUDA: one eager window, then one captured graph replayed for every window, with
+    the fused (torch.compile) kernels (batch 1: odd row offsets, the eager ops) == the
+    reference, across a reset."""
+    q = shifted
+    tokens = torch.randint(0, 20, (batch, 9), generator=torch.Generator().manual_seed(7))
+    ref = run_token_time(q, tokens).logits_int
+    emu = Emulator(q, batch=batch, device="cuda", engine="torch")
+    assert emu.cuda_graphs and emu.fused
+    for _ in range(2):
+        emu.reset()
+        got = torch.stack([emu.step_token(tokens[:, n].cuda()) for n in range(9)], 1)
+        assert torch.equal(got.cpu(), ref)
+    assert emu._graph is not None
+    torch.cuda.synchronize()
+    assert emu.state_bytes()["total"] * 4 < _old_layout_bytes(q, batch)
