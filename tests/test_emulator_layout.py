@@ -129,6 +129,9 @@ def test_torch_engine_injects_inside_the_token_steps_only(shifted):
         emu.step(f)
     with pytest.raises(ValueError, match="first T"):
         emu.step(f)
+    emu.start_recording()        # unrecorded steps deferred drains: not inside a window
+    with pytest.raises(RuntimeError, match="inside a token window"):
+        emu.step()
 
 
 def test_default_shaped_decoder_state_is_a_fraction_of_the_ring():

@@ -580,6 +580,7 @@ class Emulator:
         B, dev, z = self.B, self.dev, torch.zeros
         self.g = 0
         self.n = 0
+        self._mode = None
         if self.engine == "numpy":
             self._np.reset()
             return
@@ -650,6 +651,11 @@ class Emulator:
         g, X, A, W = self.g, self.X, self.A, self.W
         r = g % W
         mode = 0 if self.record is None else 2 if self.record_states else 1
+        if mode != self._mode and r and self._mode is not None and 0 in (mode, self._mode):
+            # an unrecorded window defers drain steps: switch only where none is pending
+            raise RuntimeError("recording started or stopped inside a token window; call "
+                               "reset() (or switch between windows)")
+        self._mode = mode
         plan = self._plan_for(mode)[r]
         if r == 0:                       # a new window: the histories move one window back
             for hist in self.hist:
