@@ -210,7 +210,7 @@ class Emulator:
     def _build_torch(self) -> None:
         """Rows, constants, activity sets, source histories and the per-residue schedules
         of the torch engine (class doc)."""
-        qgraph, dev, W, T = self.q, self.dev, self.W, self.T
+        qgraph, W = self.q, self.W
         # populations of one kind stacked in depth order: the ones a step computes are
         # mostly one contiguous run of rows
         pops = {k: sorted((qgraph.pop(n) for n in self.plan.order if qgraph.pop(n).kind == k),
@@ -374,7 +374,7 @@ class Emulator:
         the histories keep. It depends on r only, so every window runs the same code."""
         if mode in self._plans:
             return self._plans[mode]
-        q, W, dev = self.q, self.W, self.dev
+        q, W = self.q, self.W
         comp = {n: self._computed(q.pop(n), mode) for n in self.plan.order
                 if q.pop(n).kind != "input"}
         plans = []
@@ -513,7 +513,7 @@ class Emulator:
 
     def _neuron_ops(self, r: int, comp, mode: int) -> list:
         """Updates at residue r, one op per kind and run of contiguous computed rows."""
-        q, W, rc = self.q, self.W, self._rowc
+        W, rc = self.W, self._rowc
         ops = []
         l0, a0 = self.kind_rows["lif"].start, self.kind_rows["accum"].start
         for kind in ("lif", "prod", "graded", "accum"):
