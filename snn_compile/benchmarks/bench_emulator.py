@@ -12,7 +12,14 @@ Numbers from one run, on the same machine and graph:
   ``--repeat R`` times it R times (interleaved with the other engines) and
   reports the median;
 * batch B > 1: ``Emulator.step_token`` on B sequences of M tokens at once
-  (evaluation and energy statistics over many sequences).
+  (evaluation and energy statistics over many sequences); ``--tokens 0`` skips the
+  batch-1 timing (one large batch alone: ``--tokens 0 --batch 16384 --device cuda``).
+
+Each torch-engine row reports the state bytes per sequence (``Emulator.state_bytes``,
+exact: the tensors that live from step to step) beside what the previous layout (a ring
+of every input port ``max(1 + delay) + 1`` slots deep) would take; on CUDA also the
+peak memory allocated during the batched run per sequence
+(``torch.cuda.max_memory_allocated``: state, weights, the CUDA graph's pool).
 
 Lava, the NIR exporter and the training stack are imported only when asked for
 (``--lava``, ``--model``), so ``--qgraph``/``--random`` run where only torch and
@@ -89,6 +96,12 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
     ctx = qgraph.context or tokens_per_seq
     rng = np.random.default_rng(seed)
     toks = torch.as_tensor(rng.integers(0, V, size=(tokens_per_seq, batch)), device=device)
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     emu = Emulator(qgraph, batch=batch, device=device, engine=engine)
     for n in range(min(_warmup(qgraph), tokens_per_seq)):   # allocations, CUDA graphs
         emu.step_token(toks[n])
@@ -101,14 +114,30 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         emu.step_token(toks[n])
     _sync(device)
     dt = time.perf_counter() - t0
-    return {"backend": "emulator", "engine": emu.engine, "batch": batch,
-            "tokens": batch * tokens_per_seq, "seconds": dt, "tokens_per_s": batch * tokens_per_seq / dt,
-            "timesteps_per_s": tokens_per_seq * qgraph.window / dt}
+    res = {"backend": "emulator", "engine": emu.engine, "batch": batch,
+           "tokens": batch * tokens_per_seq, "seconds": dt,
+           "tokens_per_s": batch * tokens_per_seq / dt,
+           "timesteps_per_s": tokens_per_seq * qgraph.window / dt}
+    res.update(memory_of(emu))
+    if cuda:       # everything the run allocated (state, weights, CUDA graph pool, buffers)
+        res["peak_bytes_per_seq"] = (torch.cuda.max_memory_allocated() - base) / batch
+    return res
+
+
+def memory_of(emu) -> Dict[str, float]:
+    """The torch engine's state bytes per sequence (``Emulator.state_bytes``) and what the
+    previous layout (a ring of every port, ``max(1 + delay) + 1`` deep) would take."""
+    sb = emu.state_bytes(per_sequence=True)
+    if sb is None:                       # the numpy engine allocates as it goes
+        return {}
+    return {"state_bytes_per_seq": sb["total"],
+            "ring_layout_bytes_per_seq": emu.ring_layout_bytes() / emu.B}
 
 
 def _warmup(qgraph) -> int:
-    """Windows that start at every residue of the emulator's ring (one CUDA graph each)."""
-    return max([s.delay for s in qgraph.synapses] + [0]) + 2
+    """Warm-up windows: one eager (allocations, torch.compile of the fused kernels on
+    CUDA) and the one its CUDA graph is captured in (one graph serves every window)."""
+    return 2
 
 
 def load_graph(path: Optional[str], seed: int = 0, model: Optional[str] = None):
@@ -155,13 +184,17 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
     V = qgraph.pop(qgraph.readout).size
     toks = np.random.default_rng(seed).integers(0, V, size=tokens)
     per_engine: Dict[Optional[str], List[dict]] = {e: [] for e in engines}
-    for _ in range(max(1, repeat)):                  # interleaved: same load for each engine
+    for _ in range(max(1, repeat) if tokens else 0):   # interleaved: same load per engine
         for e in engines:
             r = time_backend(lambda: EmulatorBackend(qgraph, device=device, engine=e), toks,
                              qgraph.window, warmup=_warmup(qgraph), device=device)
             r["engine"] = e or default_engine(device)
             per_engine[e].append(r)
-    rows = [_median_run(v) for v in per_engine.values()]
+    rows = [_median_run(v) for v in per_engine.values() if v]
+    if rows:
+        from snn_compile.hw_sim.emulator import Emulator
+        for r, e in zip(rows, engines):
+            r.update(memory_of(Emulator(qgraph, 1, device, engine=e)))
     for b in batches:
         if b > 1:
             rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e)
@@ -197,7 +230,8 @@ def main(argv=None) -> int:
                    help="a random SpikeDecoder graph (vocab 96, d 64, 4 heads, 2 layers, T 4, "
                         "context 128; the default)")
     ap.add_argument("--tokens", type=int, default=256,
-                    help="tokens fed at batch 1 (default 256)")
+                    help="tokens fed at batch 1 (default 256; 0 skips the batch-1 timing, e.g. "
+                         "to time one large batch alone: --tokens 0 --batch 16384)")
     ap.add_argument("--batch", type=int, nargs="+", action="extend",
                     help="sequences in the batched runs; several values and repeated flags add "
                          "runs (default 64; 1 adds none: batch 1 is always timed)")
@@ -217,8 +251,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     batches = a.batch or [64]
-    if min(a.tokens, a.batch_tokens, a.repeat, *batches) < 1:
-        raise UserError("--tokens, --batch, --batch-tokens and --repeat must be at least 1")
+    if min(a.batch_tokens, a.repeat, *batches) < 1 or a.tokens < 0:
+        raise UserError("--batch, --batch-tokens and --repeat must be at least 1, --tokens at "
+                        "least 0")
     if a.threads:
         torch.set_num_threads(a.threads)
     res = run(load_graph(a.qgraph, a.seed, a.model), a.tokens, batches, a.device, a.lava,
@@ -235,9 +270,17 @@ def main(argv=None) -> int:
         rep_ = (f", median of {len(r['repeats'])}: "
                 + " ".join(f"{x:.0f}" for x in r["repeats"])) if len(r.get("repeats", [])) > 1 \
             else ""
+        mem = ""
+        if "state_bytes_per_seq" in r:
+            mem = (f"; state {r['state_bytes_per_seq'] / 1024:.1f} KiB/seq (ring layout "
+                   f"{r['ring_layout_bytes_per_seq'] / 1024:.1f})")
+        if "peak_bytes_per_seq" in r:
+            mem += f", CUDA peak {r['peak_bytes_per_seq'] / 1024:.1f} KiB/seq"
         print(f"{name:>18} batch {r['batch']:>5}: {r['tokens_per_s']:10.1f} tokens/s  "
               f"{r.get('timesteps_per_s', float('nan')):10.1f} timesteps/s  "
-              f"({r['tokens']} tokens in {r['seconds']:.2f} s{rep_})")
+              f"({r['tokens']} tokens in {r['seconds']:.2f} s{rep_}{mem})")
+    if not res["runs"]:
+        print("nothing timed: --tokens 0 and no --batch above 1")
     for k, v in res.get("emulator_over_lava", {}).items():
         print(f"emulator / lava ({k}): {v:.1f}x")
     return 0

@@ -4,9 +4,10 @@ Lava executes every process at every global step ``g`` (``time_step = g + 1``):
 
 * a ``Dense`` delivers at ``g + 1`` what its source sent at ``g`` (it sends
   last step's accumulation first); a ``DelayDense`` with delay k at
-  ``g + 1 + k`` (``PyDelayDenseModelBitAcc``'s rolling buffer). Here all input ports share one ring buffer of
-  ``max(1 + delay) + 1`` slots: a synapse adds its output of step ``g`` into
-  slot ``g + 1 + delay``, the populations read and clear slot ``g``;
+  ``g + 1 + k`` (``PyDelayDenseModelBitAcc``'s rolling buffer). Here a synapse is
+  applied when its delivery is due: at step ``g`` it reads its source's output of
+  step ``g - 1 - delay`` (the last step's outputs, or a short history of the
+  source's outputs for delayed synapses) into its port;
 * ``LIFReset(reset_interval=W, reset_offset=(depth + 1) % W)`` clears u, v
   before integrating when ``(g + 1) % W == (depth + 1) % W``, i.e. ``g ≡ depth``;
 * ``accum`` is a ``GradedVec(vth=0)`` with a weight-1 graded ``Dense``
@@ -136,27 +137,40 @@ class Emulator:
     batch. ``engine="torch"`` (the only one on CUDA) executes every population
     at every step, stacked per kind, as below.
 
-    Torch engine layout: the populations of one kind are stacked into one (neurons, B) state
-    so that a step costs a few tensor ops per kind, not per population:
-    ``X`` (all outputs, float64: exact for int32 values) feeds the synapses;
-    ``ring[slot]`` (all input ports, int64) collects what they deliver.
-    Synapses with one weight per row (identity, replication, per-channel
-    scales) are merged per (latency, source) into one gather + scatter-add; the others
-    are one exact float64 matmul each (``fixed_point.SynapseKernel``).
-    Outputs of a synapse are wrapped to int32 only where the port is read
-    (two's-complement sums commute with the wrap).
+    Torch engine layout (docs/emulator.md, "State layout"): the populations of one kind
+    are stacked in depth order into one (neurons, B) state: ``X`` (all outputs, float64:
+    exact for int32 values) feeds the synapses; ``A`` (all input ports, int64) is
+    rebuilt at each step from the synapses due then; ``u``, ``v`` (LIFs), ``acc``
+    (accums). A synapse of delay k > 0 reads ``hist[source]``: the source's outputs at
+    the residues (g mod W) where it can be non-zero, for as many windows back as its
+    delays reach, in uint8 for spikes, int32 for graded values (exact), moved one window
+    back at each window's start. ``state_bytes()`` gives the bytes.
 
-    ``event_driven`` (default: on CPU) skips, at each step, the synapses whose
-    source population sent nothing, as Loihi does: their contribution is
-    exactly zero. On a GPU the check would cost a device sync per step;
-    there ``cuda_graphs`` (default on CUDA) replays each token window as one
-    captured graph instead (not while recording).
+    Which populations can be non-zero at which residue g mod W is static (``_activity``:
+    inputs at t < T, shifted by every synapse's 1 + delay; a prod needs both ports; a lazy
+    LIF, without bias or leaky current, cannot spike without input; an accum holds its
+    value); each step updates only those (a lazy LIF from its LIFReset to its last input
+    step), and evaluates only the synapses whose source can have sent something, so
+    that one schedule per residue serves every window. One-weight synapses (identity,
+    replication, per-channel scales) reading one source tensor are one gather; float64
+    matmuls reading one source tensor, one matmul. Port sums are wrapped to int32 where
+    they are read (two's-complement sums commute with the wrap). Without recording, a
+    decaying accum's drain steps wait until it is next read or fed (or the window's last
+    step) and run at once; ``fused`` (default on CUDA) runs each elementwise chain (accum
+    step with its drains, prod, LIF, gather, wrap) as one ``torch.compile`` kernel.
+
+    ``event_driven`` (default: on CPU) also skips, at each step, the synapses whose
+    source tensor is all zero, as Loihi does. On a GPU the check would cost a device
+    sync per step; there ``cuda_graphs`` (default on CUDA) replays each token window as
+    one captured graph instead (not while recording): the schedule depends on g mod W
+    only, so one graph serves every window, captured after one eager window (no copy
+    of the state).
     """
 
     def __init__(self, qgraph: QGraph, batch: int = 1, device="cpu",
                  plan: Optional[GraphPlan] = None, strict: bool = True,
                  event_driven: Optional[bool] = None, cuda_graphs: Optional[bool] = None,
-                 engine: Optional[str] = None):
+                 engine: Optional[str] = None, fused: Optional[bool] = None):
         if strict:
             check_streamable(qgraph)
         self.q = qgraph
@@ -179,11 +193,30 @@ class Emulator:
             self._np = NumpyEngine(qgraph, self.plan, self.B)
             self.xrows = {n: None for n in self._np.names}
             self.event_driven, self.cuda_graphs, self.L = True, False, self._np.L
+            self.fused = False
             self.reset()
             return
-        pops = {k: [qgraph.pop(n) for n in self.plan.order if qgraph.pop(n).kind == k]
-                for k in KINDS}
-        # ---- output rows (X) and input-port rows (ring), contiguous per kind
+        self._build_torch()
+        self.fused = (dev.type == "cuda") if fused is None else bool(fused)
+        self.event_driven = (dev.type == "cpu") if event_driven is None else bool(event_driven)
+        if self.event_driven and dev.type != "cpu":
+            raise ValueError("event_driven needs the CPU (it reads X from host memory)")
+        self.cuda_graphs = (dev.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
+        if self.cuda_graphs and (dev.type != "cuda" or self.event_driven):
+            raise ValueError("cuda_graphs needs a CUDA device and event_driven=False")
+        self.reset()
+
+    # ------------------------------------------------------ torch engine layout
+    def _build_torch(self) -> None:
+        """Rows, constants, activity sets, source histories and the per-residue schedules
+        of the torch engine (class doc)."""
+        qgraph, W = self.q, self.W
+        # populations of one kind stacked in depth order: the ones a step computes are
+        # mostly one contiguous run of rows
+        pops = {k: sorted((qgraph.pop(n) for n in self.plan.order if qgraph.pop(n).kind == k),
+                          key=lambda p: p.depth) for k in KINDS}
+        self.pops_by_kind = pops
+        # ---- output rows (X) and input-port rows (A), contiguous per kind
         self.xrows: Dict[str, slice] = {}
         self.kind_rows: Dict[str, slice] = {}
         r = 0
@@ -194,93 +227,352 @@ class Emulator:
                 r += p.size
             self.kind_rows[k] = slice(r0, r)
         self.n_out = r
-        self.pop_id = {n: i for i, n in enumerate(self.xrows)}
         self.prow: Dict[tuple, slice] = {}
-        self.port_rows: Dict[str, slice] = {}
         r = 0
         for k, port in (("lif", "a_in"), ("prod", "a_in1"), ("prod", "a_in2"),
                         ("graded", "a_in"), ("accum", "a_in")):
-            r0 = r
             for p in pops[k]:
                 self.prow[(p.name, port)] = slice(r, r + p.size)
                 r += p.size
-            self.port_rows[f"{k}.{port}"] = slice(r0, r)
         self.n_in = r
-        self.port_wrap = any(pp.bound is None for ports in self.plan.ports.values()
-                             for pp in ports.values() if pp.synapses)
-        # ---- neuron constants per kind
-        lif = pops["lif"]
-        sz = lambda p, v: np.full(p.size, v, np.int64)  # noqa: E731
-        lp = [self.plan.lif[p.name] for p in lif]
-        self.lif = fx.LifParams(
-            _const([sz(p, c.fu) for p, c in zip(lif, lp)], dev),
-            _const([sz(p, c.fv) for p, c in zip(lif, lp)], dev),
-            _const([sz(p, c.vth6) for p, c in zip(lif, lp)], dev),
-            _const([fx.per_neuron(c.bias, p.size) for p, c in zip(lif, lp)], dev),
-            any(c.act_wrap for c in lp), any(c.u_wrap for c in lp), any(c.v_wrap for c in lp))
-        # LIFReset: rows whose (g - depth) % W == 0, per residue of g
-        self.resets: Dict[int, torch.Tensor] = {}
-        for res in range(self.W):
-            m = np.concatenate([sz(p, (res - p.depth) % self.W == 0) for p in lif]) \
-                if lif else np.zeros(0, bool)
-            if m.any():
-                self.resets[res] = torch.as_tensor(m.astype(bool), device=dev)[:, None]
-        prod = pops["prod"]
-        self.prod_exp = _const([sz(p, p.exp) for p in prod], dev)
-        self.prod_vth = _const([sz(p, p.vth) for p in prod], dev)
-        self.prod_wrap = any(self.plan.prod_wrap[p.name] for p in prod)
-        self.graded_vth = _const([sz(p, p.vth) for p in pops["graded"]], dev)
-        acc = pops["accum"]
-        self.acc_wrap = any(self.plan.accum_wrap[p.name] for p in acc)
-        # decaying memories: per-row mantissa (0 where a neuron keeps its value) and exponent
-        self.acc_decay = self.acc_exp = None
-        if any(p.decaying for p in acc):
-            self.acc_decay = _const([np.asarray(p.decay, np.int64) if p.decaying
-                                     else sz(p, 0) for p in acc], dev)
-            self.acc_exp = _const([sz(p, p.decay_exp) for p in acc], dev)
-        # ---- synapses
-        gathers: Dict[tuple, list] = {}
-        # (W float64 (dst, src), src rows, port rows, ahead, inner wrap, exp, source id)
-        self.dense = []
-        self.generic = []        # (kernel, src rows, port rows, ahead, source id)
+        l0 = self.kind_rows["lif"].start
+        a0 = self.kind_rows["accum"].start
+        self.n_lif = self.kind_rows["lif"].stop - l0
+        self.n_acc = self.kind_rows["accum"].stop - a0
+        # ---- per-row neuron constants (sliced per run of computed rows)
+        rowc: Dict[str, np.ndarray] = {}
+        for key in ("fu", "fv", "vth6", "bias", "pexp", "pvth", "gvth", "decay", "dexp"):
+            rowc[key] = np.zeros(self.n_out, np.int64)
+        self.lazy: Dict[str, bool] = {}
+        for p in pops["lif"]:
+            c, xr = self.plan.lif[p.name], self.xrows[p.name]
+            rowc["fu"][xr] = fx.per_neuron(c.fu, p.size)
+            rowc["fv"][xr] = fx.per_neuron(c.fv, p.size)
+            rowc["vth6"][xr] = fx.per_neuron(c.vth6, p.size)
+            rowc["bias"][xr] = fx.per_neuron(c.bias, p.size)
+            # without input it cannot spike: u -> 0 (du = 4095), no bias, v only decays and
+            # stays <= vth << 6 (emulator_numpy's lazy LIFs); needs vth >= 0
+            self.lazy[p.name] = bool((rowc["fu"][xr] == 0).all() and (rowc["bias"][xr] == 0).all()
+                                     and (rowc["vth6"][xr] >= 0).all())
+        for p in pops["prod"]:
+            rowc["pexp"][self.xrows[p.name]] = p.exp
+            rowc["pvth"][self.xrows[p.name]] = p.vth
+        for p in pops["graded"]:
+            rowc["gvth"][self.xrows[p.name]] = p.vth
+        for p in pops["accum"]:
+            if p.decaying:
+                rowc["decay"][self.xrows[p.name]] = np.asarray(p.decay, np.int64)
+                rowc["dexp"][self.xrows[p.name]] = p.decay_exp
+        self._rowc = rowc
+        # ---- synapses: (kernel, source, dst port key, port rows, ahead = 1 + delay)
+        self.syns = []
+        self.port_bound_none: Dict[tuple, bool] = {}
+        self.max_ahead = 1
         for name in self.plan.order:
             for port, pp in self.plan.ports[name].items():
-                rows = self.prow[(name, port)]
+                self.port_bound_none[(name, port)] = pp.bound is None and bool(pp.synapses)
                 for k, src in zip(pp.synapses, pp.srcs):
-                    ahead = 1 + k.delay
-                    if k.mode == "gather":
-                        gathers.setdefault((ahead, src), []).append((k, self.xrows[src], rows))
-                    elif k.mode == "dense" and k.float:
-                        w, e = k.wt.T.contiguous(), k.exp
-                        if 0 < e and float(w.abs().sum(1).max()) * 2 ** (e + 31) < fx.F64_EXACT:
-                            w, e = w * 2 ** e, 0      # exact: the left shift folded in
-                        self.dense.append((w, self.xrows[src], rows, ahead, k.inner_wrap, e,
-                                           self.pop_id[src]))
-                    else:
-                        self.generic.append((k, self.xrows[src], rows, ahead, self.pop_id[src]))
-        # (src idx, port idx, val or None, lshift, rshift, inner, ahead, source population id)
-        self.gathers = []
-        for (ahead, src_name), lst in sorted(gathers.items()):
-            src = torch.cat([k.idx + xr.start for k, xr, _ in lst])
-            dst = torch.cat([torch.arange(r.start, r.stop, device=dev) for _, _, r in lst])
-            val = torch.cat([k.val for k, _, _ in lst])
-            exps = torch.cat([torch.full((r.stop - r.start,), k.exp, device=dev)
-                              for k, _, r in lst])
-            inner = any(k.inner_wrap for k, _, _ in lst)
-            self.gathers.append((src, dst, None if bool((val == 1).all()) else val[:, None],
-                                 exps.clamp(min=0)[:, None] if bool((exps > 0).any()) else None,
-                                 (-exps).clamp(min=0)[:, None] if bool((exps < 0).any()) else None,
-                                 inner, ahead, self.pop_id[src_name]))
-        self.L = max([g[6] for g in self.gathers] + [d[3] for d in self.dense]
-                     + [g[3] for g in self.generic] + [0]) + 1
-        self.event_driven = (dev.type == "cpu") if event_driven is None else bool(event_driven)
-        if self.event_driven and dev.type != "cpu":
-            raise ValueError("event_driven needs the CPU (it reads X from host memory)")
-        self.pop_starts = np.array([xr.start for xr in self.xrows.values()])
-        self.cuda_graphs = (dev.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
-        if self.cuda_graphs and (dev.type != "cuda" or self.event_driven):
-            raise ValueError("cuda_graphs needs a CUDA device and event_driven=False")
-        self.reset()
+                    self.syns.append((k, src, (name, port), self.prow[(name, port)], 1 + k.delay))
+                    self.max_ahead = max(self.max_ahead, 1 + k.delay)
+        self.L = self.max_ahead + 1          # the latency span (the old ring's depth)
+        # ---- activity: residues g mod W at which each output may be non-zero
+        self.active = self._activity()
+        # ---- source histories: the outputs of the residues a delayed synapse reads
+        self.hist_meta: Dict[str, tuple] = {}   # src -> (index, K windows, {residue: slot}, dtype)
+        need: Dict[str, int] = {}
+        for k, src, _, _, ahead in self.syns:
+            if ahead >= 2 and self.active[src]:
+                d = max((r + ahead) // W for r in self.active[src])
+                need[src] = max(need.get(src, 0), d)
+        for i, (src, d) in enumerate(sorted(need.items(), key=lambda kv: self.xrows[kv[0]].start)):
+            kind = qgraph.pop(src).kind
+            # exact narrow types: spikes are 0/1; graded outputs are int32-valued; injected
+            # input frames are whatever the caller gave (kept in X's float64)
+            dt = torch.uint8 if kind == "lif" else torch.float64 if kind == "input" \
+                else torch.int32
+            res = sorted(self.active[src])
+            self.hist_meta[src] = (i, d + 1, {r: j for j, r in enumerate(res)}, dt)
+        self._wcache: Dict[tuple, torch.Tensor] = {}
+        self._plans: Dict[int, list] = {}
+        self._plan_for(0)
+
+    def _activity(self) -> Dict[str, frozenset]:
+        """Least fixpoint of the residues (g mod W) at which each population may output
+        something non-zero; every step is one of its window's residues.
+
+        input: the T injection steps; a synapse delivers its source's residues shifted by
+        1 + delay; lif (lazy: no input, no spike), graded: any port input; prod: both ports
+        (``0 * a = 0``); accum: every residue once any input arrives (it holds its value);
+        a LIF that can fire without input (bias, leaky current, vth < 0): every residue.
+        """
+        q, W = self.q, self.W
+        ALL = frozenset(range(W))
+        act: Dict[str, frozenset] = {}
+        for n in self.plan.order:
+            p = q.pop(n)
+            act[n] = frozenset(range(min(self.T, W))) if p.kind == "input" else \
+                ALL if p.kind == "lif" and not self.lazy[n] else frozenset()
+        changed = True
+        while changed:
+            changed = False
+            for n in self.plan.order:
+                p = q.pop(n)
+                if p.kind == "input" or (p.kind == "lif" and not self.lazy[n]):
+                    continue
+                ports = [self._port_active(n, port, act) for port in self.plan.ports[n]]
+                if p.kind == "prod":
+                    new = ports[0] & ports[1] if len(ports) == 2 else frozenset()
+                elif p.kind == "accum":
+                    new = ALL if any(ports) else frozenset()
+                else:
+                    new = frozenset().union(*ports)
+                if new != act[n]:
+                    act[n], changed = new | act[n], True
+        return act
+
+    def _port_active(self, name: str, port: str, act) -> frozenset:
+        """Residues at which a port may receive something (its sources' shifted)."""
+        pp, W = self.plan.ports[name][port], self.W
+        return frozenset((r + 1 + k.delay) % W for k, s in zip(pp.synapses, pp.srcs)
+                         for r in act[s])
+
+    def _computed(self, p, mode: int) -> frozenset:
+        """Residues at which population ``p`` is updated (the others provably leave it at
+        zero output, or unchanged for an accum).
+
+        A lazy LIF is updated from its ``LIFReset`` step (g ≡ depth) up to its last step of
+        possible input in the window; after it no input comes, so it cannot spike, and its
+        u, v are cleared before they are read again. Mode 2 (recording u, v) updates
+        every LIF at every step, as Lava does. Mode 0 (nothing recorded) defers a decaying
+        memory's drain steps (``_deferrable``) to the next step it is read or fed, or the
+        window's last."""
+        W, n = self.W, p.name
+        ALL = frozenset(range(W))
+        if p.kind == "lif":
+            if mode == 2 or not self.lazy[n]:
+                return ALL
+            inp = self._port_active(n, "a_in", self.active) if "a_in" in self.plan.ports[n] \
+                else frozenset()
+            if not inp:
+                return frozenset()
+            rho = p.depth % W
+            m = max((r - rho) % W for r in inp)
+            return frozenset((rho + j) % W for j in range(m + 1))
+        if p.kind == "accum":
+            fed = self._port_active(n, "a_in", self.active) if "a_in" in self.plan.ports[n] \
+                else frozenset()
+            if p.decaying and self.active[n]:
+                if mode == 0 and self._deferrable(n):
+                    return fed | self._read_at(n) | {W - 1}
+                return ALL
+            return fed
+        return self.active[n]
+
+    def _plan_for(self, mode: int) -> list:
+        """The schedule of each residue r = g mod W (cached): which ports get which synapse
+        contributions, which runs of rows update, which outputs go to zero, which outputs
+        the histories keep. It depends on r only, so every window runs the same code."""
+        if mode in self._plans:
+            return self._plans[mode]
+        q, W = self.q, self.W
+        comp = {n: self._computed(q.pop(n), mode) for n in self.plan.order
+                if q.pop(n).kind != "input"}
+        plans = []
+        for r in range(W):
+            ops, written = [], np.zeros(self.n_in, bool)
+            need = np.zeros(self.n_in, bool)
+            for (name, port), rows in self.prow.items():
+                if r in comp[name] and (q.pop(name).kind != "accum" or self._fed(name, r)):
+                    need[rows] = True
+            # live synapses: destination updated at r, source possibly non-zero at g - ahead
+            groups: Dict[tuple, list] = {}
+            for i, (k, src, pk, rows, ahead) in enumerate(self.syns):
+                if r not in comp[pk[0]] or (r - ahead) % W not in self.active[src]:
+                    continue
+                groups.setdefault((self._src_key(src, r, ahead), k.mode == "gather"),
+                                  []).append(i)
+            for (key, is_gather), idx in groups.items():
+                if is_gather:
+                    ops.append(self._gather_op(key, idx, written))
+                else:
+                    ops += self._dense_ops(key, idx, written)
+            for a, b in _runs(np.flatnonzero(need & ~written)):
+                ops.append(("zero", slice(a, b)))
+            wraps = []
+            for (name, port), rows in self.prow.items():
+                if r in comp[name] and self.port_bound_none.get((name, port), False):
+                    wraps.append(rows)
+            neur = self._neuron_ops(r, comp, mode)
+            xzero = []
+            for n, c in comp.items():
+                if q.pop(n).kind != "accum" and r not in c and (r - 1) % W in c:
+                    xzero.append(self.xrows[n])
+            hist = [(src, meta[0], meta[2][r], self.xrows[src])
+                    for src, meta in self.hist_meta.items() if r in meta[2]]
+            plans.append({"ports": ops, "wrap": _merge(wraps), "neurons": neur,
+                          "xzero": _merge(xzero), "hist": hist})
+        self._plans[mode] = plans
+        return plans
+
+    def _src_key(self, src: str, r: int, ahead: int) -> tuple:
+        """Where a synapse read at residue r finds its source's output of step g - ahead:
+        (-1, X rows) for the last step's output, else (history, window slot, residue slot)."""
+        if ahead == 1:
+            return (-1, self.xrows[src].start, self.xrows[src].stop)
+        h, K, slots, _ = self.hist_meta[src]
+        d = -((r - ahead) // self.W)               # windows back
+        return (h, K - 1 - d, slots[(r - ahead) % self.W])
+
+    @staticmethod
+    def _dst(rows_list, written) -> tuple:
+        """Destination of contributions to ``rows_list`` (port slices in order): a slice
+        when they tile one range, else an index tensor; 'set' where nothing was written
+        there yet (marks them), else 'add'."""
+        idx = np.concatenate([np.arange(s.start, s.stop) for s in rows_list])
+        uniq = np.unique(idx).size == idx.size
+        if uniq and not written[idx].any():
+            mode = "set"
+        else:
+            mode = "add"
+        written[idx] = True
+        if uniq and (np.diff(idx) == 1).all():
+            return slice(int(idx[0]), int(idx[-1]) + 1), mode, None
+        return None, mode, idx
+
+    def _gather_op(self, key, members, written) -> tuple:
+        """One index_select + write for all one-weight synapses reading one source tensor."""
+        dev = self.dev
+        members = sorted(members, key=lambda i: self.syns[i][3].start)
+        ks = [self.syns[i][0] for i in members]
+        rows = [self.syns[i][3] for i in members]
+        pre = self._pre_zero(rows, written)
+        sl, mode, didx = self._dst(rows, written)
+        src = np.concatenate([k.idx.cpu().numpy() for k in ks])
+        val = np.concatenate([k.val.cpu().numpy() for k in ks])
+        exps = np.concatenate([np.full(s.stop - s.start, k.exp) for k, s in zip(ks, rows)])
+        inner = any(k.inner_wrap for k in ks)
+        unit = bool((val == 1).all())
+        contig = unit and not inner and not exps.any() and bool((np.diff(src) == 1).all())
+        t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+        return ("gather", key, pre,
+                slice(int(src[0]), int(src[-1]) + 1) if contig else t(src),
+                None if unit else t(val)[:, None],
+                t(exps.clip(min=0))[:, None] if (exps > 0).any() else None,
+                t((-exps).clip(min=0))[:, None] if (exps < 0).any() else None,
+                inner, sl, mode, None if didx is None else t(didx))
+
+    def _dense_ops(self, key, members, written) -> list:
+        """Float64 matmuls reading one source tensor, merged into one per (inner wrap,
+        exponent) class; DelayDense/int64 kernels (``generic``) one by one."""
+        ops, cls = [], {}
+        for i in sorted(members, key=lambda i: self.syns[i][3].start):
+            k = self.syns[i][0]
+            if k.mode == "dense" and k.float:
+                w, e = k.wt.T, k.exp
+                if 0 < e and float(w.abs().sum(1).max()) * 2 ** (e + 31) < fx.F64_EXACT:
+                    e = 0                               # exact: the left shift folded in
+                cls.setdefault((bool(k.inner_wrap), e), []).append(i)
+            else:
+                rows = self.syns[i][3]
+                pre = self._pre_zero([rows], written)
+                sl, mode, _ = self._dst([rows], written)
+                ops.append(("generic", key, pre, k, sl, mode))
+        for (inner, e), lst in cls.items():
+            ck = tuple(lst)
+            if ck not in self._wcache:
+                ws = []
+                for i in lst:
+                    k = self.syns[i][0]
+                    w = k.wt.T
+                    if k.exp != e:
+                        w = w * 2 ** k.exp
+                    ws.append(w)
+                self._wcache[ck] = torch.cat(ws).contiguous()
+            outs, o = [], 0
+            for i in lst:
+                rows = self.syns[i][3]
+                pre = self._pre_zero([rows], written)
+                sl, mode, _ = self._dst([rows], written)
+                n = rows.stop - rows.start
+                outs.append((o, o + n, pre, sl, mode))
+                o += n
+            ops.append(("dense", key, self._wcache[ck], inner, e, outs))
+        return ops
+
+    @staticmethod
+    def _pre_zero(rows_list, written) -> list:
+        """Zero-fills (slices) before contributions to ``rows_list`` that must add: rows
+        not written yet, where others are (or where two contributions share rows)."""
+        idx = np.concatenate([np.arange(s.start, s.stop) for s in rows_list])
+        pre = []
+        w = written[idx]
+        if np.unique(idx).size != idx.size or (w.any() and not w.all()):
+            pre = [slice(a, b) for a, b in _runs(np.unique(idx[~w]))]
+            written[idx] = True
+        return pre
+
+    def _neuron_ops(self, r: int, comp, mode: int) -> list:
+        """Updates at residue r, one op per kind and run of contiguous computed rows."""
+        W, rc = self.W, self._rowc
+        ops = []
+        l0, a0 = self.kind_rows["lif"].start, self.kind_rows["accum"].start
+        for kind in ("lif", "prod", "graded", "accum"):
+            sel = [p for p in self.pops_by_kind[kind] if r in comp[p.name]]
+            # accum runs: alike in being fed now and in the drain steps they catch up
+            fed = {p.name: (kind != "accum" or self._fed(p.name, r),
+                            _behind(comp[p.name], r, W) if kind == "accum" and p.decaying
+                            else 0) for p in sel}
+            for run in _pop_runs(sel, self.xrows, fed):
+                xs = slice(self.xrows[run[0].name].start, self.xrows[run[-1].name].stop)
+                c = lambda key: _const([rc[key][xs]], self.dev)  # noqa: E731
+                if kind == "lif":
+                    ls = slice(xs.start - l0, xs.stop - l0)
+                    resets = _merge([slice(self.xrows[p.name].start - l0,
+                                           self.xrows[p.name].stop - l0)
+                                     for p in run if p.depth % W == r])
+                    lp = [self.plan.lif[p.name] for p in run]
+                    prm = fx.LifParams(c("fu"), c("fv"), c("vth6"), c("bias"),
+                                       any(x.act_wrap for x in lp), any(x.u_wrap for x in lp),
+                                       any(x.v_wrap for x in lp))
+                    fast = (isinstance(prm.fu, int) and prm.fu == 0 and isinstance(prm.bias, int)
+                            and prm.bias == 0 and not (prm.act_wrap or prm.u_wrap or prm.v_wrap))
+                    ops.append(("lif", xs, self._prows(run, "a_in"), ls, resets, prm, fast,
+                                mode == 2 or not fast))
+                elif kind == "prod":
+                    ops.append(("prod", xs, self._prows(run, "a_in1"), self._prows(run, "a_in2"),
+                                c("pexp"), c("pvth"), any(self.plan.prod_wrap[p.name] for p in run)))
+                elif kind == "graded":
+                    ops.append(("graded", xs, self._prows(run, "a_in"), c("gvth")))
+                else:
+                    ar = slice(xs.start - a0, xs.stop - a0)
+                    dec = any(p.decaying for p in run)
+                    ops.append(("accum", xs, self._prows(run, "a_in") if fed[run[0].name][0]
+                                else None, ar, fed[run[0].name][1],
+                                c("decay") if dec else None, c("dexp") if dec else 0,
+                                any(self.plan.accum_wrap[p.name] for p in run)))
+        return ops
+
+    def _deferrable(self, name: str) -> bool:
+        """Whether a decaying accum's drain steps may wait: read by no delayed synapse (its
+        history would need every step) and not the readout."""
+        return name != self.q.readout and all(
+            ahead == 1 for _, src, _, _, ahead in self.syns if src == name)
+
+    def _read_at(self, name: str) -> set:
+        """Residues whose output of ``name`` some synapse reads (mode 0, ahead 1)."""
+        W, out = self.W, set()
+        for _, src, (dst, _), _, ahead in self.syns:
+            if src == name:
+                out |= {(r - ahead) % W for r in self._computed(self.q.pop(dst), 0)}
+        return out
+
+    def _fed(self, name: str, r: int) -> bool:
+        """Whether a synapse may deliver something to ``name``'s a_in port at residue r."""
+        return "a_in" in self.plan.ports[name] and \
+            r in self._port_active(name, "a_in", self.active)
+
+    def _prows(self, run, port) -> slice:
+        return slice(self.prow[(run[0].name, port)].start, self.prow[(run[-1].name, port)].stop)
 
     # ------------------------------------------------------------- state
     def reset(self) -> None:
@@ -288,32 +580,57 @@ class Emulator:
         B, dev, z = self.B, self.dev, torch.zeros
         self.g = 0
         self.n = 0
+        self._mode = None
         if self.engine == "numpy":
             self._np.reset()
             return
         if not hasattr(self, "X"):       # allocated once: captured CUDA graphs keep addresses
-            nl = self.kind_rows["lif"].stop - self.kind_rows["lif"].start
-            ka = self.kind_rows["accum"]
             self.X = z(self.n_out, B, dtype=torch.float64, device=dev)
-            self.ring = z(self.L, self.n_in, B, dtype=torch.int64, device=dev)
-            self.u = z(nl, B, dtype=torch.int64, device=dev)
-            self.v = z(nl, B, dtype=torch.int64, device=dev)
-            self.acc = z(ka.stop - ka.start, B, dtype=torch.int64, device=dev)
+            self.A = z(self.n_in, B, dtype=torch.int64, device=dev)
+            self.u = z(self.n_lif, B, dtype=torch.int64, device=dev)
+            self.v = z(self.n_lif, B, dtype=torch.int64, device=dev)
+            self.acc = z(self.n_acc, B, dtype=torch.int64, device=dev)
+            self.hist = [None] * len(self.hist_meta)
+            for src, (h, K, slots, dt) in self.hist_meta.items():
+                self.hist[h] = z(K, len(slots), self.q.pop(src).size, B, dtype=dt, device=dev)
         for t in self._state():
             t.zero_()
         if self.record is not None:
             self.record = []
 
     def _state(self):
-        return (self.X, self.ring, self.u, self.v, self.acc)
+        return (self.X, self.A, self.u, self.v, self.acc, *self.hist)
+
+    def state_bytes(self, per_sequence: bool = False):
+        """Bytes of the torch engine's tensors that live from step to step, by name
+        (``X`` outputs, ``A`` port sums, ``u``, ``v``, ``acc``, ``hist.<source>``) and
+        ``total``; ``per_sequence`` divides by the batch. (numpy engine: ``None``.)"""
+        if self.engine == "numpy":
+            return None
+        res = {"X": self.X, "A": self.A, "u": self.u, "v": self.v, "acc": self.acc}
+        res.update({f"hist.{s}": self.hist[m[0]] for s, m in self.hist_meta.items()})
+        out = {k: t.numel() * t.element_size() for k, t in res.items()}
+        out["total"] = sum(out.values())
+        if per_sequence:
+            out = {k: v / self.B for k, v in out.items()}
+        return out
+
+    def ring_layout_bytes(self) -> int:
+        """Bytes the previous layout would take (outputs float64, a ring of L = max(1 +
+        delay) + 1 int64 slots of every input port, u, v, accum values): for comparison."""
+        return 8 * self.B * (self.n_out + self.L * self.n_in + 2 * self.n_lif + self.n_acc)
 
     def start_recording(self, states: bool = False) -> None:
         """Keep every population's output of every following step (for probes/tests);
-        ``states`` also keeps each LIF's u and v after the step (as ``name.u``, ``name.v``)."""
+        ``states`` also keeps each LIF's u and v after the step (as ``name.u``, ``name.v``).
+        Call it right after ``reset()`` for u, v equal to Lava's at every step (the torch
+        engine updates a LIF between its windows' inputs only while states are recorded)."""
         self.record = []
         self.record_states = states
         if self.engine == "numpy":
             self._np.record, self._np.record_states = [], states
+        elif states:
+            self._plan_for(2)
 
     def stop_recording(self) -> None:
         """Drop the recording and stop recording."""
@@ -323,72 +640,160 @@ class Emulator:
 
     # -------------------------------------------------------------- step
     def step(self, inject: Optional[Dict[str, torch.Tensor]] = None) -> None:
-        """One global step ``g``: every population integrates slot g of its ports,
-        then every synapse pushes its output into slot g + 1 + delay."""
+        """One global step ``g``: every synapse whose delivery is due adds its source's
+        output of step ``g - 1 - delay`` into its port, then the populations update.
+        (torch engine: inputs are injected at the T first steps of a window only.)"""
         if self.engine == "numpy":
             self._np.step(None if not inject else
                           {k: _np_frame(f) for k, f in inject.items()})
             self.g = self._np.g
             return
-        g, X, ring, L = self.g, self.X, self.ring, self.L
-        A = ring[g % L]
-        if self.port_wrap:
-            A = fx.wrap32(A)
-        kr = self.kind_rows
-        xi = kr["input"]
-        if xi.stop > xi.start:
-            X[xi] = 0
-        if inject:
-            for name, f in inject.items():
-                X[self.xrows[name]] = f.T
-        if kr["lif"].stop > kr["lif"].start:
-            m = self.resets.get(g % self.W)
-            if m is not None:                        # LIFReset at g ≡ depth (mod W)
-                self.u.masked_fill_(m, 0)
-                self.v.masked_fill_(m, 0)
-            s, u, v = fx.lif_step(A[self.port_rows["lif.a_in"]], self.u, self.v, self.lif)
-            self.u.copy_(u)
-            self.v.copy_(v)
-            X[kr["lif"]] = s
-        if kr["prod"].stop > kr["prod"].start:
-            X[kr["prod"]] = fx.prod_step(A[self.port_rows["prod.a_in1"]],
-                                         A[self.port_rows["prod.a_in2"]],
-                                         self.prod_exp, self.prod_vth, self.prod_wrap)
-        if kr["graded"].stop > kr["graded"].start:
-            X[kr["graded"]] = fx.graded_step(A[self.port_rows["graded.a_in"]], self.graded_vth)
-        if kr["accum"].stop > kr["accum"].start:
-            self.acc.copy_(fx.accum_step(self.acc, A[self.port_rows["accum.a_in"]],
-                                         self.acc_decay, self.acc_exp, self.acc_wrap))
-            X[kr["accum"]] = self.acc
-        ring[g % L].zero_()
-        if self.event_driven:          # which populations sent anything at this step
-            active = np.logical_or.reduceat(X.numpy().any(axis=1), self.pop_starts).tolist()
-        else:
-            active = None
-        for src, dst, val, lsh, rsh, inner, ahead, pid in self.gathers:
-            if active is not None and not active[pid]:
+        g, X, A, W = self.g, self.X, self.A, self.W
+        r = g % W
+        mode = 0 if self.record is None else 2 if self.record_states else 1
+        if mode != self._mode and r and self._mode is not None and 0 in (mode, self._mode):
+            # an unrecorded window defers drain steps: switch only where none is pending
+            raise RuntimeError("recording started or stopped inside a token window; call "
+                               "reset() (or switch between windows)")
+        self._mode = mode
+        plan = self._plan_for(mode)[r]
+        if r == 0:                       # a new window: the histories move one window back
+            for hist in self.hist:
+                for k in range(hist.shape[0] - 1):
+                    hist[k].copy_(hist[k + 1])
+        # ---- ports: the synapses due now, from last step's X or a history
+        ev, fused = self.event_driven, self.fused
+        for op in plan["ports"]:
+            kind, key = op[0], op[1]
+            if kind == "zero":                                 # rows no synapse feeds now
+                A[key].zero_()
                 continue
-            y = X.index_select(0, src).to(torch.int64)
-            if val is not None:
-                y = y * val
-            if inner:
-                y = fx.wrap32(y)
-            if lsh is not None:
-                y = y << lsh
-            if rsh is not None:
-                y = y >> rsh
-            ring[(g + ahead) % L].index_add_(0, dst, y)
-        for w, xr, pr, ahead, inner, e, pid in self.dense:
-            if active is not None and not active[pid]:
+            if kind != "dense":
+                for s in op[2]:
+                    A[s].zero_()
+            src = X[key[1]:key[2]] if key[0] < 0 else self.hist[key[0]][key[1], key[2]]
+            if kind == "gather":
+                _, _, _, idx, val, lsh, rsh, inner, sl, mode, didx = op
+                if ev and not bool(src.any()):
+                    if mode == "set":
+                        if sl is not None:
+                            A[sl].zero_()
+                        else:
+                            A.index_fill_(0, didx, 0)
+                    continue
+                if fused and sl is not None and not isinstance(idx, slice):
+                    _run("gather", True, A[sl], src, idx, val, lsh, rsh, inner, mode == "add")
+                    continue
+                y = src[idx] if isinstance(idx, slice) else src.index_select(0, idx)
+                plain = val is None and lsh is None and rsh is None and not inner
+                if not (plain and mode == "set" and sl is not None):
+                    y = y.to(torch.int64)
+                    if val is not None:
+                        y = y * val
+                    if inner:
+                        y = fx.wrap32(y)
+                    if lsh is not None:
+                        y = y << lsh
+                    if rsh is not None:
+                        y = y >> rsh
+                _write(A, y, sl, mode, didx)
+            elif kind == "dense":
+                _, _, w, inner, e, outs = op
+                if ev and not bool(src.any()):
+                    for o0, o1, pre2, sl, mode in outs:
+                        for s in pre2:
+                            A[s].zero_()
+                        if mode == "set":
+                            A[sl].zero_()
+                    continue
+                if src.dtype != torch.float64:
+                    src = src.to(torch.float64)
+                y = w @ src
+                if inner or e or len(outs) > 1 or outs[0][4] == "add":
+                    y = y.to(torch.int64)
+                    if inner:
+                        y = fx.wrap32(y)
+                    if e:
+                        y = fx.shift(y, e)
+                for o0, o1, pre2, sl, mode in outs:
+                    for s in pre2:
+                        A[s].zero_()
+                    _write(A, y[o0:o1], sl, mode, None)
+            else:                                              # generic kernel
+                _, _, _, k, sl, mode = op
+                if ev and not bool(src.any()):
+                    if mode == "set":
+                        A[sl].zero_()
+                    continue
+                _write(A, k(src.T).T, sl, mode, None)
+        for s in plan["wrap"]:                                 # int32 port sums
+            if fused:
+                _run("wrap", True, A[s])
                 continue
-            y = (w @ X[xr]).to(torch.int64)
-            if inner:
-                y = fx.wrap32(y)
-            ring[(g + ahead) % L][pr] += fx.shift(y, e)
-        for k, xr, pr, ahead, pid in self.generic:
-            if active is not None and not active[pid]:
-                continue
-            ring[(g + ahead) % L][pr] += k(X[xr].T).T
+            a = A[s]
+            a.add_(fx.I32).bitwise_and_(2 * fx.I32 - 1).sub_(fx.I32)
+        # ---- inputs: frames at the T first steps of a window, zero after
+        if inject and r >= self.T:
+            raise ValueError(f"the torch engine injects frames at the first T = {self.T} "
+                             f"steps of a window only (step {g} is residue {r})")
+        if r <= self.T:
+            for name in self.q.inputs:
+                f = inject.get(name) if inject else None
+                if f is None:
+                    X[self.xrows[name]].zero_()
+                else:
+                    X[self.xrows[name]].copy_(f.T)
+        # ---- populations
+        for s in plan["xzero"]:
+            X[s].zero_()
+        for op in plan["neurons"]:
+            kind = op[0]
+            if kind == "lif":
+                _, xs, ps, ls, resets, prm, fast, store_u = op
+                for s in resets:                             # LIFReset at g ≡ depth (mod W)
+                    self.u[s].zero_()
+                    self.v[s].zero_()
+                a = A[ps]
+                if fast and store_u:
+                    self.u[ls].copy_(a).mul_(1 << fx.ACT_SHIFT)
+                if fast and fused:
+                    _run("lif", True, self.v[ls], X[xs], a, prm.fv, prm.vth6)
+                    continue
+                if fast:                 # u = a << 6; v = clip(decay(v) + u); no wraps
+                    v = self.v[ls]
+                    fv = prm.fv
+                    if torch.is_tensor(fv) or fv != fx.DECAY_UNITY:
+                        if not torch.is_tensor(fv) and fv == 0:
+                            v.zero_()
+                        else:
+                            v.mul_(fv).div_(fx.DECAY_UNITY, rounding_mode="trunc")
+                    v.add_(a, alpha=1 << fx.ACT_SHIFT)
+                    v.clamp_(-(fx.STATE_MAX - 1), fx.STATE_MAX - 1)
+                    s = v > prm.vth6
+                    v.masked_fill_(s, 0)
+                else:
+                    s, u, v = fx.lif_step(a, self.u[ls], self.v[ls], prm)
+                    self.u[ls].copy_(u)
+                    self.v[ls].copy_(v)
+                X[xs].copy_(s)
+            elif kind == "prod":
+                _, xs, p1, p2, exp, vth, wrap = op
+                _run("prod", fused, X[xs], A[p1], A[p2], exp, vth, wrap)
+            elif kind == "graded":
+                _, xs, ps, vth = op
+                X[xs].copy_(fx.graded_step(A[ps], vth))
+            else:
+                _, xs, ps, ar, behind, dec, dexp, wrap = op
+                acc = self.acc[ar]
+                if dec is None and not wrap and not fused:
+                    acc.add_(A[ps])
+                    X[xs].copy_(acc)
+                else:       # ps None: a drain step; behind: the drain steps deferred before
+                    _run("accum", fused, acc, X[xs], None if ps is None else A[ps], dec, dexp,
+                         wrap, behind)
+        # ---- histories keep what delayed synapses will read
+        for src, h, j, xr in plan["hist"]:
+            self.hist[h][-1, j].copy_(X[xr])
         if self.record is not None:
             self.record.append((X.clone(), self.u.clone(), self.v.clone())
                                if self.record_states else (X.clone(),))
@@ -462,11 +867,12 @@ class Emulator:
                 sums += self.X[ro]
 
     def _replay_window(self, frames: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """One token window as a CUDA graph: ~80 kernels per step launched at once.
+        """One token window as a CUDA graph: every kernel of its W steps launched at once.
 
-        Ring slots depend on ``g mod L``, so there is one graph per residue of
-        the window's first step; each is captured on first use (after a warm-up
-        run whose effect on the state is undone).
+        Every window runs the same schedule (it depends on g mod W only), so one graph
+        serves all. The first window after construction runs eagerly on a side stream
+        (the warm-up CUDA graph capture needs, with its real effect on the state: nothing
+        to undo, no copy of the state); the next one is captured, then replayed.
         """
         if not hasattr(self, "_frame_buf"):
             self._frame_buf = {k: torch.zeros(self.B, self.T, self.q.pop(k).size,
@@ -474,29 +880,27 @@ class Emulator:
                                for k in self.q.inputs}
             self._sums_buf = torch.zeros(self.vocab_size, self.B, dtype=torch.float64,
                                          device=self.dev)
-            self._graphs: Dict[int, object] = {}
+            self._graph = None
         for k in self._frame_buf:
             self._frame_buf[k].copy_(frames[k].to(self.dev, torch.float64))
-        key = self.g % self.L
-        if key not in self._graphs:
-            g0, saved = self.g, [t.clone() for t in self._state()]
+        g0 = self.g
+        if self._graph is None and not getattr(self, "_warm", False):
             side = torch.cuda.Stream(self.dev)
             side.wait_stream(torch.cuda.current_stream(self.dev))
-            with torch.cuda.stream(side):          # warm-up outside the capture
+            with torch.cuda.stream(side):          # warm-up outside any capture
                 self._sums_buf.zero_()
                 self._window(self._frame_buf, self._sums_buf)
             torch.cuda.current_stream(self.dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            self.g = g0
-            with torch.cuda.graph(graph):
-                self._sums_buf.zero_()
-                self._window(self._frame_buf, self._sums_buf)
-            for t, v in zip(self._state(), saved):
-                t.copy_(v)
-            self.g = g0
-            self._graphs[key] = graph
-        self._graphs[key].replay()
-        self.g += self.W
+            self._warm = True
+        else:
+            if self._graph is None:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):       # records only: the state is untouched
+                    self._sums_buf.zero_()
+                    self._window(self._frame_buf, self._sums_buf)
+                self._graph = graph
+            self._graph.replay()
+        self.g = g0 + self.W
         self.n += 1
         return self._sums_buf.T.to(torch.int64)
 
@@ -573,6 +977,141 @@ class Emulator:
                                                                dtype=torch.int64)
         return EmuRun(glob, self.token_time(glob, N), li,
                       li.to(torch.float64) * self.q.logit_scale, self.g, self.W)
+
+
+def _behind(comp: frozenset, r: int, W: int) -> int:
+    """Steps skipped since the last residue of ``comp`` before r (cyclically, from the
+    previous window): the drain steps a decaying accum updated at r first catches up."""
+    prev = [c for c in comp if c < r]
+    last = max(prev) if prev else max(comp) - W
+    return r - last - 1
+
+
+# ---------------------------------------------------------------- fused kernels
+# Elementwise chains of one step, each written into its destination (a view of X, A, acc,
+# v) in place. Eager, they are the ops of ``fixed_point``; ``fused`` (default on CUDA) runs
+# them through ``torch.compile``: one generated kernel per chain and shape (Triton on CUDA,
+# C++ on the CPU), the same int64 / float64 operations, so the same values.
+
+def _k_accum(acc, out, a, dec, dexp, wrap: bool, behind: int):
+    """``behind`` deferred drain steps, then this step's (``a`` None: a drain too)."""
+    v = acc
+    for _ in range(behind):
+        v = fx.accum_step(v, None, dec, dexp, wrap)
+    v = fx.accum_step(v, a, dec, dexp, wrap)
+    acc.copy_(v)
+    out.copy_(v)
+
+
+def _k_prod(out, a1, a2, exp, vth, wrap: bool):
+    out.copy_(fx.prod_step(a1, a2, exp, vth, wrap))
+
+
+def _k_lif(v, out, a, fv, vth6):
+    """LIF without leaky current, bias or wraps: v = clip(decay(v) + (a << 6)), spikes."""
+    vv = (fx.decay(v, fv) + (a << fx.ACT_SHIFT)).clamp(-(fx.STATE_MAX - 1), fx.STATE_MAX - 1)
+    s = vv > vth6
+    v.copy_(vv.masked_fill(s, 0))
+    out.copy_(s)
+
+
+def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
+    y = src.index_select(0, idx).to(torch.int64)
+    if val is not None:
+        y = y * val
+    if inner:
+        y = fx.wrap32(y)
+    if lsh is not None:
+        y = y << lsh
+    if rsh is not None:
+        y = y >> rsh
+    if add:
+        out.add_(y)
+    else:
+        out.copy_(y)
+
+
+def _k_wrap(a):
+    a.copy_(fx.wrap32(a))
+
+
+_KERNELS = {"accum": _k_accum, "prod": _k_prod, "lif": _k_lif, "gather": _k_gather,
+            "wrap": _k_wrap}
+_COMPILED: Dict[str, object] = {}
+
+
+def _run(name: str, fused: bool, *args) -> None:
+    """Kernel ``name`` on ``args``: compiled where ``fused`` and torch.compile works here
+    (a failure warns once and falls back to the eager ops for good)."""
+    if fused and any(torch.is_tensor(t) and t.is_cuda and t.data_ptr() % 16 for t in args):
+        fused = False    # inductor clones CUDA inputs off 16-byte alignment: the in-place
+        #                  writes would be lost (odd batch and odd row offsets: eager)
+    if fused:
+        fn = _COMPILED.get(name)
+        if fn is None and name not in _COMPILED:
+            try:
+                import torch._dynamo as dynamo
+                dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 256)
+                fn = torch.compile(_KERNELS[name], dynamic=False, fullgraph=True)
+            except Exception:                 # noqa: BLE001 (no compiler: eager)
+                fn = None
+            _COMPILED[name] = fn
+        if fn is not None:
+            try:
+                fn(*args)
+                return
+            except Exception as e:            # noqa: BLE001
+                import warnings
+                warnings.warn(f"emulator: torch.compile of the {name} kernel failed ({e!r}); "
+                              "running it eagerly")
+                _COMPILED[name] = None
+    _KERNELS[name](*args)
+
+
+def _write(A: torch.Tensor, y: torch.Tensor, sl: Optional[slice], mode: str, didx) -> None:
+    """Set or add ``y`` into the port rows ``sl`` (or the index tensor ``didx``) of A."""
+    if sl is not None:
+        if mode == "set":
+            A[sl].copy_(y)
+        else:
+            A[sl].add_(y)
+    elif mode == "set":
+        A.index_copy_(0, didx, y)
+    else:
+        A.index_add_(0, didx, y)
+
+
+def _runs(idx: np.ndarray) -> list:
+    """Contiguous ranges (a, b) of a sorted array of distinct row indices."""
+    if idx.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(idx) != 1) + 1
+    return [(int(p[0]), int(p[-1]) + 1) for p in np.split(idx, cut)]
+
+
+def _merge(slices: list) -> list:
+    """Adjacent slices merged (in order of their start)."""
+    out = []
+    for s in sorted(slices, key=lambda s: s.start):
+        if s.stop == s.start:
+            continue
+        if out and out[-1].stop == s.start:
+            out[-1] = slice(out[-1].start, s.stop)
+        else:
+            out.append(s)
+    return out
+
+
+def _pop_runs(pops: list, xrows: Dict[str, slice], flag: Dict[str, bool]) -> list:
+    """Populations (in row order) grouped into runs of adjacent rows with equal ``flag``."""
+    runs = []
+    for p in sorted(pops, key=lambda p: xrows[p.name].start):
+        if runs and xrows[runs[-1][-1].name].stop == xrows[p.name].start \
+                and flag[runs[-1][-1].name] == flag[p.name]:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
 
 
 def _np_frame(f) -> np.ndarray:
