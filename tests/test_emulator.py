@@ -19,8 +19,8 @@ from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
 from snn_compile.compiler.qgraph import (Accum, assign_depths, Graded, Input, Lif, Prod, QGraph,
                                          QGraphError, Synapse)
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
-from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, check_streamable,
-                                         emulator_logits)
+from snn_compile.compiler.qgraph import check_streamable
+from snn_compile.hw_sim.emulator import Emulator, EmulatorBackend, emulator_logits
 from snn_compile.hw_sim.probes import activity_from_token_time
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from snn_compile.compiler.int_reference import run_token_time
-from snn_compile.compiler.random_graphs import random_decoder_qgraph
+from snn_compile.hw_sim.int_reference import run_token_time
+from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 from snn_compile.hw_sim.emulator import Emulator
 
 

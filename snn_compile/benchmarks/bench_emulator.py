@@ -41,7 +41,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from snn_compile.compiler.qgraph import QGraph, QGraphError
 from snn_compile.errors import UserError, exits_on_user_error
+from snn_compile.hw_sim.emulator import Emulator, EmulatorBackend, default_engine
+from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
 
 def _sync(device: str) -> None:
@@ -90,7 +93,6 @@ def time_backend(backend_factory: Callable[[], object], tokens, window: Optional
 def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "cpu",
                         seed: int = 0, engine: Optional[str] = None) -> Dict[str, float]:
     """``batch`` sequences of ``tokens_per_seq`` tokens through ``Emulator.step_token``."""
-    from snn_compile.hw_sim.emulator import Emulator
 
     V = qgraph.pop(qgraph.readout).size
     ctx = qgraph.context or tokens_per_seq
@@ -143,14 +145,12 @@ def _warmup(qgraph) -> int:
 def load_graph(path: Optional[str], seed: int = 0, model: Optional[str] = None):
     """The graph to time: a compiled ``path``, a model ``SPEC`` compiled now (checkpoint,
     ``default:spikedecoder``, ``.nir``), or the random default decoder."""
-    from snn_compile.compiler.qgraph import QGraph, QGraphError
 
     if model is not None:
-        from snn_compile.compiler.pipeline import load_qgraph
+        from snn_compile.compiler.pipeline import load_qgraph   # lazy: the NIR and training stack
 
         return load_qgraph(model)[0]
     if path is None:
-        from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
         return random_decoder_qgraph(seed)
     try:
@@ -174,7 +174,6 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
         lava_tokens: int = 0, seed: int = 0, batch_tokens: int = 32,
         engines: Sequence[Optional[str]] = (None,), repeat: int = 1) -> dict:
     """The benchmark; see the module doc. Returns one JSON-able dict."""
-    from snn_compile.hw_sim.emulator import EmulatorBackend, default_engine
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
@@ -192,7 +191,6 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
             per_engine[e].append(r)
     rows = [_median_run(v) for v in per_engine.values() if v]
     if rows:
-        from snn_compile.hw_sim.emulator import Emulator
         for r, e in zip(rows, engines):
             r.update(memory_of(Emulator(qgraph, 1, device, engine=e)))
     for b in batches:
@@ -207,7 +205,7 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
                                   if k != "tokenizer"}},
            "runs": list(rows)}
     if lava_tokens:
-        from snn_compile.hw_sim.lava_runner import LavaBackend
+        from snn_compile.hw_sim.lava_runner import LavaBackend   # lazy: Lava
 
         lava = time_backend(lambda: LavaBackend(qgraph), toks[:lava_tokens], qgraph.window)
         res["runs"].append(lava)

@@ -276,7 +276,7 @@ class QGraph:
         """Run one window at a time from rest (a foreign graph: one sample is one window of
         ``steps_per_token`` steps; or a context of one token): every backend clears the
         whole state between windows, so nothing a window leaves behind reaches the next
-        and the streaming conditions (``emulator.check_streamable``) do not apply."""
+        and the streaming conditions (``check_streamable``) do not apply."""
         return self.context == 1 or self.metadata.get("model") == "foreign"
 
     @property
@@ -408,6 +408,52 @@ def _population_dict(p: Population) -> dict:
     if "bias_mant" in d:
         d["bias_mant"] = np.asarray(p.bias_mant, np.int64).tolist()
     return d
+
+
+def check_streamable(qgraph: "QGraph") -> None:
+    """Raise ``QGraphError`` unless global time provably equals token time.
+
+    Outside its token's T steps every population must output zero (so nothing
+    leaks into the next window): LIFs need ``du = 4095`` (no synaptic current
+    left over) and zero bias; a population is silent when its inputs are,
+    except ``accum`` (it holds the memory) and ``prod``, which is silent when
+    either port is; an ``accum`` must integrate a silent input. A ``single_window`` graph
+    (one sample per reset, foreign graphs) has no next token to leak into: nothing to
+    check (its biases before the window: ``quantize_foreign._pre_window_biases``).
+    """
+    if qgraph.single_window:
+        return
+    errs = []
+    silent: Dict[str, bool] = {}
+    for name in qgraph.order():
+        p = qgraph.pop(name)
+        if p.kind == "input":
+            silent[name] = True
+            continue
+        by_port: Dict[str, bool] = {}
+        for s in qgraph.incoming(name):
+            by_port[s.port] = by_port.get(s.port, True) and silent[s.src]
+        if p.kind == "lif":
+            if p.du != DECAY_MAX:
+                errs.append(f"{name}: du={p.du} leaves synaptic current after the token; need "
+                            f"{DECAY_MAX}")
+            if p.has_bias:
+                errs.append(f"{name}: bias {p.bias_mant} makes it fire between tokens; need 0")
+            silent[name] = all(by_port.values())
+        elif p.kind == "prod":
+            silent[name] = any(by_port.values())
+        elif p.kind == "graded":
+            silent[name] = all(by_port.values())
+        else:
+            silent[name] = False
+            if not all(by_port.values()):
+                errs.append(f"{name}: accum integrates an input that is not silent between tokens")
+        if p.kind in ("lif", "graded") and not silent[name]:
+            errs.append(f"{name}: fed by a population that is active between tokens "
+                        "(an accum must be gated by a prod)")
+    if errs:
+        raise QGraphError("the pipelined (global-time) run would differ from token time:\n  "
+                          + "\n  ".join(errs))
 
 
 def zlib_error():

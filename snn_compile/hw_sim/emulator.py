@@ -39,10 +39,11 @@ import torch
 
 from snn_compile.hw_sim.int_reference import (GraphPlan, _as_long, input_frames,
                                               plan_graph)
-from snn_compile.compiler.qgraph import DECAY_MAX, QGraph, QGraphError
+from snn_compile.compiler.qgraph import QGraph, check_streamable
 from snn_compile.errors import UserError
 from snn_compile.loihi import fixed_point as fx
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
+from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
 
 ENGINES = ("numpy", "torch")
 
@@ -51,52 +52,6 @@ def default_engine(device) -> str:
     """The emulator engine a device gets unless one is named: numpy (event-driven) on the
     CPU, torch (stacked, CUDA graphs) elsewhere."""
     return "numpy" if torch.device(device).type == "cpu" else "torch"
-
-
-def check_streamable(qgraph: QGraph) -> None:
-    """Raise ``QGraphError`` unless global time provably equals token time.
-
-    Outside its token's T steps every population must output zero (so nothing
-    leaks into the next window): LIFs need ``du = 4095`` (no synaptic current
-    left over) and zero bias; a population is silent when its inputs are,
-    except ``accum`` (it holds the memory) and ``prod``, which is silent when
-    either port is; an ``accum`` must integrate a silent input. A ``single_window`` graph
-    (one sample per reset, foreign graphs) has no next token to leak into: nothing to
-    check (its biases before the window: ``quantize_foreign._pre_window_biases``).
-    """
-    if qgraph.single_window:
-        return
-    errs = []
-    silent: Dict[str, bool] = {}
-    for name in qgraph.order():
-        p = qgraph.pop(name)
-        if p.kind == "input":
-            silent[name] = True
-            continue
-        by_port: Dict[str, bool] = {}
-        for s in qgraph.incoming(name):
-            by_port[s.port] = by_port.get(s.port, True) and silent[s.src]
-        if p.kind == "lif":
-            if p.du != DECAY_MAX:
-                errs.append(f"{name}: du={p.du} leaves synaptic current after the token; need "
-                            f"{DECAY_MAX}")
-            if p.has_bias:
-                errs.append(f"{name}: bias {p.bias_mant} makes it fire between tokens; need 0")
-            silent[name] = all(by_port.values())
-        elif p.kind == "prod":
-            silent[name] = any(by_port.values())
-        elif p.kind == "graded":
-            silent[name] = all(by_port.values())
-        else:
-            silent[name] = False
-            if not all(by_port.values()):
-                errs.append(f"{name}: accum integrates an input that is not silent between tokens")
-        if p.kind in ("lif", "graded") and not silent[name]:
-            errs.append(f"{name}: fed by a population that is active between tokens "
-                        "(an accum must be gated by a prod)")
-    if errs:
-        raise QGraphError("the pipelined (global-time) run would differ from token time:\n  "
-                          + "\n  ".join(errs))
 
 
 @dataclass
@@ -1181,7 +1136,6 @@ class EmulatorBackend:
     def activity(self):
         """Counts (``probes.Activity``) of every step of the windows fed since ``reset``,
         from the emulator's global-time record (drain steps included)."""
-        from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
 
         if not self.probes:
             raise UserError("this backend was made without probes; pass probes=True")

@@ -23,7 +23,7 @@ them. The counts here cover every step of every window, as the run executed it:
     active_x[n, s] = events_x[n, s]; idle_x = size_x - active_x   (inputs: 0, the host)
 
 Outside its token steps a population of a streamable graph
-(``emulator.check_streamable``) outputs zero, except an ``accum``: it holds its
+(``qgraph.check_streamable``) outputs zero, except an ``accum``: it holds its
 memory (or decays it) and sends it at every step. ``window_frames_from_token_time``
 rebuilds the frames of every step from token-time outputs on that ground (the
 integer reference), ``window_frames_from_global`` cuts a global-time record (the
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
-from snn_compile.hw_sim.emulator import check_streamable
+from snn_compile.compiler.qgraph import check_streamable
 from snn_compile.loihi.fixed_point import accum_step
 
 GRADED_KINDS = ("prod", "graded", "accum")
@@ -221,7 +221,7 @@ def frames_from_token_time(qgraph, name: str, o: np.ndarray) -> np.ndarray:
     Token step (n, t) sits at global step ``n*W + t + depth``; every other step is zero,
     except for an ``accum`` after its first token step: there it repeats its memory
     step without input, ``x = accum_step(x, None, decay, decay_exp)`` (held, or decayed).
-    Valid for streamable graphs (``emulator.check_streamable``; the caller checks)."""
+    Valid for streamable graphs (``qgraph.check_streamable``; the caller checks)."""
 
     pop = qgraph.pop(name)
     T, W = qgraph.steps_per_token, qgraph.window

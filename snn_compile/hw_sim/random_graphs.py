@@ -181,7 +181,7 @@ def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8
     graph's structure and weights do not depend on it).
 
     Rules that keep the global-time run equal to the token-time run (see
-    ``snn_compile.hw_sim.emulator.check_streamable``): every population except
+    ``snn_compile.compiler.qgraph.check_streamable``): every population except
     ``accum`` is silent when its inputs are; ``accum`` (never silent) feeds
     only ``a_in1`` of a ``prod`` whose ``a_in2`` is silent; an accum's input is
     silent. Delays come from paths of different lengths.
