@@ -27,10 +27,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from snn_compile.errors import exits_on_user_error
 from snn_compile.compiler.pipeline import load_qgraph
 from snn_compile.data import validation_ids
-from snn_compile.errors import atomic_path, check_output_file, UserError
+from snn_compile.errors import UserError, atomic_path, check_output_file, exits_on_user_error
 from snn_compile.hw_sim.int_reference import run_token_time
 from snn_compile.models.checkpoint import load_checkpoint
 from snn_compile.models.fold import fold

@@ -18,8 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from snn_compile.errors import exits_on_user_error
-from snn_compile.errors import UserError
+from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.models.checkpoint import load_checkpoint
 from snn_compile.models.train import prepare_data
 

@@ -34,17 +34,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from snn_compile.benchmarks import energy, theory
-from snn_compile.benchmarks.report import to_jsonable
+from snn_compile.benchmarks import energy, plots, theory
+from snn_compile.benchmarks.report import to_jsonable, write_bundle
+from snn_compile.benchmarks.theory import model_shape
+from snn_compile.data import sequential_blocks
 from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.models.assets import resolve_checkpoint
-from snn_compile.benchmarks import plots
-from snn_compile.benchmarks.theory import model_shape
-from snn_compile.benchmarks.report import write_bundle
-from snn_compile.data import sequential_blocks
 from snn_compile.models.checkpoint import load_checkpoint
-from snn_compile.models.encodings import (apply_encoding, DEFAULT_THRESHOLD, make_encoding,
-                                          NON_SPIKING)
+from snn_compile.models.encodings import (DEFAULT_THRESHOLD, NON_SPIKING, apply_encoding,
+                                          make_encoding)
 from snn_compile.models.train import evaluate, prepare_data
 
 DEFAULT_TOKENS = 16384

@@ -23,15 +23,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from snn_compile.benchmarks import energy, measure, sensitivity, theory
-from snn_compile.errors import UserError
-from snn_compile.benchmarks import plots, report, variants
+from snn_compile.benchmarks import energy, measure, plots, report, sensitivity, theory, variants
 from snn_compile.benchmarks.theory import model_shape
 from snn_compile.compiler import resources
 from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir, require_decoder
 from snn_compile.compiler.pipeline import calibration_tokens
 from snn_compile.compiler.quantize import quantize_decoder
 from snn_compile.data import check_oov, load_corpus, train_val_split, validation_ids
+from snn_compile.errors import UserError
 from snn_compile.export.nir_io import read_nir
 from snn_compile.hw_sim import probes
 from snn_compile.hw_sim.emulator import EmulatorBackend

@@ -25,12 +25,12 @@ import time
 
 import numpy as np
 
-from snn_compile.errors import UserError, atomic_path, exits_on_user_error
 from snn_compile.benchmarks import theory
 from snn_compile.benchmarks.harness import _torch_spikes
 from snn_compile.benchmarks.theory import model_shape
 from snn_compile.compiler.pipeline import load_qgraph
 from snn_compile.compiler.resources import resource_report
+from snn_compile.errors import UserError, atomic_path, exits_on_user_error
 from snn_compile.hw_sim.emulator import EmulatorBackend
 from snn_compile.hw_sim.lava_runner import measure_speed
 from snn_compile.models.checkpoint import load_checkpoint

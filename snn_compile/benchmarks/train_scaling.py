@@ -42,8 +42,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from snn_compile.errors import UserError, atomic_path, exits_on_user_error
 from snn_compile.data import random_batch, tokenizer_from_dict
+from snn_compile.errors import UserError, atomic_path, exits_on_user_error
 from snn_compile.models import distributed
 from snn_compile.models.checkpoint import build_model, load_raw
 from snn_compile.models.config import MODEL_KINDS, ModelConfig

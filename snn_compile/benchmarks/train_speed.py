@@ -44,9 +44,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.data import tokenizer_from_dict
 from snn_compile.data.batching import random_batch
+from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.models import kernels
 from snn_compile.models.checkpoint import build_model, load_raw
 from snn_compile.models.config import ModelConfig

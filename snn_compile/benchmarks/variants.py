@@ -22,12 +22,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from snn_compile.benchmarks import energy, theory
-from snn_compile.errors import exits_on_user_error
-from snn_compile.benchmarks import plots
-from snn_compile.benchmarks.theory import model_shape
+from snn_compile.benchmarks import energy, plots, theory
 from snn_compile.benchmarks.report import write_bundle
+from snn_compile.benchmarks.theory import model_shape
 from snn_compile.data import sequential_blocks
+from snn_compile.errors import exits_on_user_error
 from snn_compile.models.checkpoint import load_checkpoint
 from snn_compile.models.train import prepare_data
 

@@ -16,13 +16,13 @@ import json
 
 import numpy as np
 
+from snn_compile.data import tokenizer_from_dict
 from snn_compile.errors import UserError
 from snn_compile.export.extensions import CausalSpikeAttention
 from snn_compile.export.interpreter import DEFAULT_DT, _coef
 from snn_compile.export.nir_io import NIRGraphError, flatten, node_type, validate
 from snn_compile.models.fold import (BLOCK_POPS, STREAM_POPS, FoldedBlock, FoldedDecoder,
                                      FoldedStreamBlock, FoldedStreamDecoder)
-from snn_compile.data import tokenizer_from_dict
 
 
 def is_decoder_graph(graph) -> bool:

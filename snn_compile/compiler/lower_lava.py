@@ -42,9 +42,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from snn_compile.compiler import merge as M
 from snn_compile.compiler.qgraph import GRADED_MESSAGE_BITS, QGraph, QGraphError
 from snn_compile.errors import UserError
-from snn_compile.compiler import merge as M
 from snn_compile.loihi.fixed_point import is_lava_legal
 
 # A *graded* synapse becomes Lava's ``Sparse`` when at most this fraction of its

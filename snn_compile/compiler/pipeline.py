@@ -10,11 +10,11 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import QGraph, QGraphError
-from snn_compile.errors import UserError
 from snn_compile.compiler.from_nir import decoder_tokenizer, folded_from_nir, require_decoder
+from snn_compile.compiler.qgraph import QGraph, QGraphError
 from snn_compile.compiler.quantize import quantize_decoder
 from snn_compile.data import load_corpus, tokenizer_from_dict, train_val_split
+from snn_compile.errors import UserError
 from snn_compile.export.nir_io import read_nir
 from snn_compile.export.to_nir import export_model
 from snn_compile.models.checkpoint import load_checkpoint

@@ -34,9 +34,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import (DECAY_MAX, DELAY_MAX, WEIGHT_EXP_RANGE, Accum,
-                                         assign_depths, Graded, Input, Lif, Population, Prod,
-                                         QGraph, Synapse)
+from snn_compile.compiler.qgraph import (DECAY_MAX, DELAY_MAX, WEIGHT_EXP_RANGE, Accum, Graded,
+                                         Input, Lif, Population, Prod, QGraph, Synapse,
+                                         assign_depths)
 from snn_compile.errors import UserError
 from snn_compile.loihi.limits import INPUT_LIMIT, MANTISSA_MAX, PAYLOAD_MAX
 from snn_compile.models.config import DECAY_EXP

@@ -55,17 +55,16 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import (DECAY_MAX, Accum, assign_depths, Graded, Input, Lif,
-                                         Population, QGraph, Synapse)
+from snn_compile.compiler.from_nir import folded_from_nir, is_decoder_graph
+from snn_compile.compiler.qgraph import (DECAY_MAX, Accum, Graded, Input, Lif, Population, QGraph,
+                                         QGraphError, Synapse, assign_depths)
 from snn_compile.compiler.quantize import (A_IN_TARGET, K_MAX_LOG2, QuantReport, SynapseStats,
                                            beta_to_dv, lava_synapse, pow2_grid, scale_for)
 from snn_compile.errors import UserError
 from snn_compile.export.interpreter import DEFAULT_DT, NIRInterpreter, _coef
 from snn_compile.export.nir_io import (CONVOLUTIONS, FlatGraph, NIRGraphError, flatten,
-                                       linear_form, node_type, recurrent_edges, validate)
-from snn_compile.compiler.from_nir import folded_from_nir, is_decoder_graph
-from snn_compile.compiler.qgraph import QGraphError
-from snn_compile.export.nir_io import out_size
+                                       linear_form, node_type, out_size, recurrent_edges,
+                                       validate)
 from snn_compile.loihi.fixed_point import bias_fires_from_rest
 
 SPIKING = ("LIF", "IF", "CubaLIF")          # -> lif populations (Lava LIF)

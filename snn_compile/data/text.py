@@ -17,9 +17,9 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from snn_compile.errors import UserError
 from snn_compile.data.batching import train_val_split
 from snn_compile.data.corpus import load_corpus
+from snn_compile.errors import UserError
 
 OOV_POLICIES = ("unk", "error")
 DEFAULT_OOV = "unk"

@@ -37,13 +37,12 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from snn_compile.hw_sim.int_reference import (GraphPlan, _as_long, input_frames,
-                                              plan_graph)
 from snn_compile.compiler.qgraph import QGraph, check_streamable
 from snn_compile.errors import UserError
-from snn_compile.loihi import fixed_point as fx
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
+from snn_compile.hw_sim.int_reference import GraphPlan, _as_long, input_frames, plan_graph
 from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
+from snn_compile.loihi import fixed_point as fx
 
 ENGINES = ("numpy", "torch")
 

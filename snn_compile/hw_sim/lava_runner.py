@@ -24,10 +24,10 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import QGraph
-from snn_compile.errors import UserError
 from snn_compile.compiler.lower_lava import lower
 from snn_compile.compiler.pipeline import load_qgraph
+from snn_compile.compiler.qgraph import QGraph
+from snn_compile.errors import UserError
 from snn_compile.hw_sim.int_reference import input_frames, run_token_time
 from snn_compile.hw_sim.loihi2 import run_config
 from snn_compile.hw_sim.probes import Activity, count_windows

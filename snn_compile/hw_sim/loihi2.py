@@ -8,8 +8,8 @@ checks for it the way Lava itself does.
 
 from __future__ import annotations
 
-from snn_compile.errors import UserError
 from snn_compile.compiler.lower_lava import io_model_map
+from snn_compile.errors import UserError
 
 NOT_AVAILABLE = ("the loihi2 backend needs Intel's lava-loihi package and a Loihi 2 system "
                  "(neither is installed here); use --backend lava-sim to run the "

@@ -17,8 +17,8 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import (VTH_MAX, Accum, assign_depths, Graded,
-                                         Input, Lif, Population, Prod, QGraph, Synapse)
+from snn_compile.compiler.qgraph import (VTH_MAX, Accum, Graded, Input, Lif, Population, Prod,
+                                         QGraph, Synapse, assign_depths)
 from snn_compile.compiler.quantize import attention_indices, replication
 from snn_compile.hw_sim.int_reference import compute_population, input_frames, plan_graph
 from snn_compile.loihi.fixed_point import LifParams

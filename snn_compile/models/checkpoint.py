@@ -29,8 +29,8 @@ import torch
 
 from snn_compile.data import tokenizer_from_dict
 from snn_compile.errors import UserError, atomic_path
-from snn_compile.models.config import ModelConfig
 from snn_compile.models.ann import ANNDecoder
+from snn_compile.models.config import ModelConfig
 from snn_compile.models.partial import PartialDecoder
 from snn_compile.models.spikedecoder import SpikeDecoder
 

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from snn_compile.errors import UserError
-from snn_compile.models.spikedecoder import (SpikeDecoder, causal_spike_attention,
-                                              shift_current)
 from snn_compile.models.config import ModelConfig
-from snn_compile.models.spikedecoder import retention
+from snn_compile.models.spikedecoder import (SpikeDecoder, causal_spike_attention, retention,
+                                             shift_current)
 from snn_compile.models.surrogate import fake_quant
 
 BLOCK_POPS = ("qkv", "attn", "mid", "ff", "out")

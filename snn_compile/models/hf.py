@@ -27,9 +27,9 @@ from typing import Iterable, List, Optional
 import numpy as np
 import torch
 
+from snn_compile.data.corpus import load_corpus
 from snn_compile.errors import UserError
 from snn_compile.models.encodings import EncodedModel, apply_encoding, make_encoding
-from snn_compile.data.corpus import load_corpus
 from snn_compile.models.sampling import TorchBackend
 
 HF_HINT = "install the [hf] extra: pip install -e .[hf]"

@@ -30,13 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from snn_compile.data import (check_corpus_length, load_corpus, make_tokenizer, random_batch,
-                              sequential_blocks, train_val_split)
+                              sequential_blocks, tokenizer_from_dict, train_val_split)
 from snn_compile.errors import UserError
-from snn_compile.models.checkpoint import build_model, load_raw, save_checkpoint
 from snn_compile.models import distributed
+from snn_compile.models.checkpoint import build_model, load_raw, save_checkpoint
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.spikedecoder import is_spike_record
-from snn_compile.data import tokenizer_from_dict
 
 
 @dataclass
