@@ -641,15 +641,7 @@ class Emulator:
                 y = src[idx] if isinstance(idx, slice) else src.index_select(0, idx)
                 plain = val is None and lsh is None and rsh is None and not inner
                 if not (plain and mode == "set" and sl is not None):
-                    y = y.to(torch.int64)
-                    if val is not None:
-                        y = y * val
-                    if inner:
-                        y = fx.wrap32(y)
-                    if lsh is not None:
-                        y = y << lsh
-                    if rsh is not None:
-                        y = y >> rsh
+                    y = _gathered(y, val, lsh, rsh, inner)
                 _write(A, y, sl, mode, didx)
             elif kind == "dense":
                 _, _, w, inner, e, outs = op
@@ -710,25 +702,12 @@ class Emulator:
                 a = A[ps]
                 if fast and store_u:
                     self.u[ls].copy_(a).mul_(1 << fx.ACT_SHIFT)
-                if fast and fused:
-                    _run("lif", True, self.v[ls], X[xs], a, prm.fv, prm.vth6)
-                    continue
                 if fast:                 # u = a << 6; v = clip(decay(v) + u); no wraps
-                    v = self.v[ls]
-                    fv = prm.fv
-                    if torch.is_tensor(fv) or fv != fx.DECAY_UNITY:
-                        if not torch.is_tensor(fv) and fv == 0:
-                            v.zero_()
-                        else:
-                            v.mul_(fv).div_(fx.DECAY_UNITY, rounding_mode="trunc")
-                    v.add_(a, alpha=1 << fx.ACT_SHIFT)
-                    v.clamp_(-(fx.STATE_MAX - 1), fx.STATE_MAX - 1)
-                    s = v > prm.vth6
-                    v.masked_fill_(s, 0)
-                else:
-                    s, u, v = fx.lif_step(a, self.u[ls], self.v[ls], prm)
-                    self.u[ls].copy_(u)
-                    self.v[ls].copy_(v)
+                    _run("lif", fused, self.v[ls], X[xs], a, prm.fv, prm.vth6)
+                    continue
+                s, u, v = fx.lif_step(a, self.u[ls], self.v[ls], prm)
+                self.u[ls].copy_(u)
+                self.v[ls].copy_(v)
                 X[xs].copy_(s)
             elif kind == "prod":
                 _, xs, p1, p2, exp, vth, wrap = op
@@ -962,15 +941,18 @@ def _k_prod(out, a1, a2, exp, vth, wrap: bool):
 
 
 def _k_lif(v, out, a, fv, vth6):
-    """LIF without leaky current, bias or wraps: v = clip(decay(v) + (a << 6)), spikes."""
-    vv = (fx.decay(v, fv) + (a << fx.ACT_SHIFT)).clamp(-(fx.STATE_MAX - 1), fx.STATE_MAX - 1)
-    s = vv > vth6
-    v.copy_(vv.masked_fill(s, 0))
+    """``fixed_point.lif_step`` of a LIF without leaky current, bias or wraps (``u`` is
+    then ``a << 6``, not kept): v = clip(decay(v) + (a << 6)), spikes."""
+    s, _, vv = fx.lif_step(a, None, v, fx.LifParams(0, fv, vth6, 0, False, False, False))
+    v.copy_(vv)
     out.copy_(s)
 
 
-def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
-    y = src.index_select(0, idx).to(torch.int64)
+def _gathered(y, val, lsh, rsh, inner: bool):
+    """Gathered source values (one weight per row) as a synapse delivers them: int64,
+    times the row's weight, int32-wrapped if the product may leave int32, shifted by the
+    row's weight exponent."""
+    y = y.to(torch.int64)
     if val is not None:
         y = y * val
     if inner:
@@ -979,6 +961,11 @@ def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
         y = y << lsh
     if rsh is not None:
         y = y >> rsh
+    return y
+
+
+def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
+    y = _gathered(src.index_select(0, idx), val, lsh, rsh, inner)
     if add:
         out.add_(y)
     else:
