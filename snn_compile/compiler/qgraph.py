@@ -193,26 +193,21 @@ def population(name: str, kind: str, size: int, **params) -> Population:
 
 def population_from_dict(d: dict) -> Population:
     """A population from its saved fields (``kind`` names the class). Files before
-    version 5 hold every kind's fields: those of other kinds must be at their defaults."""
+    version 5 hold every kind's fields: those of other kinds are dropped (no executor read
+    them), except a non-zero ``decay``, which only an accum can hold."""
     d = dict(d)
-    kind = d.pop("kind", None)
-    cls = POPULATION_TYPES.get(kind)
-    if cls is None:
-        raise QGraphError(f"population {d.get('name')!r}: unknown kind {kind!r} (kinds: "
-                          f"{', '.join(POP_KINDS)})")
-    own = {f.name for f in fields(cls)}
-    foreign = {k: v for k, v in d.items() if k not in own}
-    defaults = {"du": DECAY_MAX, "dv": 0, "vth": 0, "bias_mant": 0, "bias_exp": 0, "exp": 0,
-                "reset_each_token": True, "decay": [], "decay_exp": DECAY_EXP}
-    for k, v in foreign.items():
-        if k not in defaults:
-            raise QGraphError(f"population {d.get('name')!r}: unknown field {k!r}")
-        if k == "decay" and any(v):
-            raise QGraphError(f"population {d.get('name')}: decay is defined for accum "
+    kind, name, size = d.pop("kind", None), d.pop("name", None), d.pop("size", None)
+    own = {f.name for f in fields(POPULATION_TYPES[kind])} if kind in POPULATION_TYPES else set()
+    known = {f.name for c in POPULATION_TYPES.values() for f in fields(c)}
+    for k, v in d.items():
+        if k not in known:
+            raise QGraphError(f"population {name!r}: unknown field {k!r}")
+        if k == "decay" and k not in own and any(v):
+            raise QGraphError(f"population {name}: decay is defined for accum "
                               f"populations only, not {kind}")
     if "decay" in own:
         d["decay"] = [int(x) for x in d.get("decay", [])]
-    return cls(**{k: v for k, v in d.items() if k in own})
+    return population(name, kind, size, **{k: v for k, v in d.items() if k in own})
 
 
 @dataclass
