@@ -283,8 +283,6 @@ def _lower_merged(q: QGraph, probe: bool, sparse: bool,
     loop, a reader of an accum, a token-shift synapse or a part of a delay line that
     carries one, and ``u, v`` of LIFs without per-token reset.
     """
-    import torch
-
     from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.graded.process import GradedVec
     from lava.proc.io.extractor import Extractor
@@ -292,7 +290,6 @@ def _lower_merged(q: QGraph, probe: bool, sparse: bool,
     from lava.proc.lif.process import LIF, LIFReset
     from lava.proc.prodneuron.process import ProdNeuron
     from lava.proc.sparse.process import DelaySparse, Sparse
-
 
     W = q.window
     buf = max(W, 1) + 1
@@ -331,7 +328,7 @@ def _lower_merged(q: QGraph, probe: bool, sparse: bool,
         m.sum_duplicates()
         zeros = m.nnz < rows * cols
         vals = np.append(m.data, 0) if zeros else m.data
-        if not is_lava_legal(torch.from_numpy(vals.astype(np.int64))):
+        if not is_lava_legal(vals.astype(np.int64)):
             raise QGraphError(f"merged matrix {b.name} would be changed by Lava's weight "
                               "rules (please report this)")
         bits = GRADED_MESSAGE_BITS if b.graded else 0
