@@ -655,6 +655,12 @@ class Emulator:
                 if src.dtype != torch.float64:
                     src = src.to(torch.float64)
                 y = w @ src
+                if fused:             # the int64 conversion, wrap, shift and write: one kernel
+                    for o0, o1, pre2, sl, mode in outs:
+                        for s in pre2:
+                            A[s].zero_()
+                        _run("dense", True, A[sl], y[o0:o1], inner, e, mode == "add")
+                    continue
                 if inner or e or len(outs) > 1 or outs[0][4] == "add":
                     y = y.to(torch.int64)
                     if inner:
@@ -972,12 +978,25 @@ def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
         out.copy_(y)
 
 
+def _k_dense(out, y, inner: bool, e: int, add: bool):
+    """A float64 matmul's rows (exact integers) as its synapses deliver them: int64,
+    int32-wrapped where the sum may leave int32, shifted by the weight exponent."""
+    z = y.to(torch.int64)
+    if inner:
+        z = fx.wrap32(z)
+    z = fx.shift(z, e)
+    if add:
+        out.add_(z)
+    else:
+        out.copy_(z)
+
+
 def _k_wrap(a):
     a.copy_(fx.wrap32(a))
 
 
 _KERNELS = {"accum": _k_accum, "prod": _k_prod, "lif": _k_lif, "gather": _k_gather,
-            "wrap": _k_wrap}
+            "dense": _k_dense, "wrap": _k_wrap}
 _COMPILED: Dict[str, object] = {}
 
 
