@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snn_compile.hw_sim.int_reference import run_token_time
-from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.hw_sim.emulator import Emulator
 
 
@@ -203,3 +203,22 @@ def test_fused_dense_epilogue_equals_reference(shifted):
         plain.step_token(tokens[:, n])
         assert torch.equal(fused.A, plain.A) and torch.equal(fused.X, plain.X), n
     assert torch.equal(torch.stack(sums, 1), ref.logits_int)
+
+
+def test_fused_general_lif_equals_unfused_every_step():
+    """LIFs whose static bounds leave wraps (or a leaky current, or a bias) take the whole
+    ``fixed_point.lif_step``; ``fused`` runs it as one kernel (with u, v and the spikes
+    written in place): outputs and u, v equal the unfused engine's at every step."""
+    q = random_dag_qgraph(1, n_pops=8)
+    tokens = torch.randint(0, 8, (4, 5), generator=torch.Generator().manual_seed(4))
+    fused = Emulator(q, batch=4, engine="torch", fused=True, event_driven=False)
+    plain = Emulator(q, batch=4, engine="torch", fused=False, event_driven=False)
+    general = [op for plan in fused._plan_for(0) for op in plan["neurons"]
+               if op[0] == "lif" and not op[6]]
+    assert general
+    for n in range(tokens.shape[1]):
+        assert torch.equal(fused.step_token(tokens[:, n]), plain.step_token(tokens[:, n]))
+        assert torch.equal(fused.u, plain.u) and torch.equal(fused.v, plain.v), n
+        assert torch.equal(fused.X, plain.X), n
+    assert torch.equal(fused.run_sequence(tokens).logits_int,
+                       run_token_time(q, tokens).logits_int)

@@ -31,6 +31,7 @@ import numpy as np
 
 from snn_compile.benchmarks import energy
 from snn_compile.benchmarks.energy import ExecutedCounts, LoihiCounts, loihi_energy_pj
+from snn_compile.compiler.qgraph import graded_kinds
 from snn_compile.compiler.resources import LOIHI1_NEURONS_PER_CORE, resource_report
 from snn_compile.hw_sim.probes import Activity, activity_from_token_time
 
@@ -234,7 +235,7 @@ def summary(counts: List[PopulationCounts], mean_hops: float = 1.0,
                                  "spikes": sum(float(c.outputs.mean()) for c in counts
                                                if c.kind in ("lif", "input")),
                                  "graded_messages": sum(float(c.outputs.mean()) for c in counts
-                                                        if c.kind in ("prod", "graded", "accum")),
+                                                        if c.kind in graded_kinds()),
                                  **{k: totals[k] for k in ("synops_binary", "synops_graded",
                                                            "payload_bits", "significant_bits",
                                                            "products")}},

@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from snn_compile.compiler.qgraph import graded_kinds
+
 
 def _plt():
     import matplotlib
@@ -236,7 +238,7 @@ def window_raster(raster: dict, path: str, title: str = "") -> None:
         for sidx in np.nonzero(tok)[0]:
             ax.fill_between([sidx - 0.5, sidx + 0.5], b, b + 1, color="#fff2cc", lw=0, zorder=0)
         st, i = np.nonzero(a)
-        graded = raster["kind"][name] in ("prod", "graded", "accum")
+        graded = raster["kind"][name] in graded_kinds()
         ax.scatter(st, b + 0.05 + 0.9 * (i + 0.5) / size, s=2, marker="|",
                    color="tab:blue" if graded else "black", lw=0.6, zorder=2)
         ax.axhline(b, color="0.8", lw=0.4)

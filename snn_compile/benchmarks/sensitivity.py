@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence
 
 from snn_compile.benchmarks import energy, measure
+from snn_compile.compiler.qgraph import graded_kinds
 
 
 def _loihi_total(counts, prices, steps="all", skip_kinds=()) -> float:
@@ -74,7 +75,7 @@ def table(counts: List[measure.PopulationCounts], snn_rows: Sequence, ann_rows: 
               d0 + static_pj["low"], d0 + static_pj["high"],
               "Loihi 1 cores x P_core x t_low -> chips x P_chip x t_high")
     loihi_row("graded-kind neuron updates", 0.0, 1.0,
-              _loihi_total(counts, c0, skip_kinds=("prod", "graded", "accum"))
+              _loihi_total(counts, c0, skip_kinds=graded_kinds())
               + static_pj["central"], dyn(c0),
               "prod/graded/accum updates free (hypothetical) -> costed as LIF updates")
     loihi_row("steps per token", "T", "T + depth",

@@ -28,7 +28,7 @@ import numpy as np
 
 from snn_compile.loihi.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,  # noqa: F401
                                       INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
-from snn_compile.loihi.fixed_point import lava_legal_weights
+from snn_compile.loihi.fixed_point import ELEMENTWISE, lava_legal_weights
 from snn_compile.models.config import DECAY_EXP
 from snn_compile.errors import atomic_path
 
@@ -135,6 +135,13 @@ class Prod(Population):
     ports: ClassVar[Tuple[str, ...]] = ("a_in1", "a_in2")
     graded: ClassVar[bool] = True
 
+    def errors(self) -> List[str]:
+        errs = super().errors()
+        if self.exp < 0:
+            errs.append(f"population {self.name}: ProdNeuron exp {self.exp} must be >= 0 "
+                        "(it is a right shift)")
+        return errs
+
 
 @dataclass
 class Graded(Population):
@@ -176,6 +183,17 @@ class Accum(Population):
 POPULATION_TYPES: Dict[str, type] = {c.kind: c for c in (Input, Lif, Prod, Graded, Accum)}
 POP_KINDS = tuple(POPULATION_TYPES)
 PORTS = {k: c.ports for k, c in POPULATION_TYPES.items()}
+
+
+def graded_kinds() -> Tuple[str, ...]:
+    """The kinds whose outputs are integer payloads (24-bit graded messages); the others
+    send 1-bit spikes (``input``: whatever frames the host injects)."""
+    return tuple(k for k, c in POPULATION_TYPES.items() if c.graded)
+
+
+def spiking_kinds() -> Tuple[str, ...]:
+    """The neuron kinds that send 1-bit spikes (``lif``)."""
+    return tuple(k for k, c in POPULATION_TYPES.items() if not c.graded and k != "input")
 
 
 def population(name: str, kind: str, size: int, **params) -> Population:
@@ -320,7 +338,7 @@ class QGraph:
                 errs.append(f"synapse {s.name}: weight_exp {s.weight_exp} outside {WEIGHT_EXP_RANGE}")
             if not (0 <= s.delay <= DELAY_MAX):
                 errs.append(f"synapse {s.name}: delay {s.delay} outside 0..{DELAY_MAX}")
-            if s.graded != (src.kind in ("prod", "graded", "accum")):
+            if s.graded != src.graded:
                 errs.append(f"synapse {s.name}: graded={s.graded} but source kind is {src.kind}")
             if s.token_lag < 0 or s.step_lag < 0:
                 errs.append(f"synapse {s.name}: a negative token or step lag reads the future")
@@ -411,8 +429,8 @@ def check_streamable(qgraph: "QGraph") -> None:
     Outside its token's T steps every population must output zero (so nothing
     leaks into the next window): LIFs need ``du = 4095`` (no synaptic current
     left over) and zero bias; a population is silent when its inputs are,
-    except ``accum`` (it holds the memory) and ``prod``, which is silent when
-    either port is; an ``accum`` must integrate a silent input. A ``single_window`` graph
+    except ``accum`` (it holds the memory) and a stateless kind that needs every port
+    (``fixed_point.ELEMENTWISE``: ``prod``), which is silent when either port is; an ``accum`` must integrate a silent input. A ``single_window`` graph
     (one sample per reset, foreign graphs) has no next token to leak into: nothing to
     check (its biases before the window: ``quantize_foreign._pre_window_biases``).
     """
@@ -425,6 +443,7 @@ def check_streamable(qgraph: "QGraph") -> None:
         if p.kind == "input":
             silent[name] = True
             continue
+        rule = ELEMENTWISE.get(p.kind)
         by_port: Dict[str, bool] = {}
         for s in qgraph.incoming(name):
             by_port[s.port] = by_port.get(s.port, True) and silent[s.src]
@@ -435,15 +454,15 @@ def check_streamable(qgraph: "QGraph") -> None:
             if p.has_bias:
                 errs.append(f"{name}: bias {p.bias_mant} makes it fire between tokens; need 0")
             silent[name] = all(by_port.values())
-        elif p.kind == "prod":
-            silent[name] = any(by_port.values())
-        elif p.kind == "graded":
-            silent[name] = all(by_port.values())
+        elif rule is not None:       # a stateless kind: silent when its (or one) port is
+            silent[name] = any(by_port.values()) if rule.needs_all_ports else \
+                all(by_port.values())
         else:
             silent[name] = False
             if not all(by_port.values()):
                 errs.append(f"{name}: accum integrates an input that is not silent between tokens")
-        if p.kind in ("lif", "graded") and not silent[name]:
+        if (p.kind == "lif" or (rule is not None and not rule.needs_all_ports)) \
+                and not silent[name]:
             errs.append(f"{name}: fed by a population that is active between tokens "
                         "(an accum must be gated by a prod)")
     if errs:

@@ -30,9 +30,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import QGraph, Synapse, accum_state_bound
+from snn_compile.compiler.qgraph import QGraph, QGraphError, Synapse, accum_state_bound
 from snn_compile.errors import UserError
-from snn_compile.loihi.fixed_point import LifParams, lif_step, shift
+from snn_compile.loihi.fixed_point import ELEMENTWISE, I32, LifParams, lif_step, shift
 from snn_compile.loihi.limits import (CORES_PER_CHIP, DELAY_BITS, INPUT_BITS,  # noqa: F401
                                       NEURONS_PER_CHIP, NEURONS_PER_CORE, PROD_BITS, STATE_MAX,
                                       SYNAPSES_PER_CHIP, SYNAPTIC_BITS_PER_CORE, WEIGHT_BITS)
@@ -235,11 +235,12 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
             r.update(product_bound=prod, out_bound=prod >> p.exp, state_limit=limit)
             r["fits"] = prod < 2 ** (PROD_BITS - 1) and (prod >> p.exp) <= limit
             out_bound[name] = prod >> p.exp
-        elif p.kind == "graded":
-            r.update(out_bound=a, state_limit=limit)
-            r["fits"] = a <= limit
-            out_bound[name] = a
-        else:  # accum
+        elif p.kind in ELEMENTWISE:      # graded, or any other stateless kind
+            ob = ELEMENTWISE[p.kind].bound([a_bound.get(port, 0) for port in p.ports])
+            r.update(out_bound=ob, state_limit=limit)
+            r["fits"] = ob is not None and ob <= limit
+            out_bound[name] = I32 if ob is None else ob
+        elif p.kind == "accum":
             ob = accum_state_bound(p, a, steps)
             r.update(out_bound=ob, steps_assumed=steps, state_limit=limit)
             r["fits"] = ob <= limit
@@ -248,6 +249,9 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
                          decay_product_limit=2 ** (PROD_BITS - 1) - 1)
                 r["fits"] = r["fits"] and r["decay_product_bound"] <= r["decay_product_limit"]
             out_bound[name] = ob
+        else:
+            raise QGraphError(f"population {name}: kind {p.kind!r} has no range rule here "
+                              "(stateless kinds are read from fixed_point.ELEMENTWISE)")
         rep[name] = r
 
     if activity_or_outputs is not None:

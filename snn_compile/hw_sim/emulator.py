@@ -37,7 +37,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import QGraph, check_streamable
+from snn_compile.compiler.qgraph import POPULATION_TYPES, QGraph, QGraphError, check_streamable
 from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
 from snn_compile.hw_sim.int_reference import GraphPlan, _as_long, input_frames, plan_graph
@@ -65,8 +65,6 @@ class EmuRun:
     steps: int = 0
     window: int = 0
 
-
-KINDS = ("input", "lif", "prod", "graded", "accum")
 
 
 def _const(vals, dev):
@@ -165,16 +163,17 @@ class Emulator:
         """Rows, constants, activity sets, source histories and the per-residue schedules
         of the torch engine (class doc)."""
         qgraph, W = self.q, self.W
+        self.kinds = tuple(POPULATION_TYPES)       # input first; lif ... accum, new kinds
         # populations of one kind stacked in depth order: the ones a step computes are
         # mostly one contiguous run of rows
         pops = {k: sorted((qgraph.pop(n) for n in self.plan.order if qgraph.pop(n).kind == k),
-                          key=lambda p: p.depth) for k in KINDS}
+                          key=lambda p: p.depth) for k in self.kinds}
         self.pops_by_kind = pops
         # ---- output rows (X) and input-port rows (A), contiguous per kind
         self.xrows: Dict[str, slice] = {}
         self.kind_rows: Dict[str, slice] = {}
         r = 0
-        for k in KINDS:
+        for k in self.kinds:
             r0 = r
             for p in pops[k]:
                 self.xrows[p.name] = slice(r, r + p.size)
@@ -183,8 +182,8 @@ class Emulator:
         self.n_out = r
         self.prow: Dict[tuple, slice] = {}
         r = 0
-        for k, port in (("lif", "a_in"), ("prod", "a_in1"), ("prod", "a_in2"),
-                        ("graded", "a_in"), ("accum", "a_in")):
+        for k, port in ((k, port) for k in self.kinds if k != "input"
+                        for port in POPULATION_TYPES[k].ports):
             for p in pops[k]:
                 self.prow[(p.name, port)] = slice(r, r + p.size)
                 r += p.size
@@ -195,7 +194,7 @@ class Emulator:
         self.n_acc = self.kind_rows["accum"].stop - a0
         # ---- per-row neuron constants (sliced per run of computed rows)
         rowc: Dict[str, np.ndarray] = {}
-        for key in ("fu", "fv", "vth6", "bias", "pexp", "pvth", "gvth", "decay", "dexp"):
+        for key in ("fu", "fv", "vth6", "bias", "decay", "dexp"):
             rowc[key] = np.zeros(self.n_out, np.int64)
         self.lazy: Dict[str, bool] = {}
         for p in pops["lif"]:
@@ -208,11 +207,11 @@ class Emulator:
             # stays <= vth << 6 (emulator_numpy's lazy LIFs); needs vth >= 0
             self.lazy[p.name] = bool((rowc["fu"][xr] == 0).all() and (rowc["bias"][xr] == 0).all()
                                      and (rowc["vth6"][xr] >= 0).all())
-        for p in pops["prod"]:
-            rowc["pexp"][self.xrows[p.name]] = p.exp
-            rowc["pvth"][self.xrows[p.name]] = p.vth
-        for p in pops["graded"]:
-            rowc["gvth"][self.xrows[p.name]] = p.vth
+        for kind, rule in fx.ELEMENTWISE.items():      # the stateless kinds' fields
+            for f in rule.params:
+                rowc[f"{kind}.{f}"] = col = np.zeros(self.n_out, np.int64)
+                for p in pops.get(kind, ()):
+                    col[self.xrows[p.name]] = np.asarray(getattr(p, f), np.int64)
         for p in pops["accum"]:
             if p.decaying:
                 rowc["decay"][self.xrows[p.name]] = np.asarray(p.decay, np.int64)
@@ -242,8 +241,8 @@ class Emulator:
             kind = qgraph.pop(src).kind
             # exact narrow types: spikes are 0/1; graded outputs are int32-valued; injected
             # input frames are whatever the caller gave (kept in X's float64)
-            dt = torch.uint8 if kind == "lif" else torch.float64 if kind == "input" \
-                else torch.int32
+            dt = torch.float64 if kind == "input" else torch.int32 \
+                if POPULATION_TYPES[kind].graded else torch.uint8
             res = sorted(self.active[src])
             self.hist_meta[src] = (i, d + 1, {r: j for j, r in enumerate(res)}, dt)
         self._wcache: Dict[tuple, torch.Tensor] = {}
@@ -255,8 +254,9 @@ class Emulator:
         something non-zero; every step is one of its window's residues.
 
         input: the T injection steps; a synapse delivers its source's residues shifted by
-        1 + delay; lif (lazy: no input, no spike), graded: any port input; prod: both ports
-        (``0 * a = 0``); accum: every residue once any input arrives (it holds its value);
+        1 + delay; lif (lazy: no input, no spike): any port input; a stateless kind
+        (``fx.ELEMENTWISE``): any port's input, or every port's where it needs all (a
+        prod: ``0 * a = 0``); accum: every residue once any input arrives (it holds its value);
         a LIF that can fire without input (bias, leaky current, vth < 0): every residue.
         """
         q, W = self.q, self.W
@@ -274,8 +274,9 @@ class Emulator:
                 if p.kind == "input" or (p.kind == "lif" and not self.lazy[n]):
                     continue
                 ports = [self._port_active(n, port, act) for port in self.plan.ports[n]]
-                if p.kind == "prod":
-                    new = ports[0] & ports[1] if len(ports) == 2 else frozenset()
+                rule = fx.ELEMENTWISE.get(p.kind)
+                if rule is not None and rule.needs_all_ports:
+                    new = frozenset.intersection(*ports) if ports else frozenset()
                 elif p.kind == "accum":
                     new = ALL if any(ports) else frozenset()
                 else:
@@ -470,7 +471,7 @@ class Emulator:
         W, rc = self.W, self._rowc
         ops = []
         l0, a0 = self.kind_rows["lif"].start, self.kind_rows["accum"].start
-        for kind in ("lif", "prod", "graded", "accum"):
+        for kind in self.kinds[1:]:
             sel = [p for p in self.pops_by_kind[kind] if r in comp[p.name]]
             # accum runs: alike in being fed now and in the drain steps they catch up
             fed = {p.name: (kind != "accum" or self._fed(p.name, r),
@@ -492,18 +493,23 @@ class Emulator:
                             and prm.bias == 0 and not (prm.act_wrap or prm.u_wrap or prm.v_wrap))
                     ops.append(("lif", xs, self._prows(run, "a_in"), ls, resets, prm, fast,
                                 mode == 2 or not fast))
-                elif kind == "prod":
-                    ops.append(("prod", xs, self._prows(run, "a_in1"), self._prows(run, "a_in2"),
-                                c("pexp"), c("pvth"), any(self.plan.prod_wrap[p.name] for p in run)))
-                elif kind == "graded":
-                    ops.append(("graded", xs, self._prows(run, "a_in"), c("gvth")))
-                else:
+                elif kind in fx.ELEMENTWISE:
+                    rule = fx.ELEMENTWISE[kind]
+                    ports = POPULATION_TYPES[kind].ports
+                    ops.append(("elem", xs, kind, tuple(self._prows(run, pt) for pt in ports),
+                                tuple(c(f"{kind}.{f}") for f in rule.params),
+                                any(self.plan.elem_wrap[p.name] for p in run)))
+                elif kind == "accum":
                     ar = slice(xs.start - a0, xs.stop - a0)
                     dec = any(p.decaying for p in run)
                     ops.append(("accum", xs, self._prows(run, "a_in") if fed[run[0].name][0]
                                 else None, ar, fed[run[0].name][1],
                                 c("decay") if dec else None, c("dexp") if dec else 0,
                                 any(self.plan.accum_wrap[p.name] for p in run)))
+                else:
+                    raise QGraphError(f"population kind {kind!r} is stateful and the torch "
+                                      "engine has no schedule for it (fixed_point.ELEMENTWISE "
+                                      "holds the stateless kinds it runs generically)")
         return ops
 
     def _deferrable(self, name: str) -> bool:
@@ -711,16 +717,11 @@ class Emulator:
                 if fast:                 # u = a << 6; v = clip(decay(v) + u); no wraps
                     _run("lif", fused, self.v[ls], X[xs], a, prm.fv, prm.vth6)
                     continue
-                s, u, v = fx.lif_step(a, self.u[ls], self.v[ls], prm)
-                self.u[ls].copy_(u)
-                self.v[ls].copy_(v)
-                X[xs].copy_(s)
-            elif kind == "prod":
-                _, xs, p1, p2, exp, vth, wrap = op
-                _run("prod", fused, X[xs], A[p1], A[p2], exp, vth, wrap)
-            elif kind == "graded":
-                _, xs, ps, vth = op
-                X[xs].copy_(fx.graded_step(A[ps], vth))
+                _run("lif_full", fused, self.u[ls], self.v[ls], X[xs], a, prm.fu, prm.fv,
+                     prm.vth6, prm.bias, prm.act_wrap, prm.u_wrap, prm.v_wrap)
+            elif kind == "elem":                             # a stateless kind
+                _, xs, k, ps, params, wrap = op
+                _run(f"elem:{k}", fused, X[xs], wrap, params, *(A[p] for p in ps))
             else:
                 _, xs, ps, ar, behind, dec, dexp, wrap = op
                 acc = self.acc[ar]
@@ -942,14 +943,28 @@ def _k_accum(acc, out, a, dec, dexp, wrap: bool, behind: int):
     out.copy_(v)
 
 
-def _k_prod(out, a1, a2, exp, vth, wrap: bool):
-    out.copy_(fx.prod_step(a1, a2, exp, vth, wrap))
+def _k_elementwise(rule):
+    """The kernel of a stateless kind: ``out = update(ports, wrap, *params)``."""
+    def kernel(out, wrap: bool, params, *ports):
+        out.copy_(rule.update(list(ports), wrap, *params))
+    return kernel
 
 
 def _k_lif(v, out, a, fv, vth6):
     """``fixed_point.lif_step`` of a LIF without leaky current, bias or wraps (``u`` is
     then ``a << 6``, not kept): v = clip(decay(v) + (a << 6)), spikes."""
     s, _, vv = fx.lif_step(a, None, v, fx.LifParams(0, fv, vth6, 0, False, False, False))
+    v.copy_(vv)
+    out.copy_(s)
+
+
+def _k_lif_full(u, v, out, a, fu, fv, vth6, bias, act_wrap: bool, u_wrap: bool,
+                v_wrap: bool):
+    """``fixed_point.lif_step`` with every term (leaky current, bias, the wraps its flags
+    ask for): u, v and the spikes written in place."""
+    s, uu, vv = fx.lif_step(a, u, v, fx.LifParams(fu, fv, vth6, bias, act_wrap, u_wrap,
+                                                  v_wrap))
+    u.copy_(uu)
     v.copy_(vv)
     out.copy_(s)
 
@@ -995,8 +1010,8 @@ def _k_wrap(a):
     a.copy_(fx.wrap32(a))
 
 
-_KERNELS = {"accum": _k_accum, "prod": _k_prod, "lif": _k_lif, "gather": _k_gather,
-            "dense": _k_dense, "wrap": _k_wrap}
+_KERNELS = {"accum": _k_accum, "lif": _k_lif, "lif_full": _k_lif_full, "gather": _k_gather,
+            "dense": _k_dense, "wrap": _k_wrap}   # and "elem:KIND" per stateless kind, on first use
 _COMPILED: Dict[str, object] = {}
 
 
@@ -1006,6 +1021,8 @@ def _run(name: str, fused: bool, *args) -> None:
     if fused and any(torch.is_tensor(t) and t.is_cuda and t.data_ptr() % 16 for t in args):
         fused = False    # inductor clones CUDA inputs off 16-byte alignment: the in-place
         #                  writes would be lost (odd batch and odd row offsets: eager)
+    if name not in _KERNELS:
+        _KERNELS[name] = _k_elementwise(fx.ELEMENTWISE[name.split(":", 1)[1]])
     if fused:
         fn = _COMPILED.get(name)
         if fn is None and name not in _COMPILED:

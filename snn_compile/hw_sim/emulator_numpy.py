@@ -10,9 +10,10 @@ window; so work is skipped whenever its result is provably zero or unchanged:
 * pull instead of push: a population reads each synapse's source output of
   step ``g - 1 - delay`` from a short history (``L = max(1 + delay) + 1``
   steps); a synapse whose source was silent then is not evaluated;
-* ``prod`` is zero when either port is empty (``0 * a >> e = 0``), so the
-  attention read-out ``mem x q`` costs nothing outside ``q``'s steps;
-  ``graded`` is zero when its port is empty; an ``accum`` without input keeps
+* a stateless kind (``fixed_point.ELEMENTWISE``) is zero when its ports are: a
+  ``prod`` when either port is empty (``0 * a >> e = 0``), so the attention
+  read-out ``mem x q`` costs nothing outside ``q``'s steps, a ``graded`` when its
+  port is; an ``accum`` without input keeps
   its value (the same array object, no copy) unless it decays: a decaying
   ``accum`` with a non-zero state is visited at every step (its drain steps
   ``out = out + ((-decay * out) >> decay_exp)``) until the state is a fixed point
@@ -118,8 +119,8 @@ class _Syn:
 class _Pop:
     """Constants of one non-input population and its incoming synapses per port."""
 
-    __slots__ = ("i", "name", "kind", "ports", "wraps", "lif", "reset_res", "lazy", "exp", "vth",
-                 "wrap", "li", "fl", "decay", "dexp")
+    __slots__ = ("i", "name", "kind", "ports", "wraps", "lif", "reset_res", "lazy", "rule",
+                 "params", "wrap", "li", "fl", "decay", "dexp")
 
 
 class NumpyEngine:
@@ -144,7 +145,7 @@ class NumpyEngine:
                 continue
             p = _Pop()
             p.i, p.name, p.kind = self.index[name], name, pop.kind
-            p.ports, p.wraps = [], []
+            p.ports, p.wraps, p.rule = [], [], fx.ELEMENTWISE.get(pop.kind)
             for pp in plan.ports[name].values():
                 syns = [_Syn(k, self.index[s], 1 + k.delay) for k, s in zip(pp.synapses, pp.srcs)]
                 lags += [s.lag for s in syns]
@@ -166,10 +167,9 @@ class NumpyEngine:
                         and all(s.exact_in_float() for s in p.ports[0]))
                 p.li = len(self.lif_names)
                 self.lif_names.append(name)
-            elif pop.kind == "prod":
-                p.exp, p.vth, p.wrap = int(pop.exp), int(pop.vth), plan.prod_wrap[name]
-            elif pop.kind == "graded":
-                p.vth = int(pop.vth)
+            elif p.rule is not None:                       # a stateless kind
+                p.params = tuple(_np_param(getattr(pop, f)) for f in p.rule.params)
+                p.wrap = plan.elem_wrap[name]
             else:
                 p.wrap = plan.accum_wrap[name]
                 p.decay = (np.asarray(pop.decay, _I64)[:, None] if pop.decaying else None)
@@ -182,8 +182,8 @@ class NumpyEngine:
         # an accum that kept its value need not wake a prod with a port fed by no accum: the
         # prod is zero unless that port's sources sent, and they wake it
         kinds = [qgraph.pop(n).kind for n in self.names]
-        gated = {p.i for p in self.pops if p.kind == "prod" and any(
-            all(kinds[s.src] != "accum" for s in port) for port in p.ports)}
+        gated = {p.i for p in self.pops if p.rule is not None and p.rule.needs_all_ports and
+                 any(all(kinds[s.src] != "accum" for s in port) for port in p.ports)}
         self.carry_consumers = {i: [(c, lag) for c, lag in self.consumers[i] if c not in gated]
                                 for i in self.accums}
         self.record: Optional[list] = None
@@ -238,22 +238,18 @@ class NumpyEngine:
 
     def _update(self, p: _Pop, rows, g: int, eager: bool) -> Optional[np.ndarray]:
         """Output of population ``p`` at step ``g`` (``None``: all zero)."""
-        kind = p.kind
-        if kind == "prod":
-            (s1, s2), (w1, w2) = p.ports, p.wraps
-            if not (_live(s1, rows) and _live(s2, rows)):
-                return None                    # 0 * a >> e = 0
-            w = fx.prod_step(_port(s1, rows, w1), _port(s2, rows, w2), p.exp, p.vth, p.wrap)
-            return w.astype(_F64) if np.count_nonzero(w) else None
-        if kind == "lif":
+        if p.rule is not None:                 # a stateless kind (fx.ELEMENTWISE)
+            live = [_live(s, rows) for s in p.ports]
+            if not (all(live) if p.rule.needs_all_ports else any(live)):
+                return None                    # e.g. a product: 0 * a >> e = 0
+            vals = [_port(s, rows, w) if ok else np.zeros((self.sizes[p.i], self.B), _I64)
+                    for s, w, ok in zip(p.ports, p.wraps, live)]
+            o = p.rule.update(vals, p.wrap, *p.params)
+            return o.astype(_F64) if np.count_nonzero(o) else None
+        if p.kind == "lif":
             return self._lif(p, _port_f(p.ports[0], rows) if p.fl else
                              _port(p.ports[0], rows, p.wraps[0]), g, eager)
         a = _port(p.ports[0], rows, p.wraps[0])
-        if kind == "graded":
-            if a is None:
-                return None
-            o = fx.graded_step(a, p.vth)
-            return o.astype(_F64) if np.count_nonzero(o) else None
         if p.decay is not None:
             return self._decaying_accum(p, a, rows, g)
         if a is None:                          # accum: out[g] = out[g-1] + a[g]
@@ -363,6 +359,12 @@ class NumpyEngine:
                         arr[n, t] = o
             res[name] = arr
         return res
+
+
+def _np_param(x):
+    """A population field as a stateless update takes it: an int, or a (size, 1) column."""
+    a = np.asarray(x)
+    return int(a) if a.ndim == 0 else a.astype(_I64).reshape(-1, 1)
 
 
 def _no_bias(b) -> bool:

@@ -103,7 +103,7 @@ class GraphPlan:
     order: List[str]
     ports: Dict[str, Dict[str, PortPlan]]
     lif: Dict[str, fx.LifParams]
-    prod_wrap: Dict[str, bool]
+    elem_wrap: Dict[str, bool]       # stateless kinds (fx.ELEMENTWISE): the update wraps int32
     out_bound: Dict[str, Optional[int]]
     consumers: Dict[str, int] = field(default_factory=dict)
     history: Dict[str, int] = field(default_factory=dict)   # lagged source -> tokens kept
@@ -119,13 +119,11 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
         if p.kind == "lif" and not p.reset_each_token:
             raise QGraphError(f"population {p.name}: LIF state kept across tokens has no "
                               "token-time semantics; set reset_each_token=True")
-        if p.kind == "prod" and p.exp < 0:
-            raise QGraphError(f"population {p.name}: ProdNeuron exp {p.exp} must be >= 0")
     order = qgraph.order()
     bound: Dict[str, Optional[int]] = {}
     ports: Dict[str, Dict[str, PortPlan]] = {}
     lif: Dict[str, fx.LifParams] = {}
-    prod_wrap: Dict[str, bool] = {}
+    elem_wrap: Dict[str, bool] = {}
     accum_wrap: Dict[str, bool] = {}
     accum_decay: Dict[str, torch.Tensor] = {}
     consumers = {n: 0 for n in order}
@@ -158,13 +156,14 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
         elif pop.kind == "lif":
             lif[name] = fx.LifParams.of(pop, ports[name]["a_in"].bound)
             bound[name] = 1
-        elif pop.kind == "prod":
-            b1, b2 = ports[name]["a_in1"].bound, ports[name]["a_in2"].bound
-            ok = b1 is not None and b2 is not None and b1 * b2 < fx.I32
-            prod_wrap[name] = not ok
-            bound[name] = (b1 * b2) if ok else None
-        elif pop.kind == "graded":
-            bound[name] = ports[name]["a_in"].bound
+        elif pop.kind in fx.ELEMENTWISE:
+            bound[name] = fx.ELEMENTWISE[pop.kind].bound([ports[name][p].bound
+                                                          for p in pop.ports])
+            elem_wrap[name] = bound[name] is None
+        elif pop.kind != "accum":
+            raise QGraphError(f"population {name}: kind {pop.kind!r} is stateful and has no "
+                              "token-time schedule here (fx.ELEMENTWISE holds the stateless "
+                              "kinds every executor runs generically)")
         else:
             # accum: at most context tokens of W steps each (backends refuse more), plus
             # the emulator's final flush; a decaying memory is bounded without a context
@@ -182,7 +181,7 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
     for s in qgraph.synapses:
         if s.token_lag:
             history[s.src] = max(history.get(s.src, 0), s.token_lag)
-    return GraphPlan(qgraph, dev, order, ports, lif, prod_wrap, bound, consumers, history,
+    return GraphPlan(qgraph, dev, order, ports, lif, elem_wrap, bound, consumers, history,
                      accum_wrap, accum_decay)
 
 
@@ -288,11 +287,15 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
             st_, u, v = fx.lif_step(xt, u, v, p)
             s[:, t] = st_
         return s.reshape(B, N, T, pop.size), None
-    if pop.kind == "prod":
-        return fx.prod_step(a["a_in1"], a["a_in2"], pop.exp, pop.vth, plan.prod_wrap[name]), None
-    if pop.kind == "graded":
-        return fx.graded_step(a["a_in"], pop.vth), None
+    if pop.kind in fx.ELEMENTWISE:
+        return elementwise(pop, [a[p] for p in pop.ports], plan.elem_wrap[name]), None
     return accum_token_time(plan, name, a["a_in"], prev)
+
+
+def elementwise(pop, ports, wrap: bool):
+    """Output of a stateless population (``fx.ELEMENTWISE``) from its port values."""
+    rule = fx.ELEMENTWISE[pop.kind]
+    return rule.update(ports, wrap, *(getattr(pop, f) for f in rule.params))
 
 
 def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,

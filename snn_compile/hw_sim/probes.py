@@ -44,11 +44,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
-from snn_compile.compiler.qgraph import check_streamable
+from snn_compile.compiler.qgraph import check_streamable, graded_kinds, spiking_kinds
 from snn_compile.loihi.fixed_point import accum_step
-
-GRADED_KINDS = ("prod", "graded", "accum")
-
 
 @dataclass
 class Activity:
@@ -104,12 +101,12 @@ class Activity:
 
     # ---------------------------------------------------------------- totals
     def spikes(self) -> np.ndarray:
-        """Binary spikes per token (lif populations only)."""
-        return self._sum(self.events, [n for n, k in self.kind.items() if k == "lif"])
+        """Binary spikes per token (lif populations: ``spiking_kinds``)."""
+        return self._sum(self.events, [n for n, k in self.kind.items() if k in spiking_kinds()])
 
     def messages(self) -> np.ndarray:
-        """Graded messages per token (prod, graded, accum populations)."""
-        return self._sum(self.events, [n for n, k in self.kind.items() if k in GRADED_KINDS])
+        """Graded messages per token (prod, graded, accum populations: ``graded_kinds``)."""
+        return self._sum(self.events, [n for n, k in self.kind.items() if k in graded_kinds()])
 
     def total_synops(self) -> np.ndarray:
         return self._sum(self.synops, list(self.step_synops))
@@ -130,9 +127,9 @@ class Activity:
                "synops_graded": z.copy(), "active_updates": z.copy()}
         for n, a in self.step_events.items():
             k = self.kind[n]
-            if k == "lif":
+            if k in spiking_kinds():
                 out["spikes"] += a.sum(axis=0)
-            elif k in GRADED_KINDS:
+            elif k in graded_kinds():
                 out["graded_messages"] += a.sum(axis=0)
             if k != "input":
                 out["active_updates"] += a.sum(axis=0)
@@ -151,9 +148,9 @@ class Activity:
         upd = self.neuron_updates
         for name, ev in self.events.items():
             r = row(self.layer.get(name, ""))
-            if self.kind.get(name) == "lif":
+            if self.kind.get(name) in spiking_kinds():
                 r["spikes"] += ev
-            elif self.kind.get(name) in GRADED_KINDS:
+            elif self.kind.get(name) in graded_kinds():
                 r["messages"] += ev
             r["neuron_updates"] += upd.get(name, 0)
         for syn, so in self.synops.items():
@@ -271,7 +268,7 @@ def count_windows(qgraph, frames: Callable[[str], np.ndarray],
         flat = nz.reshape(N * W, pop.size)
         events[name] = nz.sum(axis=2, dtype=np.int64)
         mask[name] = token_step_mask(pop.depth, T, W)
-        if pop.kind in GRADED_KINDS:
+        if pop.graded:
             e = np.frexp(np.abs(f).astype(np.float64))[1]      # bit length of |v| (0 for 0)
             bits[name] = np.where(nz, e + 1, 0).sum(axis=2, dtype=np.int64)
         for s in out_syn[name]:

@@ -60,7 +60,7 @@ def random_decoder_qgraph(seed: int = 0, vocab: int = 96, d: int = 64, heads: in
                       role=role)
 
     def syn(name, src, dst, w, exp=0, port="a_in", token_lag=0):
-        graded = P[src].kind in ("prod", "graded", "accum")
+        graded = P[src].graded
         S.append(Synapse(name, src, dst, np.asarray(w, dtype=np.int64), exp, port, graded,
                          token_lag=token_lag))
 
@@ -207,7 +207,7 @@ def random_dag_qgraph(seed: int = 0, n_pops: int = 6, T: int = 3, vocab: int = 8
         return w.astype(np.int64)
 
     def connect(src, dst, port="a_in"):
-        graded = P[src].kind in ("prod", "graded", "accum")
+        graded = P[src].graded
         S.append(Synapse(f"s{len(S)}_{src}_{dst}", src, dst, w_for(src, P[dst].size),
                          int(rng.integers(-2, 2)), port, graded))
 

@@ -394,3 +394,52 @@ def add_bounds(*bs: Optional[int]) -> Optional[int]:
         return None
     s = sum(bs)
     return s if s < I32 else None
+
+
+# ---------------------------------------------------------------- stateless kinds
+@dataclass(frozen=True)
+class Elementwise:
+    """A stateless population kind, as every executor runs it.
+
+    Its output at a step is a function of that step's port values alone::
+
+        out[g] = update(ports[g], wrap, *params)        (ports in the kind's port order)
+
+    ``params``: the population fields the update takes (ints, or per-neuron columns
+    where an executor stacks populations); ``bound(port_bounds)``: a bound of
+    ``|out|`` from bounds of the ports (``None``: unknown), and ``wrap`` is true exactly
+    when it is ``None`` (the update must wrap int32 where Lava's does);
+    ``needs_all_ports``: the output is zero unless every port received something
+    (a product), otherwise unless any did. ``update`` of all-zero ports is zero.
+
+    The executors (``hw_sim``: the int reference, both emulator engines) and the range
+    report read ``ELEMENTWISE`` instead of naming these kinds, so a new stateless kind
+    is its entry here, its ``QGraph`` population dataclass and its Lava process
+    (docs/architecture.md). The two stateful kinds, ``lif`` (state cleared at every
+    token) and ``accum`` (state kept across tokens), have their schedules in each
+    executor.
+    """
+
+    params: tuple
+    update: object
+    bound: object
+    needs_all_ports: bool
+
+
+def _prod_update(ports, wrap, exp, vth):
+    return prod_step(ports[0], ports[1], exp, vth, wrap)
+
+
+def _prod_bound(bounds):
+    b1, b2 = bounds
+    return b1 * b2 if b1 is not None and b2 is not None and b1 * b2 < I32 else None
+
+
+def _graded_update(ports, wrap, vth):
+    return graded_step(ports[0], vth)
+
+
+ELEMENTWISE = {
+    "prod": Elementwise(("exp", "vth"), _prod_update, _prod_bound, True),
+    "graded": Elementwise(("vth",), _graded_update, lambda bounds: bounds[0], False),
+}

@@ -1,0 +1,128 @@
+"""A stateless population kind is its update and rule (``fixed_point.ELEMENTWISE``) and
+its QGraph dataclass: the executors run it without naming it.
+
+The test registers a kind none of them knows, ``diff`` (``out = w * (|w| > vth)``,
+``w = wrap32(a1 - a2)``: two ports, non-zero when either is), swaps it into random
+graphs, and checks the token-time reference, the numpy engine and the torch engine
+(eager and fused) against each other, step for step.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+from snn_compile.compiler import qgraph as qg
+from snn_compile.compiler.qgraph import Population, QGraph, QGraphError, Synapse
+from snn_compile.hw_sim import emulator
+from snn_compile.hw_sim.emulator import Emulator
+from snn_compile.hw_sim.int_reference import run_token_time
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph
+from snn_compile.loihi import fixed_point as fx
+
+
+@dataclass
+class Diff(Population):
+    """w = wrap32(a1 - a2); out = w * (|w| > vth)"""
+
+    vth: int = 0
+
+    kind: ClassVar[str] = "diff"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in1", "a_in2")
+    graded: ClassVar[bool] = True
+
+
+def _diff(ports, wrap, vth):
+    w = ports[0] - ports[1]
+    if wrap:
+        w = fx.wrap32(w)
+    return fx.graded_step(w, vth)
+
+
+def _diff_bound(bounds):
+    b1, b2 = bounds
+    return b1 + b2 if b1 is not None and b2 is not None and b1 + b2 < fx.I32 else None
+
+
+@pytest.fixture
+def diff_kind(monkeypatch):
+    monkeypatch.setitem(qg.POPULATION_TYPES, "diff", Diff)
+    monkeypatch.setitem(qg.PORTS, "diff", Diff.ports)
+    monkeypatch.setitem(fx.ELEMENTWISE, "diff", fx.Elementwise(("vth",), _diff, _diff_bound,
+                                                               False))
+
+
+def _with_diffs(seed: int) -> QGraph:
+    """A random graph whose graded populations (the readout aside) became ``diff``s, their
+    incoming synapses dealt to the two ports in turn."""
+    q = random_dag_qgraph(seed, n_pops=8, accum=False)
+    pops, syns = dict(q.populations), []
+    turn = {}
+    for name, p in q.populations.items():
+        if p.kind == "graded" and name != q.readout:
+            pops[name] = Diff(name, p.size, depth=p.depth, layer=p.layer, vth=p.vth)
+    for s in q.synapses:
+        if isinstance(pops[s.dst], Diff):
+            k = turn[s.dst] = turn.get(s.dst, -1) + 1
+            s = Synapse(s.name, s.src, s.dst, s.weights, s.weight_exp,
+                        ("a_in1", "a_in2")[k % 2], s.graded, s.delay, s.token_lag, s.step_lag)
+        syns.append(s)
+    return QGraph(pops, syns, q.steps_per_token, q.inputs, q.readout, q.logit_scale,
+                  context=q.context, metadata=q.metadata).validate()
+
+
+def test_a_new_stateless_kind_runs_in_every_executor(diff_kind):
+    graphs = [q for q in map(_with_diffs, range(40))
+              if any(p.kind == "diff" for p in q.populations.values())][:4]
+    assert len(graphs) == 4
+    both = 0
+    for i, q in enumerate(graphs):
+        diffs = [n for n, p in q.populations.items() if p.kind == "diff"]
+        both += sum(len({s.port for s in q.incoming(n)}) == 2 for n in diffs)
+        tokens = torch.randint(0, 8, (2, 5), generator=torch.Generator().manual_seed(1))
+        ref = run_token_time(q, tokens)
+        assert any(ref.outputs[n].any() for n in diffs)        # the new kind is not idle
+        runs = {}
+        # fused (torch.compile: inductor's C++ here) on the first graph: compiling is slow
+        for engine, fused in (("numpy", None), ("torch", False), ("torch", True))[:3 - bool(i)]:
+            emu = Emulator(q, batch=2, engine=engine, fused=fused,
+                           event_driven=None if engine == "numpy" else False)
+            runs[engine, fused] = run = emu.run_sequence(tokens)
+            assert torch.equal(run.logits_int, ref.logits_int), (engine, fused)
+            for name, o in ref.outputs.items():
+                assert torch.equal(run.outputs[name], o), (engine, fused, name)
+        for name, g in runs["numpy", None].global_outputs.items():
+            for key, run in runs.items():
+                assert torch.equal(run.global_outputs[name], g), (key, name)
+    assert both >= 2                    # diffs fed on both ports, not just one
+    assert emulator._COMPILED.get("elem:diff") is not None      # its fused kernel ran
+
+
+def test_an_unknown_stateful_kind_is_refused_with_its_name(monkeypatch):
+    @dataclass
+    class Held(Population):
+        kind: ClassVar[str] = "held"
+        ports: ClassVar[Tuple[str, ...]] = ("a_in",)
+        graded: ClassVar[bool] = True
+
+    monkeypatch.setitem(qg.POPULATION_TYPES, "held", Held)
+    monkeypatch.setitem(qg.PORTS, "held", Held.ports)
+    q = random_dag_qgraph(0, n_pops=4, accum=False)
+    name = next(n for n, p in q.populations.items() if p.kind == "graded")
+    p = q.populations[name]
+    q.populations[name] = Held(name, p.size, depth=p.depth)
+    with pytest.raises(QGraphError, match="'held' is stateful"):
+        run_token_time(q, torch.zeros(1, 2, dtype=torch.int64))
+
+
+def test_elementwise_rules_match_the_population_types():
+    """Every stateless kind has a dataclass whose fields its update takes."""
+    for kind, rule in fx.ELEMENTWISE.items():
+        cls = qg.POPULATION_TYPES[kind]
+        names = {f.name for f in qg.fields(cls)}
+        assert set(rule.params) <= names, kind
+        zero = np.zeros((3, 2), np.int64)
+        assert not np.any(rule.update([zero] * len(cls.ports), True,
+                                      *([1] * len(rule.params))))
