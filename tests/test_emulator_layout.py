@@ -7,6 +7,7 @@ import torch
 
 from snn_compile.hw_sim.int_reference import run_token_time
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
+from snn_compile.hw_sim import emulator
 from snn_compile.hw_sim.emulator import Emulator
 
 
@@ -188,7 +189,8 @@ def test_cuda_graphs_and_fused_kernels_equal_reference(shifted, batch):
 
 def test_fused_dense_epilogue_equals_reference(shifted):
     """``fused``: each float64 matmul's conversion to int64, int32 wrap, exponent shift
-    and set/add into its port rows is one kernel; the logits and every window's end state
+    and set/add into its port rows is one kernel, and so is a gather into scattered port
+    rows; the logits and every window's end state
     equal the unfused engine's and the reference (inductor's C++ here, Triton on CUDA)."""
     q = shifted
     tokens = torch.randint(0, 20, (4, 6), generator=torch.Generator().manual_seed(11))
@@ -197,12 +199,17 @@ def test_fused_dense_epilogue_equals_reference(shifted):
     plain = Emulator(q, batch=4, engine="torch", fused=False, event_driven=False)
     dense = [op for plan in fused._plan_for(0) for op in plan["ports"] if op[0] == "dense"]
     assert dense and any(op[3] or op[4] or len(op[5]) > 1 for op in dense)
+    scattered = [op for plan in fused._plan_for(0) for op in plan["ports"]
+                 if op[0] == "gather" and op[8] is None]      # gathers into scattered rows
+    assert scattered
     sums = []
     for n in range(tokens.shape[1]):
         sums.append(fused.step_token(tokens[:, n]))
         plain.step_token(tokens[:, n])
         assert torch.equal(fused.A, plain.A) and torch.equal(fused.X, plain.X), n
     assert torch.equal(torch.stack(sums, 1), ref.logits_int)
+    for kernel in ("dense", "gather_to"):           # compiled and run, not fallen back
+        assert emulator._COMPILED.get(kernel) is not None, kernel
 
 
 def test_fused_general_lif_equals_unfused_every_step():
@@ -222,3 +229,4 @@ def test_fused_general_lif_equals_unfused_every_step():
         assert torch.equal(fused.X, plain.X), n
     assert torch.equal(fused.run_sequence(tokens).logits_int,
                        run_token_time(q, tokens).logits_int)
+    assert emulator._COMPILED.get("lif_full") is not None

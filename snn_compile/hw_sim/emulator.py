@@ -641,8 +641,13 @@ class Emulator:
                         else:
                             A.index_fill_(0, didx, 0)
                     continue
-                if fused and sl is not None and not isinstance(idx, slice):
-                    _run("gather", True, A[sl], src, idx, val, lsh, rsh, inner, mode == "add")
+                if fused and not isinstance(idx, slice):
+                    if sl is not None:
+                        _run("gather", True, A[sl], src, idx, val, lsh, rsh, inner,
+                             mode == "add")
+                    else:                   # scattered port rows: gather and scatter at once
+                        _run("gather_to", True, A, src, idx, val, lsh, rsh, inner, didx,
+                             mode == "add")
                     continue
                 y = src[idx] if isinstance(idx, slice) else src.index_select(0, idx)
                 plain = val is None and lsh is None and rsh is None and not inner
@@ -993,6 +998,15 @@ def _k_gather(out, src, idx, val, lsh, rsh, inner: bool, add: bool):
         out.copy_(y)
 
 
+def _k_gather_to(A, src, idx, val, lsh, rsh, inner: bool, didx, add: bool):
+    """``_k_gather`` into the scattered port rows ``didx`` of ``A``."""
+    y = _gathered(src.index_select(0, idx), val, lsh, rsh, inner)
+    if add:
+        A.index_add_(0, didx, y)
+    else:
+        A.index_copy_(0, didx, y)
+
+
 def _k_dense(out, y, inner: bool, e: int, add: bool):
     """A float64 matmul's rows (exact integers) as its synapses deliver them: int64,
     int32-wrapped where the sum may leave int32, shifted by the weight exponent."""
@@ -1011,7 +1025,7 @@ def _k_wrap(a):
 
 
 _KERNELS = {"accum": _k_accum, "lif": _k_lif, "lif_full": _k_lif_full, "gather": _k_gather,
-            "dense": _k_dense, "wrap": _k_wrap}   # and "elem:KIND" per stateless kind, on first use
+            "gather_to": _k_gather_to, "dense": _k_dense, "wrap": _k_wrap}   # and "elem:KIND" per stateless kind, on first use
 _COMPILED: Dict[str, object] = {}
 
 
