@@ -22,7 +22,8 @@ import torch
 
 from snn_compile.hw_sim.int_reference import (IntReferenceBackend, input_frames, plan_graph,
                                               run_frames, run_token_time)
-from snn_compile.compiler.qgraph import (FILE_VERSION, Accum, accum_state_bound, assign_depths,
+from snn_compile.compiler.qgraph import (FILE_VERSION, Accum, accum_decay_product_bound,
+                                         accum_state_bound, assign_depths,
                                          Graded, Input, Lif, Prod, QGraph, QGraphError, Synapse)
 from snn_compile.compiler.quantize import attention_indices, replication
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
@@ -211,6 +212,32 @@ def test_state_bound_holds(seed):
     assert accum_state_bound(pop, b, 10) == min(B, 10 * b)
     still = Accum("m", 2, decay=[0, 9])
     assert accum_state_bound(still, b, None) is None and accum_state_bound(still, b, 7) == 7 * b
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decay_product_bound_holds_neuron_by_neuron(seed):
+    """``accum_decay_product_bound``: the decay loop's product ``|d_i out_i|`` stays below
+    it on long runs of -b (each neuron near its own bound), and it is far below
+    ``max d * accum_state_bound`` (the population-wide product) when mantissas spread."""
+    rng = np.random.default_rng(seed)
+    e = int(rng.choice([8, 12]))
+    d = rng.integers(1, min(255, 2 ** e) + 1, size=40)
+    d[:2] = [1, min(255, 2 ** e)]                       # the slowest and the fastest
+    d[2] = 0                                            # one neuron that only integrates
+    pop = Accum("m", 40, decay=[int(x) for x in d], decay_exp=e)
+    b = int(rng.integers(1, 3000))
+    P = accum_decay_product_bound(pop, b, None)
+    x = np.zeros(40, np.int64)
+    peak = 0
+    for _ in range(2 * 2 ** e + 10):
+        x = fx.accum_step(x, np.full(40, -b, np.int64), d, e, wrap=False)
+        peak = max(peak, int(np.abs(d * x).max()))
+    assert (b + 1) * 2 ** e // 2 < peak <= P <= (b + 1) * 2 ** e + int(d.max())
+    assert P * 100 < int(d.max()) * accum_state_bound(Accum("m", 1, decay=[1], decay_exp=e), b,
+                                                      None)
+    assert accum_decay_product_bound(pop, None, None) is None
+    assert accum_decay_product_bound(Accum("m", 3), b, None) == 0
+    assert accum_decay_product_bound(pop, b, 5) <= int(d.max()) * 5 * b
 
 
 # ----------------------------------------------------------------- the QGraph

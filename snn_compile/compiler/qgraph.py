@@ -521,6 +521,26 @@ def accum_state_bound(pop: Population, in_bound: Optional[int],
     return worst if total is None else min(worst, total)
 
 
+def accum_decay_product_bound(pop: Population, in_bound: Optional[int],
+                              steps: Optional[int]) -> Optional[int]:
+    """A bound of the decay loop's int32 product ``|decay_i * out_i|`` of a memory, under
+    the assumptions of ``accum_state_bound``, neuron by neuron: neuron i keeps
+    ``|out_i| <= B_i = ceil((in_bound + 1) 2^e / d_i)`` (and ``<= in_bound * steps``), so
+    ``d_i |out_i| <= d_i min(B_i, in_bound * steps)``, about ``(in_bound + 1) 2^e`` for
+    every decaying neuron; the largest mantissa times the population's largest ``|out|``
+    would overstate it by up to ``max d / min d``. 0 without decay, None if unknown."""
+    if not pop.decaying:
+        return 0
+    if in_bound is None:
+        return None
+    total = None if steps is None else in_bound * steps
+    worst = 0
+    for d in {int(x) for x in pop.decay if int(x) > 0}:
+        b = -(-(in_bound + 1) * 2 ** pop.decay_exp // d)
+        worst = max(worst, d * (b if total is None else min(b, total)))
+    return worst
+
+
 def assign_depths(pops: Dict[str, Population], synapses: List[Synapse],
                   inputs: List[str], steps_per_token: Optional[int] = None,
                   readout: Optional[str] = None) -> None:

@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from snn_compile.compiler.qgraph import QGraph, QGraphError, Synapse, accum_state_bound
+from snn_compile.compiler.qgraph import (QGraph, QGraphError, Synapse, accum_decay_product_bound,
+                                         accum_state_bound)
 from snn_compile.errors import UserError
 from snn_compile.loihi.fixed_point import ELEMENTWISE, I32, LifParams, lif_step, shift
 from snn_compile.loihi.limits import (CORES_PER_CHIP, DELAY_BITS, INPUT_BITS,  # noqa: F401
@@ -245,7 +246,7 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
             r.update(out_bound=ob, steps_assumed=steps, state_limit=limit)
             r["fits"] = ob <= limit
             if p.decaying:
-                r.update(decay_product_bound=max(int(x) for x in p.decay) * ob,
+                r.update(decay_product_bound=accum_decay_product_bound(p, a, steps),
                          decay_product_limit=2 ** (PROD_BITS - 1) - 1)
                 r["fits"] = r["fits"] and r["decay_product_bound"] <= r["decay_product_limit"]
             out_bound[name] = ob

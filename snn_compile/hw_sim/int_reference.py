@@ -24,7 +24,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from snn_compile.compiler.qgraph import PORTS, QGraph, QGraphError, accum_state_bound
+from snn_compile.compiler.qgraph import (PORTS, QGraph, QGraphError, accum_decay_product_bound,
+                                         accum_state_bound)
 from snn_compile.errors import UserError
 from snn_compile.loihi import fixed_point as fx
 
@@ -170,8 +171,8 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
             b = ports[name]["a_in"].bound
             steps = qgraph.context * qgraph.window + max(p.depth for p in qgraph.populations.values())
             lim = accum_state_bound(pop, b, steps if qgraph.context else None)
-            dmax = max((int(x) for x in pop.decay), default=0)
-            ok = lim is not None and lim < fx.I32 and dmax * lim < fx.I32
+            prod = accum_decay_product_bound(pop, b, steps if qgraph.context else None)
+            ok = lim is not None and lim < fx.I32 and prod is not None and prod < fx.I32
             bound[name] = lim if ok else None
             accum_wrap[name] = not ok
             if pop.decaying:
