@@ -82,7 +82,7 @@ def test_state_bytes_exact_and_smaller_than_the_ring(shifted):
     assert sb["total"] == sum(v for k, v in sb.items() if k != "total")
     assert emu.state_bytes(per_sequence=True)["total"] * B == sb["total"]
     n_lif = sum(p.size for p in q.populations.values() if p.kind == "lif")
-    assert sb["u"] == sb["v"] == 8 * B * n_lif
+    assert sb["u"] == sb["v"] == 4 * B * n_lif          # int32: exact for 24-bit u, v
     old = _old_layout_bytes(q, B)
     assert emu.ring_layout_bytes() == old
     assert sb["total"] * 4 < old, (sb["total"], old)

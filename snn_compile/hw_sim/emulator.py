@@ -93,7 +93,7 @@ class Emulator:
     are stacked in depth order into one (neurons, B) state: ``X`` (all outputs, float64:
     exact for int32 values) feeds the synapses; ``A`` (all input ports, int64) is
     rebuilt at each step from the synapses due then; ``u``, ``v`` (LIFs), ``acc``
-    (accums). A synapse of delay k > 0 reads ``hist[source]``: the source's outputs at
+    (accums), int32 (what Lava's arithmetic keeps them within). A synapse of delay k > 0 reads ``hist[source]``: the source's outputs at
     the residues (g mod W) where it can be non-zero, for as many windows back as its
     delays reach, in uint8 for spikes, int32 for graded values (exact), moved one window
     back at each window's start. ``state_bytes()`` gives the bytes.
@@ -547,9 +547,11 @@ class Emulator:
         if not hasattr(self, "X"):       # allocated once: captured CUDA graphs keep addresses
             self.X = z(self.n_out, B, dtype=torch.float64, device=dev)
             self.A = z(self.n_in, B, dtype=torch.int64, device=dev)
-            self.u = z(self.n_lif, B, dtype=torch.int64, device=dev)
-            self.v = z(self.n_lif, B, dtype=torch.int64, device=dev)
-            self.acc = z(self.n_acc, B, dtype=torch.int64, device=dev)
+            # u wraps to 24 bits, v is clipped to 24, a memory is int32 by Lava's own
+            # arithmetic: int32 storage is exact; the kernels widen to int64 on load
+            self.u = z(self.n_lif, B, dtype=torch.int32, device=dev)
+            self.v = z(self.n_lif, B, dtype=torch.int32, device=dev)
+            self.acc = z(self.n_acc, B, dtype=torch.int32, device=dev)
             self.hist = [None] * len(self.hist_meta)
             for src, (h, K, slots, dt) in self.hist_meta.items():
                 self.hist[h] = z(K, len(slots), self.q.pop(src).size, B, dtype=dt, device=dev)
@@ -940,7 +942,7 @@ def _behind(comp: frozenset, r: int, W: int) -> int:
 
 def _k_accum(acc, out, a, dec, dexp, wrap: bool, behind: int):
     """``behind`` deferred drain steps, then this step's (``a`` None: a drain too)."""
-    v = acc
+    v = acc.to(torch.int64)
     for _ in range(behind):
         v = fx.accum_step(v, None, dec, dexp, wrap)
     v = fx.accum_step(v, a, dec, dexp, wrap)
@@ -958,7 +960,8 @@ def _k_elementwise(rule):
 def _k_lif(v, out, a, fv, vth6):
     """``fixed_point.lif_step`` of a LIF without leaky current, bias or wraps (``u`` is
     then ``a << 6``, not kept): v = clip(decay(v) + (a << 6)), spikes."""
-    s, _, vv = fx.lif_step(a, None, v, fx.LifParams(0, fv, vth6, 0, False, False, False))
+    s, _, vv = fx.lif_step(a, None, v.to(torch.int64),
+                           fx.LifParams(0, fv, vth6, 0, False, False, False))
     v.copy_(vv)
     out.copy_(s)
 
@@ -967,8 +970,8 @@ def _k_lif_full(u, v, out, a, fu, fv, vth6, bias, act_wrap: bool, u_wrap: bool,
                 v_wrap: bool):
     """``fixed_point.lif_step`` with every term (leaky current, bias, the wraps its flags
     ask for): u, v and the spikes written in place."""
-    s, uu, vv = fx.lif_step(a, u, v, fx.LifParams(fu, fv, vth6, bias, act_wrap, u_wrap,
-                                                  v_wrap))
+    s, uu, vv = fx.lif_step(a, u.to(torch.int64), v.to(torch.int64),
+                            fx.LifParams(fu, fv, vth6, bias, act_wrap, u_wrap, v_wrap))
     u.copy_(uu)
     v.copy_(vv)
     out.copy_(s)
