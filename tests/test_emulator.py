@@ -487,6 +487,29 @@ def test_speed_benchmark_runs(decoder, capsys):
     assert [r["batch"] for r in out["runs"]] == [1, 2]
 
 
+def test_profile_of_one_token_window(decoder, capsys):
+    """``--profile B``: one window's operator time by family; the families add up to the
+    total, the float64 matmuls of the synapses are seen, the top list is largest first."""
+    from snn_compile.benchmarks import bench_emulator
+
+    pr = bench_emulator.profile_token(decoder, 2)
+    assert pr["batch"] == 2 and pr["time"] == "cpu" and pr["total_ms"] > 0
+    fams = pr["families"]
+    assert abs(sum(f["ms"] for f in fams.values()) - pr["total_ms"]) < 1e-6 * pr["total_ms"]
+    assert abs(sum(f["share"] for f in fams.values()) - 1) < 1e-9
+    assert fams["matmul"]["ms"] > 0 and fams["elementwise"]["ms"] > 0
+    ms = [t["ms"] for t in pr["top"]]
+    assert ms == sorted(ms, reverse=True) and all(t["calls"] > 0 for t in pr["top"])
+    assert bench_emulator._family("aten::mm") == "matmul"
+    assert bench_emulator._family("triton_poi_fused_index_copy_0") == "elementwise"
+    assert bench_emulator._family("void at::native::direct_copy_kernel_cuda") == "copy and fill"
+    assert bench_emulator.main(["--random", "--tokens", "0", "--profile", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "one token window, torch engine, batch 2" in out and "matmul" in out
+    assert bench_emulator.main(["--random", "--profile", "-1"]) == 2
+    assert "--profile at least 0" in capsys.readouterr().err
+
+
 def test_speed_benchmark_against_lava(decoder):
     pytest.importorskip("lava.magma.core.run_configs",
                         reason="Lava is an optional runtime dependency of the hw_sim stage")

@@ -2,7 +2,8 @@
 
     python -m snn_compile.benchmarks.bench_emulator [--model SPEC | --qgraph FILE | --random]
         [--tokens N] [--batch B [B ...]] [--batch-tokens M] [--device cpu|cuda]
-        [--engine numpy|torch ...] [--lava N] [--repeat R] [--threads K] [--json]
+        [--engine numpy|torch ...] [--lava N] [--repeat R] [--threads K] [--profile B]
+        [--json]
 
 Numbers from one run, on the same machine and graph:
 
@@ -20,6 +21,10 @@ exact: the tensors that live from step to step) beside what the previous layout 
 of every input port ``max(1 + delay) + 1`` slots deep) would take; on CUDA also the
 peak memory allocated during the batched run per sequence
 (``torch.cuda.max_memory_allocated``: state, weights, the CUDA graph's pool).
+
+``--profile B`` adds where one token window's time goes at batch B (torch engine, no CUDA
+graph, so each kernel is seen): ``torch.profiler`` over one ``step_token`` after the
+warm-up, the time of each family of operations (``profile_token``).
 
 Lava, the NIR exporter and the training stack are imported only when asked for
 (``--lava``, ``--model``), so ``--qgraph``/``--random`` run where only torch and
@@ -124,6 +129,77 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
     if cuda:       # everything the run allocated (state, weights, CUDA graph pool, buffers)
         res["peak_bytes_per_seq"] = (torch.cuda.max_memory_allocated() - base) / batch
     return res
+
+
+# families of the operations of one token window, tried in this order: (family, substrings
+# of the op or kernel name); a fused kernel's generated name lists the ops it fused
+FAMILIES = (("matmul", ("gemm", "aten::mm", "aten::addmm", "aten::matmul")),
+            ("elementwise", ("triton_", "cpp_fused", "Torch-Compiled")),
+            ("copy and fill", ("copy", "fill", "zero_", "Fill")),
+            ("index (gather, scatter)", ("index", "gather", "scatter")),
+            ("elementwise", ("elementwise_kernel", "aten::mul", "aten::add", "aten::sub",
+                             "aten::neg", "aten::abs", "aten::div", "shift", "aten::where",
+                             "aten::clamp", "aten::clip", "aten::gt", "aten::lt", "aten::ge",
+                             "aten::le", "aten::eq", "aten::ne", "aten::bitwise",
+                             "aten::masked_fill")))
+
+
+def _family(name: str) -> str:
+    for fam, keys in FAMILIES:
+        if any(k in name for k in keys):
+            return fam
+    return "other"
+
+
+def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
+                  top: int = 10) -> dict:
+    """Where one token window of the torch engine spends its time at ``batch`` sequences.
+
+    ``torch.profiler`` over one ``step_token`` after the warm-up, without CUDA graphs (so
+    that each kernel is seen; the fused kernels stay on where the device's default has
+    them). On CUDA the time is each kernel's device time, on the CPU each operator's own
+    CPU time; ``families`` sums it by family of operation (``FAMILIES``: the float64
+    matmuls, the elementwise kernels: fused ones and eager arithmetic, copies and fills,
+    index ops, other: views, the event-driven ``any`` checks), ``top``
+    lists the largest entries. One window, so its figures move with the machine's load."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = str(device).startswith("cuda")
+    V = qgraph.pop(qgraph.readout).size
+    toks = torch.as_tensor(np.random.default_rng(seed).integers(0, V, size=(3, batch)))
+    emu = Emulator(qgraph, batch=batch, device=device, engine="torch", cuda_graphs=False)
+    for n in range(2):
+        emu.step_token(toks[n])
+    _sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        emu.step_token(toks[2])
+        _sync(device)
+    rows = {}
+    for e in prof.key_averages():
+        if cuda:
+            if e.device_type != DeviceType.CUDA or e.self_device_time_total <= 0:
+                continue
+            t = e.self_device_time_total
+        else:
+            if not e.key.startswith("aten::") or e.self_cpu_time_total <= 0:
+                continue
+            t = e.self_cpu_time_total
+        r = rows.setdefault(e.key, [0.0, 0])
+        r[0] += t / 1e3
+        r[1] += e.count
+    total = sum(r[0] for r in rows.values())
+    fams: Dict[str, float] = {}
+    for k, (ms, _) in rows.items():
+        fams[_family(k)] = fams.get(_family(k), 0.0) + ms
+    ranked = sorted(rows.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"batch": batch, "device": device, "time": "device" if cuda else "cpu",
+            "total_ms": total,
+            "families": {f: {"ms": ms, "share": ms / total if total else 0.0}
+                         for f, ms in sorted(fams.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": k, "ms": ms, "calls": n, "family": _family(k)}
+                    for k, (ms, n) in ranked]}
 
 
 def memory_of(emu) -> Dict[str, float]:
@@ -245,17 +321,23 @@ def main(argv=None) -> int:
                     help="also time Lava's fixed_pt simulator on N tokens and print the ratio")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--profile", type=int, default=0, metavar="B",
+                    help="also profile one token window of the torch engine at batch B and "
+                         "print where its time goes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     batches = a.batch or [64]
-    if min(a.batch_tokens, a.repeat, *batches) < 1 or a.tokens < 0:
-        raise UserError("--batch, --batch-tokens and --repeat must be at least 1, --tokens at "
-                        "least 0")
+    if min(a.batch_tokens, a.repeat, *batches) < 1 or a.tokens < 0 or a.profile < 0:
+        raise UserError("--batch, --batch-tokens and --repeat must be at least 1, --tokens and "
+                        "--profile at least 0")
     if a.threads:
         torch.set_num_threads(a.threads)
-    res = run(load_graph(a.qgraph, a.seed, a.model), a.tokens, batches, a.device, a.lava,
-              a.seed, a.batch_tokens, a.engine or [None], a.repeat)
+    q = load_graph(a.qgraph, a.seed, a.model)
+    res = run(q, a.tokens, batches, a.device, a.lava, a.seed, a.batch_tokens,
+              a.engine or [None], a.repeat)
+    if a.profile:
+        res["profile"] = profile_token(q, a.profile, a.device, a.seed)
     if a.json:
         print(json.dumps(res, indent=1))
         return 0
@@ -281,6 +363,14 @@ def main(argv=None) -> int:
         print("nothing timed: --tokens 0 and no --batch above 1")
     for k, v in res.get("emulator_over_lava", {}).items():
         print(f"emulator / lava ({k}): {v:.1f}x")
+    if "profile" in res:
+        pr = res["profile"]
+        print(f"one token window, torch engine, batch {pr['batch']}: {pr['total_ms']:.1f} ms "
+              f"of {pr['time']} time")
+        for f, v in pr["families"].items():
+            print(f"  {f:<26} {v['ms']:8.2f} ms  {100 * v['share']:5.1f} %")
+        for t in pr["top"]:
+            print(f"    {t['ms']:8.2f} ms  {t['calls']:4d} calls  {t['name'][:70]}")
     return 0
 
 
