@@ -93,9 +93,9 @@ class Emulator:
     are stacked in depth order into one (neurons, B) state: ``X`` (all outputs, float64:
     exact for int32 values) feeds the synapses; ``A`` (all input ports, int64) is
     rebuilt at each step from the synapses due then; ``u``, ``v`` (LIFs), ``acc``
-    (accums), int32 (what Lava's arithmetic keeps them within). A synapse of delay k > 0 reads ``hist[source]``: the source's outputs at
-    the residues (g mod W) where it can be non-zero, for as many windows back as its
-    delays reach, in uint8 for spikes, int32 for graded values (exact), moved one window
+    (accums), int32 (what Lava's arithmetic keeps them within). A synapse of delay
+    k > 0 reads ``hist[source]``: the source's outputs at the residues (g mod W) where
+    it can be non-zero, for as many windows back as its delays reach, in uint8 for spikes, int32 for graded values (exact), moved one window
     back at each window's start. ``state_bytes()`` gives the bytes.
 
     Which populations can be non-zero at which residue g mod W is static (``_activity``:
@@ -892,8 +892,8 @@ class Emulator:
             for name, xr in self.xrows.items():
                 if self.q.pop(name).kind == "lif":
                     sl = slice(xr.start - l0, xr.stop - l0)
-                    res[name + ".u"] = U[:, sl].permute(2, 0, 1).contiguous()
-                    res[name + ".v"] = V[:, sl].permute(2, 0, 1).contiguous()
+                    res[name + ".u"] = U[:, sl].permute(2, 0, 1).to(torch.int64)
+                    res[name + ".v"] = V[:, sl].permute(2, 0, 1).to(torch.int64)
         return res
 
     def token_time(self, rec: Dict[str, torch.Tensor], N: int) -> Dict[str, torch.Tensor]:
