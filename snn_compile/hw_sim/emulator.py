@@ -95,8 +95,9 @@ class Emulator:
     rebuilt at each step from the synapses due then; ``u``, ``v`` (LIFs), ``acc``
     (accums), int32 (what Lava's arithmetic keeps them within). A synapse of delay
     k > 0 reads ``hist[source]``: the source's outputs at the residues (g mod W) where
-    it can be non-zero, for as many windows back as its delays reach, in uint8 for spikes, int32 for graded values (exact), moved one window
-    back at each window's start. ``state_bytes()`` gives the bytes.
+    it can be non-zero, for as many windows back as its delays reach, in uint8 for
+    spikes, int32 for graded values (exact), moved one window back at each window's
+    start. ``state_bytes()`` gives the bytes.
 
     Which populations can be non-zero at which residue g mod W is static (``_activity``:
     inputs at t < T, shifted by every synapse's 1 + delay; a prod needs both ports; a lazy
