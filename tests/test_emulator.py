@@ -320,8 +320,13 @@ def test_numpy_engine_equals_torch_engine_every_step(seed, n_pops, T, N, density
 
 
 def test_numpy_engine_is_the_cpu_default(decoder):
+    """The emulator's global-time default on the CPU is numpy; its batch-1 backend runs
+    the token-time engine unless probes need the global-time record."""
     assert Emulator(decoder).engine == "numpy"
-    assert EmulatorBackend(decoder).emu.engine == "numpy"
+    assert EmulatorBackend(decoder).engine == "token"
+    assert EmulatorBackend(decoder, probes=True).emu.engine == "numpy"
+    with pytest.raises(ValueError, match="global-time record"):
+        EmulatorBackend(decoder, probes=True, engine="token")
     with pytest.raises(ValueError, match="numpy engine"):
         Emulator(decoder, engine="numpy", event_driven=False)
     with pytest.raises(ValueError, match="engine"):
@@ -405,7 +410,7 @@ def test_step_token_batches_sequences(decoder, engine):
     assert torch.equal(emulator_logits(decoder, tokens, batch_size=3), ref.logits)
 
 
-@pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.parametrize("engine", ["numpy", "torch", "token"])
 def test_context_is_enforced(decoder, engine):
     be = EmulatorBackend(decoder, engine=engine)
     for _ in range(decoder.context):
@@ -413,6 +418,8 @@ def test_context_is_enforced(decoder, engine):
     from snn_compile.errors import UserError
     with pytest.raises(UserError, match="context"):
         be.feed(1)
+    if engine == "token":
+        return                          # the engine's own errors: tests/test_token_engine.py
     emu = Emulator(decoder, engine=engine)
     for _ in range(decoder.context):
         emu.step_token([2])
@@ -471,11 +478,12 @@ def test_speed_benchmark_runs(decoder, capsys):
     b1, b3 = res["runs"]
     assert b1["batch"] == 1 and b1["tokens"] == 5 and b1["tokens_per_s"] > 0
     assert b3["tokens"] == 6 and b3["timesteps_per_s"] > 0
-    assert b1["engine"] == b3["engine"] == "numpy"
+    assert (b1["engine"], b3["engine"]) == ("token", "numpy")    # the CPU defaults
     res = bench_emulator.run(decoder, tokens=4, batch=[1, 2, 3], batch_tokens=2,
-                             engines=["numpy", "torch"], repeat=3)
+                             engines=["numpy", "torch", "token"], repeat=3)
     assert [(r["engine"], r["batch"]) for r in res["runs"]] == [
-        ("numpy", 1), ("torch", 1), ("numpy", 2), ("torch", 2), ("numpy", 3), ("torch", 3)]
+        (e, b) for b in (1, 2, 3) for e in ("numpy", "torch", "token")]
+    assert "state_bytes_per_seq" in res["runs"][1] and "state_bytes_per_seq" not in res["runs"][2]
     assert len(res["runs"][0]["repeats"]) == 3
     assert res["runs"][0]["tokens_per_s"] == sorted(res["runs"][0]["repeats"])[1]
     assert bench_emulator.main(["--qgraph", "/nonexistent.qgraph"]) == 2
@@ -517,7 +525,7 @@ def test_speed_benchmark_against_lava(decoder):
 
     res = bench_emulator.run(decoder, tokens=3, batch=[1, 2], batch_tokens=1, lava_tokens=2)
     assert [r["backend"] for r in res["runs"]] == ["emulator", "emulator", "lava-sim"]
-    assert set(res["emulator_over_lava"]) == {"numpy_batch_1", "numpy_batch_2"}
+    assert set(res["emulator_over_lava"]) == {"token_batch_1", "numpy_batch_2"}
     assert all(v > 0 for v in res["emulator_over_lava"].values())
 
 

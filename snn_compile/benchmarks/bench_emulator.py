@@ -48,7 +48,9 @@ import torch
 
 from snn_compile.compiler.qgraph import QGraph, QGraphError
 from snn_compile.errors import UserError, exits_on_user_error
-from snn_compile.hw_sim.emulator import Emulator, EmulatorBackend, default_engine
+from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, default_backend_engine,
+                                         default_engine)
+from snn_compile.hw_sim.token_engine import TokenEngine
 from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
 
@@ -109,7 +111,13 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    emu = Emulator(qgraph, batch=batch, device=device, engine=engine)
+    if engine == "token":
+        if cuda:
+            raise UserError("the token-time engine runs on the CPU; use --engine torch with "
+                            "--device cuda")
+        emu, toks = TokenEngine(qgraph, batch), toks.numpy()
+    else:
+        emu = Emulator(qgraph, batch=batch, device=device, engine=engine)
     for n in range(min(_warmup(qgraph), tokens_per_seq)):   # allocations, CUDA graphs
         emu.step_token(toks[n])
     emu.reset()
@@ -121,11 +129,12 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         emu.step_token(toks[n])
     _sync(device)
     dt = time.perf_counter() - t0
-    res = {"backend": "emulator", "engine": emu.engine, "batch": batch,
+    res = {"backend": "emulator", "engine": engine or default_engine(device), "batch": batch,
            "tokens": batch * tokens_per_seq, "seconds": dt,
            "tokens_per_s": batch * tokens_per_seq / dt,
            "timesteps_per_s": tokens_per_seq * qgraph.window / dt}
-    res.update(memory_of(emu))
+    if engine != "token":
+        res.update(memory_of(emu))
     if cuda:       # everything the run allocated (state, weights, CUDA graph pool, buffers)
         res["peak_bytes_per_seq"] = (torch.cuda.max_memory_allocated() - base) / batch
     return res
@@ -253,8 +262,10 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
-    if "numpy" in engines and torch.device(device).type != "cpu":
-        raise UserError("the numpy engine runs on the CPU; use --engine torch with --device cuda")
+    for e in ("numpy", "token"):
+        if e in engines and torch.device(device).type != "cpu":
+            raise UserError(f"the {e} engine runs on the CPU; use --engine torch with "
+                            "--device cuda")
     batches = [batch] if isinstance(batch, int) else list(batch)
     V = qgraph.pop(qgraph.readout).size
     toks = np.random.default_rng(seed).integers(0, V, size=tokens)
@@ -263,12 +274,12 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
         for e in engines:
             r = time_backend(lambda: EmulatorBackend(qgraph, device=device, engine=e), toks,
                              qgraph.window, warmup=_warmup(qgraph), device=device)
-            r["engine"] = e or default_engine(device)
+            r["engine"] = e or default_backend_engine(device)
             per_engine[e].append(r)
     rows = [_median_run(v) for v in per_engine.values() if v]
-    if rows:
-        for r, e in zip(rows, engines):
-            r.update(memory_of(Emulator(qgraph, 1, device, engine=e)))
+    for r in rows:
+        if r["engine"] != "token":
+            r.update(memory_of(Emulator(qgraph, 1, device, engine=r["engine"])))
     for b in batches:
         if b > 1:
             rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e)
@@ -312,9 +323,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-tokens", type=int, default=32,
                     help="tokens per sequence in the batched run (default 32)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--engine", nargs="+", action="extend", choices=("numpy", "torch"),
-                    help="emulator engines to time (default: the device's own, numpy on the CPU, "
-                         "torch on CUDA); several are timed in the same run")
+    ap.add_argument("--engine", nargs="+", action="extend", choices=("numpy", "torch", "token"),
+                    help="emulator engines to time: numpy, torch (global time) or token (the "
+                         "token-time engine, CPU); default: the device's own (token at batch 1 "
+                         "and numpy in batches on the CPU, torch on CUDA); several are timed "
+                         "in the same run")
     ap.add_argument("--repeat", type=int, default=3,
                     help="batch-1 timings per engine; the median is reported (default 3)")
     ap.add_argument("--lava", type=int, default=0, metavar="N",

@@ -42,6 +42,7 @@ from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
 from snn_compile.hw_sim.int_reference import GraphPlan, _as_long, input_frames, plan_graph
 from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
+from snn_compile.hw_sim.token_engine import TokenEngine
 from snn_compile.loihi import fixed_point as fx
 
 ENGINES = ("numpy", "torch")
@@ -51,6 +52,13 @@ def default_engine(device) -> str:
     """The emulator engine a device gets unless one is named: numpy (event-driven) on the
     CPU, torch (stacked, CUDA graphs) elsewhere."""
     return "numpy" if torch.device(device).type == "cpu" else "torch"
+
+
+def default_backend_engine(device, probes: bool = False) -> str:
+    """The engine ``EmulatorBackend`` gets unless one is named: the token-time engine on
+    the CPU without probes (the fastest at batch 1), else ``default_engine``."""
+    return "token" if torch.device(device).type == "cpu" and not probes \
+        else default_engine(device)
 
 
 @dataclass
@@ -1135,6 +1143,12 @@ class EmulatorBackend:
 
     ``probes=True`` records every step so that ``probe_outputs()`` gives the
     token-time outputs (N, T, size) of every population, as the Lava runner does.
+
+    ``engine``: ``numpy`` or ``torch`` (``Emulator``), or ``token``: the token-time engine
+    (``token_engine.TokenEngine``), which computes each population once per token; the
+    graph must be streamable (checked), so its outputs are the global-time run's. It is
+    the default on the CPU without probes (the fastest at batch 1); probes need a
+    global-time engine (the drain steps' activity is counted too).
     """
 
     name = "emulator"
@@ -1142,21 +1156,40 @@ class EmulatorBackend:
     def __init__(self, qgraph: QGraph, device="cpu", probes: bool = False, probe: bool = False,
                  engine: Optional[str] = None):
         self.qgraph = qgraph
-        self.emu = Emulator(qgraph, 1, device, engine=engine)
-        self.vocab_size = self.emu.vocab_size
-        self.context = qgraph.context
         self.probes = probes or probe
+        dev = torch.device(device)
+        self.engine = engine or default_backend_engine(dev, self.probes)
+        if self.engine == "token":
+            if dev.type != "cpu":
+                raise ValueError("the token-time engine runs on the CPU; use engine='torch'")
+            if self.probes:
+                raise ValueError("the token-time engine keeps no global-time record; probes "
+                                 "need engine='numpy' or 'torch'")
+            check_streamable(qgraph)
+            self.emu = None
+            self._tok = TokenEngine(qgraph, 1)
+        else:
+            self.emu = Emulator(qgraph, 1, device, engine=self.engine)
+        self.vocab_size = qgraph.pop(qgraph.readout).size
+        self.context = qgraph.context
         self.reset()
 
     def reset(self) -> None:
+        if self.emu is None:
+            self._tok.reset()
+            return
         self.emu.reset()
         if self.probes:
             self.emu.start_recording()
 
     def feed(self, token: int) -> np.ndarray:
-        if self.context and self.emu.n >= self.context:
-            raise UserError(f"position {self.emu.n} is beyond the model's context "
+        n = self._tok.n if self.emu is None else self.emu.n
+        if self.context and n >= self.context:
+            raise UserError(f"position {n} is beyond the model's context "
                             f"{self.context}; reset() and re-feed the last context//2 tokens")
+        if self.emu is None:
+            sums = self._tok.step_token([int(token)])
+            return sums[0].astype(np.float64) * self.qgraph.logit_scale
         sums = self.emu.step_token([int(token)])
         return (sums[0].to(torch.float64) * self.qgraph.logit_scale).cpu().numpy()
 
@@ -1188,4 +1221,5 @@ class EmulatorBackend:
         return count_windows(self.qgraph, frames, N)
 
     def close(self) -> None:
-        self.emu.stop_recording()
+        if self.emu is not None:
+            self.emu.stop_recording()

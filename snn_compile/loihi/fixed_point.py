@@ -206,6 +206,40 @@ def lif_step(a, u, v, p: LifParams, peaks: Optional[dict] = None):
     return s, u, _zero_where(vv, s)
 
 
+def lif_token_float(a: np.ndarray, fv: int, vth6, bias=0) -> np.ndarray:
+    """``lif_step`` over the T steps of one token from rest (u = v = 0), for a LIF with
+    ``du = 4095`` whose input wraps nothing (``|a| < 2^17`` and ``|v| + |u| + |bias|``
+    inside int32), on float64 numpy arrays: ``a`` (T, ...) -> spikes (T, ...)::
+
+        v = clip(trunc(v * fv / 4096) + (a << 6) + bias, ±(2^23 - 1));  s = v > vth << 6;  v[s] = 0
+
+    The same numbers as ``lif_step`` (u is ``a << 6``; every value an integer below 2^53),
+    in the fewest numpy operations, each on one contiguous step: the form a token-time
+    engine loops over."""
+    act = a * float(2 ** ACT_SHIFT)
+    if not _is_zero(bias):
+        act += bias
+    s = np.empty_like(act)
+    lim = float(STATE_MAX - 1)
+    k = fv / DECAY_UNITY
+    v = np.empty_like(act[0])
+    m = np.empty(v.shape, bool)
+    for t in range(a.shape[0]):
+        if t == 0:
+            v[...] = act[0]
+        else:
+            if k != 1.0:
+                v *= k
+                np.trunc(v, out=v)
+            v += act[t]
+        np.minimum(v, lim, out=v)
+        np.maximum(v, -lim, out=v)
+        np.greater(v, vth6, out=m)
+        s[t] = m
+        np.putmask(v, m, 0.0)
+    return s
+
+
 def _absmax(x) -> int:
     n = x.numel() if _is_torch(x) else x.size
     return int(abs(x).max()) if n else 0

@@ -1,0 +1,457 @@
+"""Token-time engine: the integer reference's schedule in numpy, for streaming at small batch.
+
+On a streamable graph (``qgraph.check_streamable``) the token-time outputs of Lava's
+global-time run equal those of the token-time reference (``int_reference``), which
+computes each population once per token on all T steps of the token. At batch 1 that
+order is also the fast one: a global-time engine pays numpy's per-operation cost at each
+of the W steps of a window, this one once per population and token:
+
+* a synapse is one operation on the (T * B, size) outputs of its source: a matmul, a
+  gather, or the int64 forms of ``fixed_point.SynapseKernel`` (``_In``);
+* a LIF loops over its T steps (``fixed_point.lif_token_float`` where nothing wraps,
+  else ``fixed_point.lif_step``), adding its self-loops step by step;
+* a stateless kind (``fixed_point.ELEMENTWISE``) is one update on all T steps;
+* an accum without decay is a cumulative sum over the T steps plus its value before
+  the token; a decaying one steps ``out = out + ((-decay * out) >> decay_exp) + a``.
+  Between two tokens every decaying memory takes the W - T input-free steps of its
+  window's drain; they depend on no input of the next token, so the drains of all
+  memories run in one loop on their stacked state (float64 where no int32 wrap can
+  happen: ``x * (-decay / 2^e)`` is exact there and ``floor`` is the arithmetic shift).
+
+Which form a synapse or LIF takes is decided on the values at hand where static bounds
+are too loose: the float forms are taken only where they give the integer forms' numbers.
+The arithmetic is ``fixed_point``'s, the schedule ``int_reference.compute_population``'s;
+``tests/test_token_engine.py`` checks every population's outputs against the reference
+token by token. Outputs are float64 arrays ``(T, B, size)`` (int32-valued, exact).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from snn_compile.compiler.qgraph import POPULATION_TYPES, QGraph, QGraphError
+from snn_compile.errors import UserError
+from snn_compile.hw_sim.emulator_numpy import _Syn
+from snn_compile.hw_sim.int_reference import GraphPlan, plan_graph
+from snn_compile.loihi import fixed_point as fx
+
+_F64 = np.float64
+_I64 = np.int64
+F32_EXACT = 2.0 ** 24           # integers below this add exactly in float32
+# a LIF with u = a << 6 (du = 4095) wraps nothing while |a| < 2^17: |u| < 2^23 (no
+# 24-bit wrap) and |v| + |u| + |bias| stays inside int32
+LIF_FLOAT_INPUT = fx.STATE_MAX >> fx.ACT_SHIFT
+
+
+class _In:
+    """One synapse of a port in row layout (rows = the T * B steps of a token), built on
+    the numpy engine's kernel (``emulator_numpy._Syn``: modes, weights, exponent).
+
+    Each call checks what the values at hand allow (``_amax``: the source's largest
+    magnitude): a float64 matmul also keeps its weights in float32 and uses them on a
+    source of spikes, or of values whose largest magnitude times the largest row sum of
+    ``|w|`` stays below 2^24 (every partial sum is then an integer float32 holds
+    exactly), or, for larger values, on their two halves ``x = hi * 2^k + lo`` stacked
+    into one matmul; a graded synapse whose int32 dot product may wrap (``inner``) has a
+    float form on values too small for the wrap to happen."""
+
+    __slots__ = ("syn", "src", "tlag", "slag", "spikes", "wt", "w32", "idx", "val", "rowabs")
+
+    def __init__(self, k: fx.SynapseKernel, src: int, tlag: int, slag: int, spikes: bool):
+        syn = self.syn = _Syn(k, src, 1)
+        self.src, self.tlag, self.slag, self.spikes = src, tlag, slag, spikes
+        self.wt = self.w32 = self.idx = self.val = None
+        self.rowabs = 1.0
+        if syn.mode in ("float", "int"):
+            self.wt = np.ascontiguousarray(syn.w.T)            # (src, dst)
+        if syn.mode == "float":
+            self.rowabs = float(np.abs(syn.w).sum(axis=1).max()) if syn.w.size else 0.0
+            if not spikes or self.rowabs < F32_EXACT:
+                self.w32 = self.wt.astype(np.float32)
+        elif syn.mode == "gather":
+            self.idx = syn.idx
+            if syn.val is not None:
+                self.val = syn.val.reshape(-1)
+                self.rowabs = float(np.abs(self.val).max())
+
+    def float_form(self, x: np.ndarray) -> Optional[np.ndarray]:
+        """The synapse's output on ``x`` (rows, src) in float (exact integers), before its
+        outer int32 wrap; ``None`` where a float form could differ from the int one."""
+        syn = self.syn
+        m = syn.mode
+        if m not in ("float", "identity", "gather"):
+            return None
+        amax = 1.0 if self.spikes else _amax(x)
+        if syn.inner and amax * self.rowabs >= fx.I32:
+            return None
+        if m == "identity":
+            y = x
+        elif m == "gather":
+            y = x.take(self.idx, axis=1)
+            if self.val is not None:
+                y = y * self.val
+        elif self.w32 is not None and amax * self.rowabs < F32_EXACT:
+            # float64 from here on: sums with other synapses may pass 2^24
+            y = (x.astype(np.float32) @ self.w32).astype(_F64)
+        elif self.w32 is not None and _halves(amax, self.rowabs):
+            # x = hi * 2^k + lo with 0 <= lo < 2^k: both halves' sums stay below 2^24, so
+            # one float32 matmul of the stacked halves (the weights read once) is exact
+            k = _halves(amax, self.rowabs)
+            hi = np.floor(x / k)
+            y2 = (np.concatenate([hi, x - hi * k]).astype(np.float32) @ self.w32).astype(_F64)
+            n = x.shape[0]
+            y = y2[:n] * k + y2[n:]
+        else:
+            y = x @ self.wt
+        if syn.exp > 0:
+            return y * syn.scale
+        return np.floor(y * syn.scale) if syn.exp < 0 else y
+
+    def int_form(self, x: np.ndarray) -> np.ndarray:
+        """The synapse's output as ``fixed_point.SynapseKernel`` delivers it before its
+        outer int32 wrap, int64."""
+        y = self.float_form(x) if self.spikes else None
+        if y is not None:
+            return y.astype(_I64)
+        syn = self.syn
+        m = syn.mode
+        if m == "float":
+            y = (x @ self.wt).astype(_I64)
+        elif m == "identity":
+            y = x.astype(_I64)
+        elif m == "gather":
+            y = x.take(self.idx, axis=1).astype(_I64)
+            if self.val is not None:
+                y = y * self.val
+        elif m == "int":
+            y = x.astype(_I64) @ self.wt
+        else:                       # DelayDense: int32 products, summed in int64
+            y = fx.wrap32(x.astype(_I64)[:, None, :] * syn.w[None]).sum(-1)
+        if syn.inner:
+            y = fx.wrap32(y)
+        return fx.shift(y, syn.exp)
+
+
+def _halves(amax: float, rowabs: float) -> float:
+    """The split ``2^k`` for which both halves of values up to ``amax`` (``|hi| <= amax /
+    2^k + 1``, ``0 <= lo < 2^k``) keep a row's sum below 2^24; 0 when there is none."""
+    k = 2.0 ** np.ceil(np.log2(amax * rowabs / F32_EXACT + 1.0))
+    ok = rowabs * k < F32_EXACT and rowabs * (amax / k + 1.0) < F32_EXACT
+    return k if ok else 0.0
+
+
+def _amax(x: np.ndarray) -> float:
+    return float(max(x.max(), -x.min())) if x.size else 0.0
+
+
+def _row_param(x):
+    """A population field as a row-layout update takes it: an int, or a (size,) row."""
+    a = np.asarray(x)
+    return int(a) if a.ndim == 0 else a.astype(_I64).reshape(-1)
+
+
+class _Pop:
+    __slots__ = ("i", "name", "kind", "size", "ports", "wraps", "loops", "lif", "lif_float",
+                 "fl", "fl_check", "loop_max", "rule", "params", "wrap", "mem")
+
+
+class TokenEngine:
+    """Streaming token-time run of one ``QGraph`` for ``batch`` sequences, numpy on the CPU.
+
+    ``step_frames({input: (T, B, size)})`` runs one token and returns the readout summed
+    over its T steps, ``(B, V)`` int64; ``step_token(tokens (B,), positions (B,))`` makes
+    the one-hot frames of a decoder. ``outputs`` holds the last token's outputs
+    ``(T, B, size)`` float64 of every population, in ``names`` order. ``reset()`` starts
+    fresh sequences.
+    """
+
+    def __init__(self, qgraph: QGraph, batch: int = 1, plan: Optional[GraphPlan] = None):
+        self.q, self.B = qgraph, int(batch)
+        self.plan = plan or plan_graph(qgraph, "cpu")
+        if self.plan.device.type != "cpu":
+            raise ValueError("the token-time engine runs on the CPU")
+        self.T, self.W = qgraph.steps_per_token, qgraph.window
+        self.names: List[str] = list(self.plan.order)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.sizes = [qgraph.pop(n).size for n in self.names]
+        self.readout = self.index[qgraph.readout]
+        self.history: Dict[int, int] = {self.index[n]: L for n, L in self.plan.history.items()}
+        self.pops: List[_Pop] = []
+        mems = []
+        for name in self.names:
+            pop = qgraph.pop(name)
+            if pop.kind == "input":
+                continue
+            self.pops.append(self._population(name, pop))
+            if pop.kind == "accum" and pop.decaying:
+                mems.append((self.pops[-1], pop))
+        # the decaying memories' state, stacked: one drain loop for all of them
+        r, dec, dexp = 0, [], []
+        for p, pop in mems:
+            p.mem = slice(r, r + p.size)
+            r += p.size
+            dec.append(np.asarray([int(x) for x in pop.decay], _I64))
+            dexp.append(np.full(p.size, int(pop.decay_exp), _I64))
+        self.n_mem = r
+        self.mem_wrap = any(p.wrap for p, _ in mems)
+        if mems:
+            self.dec, self.dexp = np.concatenate(dec), np.concatenate(dexp)
+            # exact in float64 where no wrap can happen: |decay * x| < 2^31 * 2^12
+            self.kdec = -self.dec.astype(_F64) / 2.0 ** self.dexp
+        self.reset()
+
+    def _population(self, name: str, pop) -> _Pop:
+        """Constants and synapses of one non-input population."""
+        q = self.q
+        p = _Pop()
+        p.i, p.name, p.kind, p.size = self.index[name], name, pop.kind, pop.size
+        p.ports, p.wraps, p.loops, p.mem = [], [], [], None
+        p.rule = fx.ELEMENTWISE.get(pop.kind)
+        for pp in self.plan.ports[name].values():
+            ins = []
+            for k, src, tlag, slag in zip(pp.synapses, pp.srcs, pp.lags,
+                                          pp.steps or [0] * len(pp.srcs)):
+                kind = q.pop(src).kind
+                spikes = kind != "input" and not POPULATION_TYPES[kind].graded
+                s = _In(k, self.index[src], tlag, slag, spikes)
+                (p.loops if src == name else ins).append(s)
+            p.ports.append(ins)
+            # a port whose sum is unbounded is int32-wrapped once, after the sum (each
+            # synapse's own output wrap commutes with the sum's)
+            p.wraps.append(pp.bound is None)
+        if pop.kind == "lif":
+            c = self.plan.lif[name]
+            bias = c.bias.cpu().numpy().astype(_I64) if hasattr(c.bias, "cpu") else int(c.bias)
+            p.lif = fx.LifParams(int(c.fu), int(c.fv), int(c.vth6), bias,
+                                 c.act_wrap, c.u_wrap, c.v_wrap)
+            p.lif_float = fx.LifParams(int(c.fu), int(c.fv), int(c.vth6), bias,
+                                       False, False, False)
+            syns = p.ports[0] + p.loops
+            # float64 where no wrap can happen: always when the bounds say so, else at
+            # each token whose input is small enough (|a| + |self-loops| < 2^17). Two
+            # float64 sums of exact integers below 2^53 are exact when the result is small.
+            p.fl = (p.lif.fu == 0 and not (c.act_wrap or c.u_wrap or c.v_wrap)
+                    and self.plan.ports[name]["a_in"].bound is not None
+                    and all(s.syn.exact_in_float() for s in syns))
+            bmax = int(np.abs(np.asarray(bias)).max(initial=0))
+            p.fl_check = (not p.fl and p.lif.fu == 0 and len(p.ports[0]) <= 2
+                          and all(s.syn.mode in ("float", "identity", "gather") for s in syns)
+                          and 2 * fx.STATE_MAX + bmax < fx.I32)
+            p.loop_max = sum(s.rowabs for s in p.loops)
+        elif p.rule is not None:
+            p.params = tuple(_row_param(getattr(pop, f)) for f in p.rule.params)
+            p.wrap = self.plan.elem_wrap[name]
+        elif pop.kind == "accum":
+            p.wrap = self.plan.accum_wrap[name]
+        else:
+            raise QGraphError(f"population {name}: kind {pop.kind!r} is stateful and the "
+                              "token-time engine has no schedule for it")
+        return p
+
+    def reset(self) -> None:
+        """Fresh sequences: memories at zero, no token-shift history, position 0."""
+        self.n = 0
+        self.outputs: List[Optional[np.ndarray]] = [None] * len(self.names)
+        self.past: Dict[int, List[np.ndarray]] = {}
+        self.acc: Dict[int, np.ndarray] = {}
+        self.mem = np.zeros((self.B, self.n_mem), _I64 if self.mem_wrap else _F64)
+
+    # ----------------------------------------------------------------- token
+    def step_token(self, tokens, positions=None) -> np.ndarray:
+        """One token per sequence: ids (B,) (positions default to the token count since
+        ``reset``) -> readout sums (B, V) int64."""
+        self._check_context()
+        tok = np.asarray(tokens, _I64).reshape(-1)
+        pos = np.full(self.B, self.n, _I64) if positions is None else \
+            np.asarray(positions, _I64).reshape(-1)
+        if tok.shape != (self.B,) or pos.shape != (self.B,):
+            raise UserError(f"step_token takes {self.B} token ids and positions, got "
+                            f"{tok.shape[0]} and {pos.shape[0]}")
+        frames = {}
+        for name in self.q.inputs:
+            size = self.sizes[self.index[name]]
+            ids = tok if name == "tokens" else pos if name == "positions" else None
+            if ids is None:
+                raise QGraphError(f"input population {name!r} is neither 'tokens' nor "
+                                  "'positions'; give its frames (step_frames)")
+            if ids.size and (ids.min() < 0 or ids.max() >= size):
+                bad = int(ids.max()) if ids.max() >= size else int(ids.min())
+                raise UserError(f"{name[:-1]} {bad} is outside 0..{size - 1} of input {name!r}")
+            oh = np.zeros((self.T, self.B, size), _F64)
+            oh[:, np.arange(self.B), ids] = 1.0
+            frames[name] = oh
+        return self.step_frames(frames)
+
+    def step_frames(self, frames: Dict[str, np.ndarray]) -> np.ndarray:
+        """One token from frames ``{input: (T, B, size)}``; readout sums (B, V) int64."""
+        self._check_context()
+        out = self.outputs
+        for name in self.q.inputs:
+            shape = (self.T, self.B, self.sizes[self.index[name]])
+            f = np.asarray(frames[name], _F64)
+            if f.shape != shape:
+                raise UserError(f"frames of input {name!r}: shape {f.shape}, expected {shape}")
+            out[self.index[name]] = f
+        if self.n and self.n_mem:
+            self._drain()
+        for p in self.pops:
+            out[p.i] = self._compute(p)
+        for i, L in self.history.items():        # the last L tokens of token-shift sources
+            h = self.past.setdefault(i, [])
+            h.append(out[i])
+            del h[:-L]
+        self.n += 1
+        return out[self.readout].sum(axis=0).astype(_I64)
+
+    def _check_context(self) -> None:
+        if self.q.context and self.n >= self.q.context:
+            raise UserError(f"position {self.n} is beyond the model's context {self.q.context}; "
+                            "reset and feed at most context tokens")
+
+    def _drain(self) -> None:
+        """The W - T input-free steps of every decaying memory since its last token."""
+        m = self.mem
+        if self.mem_wrap:
+            for _ in range(self.W - self.T):
+                m = fx.accum_step(m, None, self.dec, self.dexp, True)
+            self.mem = m
+            return
+        t = np.empty_like(m)
+        k = self.kdec
+        for _ in range(self.W - self.T):
+            np.multiply(m, k, out=t)
+            np.floor(t, out=t)
+            m += t
+
+    # ------------------------------------------------------------ populations
+    def _source(self, s: _In) -> np.ndarray:
+        """The source's outputs (T, B, size) as the synapse sees them: ``tlag`` tokens back
+        (zeros before the first), shifted ``slag`` steps later within the token."""
+        if s.tlag:
+            h = self.past.get(s.src, [])
+            if len(h) < s.tlag:
+                return np.zeros((self.T, self.B, self.sizes[s.src]), _F64)
+            x = h[-s.tlag]
+        else:
+            x = self.outputs[s.src]
+        if s.slag:
+            y = np.zeros_like(x)
+            if s.slag < self.T:
+                y[s.slag:] = x[:self.T - s.slag]
+            x = y
+        return x
+
+    def _port(self, p: _Pop, j: int, fl: bool) -> Optional[np.ndarray]:
+        """Sum of the port's synapses (T, B, size). ``fl``: in float (exact integers), or
+        ``None`` where a synapse has no exact float form for these values; else int64,
+        int32-wrapped unless its bound says the sum stays in int32 (a LIF with self-loops
+        wraps after adding them, step by step)."""
+        acc = None
+        R = self.T * self.B
+        for s in p.ports[j]:
+            x = self._source(s).reshape(R, -1)
+            y = s.float_form(x) if fl else s.int_form(x)
+            if y is None:
+                return None
+            acc = y if acc is None else acc + y
+        if acc is None:
+            return np.zeros((self.T, self.B, p.size), _F64 if fl else _I64)
+        if p.wraps[j] and not fl and not p.loops:
+            acc = fx.wrap32(acc)
+        return acc.reshape(self.T, self.B, p.size)
+
+    def _compute(self, p: _Pop) -> np.ndarray:
+        if p.kind == "lif":
+            return self._lif(p)
+        if p.rule is not None:
+            R = self.T * self.B
+            vals = [self._port(p, j, False).reshape(R, -1) for j in range(len(p.ports))]
+            o = p.rule.update(vals, p.wrap, *p.params)
+            return o.astype(_F64).reshape(self.T, self.B, p.size)
+        a = self._port(p, 0, False)
+        if p.mem is not None:
+            return self._decaying(p, a)
+        prev = self.acc.get(p.i)
+        c = np.cumsum(a, axis=0)
+        if prev is not None:
+            c += prev
+        o = fx.wrap32(c)
+        if p.wrap and (o == -fx.I32).any():     # GradedVec drops -2^31: step by step
+            x = np.zeros((self.B, p.size), _I64) if prev is None else prev
+            for t in range(self.T):
+                x = fx.accum_step(x, a[t], wrap=True)
+                o[t] = x
+        self.acc[p.i] = o[-1].copy()
+        return o.astype(_F64)
+
+    def _decaying(self, p: _Pop, a: np.ndarray) -> np.ndarray:
+        """A decaying memory's T token steps from its stacked state."""
+        o = np.empty((self.T, self.B, p.size), _F64)
+        x = self.mem[:, p.mem]
+        if self.mem_wrap:
+            dec, dexp = self.dec[p.mem], self.dexp[p.mem]
+            for t in range(self.T):
+                x = fx.accum_step(x, a[t], dec, dexp, True)
+                o[t] = x
+        else:
+            k = self.kdec[p.mem]
+            for t in range(self.T):
+                x = x + np.floor(x * k) + a[t]
+                o[t] = x
+        self.mem[:, p.mem] = x
+        return o
+
+    def _lif(self, p: _Pop) -> np.ndarray:
+        """``fixed_point.lif_step`` over the token's T steps, self-loops added step by step;
+        in float64 where the bounds (``p.fl``) or this token's input (``p.fl_check``:
+        ``|a| + |self-loops| < LIF_FLOAT_INPUT``) show that nothing wraps."""
+        fl, c = p.fl, p.lif
+        a = self._port(p, 0, True) if (fl or p.fl_check) else None
+        if not fl and a is not None:
+            fl = _amax(a) + p.loop_max < LIF_FLOAT_INPUT
+            c = p.lif_float
+        if not fl:
+            a, c = self._port(p, 0, False), p.lif
+        elif not p.loops:
+            return fx.lif_token_float(a, c.fv, c.vth6, c.bias)
+        s_out = np.zeros((self.T, self.B, p.size), _F64)
+        u = v = None
+        for t in range(self.T):
+            xt = a[t]
+            if p.loops:                  # recurrence: this population's spikes of step t - k
+                for s in p.loops:
+                    if t >= s.slag:
+                        y = s_out[t - s.slag]
+                        xt = xt + (s.float_form(y) if fl else s.int_form(y))
+                if p.wraps[0] and not fl:
+                    xt = fx.wrap32(xt)
+            st, u, v = fx.lif_step(xt, u, v, c)
+            s_out[t] = st
+        return s_out
+
+
+class TokenBackend:
+    """Token backend on the token-time engine: one token per ``feed`` (batch 1, CPU)."""
+
+    name = "token"
+
+    def __init__(self, qgraph: QGraph, device="cpu"):
+        if str(device) != "cpu":
+            raise UserError("the token-time engine runs on the CPU; use the emulator's torch "
+                            "engine on a GPU")
+        self.qgraph = qgraph
+        self.engine = TokenEngine(qgraph, 1)
+        self.vocab_size = qgraph.pop(qgraph.readout).size
+        self.context = qgraph.context
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+    def feed(self, token: int) -> np.ndarray:
+        sums = self.engine.step_token([int(token)])
+        return sums[0].astype(_F64) * self.qgraph.logit_scale
+
+    def close(self) -> None:
+        pass

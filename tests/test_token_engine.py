@@ -1,0 +1,162 @@
+"""The token-time engine against the token-time integer reference, spike for spike.
+
+Every population's outputs at every step of every token, on random graphs of every kind
+(token shifts, step lags, self-loops, DelayDense, wraps, decaying memories), on the
+decaying-attention graphs of ``test_decay`` and on a random decoder; the float forms the
+engine picks on the values at hand against ``fixed_point``'s integer ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snn_compile.compiler.qgraph import Synapse
+from snn_compile.errors import UserError
+from snn_compile.hw_sim.emulator import EmulatorBackend
+from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
+from snn_compile.hw_sim.token_engine import (F32_EXACT, LIF_FLOAT_INPUT, TokenEngine, _amax,
+                                             _halves, _In)
+from snn_compile.loihi import fixed_point as fx
+
+from test_decay import decaying_attention_graph, decaying_decoder, residual_stream_graph
+
+
+def _check(q, tokens: np.ndarray) -> TokenEngine:
+    """Feed ``tokens`` (B, N) one token at a time; every output equals the reference's."""
+    ref = run_token_time(q, torch.as_tensor(tokens))
+    B, N = tokens.shape
+    e = TokenEngine(q, B)
+    for n in range(N):
+        sums = e.step_token(tokens[:, n])
+        for i, name in enumerate(e.names):
+            want = ref.outputs[name][:, n].numpy()                  # (B, T, size)
+            got = e.outputs[i].transpose(1, 0, 2)
+            assert np.array_equal(got, want), f"{name}, token {n}"
+        assert np.array_equal(sums, ref.logits_int[:, n].numpy()), f"readout, token {n}"
+    return e
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n_pops=st.integers(2, 9), T=st.integers(1, 4),
+       N=st.integers(1, 6), B=st.integers(1, 3))
+def test_random_graphs_equal_reference(seed, n_pops, T, N, B):
+    q = random_dag_qgraph(seed, n_pops=n_pops, T=T)
+    _check(q, np.random.default_rng(seed).integers(0, 8, (B, N)))
+
+
+@pytest.mark.parametrize("make", [decaying_attention_graph, residual_stream_graph,
+                                  decaying_decoder])
+def test_decaying_graphs_equal_reference(make):
+    q = make()
+    V = q.pop("tokens").size
+    _check(q, np.random.default_rng(3).integers(0, V, (2, min(9, q.context))))
+
+
+def test_decoder_equals_reference_and_spikes():
+    q = random_decoder_qgraph(seed=1, vocab=24, d=16, heads=2, layers=2, T=3, context=16)
+    e = _check(q, np.random.default_rng(0).integers(0, 24, (3, 12)))
+    for i, name in enumerate(e.names):
+        if q.pop(name).kind == "lif":
+            assert e.outputs[i].any(), f"{name} never spikes in the last token"
+
+
+def test_streaming_backend_equals_reference_backend():
+    """``EmulatorBackend`` on the CPU (token engine by default) and the reference backend
+    give the same logits, token by token, and again after a reset."""
+    q = decaying_decoder(2)
+    seq = np.random.default_rng(5).integers(0, q.pop("tokens").size, min(10, q.context))
+    be, ib = EmulatorBackend(q), IntReferenceBackend(q)
+    assert be.engine == "token"
+    for t in seq:
+        assert np.array_equal(be.feed(int(t)), ib.feed(int(t)))
+    be.reset()
+    ib.reset()
+    assert np.array_equal(be.feed(int(seq[0])), ib.feed(int(seq[0])))
+
+
+def test_bad_input_is_refused():
+    q = random_decoder_qgraph(seed=1, vocab=24, d=16, heads=2, layers=1, T=2, context=4)
+    e = TokenEngine(q, 2)
+    with pytest.raises(UserError, match="outside 0..23"):
+        e.step_token([0, 24])
+    with pytest.raises(UserError, match="2 token ids"):
+        e.step_token([0, 1, 2])
+    with pytest.raises(UserError, match="shape"):
+        e.step_frames({"tokens": np.zeros((2, 2, 5)), "positions": np.zeros((2, 2, 4))})
+    for _ in range(4):
+        e.step_token([1, 2])
+    with pytest.raises(UserError, match="context 4"):
+        e.step_token([1, 2])
+    e.reset()
+    assert e.step_token([1, 2]).shape == (2, 24)
+
+
+@pytest.mark.parametrize("graded,delay,exp", [(False, 0, 3), (False, 0, -2), (True, 0, 1),
+                                              (True, 2, -1), (True, 0, 0), (True, 0, -3)])
+@pytest.mark.parametrize("scale", [2 ** 4, 2 ** 15, 2 ** 22, 2 ** 31])
+def test_synapse_forms_equal_fixed_point(graded, delay, exp, scale):
+    """Each form ``_In`` may take (float32, float32 halves, float64, int64, products) gives
+    ``fixed_point.SynapseKernel``'s numbers after the port's int32 wrap, on values from
+    small to int32-wide; the float form declines where it could differ."""
+    rng = np.random.default_rng(scale % 97 + exp + 10 * delay)
+    x = (rng.integers(-scale, scale, size=(6, 40)) if graded
+         else (rng.random((6, 40)) < 0.5).astype(np.int64))
+    mats = {"dense": rng.integers(-128, 128, size=(9, 40)) * 2,
+            "wide": rng.integers(-255, 256, size=(9, 40)),
+            "gather": np.eye(9, 40, dtype=np.int64) * rng.integers(-255, 255, size=(9, 1)),
+            "identity": np.eye(40, dtype=np.int64)}
+    for what, w in mats.items():
+        syn = Synapse("s", "a", "b", w, exp, graded=graded, delay=delay)
+        # bounds known (the float64 matmul) and unknown (inner int32 wraps kept)
+        for bound in (scale, None):
+            k = fx.SynapseKernel(syn, "prod" if graded else "lif", "cpu", bound)
+            want = fx.wrap32(k(torch.as_tensor(x))).numpy()
+            s = _In(k, 0, 0, 0, spikes=not graded)
+            xf = x.astype(np.float64)
+            assert np.array_equal(fx.wrap32(s.int_form(xf)), want), (what, bound, "int")
+            y = s.float_form(xf)
+            if y is not None:
+                assert np.array_equal(fx.wrap32(y.astype(np.int64)), want), (what, bound)
+
+
+def test_float32_halves_are_exact_at_their_limits():
+    """The split ``x = hi 2^k + lo`` keeps both halves' row sums below 2^24 at the largest
+    values it accepts, and is refused where no split can."""
+    for rowabs in (1.0, 255.0, 1728.0, 4000.0):
+        for amax in (2.0 ** 16, 8e5, 2.0 ** 31 - 1):
+            k = _halves(amax, rowabs)
+            if k:
+                assert rowabs * k < F32_EXACT and rowabs * (amax / k + 1) < F32_EXACT
+    assert _halves(2.0 ** 31, 2.0 ** 12) == 0.0
+    rng = np.random.default_rng(0)
+    w = rng.integers(-255, 256, size=(16, 128))     # row sums of |w| near 2^14
+    syn = Synapse("s", "a", "b", w, 0, graded=True)
+    k = fx.SynapseKernel(syn, "prod", "cpu", 2 ** 15)
+    s = _In(k, 0, 0, 0, spikes=False)
+    x = rng.integers(-2 ** 15, 2 ** 15, size=(4, 128)).astype(np.float64)
+    assert _halves(_amax(x), s.rowabs) and _amax(x) * s.rowabs >= F32_EXACT
+    assert np.array_equal(s.float_form(x).astype(np.int64),
+                          fx.wrap32(k(torch.as_tensor(x.astype(np.int64)))).numpy())
+
+
+@pytest.mark.parametrize("dv,vth,bias", [(0, 100, 0), (300, 40, 0), (4095, 10, 7),
+                                         (1, 2000, -3)])
+def test_lif_token_float_equals_lif_step(dv, vth, bias):
+    """``fixed_point.lif_token_float`` is ``lif_step`` from rest over T steps for inputs up
+    to the limit the engine gives it (|a| < 2^17)."""
+    rng = np.random.default_rng(dv + vth)
+    a = rng.integers(-LIF_FLOAT_INPUT + 1, LIF_FLOAT_INPUT, size=(6, 3, 50))
+    a[:, :, :25] //= 2 ** 10                       # small inputs too: some spike, some not
+    p = fx.LifParams(0, fx.DECAY_UNITY - dv, vth << fx.VTH_SHIFT, bias, False, False, False)
+    pi = fx.LifParams(0, fx.DECAY_UNITY - dv, vth << fx.VTH_SHIFT, bias)   # every wrap kept
+    got = fx.lif_token_float(a.astype(np.float64), p.fv, p.vth6, p.bias)
+    u = v = None
+    for t in range(a.shape[0]):
+        s, u, v = fx.lif_step(a[t], u, v, pi)
+        assert np.array_equal(got[t], s.astype(np.float64)), t
+    assert 0 < got.sum() < got.size
