@@ -3,8 +3,8 @@ its QGraph dataclass: the executors run it without naming it.
 
 The test registers a kind none of them knows, ``diff`` (``out = w * (|w| > vth)``,
 ``w = wrap32(a1 - a2)``: two ports, non-zero when either is), swaps it into random
-graphs, and checks the token-time reference, the numpy engine and the torch engine
-(eager and fused) against each other, step for step.
+graphs, and checks the token-time reference, the numpy engine, the torch engine (eager
+and fused) and the token-time engine against each other, step for step.
 """
 
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from snn_compile.hw_sim import emulator
 from snn_compile.hw_sim.emulator import Emulator
 from snn_compile.hw_sim.int_reference import run_token_time
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph
+from snn_compile.hw_sim.token_engine import TokenEngine
 from snn_compile.loihi import fixed_point as fx
 
 
@@ -96,6 +97,12 @@ def test_a_new_stateless_kind_runs_in_every_executor(diff_kind):
         for name, g in runs["numpy", None].global_outputs.items():
             for key, run in runs.items():
                 assert torch.equal(run.global_outputs[name], g), (key, name)
+        tok = TokenEngine(q, 2)                  # and the token-time engine, token by token
+        for n in range(tokens.shape[1]):
+            tok.step_token(tokens[:, n].numpy())
+            for j, name in enumerate(tok.names):
+                assert np.array_equal(tok.outputs[j].transpose(1, 0, 2),
+                                      ref.outputs[name][:, n].numpy()), ("token", name)
     assert both >= 2                    # diffs fed on both ports, not just one
     assert emulator._COMPILED.get("elem:diff") is not None      # its fused kernel ran
 

@@ -2,13 +2,14 @@
 
     python -m snn_compile.benchmarks.bench_emulator [--model SPEC | --qgraph FILE | --random]
         [--tokens N] [--batch B [B ...]] [--batch-tokens M] [--device cpu|cuda]
-        [--engine numpy|torch ...] [--lava N] [--repeat R] [--threads K] [--profile B]
+        [--engine numpy|torch|token ...] [--lava N] [--repeat R] [--threads K] [--profile B]
         [--json]
 
 Numbers from one run, on the same machine and graph:
 
 * batch 1: the emulator as a token backend (``EmulatorBackend.feed``, what
-  ``generate`` uses), timed by ``time_backend`` — the function any other
+  ``generate`` uses; on the CPU its default is the token-time engine,
+  ``hw_sim/token_engine.py``), timed by ``time_backend`` — the function any other
   backend (``--lava``: Lava's fixed_pt simulator) is timed with too;
   ``--repeat R`` times it R times (interleaved with the other engines) and
   reports the median;
