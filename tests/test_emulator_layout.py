@@ -77,7 +77,7 @@ def test_state_bytes_exact_and_smaller_than_the_ring(shifted):
     q, B = shifted, 4
     emu = Emulator(q, batch=B, engine="torch")
     sb = emu.state_bytes()
-    tensors = [emu.X, emu.A, emu.u, emu.v, emu.acc, *emu.hist]
+    tensors = [emu.X, emu.A, emu.u, emu.v, emu.acc, emu.S, *emu.hist]
     assert sb["total"] == sum(t.numel() * t.element_size() for t in tensors)
     assert sb["total"] == sum(v for k, v in sb.items() if k != "total")
     assert emu.state_bytes(per_sequence=True)["total"] * B == sb["total"]

@@ -133,3 +133,127 @@ def test_elementwise_rules_match_the_population_types():
         zero = np.zeros((3, 2), np.int64)
         assert not np.any(rule.update([zero] * len(cls.ports), True,
                                       *([1] * len(rule.params))))
+
+
+# ------------------------------------------------------------------ stateful kinds
+@dataclass
+class Hold(Population):
+    """s = (s >> 1) + a (kept across tokens: halved through the drain); out = s where a != 0"""
+
+    kind: ClassVar[str] = "hold"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in",)
+    graded: ClassVar[bool] = True
+
+
+@dataclass
+class Count(Population):
+    """c = c + (a != 0) (cleared at every token); out = c * shift where a != 0"""
+
+    shift: int = 3
+
+    kind: ClassVar[str] = "count"
+    ports: ClassVar[Tuple[str, ...]] = ("a_in",)
+    graded: ClassVar[bool] = True
+
+
+def _hold(ports, state, wrap):
+    a = ports[0]
+    s = (state[0] >> 1) + a
+    if wrap:
+        s = fx.wrap32(s)
+    return s * (a != 0), [s]
+
+
+def _count(ports, state, wrap, shift):
+    fed = ports[0] != 0
+    c = state[0] + fed
+    return (c << shift) * fed, [c]
+
+
+@pytest.fixture
+def stateful_kinds(monkeypatch):
+    for cls in (Hold, Count):
+        monkeypatch.setitem(qg.POPULATION_TYPES, cls.kind, cls)
+        monkeypatch.setitem(qg.PORTS, cls.kind, cls.ports)
+    monkeypatch.setitem(fx.STATEFUL, "hold", fx.Stateful(
+        (), ("s",), _hold, lambda b: 2 * b[0] if b[0] is not None and 2 * b[0] < fx.I32
+        else None, reset_each_token=False, quiet=True))
+    monkeypatch.setitem(fx.STATEFUL, "count", fx.Stateful(
+        ("shift",), ("c",), _count, lambda b: 2 ** 20, reset_each_token=True, quiet=True))
+
+
+def _with_stateful(seed: int) -> QGraph:
+    """A random graph whose graded populations (the readout aside) became ``hold`` and
+    ``count`` populations in turn."""
+    q = random_dag_qgraph(seed, n_pops=8, accum=seed % 2 == 0)
+    pops, i = dict(q.populations), 0
+    for name, p in q.populations.items():
+        if p.kind == "graded" and name != q.readout:
+            cls = (Hold, Count)[i % 2]
+            pops[name] = cls(name, p.size, depth=p.depth, layer=p.layer)
+            i += 1
+    return QGraph(pops, list(q.synapses), q.steps_per_token, q.inputs, q.readout,
+                  q.logit_scale, context=q.context, metadata=q.metadata).validate()
+
+
+def test_a_new_stateful_kind_runs_in_every_executor(stateful_kinds):
+    """Two stateful kinds no executor names, one keeping its state across tokens (through
+    the drain steps), one clearing it at every token: the token-time reference, the numpy
+    and torch engines (global time, every step) and the token-time engine agree."""
+    graphs = [q for q in map(_with_stateful, range(40))
+              if {"hold", "count"} <= {p.kind for p in q.populations.values()}][:4]
+    assert len(graphs) == 4
+    carried = 0
+    for i, q in enumerate(graphs):
+        new = [n for n, p in q.populations.items() if p.kind in ("hold", "count")]
+        tokens = torch.randint(0, 8, (2, 6), generator=torch.Generator().manual_seed(2))
+        ref = run_token_time(q, tokens)
+        assert any(ref.outputs[n].any() for n in new)          # the new kinds are not idle
+        # the state carried across tokens matters: a fresh start at each token differs
+        for n in new:
+            if q.pop(n).kind == "hold":
+                o = ref.outputs[n]
+                one = run_token_time(q, tokens[:, 1:2]).outputs[n][:, 0]
+                carried += not torch.equal(o[:, 1], one) if o[:, 1].any() else 0
+        runs = {}
+        # fused (torch.compile: inductor's C++ here) on the first graph: compiling is slow
+        for engine, fused in (("numpy", None), ("torch", False), ("torch", True))[:3 - bool(i)]:
+            emu = Emulator(q, batch=2, engine=engine, fused=fused,
+                           event_driven=None if engine == "numpy" else False)
+            runs[engine, fused] = run = emu.run_sequence(tokens)
+            assert torch.equal(run.logits_int, ref.logits_int), (engine, fused)
+            for name, o in ref.outputs.items():
+                assert torch.equal(run.outputs[name], o), (engine, fused, name)
+        for name, g in runs["numpy", None].global_outputs.items():
+            for key, run in runs.items():
+                assert torch.equal(run.global_outputs[name], g), (key, name)
+        tok = TokenEngine(q, 2)
+        for n in range(tokens.shape[1]):
+            tok.step_token(tokens[:, n].numpy())
+            for j, name in enumerate(tok.names):
+                assert np.array_equal(tok.outputs[j].transpose(1, 0, 2),
+                                      ref.outputs[name][:, n].numpy()), ("token", name, n)
+        # streaming: two runs of 3 tokens carry the states through run_frames' state
+        from snn_compile.hw_sim.int_reference import input_frames, plan_graph, run_frames
+        plan = plan_graph(q)
+        fr = input_frames(q, tokens)
+        a = run_frames(plan, {k: v[:, :3] for k, v in fr.items()})
+        b = run_frames(plan, {k: v[:, 3:] for k, v in fr.items()}, a.state)
+        for name in q.populations:
+            assert torch.equal(torch.cat([a.outputs[name], b.outputs[name]], 1),
+                               ref.outputs[name]), ("stream", name)
+    assert carried >= 1
+
+
+def test_stateful_kind_without_quiet_must_be_gated(stateful_kinds, monkeypatch):
+    """A stateful kind that holds its output is checked like an accum: read by a LIF or a
+    graded population, the pipelined run could leak between tokens."""
+    from snn_compile.compiler.qgraph import check_streamable
+
+    monkeypatch.setitem(fx.STATEFUL, "hold", fx.Stateful(
+        (), ("s",), _hold, lambda b: None, reset_each_token=False, quiet=False))
+    q = next(q for q in map(_with_stateful, range(40))
+             if any(p.kind == "hold" and any(s.src == n for s in q.synapses)
+                    for n, p in q.populations.items()))
+    with pytest.raises(QGraphError, match="active between tokens"):
+        check_streamable(q)

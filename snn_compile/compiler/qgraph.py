@@ -28,7 +28,7 @@ import numpy as np
 
 from snn_compile.loihi.limits import (DECAY_MAX, DELAY_MAX, GRADED_MESSAGE_BITS,  # noqa: F401
                                       INHIBITORY_MANTISSA_MAX, STATE_MAX, VTH_MAX, WEIGHT_EXP_RANGE)
-from snn_compile.loihi.fixed_point import ELEMENTWISE, lava_legal_weights
+from snn_compile.loihi.fixed_point import ELEMENTWISE, STATEFUL, lava_legal_weights
 from snn_compile.models.config import DECAY_EXP
 from snn_compile.errors import atomic_path
 
@@ -429,8 +429,10 @@ def check_streamable(qgraph: "QGraph") -> None:
     Outside its token's T steps every population must output zero (so nothing
     leaks into the next window): LIFs need ``du = 4095`` (no synaptic current
     left over) and zero bias; a population is silent when its inputs are,
-    except ``accum`` (it holds the memory) and a stateless kind that needs every port
-    (``fixed_point.ELEMENTWISE``: ``prod``), which is silent when either port is; an ``accum`` must integrate a silent input. A ``single_window`` graph
+    except ``accum`` (it holds the memory) and a stateful kind that is not ``quiet``
+    (``fixed_point.STATEFUL``), which must integrate a silent input and be read through a
+    gated product, and a stateless kind that needs every port (``fixed_point.ELEMENTWISE``:
+    ``prod``), which is silent when either port is. A ``single_window`` graph
     (one sample per reset, foreign graphs) has no next token to leak into: nothing to
     check (its biases before the window: ``quantize_foreign._pre_window_biases``).
     """
@@ -457,12 +459,15 @@ def check_streamable(qgraph: "QGraph") -> None:
         elif rule is not None:       # a stateless kind: silent when its (or one) port is
             silent[name] = any(by_port.values()) if rule.needs_all_ports else \
                 all(by_port.values())
-        else:
+        elif p.kind in STATEFUL and STATEFUL[p.kind].quiet:    # zero ports, zero output
+            silent[name] = all(by_port.values())
+        else:                        # accum, or a stateful kind that holds its output
             silent[name] = False
             if not all(by_port.values()):
-                errs.append(f"{name}: accum integrates an input that is not silent between tokens")
-        if (p.kind == "lif" or (rule is not None and not rule.needs_all_ports)) \
-                and not silent[name]:
+                errs.append(f"{name}: {p.kind} integrates an input that is not silent between "
+                            "tokens")
+        if (p.kind == "lif" or (rule is not None and not rule.needs_all_ports)
+                or (p.kind in STATEFUL and STATEFUL[p.kind].quiet)) and not silent[name]:
             errs.append(f"{name}: fed by a population that is active between tokens "
                         "(an accum must be gated by a prod)")
     if errs:

@@ -33,7 +33,7 @@ import numpy as np
 from snn_compile.compiler.qgraph import (QGraph, QGraphError, Synapse, accum_decay_product_bound,
                                          accum_state_bound)
 from snn_compile.errors import UserError
-from snn_compile.loihi.fixed_point import ELEMENTWISE, I32, LifParams, lif_step, shift
+from snn_compile.loihi.fixed_point import ELEMENTWISE, I32, STATEFUL, LifParams, lif_step, shift
 from snn_compile.loihi.limits import (CORES_PER_CHIP, DELAY_BITS, INPUT_BITS,  # noqa: F401
                                       NEURONS_PER_CHIP, NEURONS_PER_CORE, PROD_BITS, STATE_MAX,
                                       SYNAPSES_PER_CHIP, SYNAPTIC_BITS_PER_CORE, WEIGHT_BITS)
@@ -236,8 +236,9 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
             r.update(product_bound=prod, out_bound=prod >> p.exp, state_limit=limit)
             r["fits"] = prod < 2 ** (PROD_BITS - 1) and (prod >> p.exp) <= limit
             out_bound[name] = prod >> p.exp
-        elif p.kind in ELEMENTWISE:      # graded, or any other stateless kind
-            ob = ELEMENTWISE[p.kind].bound([a_bound.get(port, 0) for port in p.ports])
+        elif p.kind in ELEMENTWISE or p.kind in STATEFUL:   # graded, or another rule's kind
+            rule = ELEMENTWISE.get(p.kind) or STATEFUL[p.kind]
+            ob = rule.bound([a_bound.get(port, 0) for port in p.ports])
             r.update(out_bound=ob, state_limit=limit)
             r["fits"] = ob is not None and ob <= limit
             out_bound[name] = I32 if ob is None else ob
@@ -252,7 +253,7 @@ def range_report(qgraph: QGraph, activity_or_outputs: Any = None) -> Dict[str, d
             out_bound[name] = ob
         else:
             raise QGraphError(f"population {name}: kind {p.kind!r} has no range rule here "
-                              "(stateless kinds are read from fixed_point.ELEMENTWISE)")
+                              "(other kinds are read from fixed_point.ELEMENTWISE and STATEFUL)")
         rep[name] = r
 
     if activity_or_outputs is not None:

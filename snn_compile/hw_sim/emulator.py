@@ -216,7 +216,7 @@ class Emulator:
             # stays <= vth << 6 (emulator_numpy's lazy LIFs); needs vth >= 0
             self.lazy[p.name] = bool((rowc["fu"][xr] == 0).all() and (rowc["bias"][xr] == 0).all()
                                      and (rowc["vth6"][xr] >= 0).all())
-        for kind, rule in fx.ELEMENTWISE.items():      # the stateless kinds' fields
+        for kind, rule in (*fx.ELEMENTWISE.items(), *fx.STATEFUL.items()):   # kinds' fields
             for f in rule.params:
                 rowc[f"{kind}.{f}"] = col = np.zeros(self.n_out, np.int64)
                 for p in pops.get(kind, ()):
@@ -226,6 +226,15 @@ class Emulator:
                 rowc["decay"][self.xrows[p.name]] = np.asarray(p.decay, np.int64)
                 rowc["dexp"][self.xrows[p.name]] = p.decay_exp
         self._rowc = rowc
+        # ---- the state arrays of fx.STATEFUL kinds: rows of one int64 tensor S
+        self.srows: Dict[str, list] = {}
+        r = 0
+        for kind, rule in fx.STATEFUL.items():
+            for p in pops.get(kind, ()):
+                self.srows[p.name] = [slice(r + i * p.size, r + (i + 1) * p.size)
+                                      for i in range(len(rule.state))]
+                r += len(rule.state) * p.size
+        self.n_state = r
         # ---- synapses: (kernel, source, dst port key, port rows, ahead = 1 + delay)
         self.syns = []
         self.port_bound_none: Dict[tuple, bool] = {}
@@ -265,7 +274,9 @@ class Emulator:
         input: the T injection steps; a synapse delivers its source's residues shifted by
         1 + delay; lif (lazy: no input, no spike): any port input; a stateless kind
         (``fx.ELEMENTWISE``): any port's input, or every port's where it needs all (a
-        prod: ``0 * a = 0``); accum: every residue once any input arrives (it holds its value);
+        prod: ``0 * a = 0``); accum (and a ``fx.STATEFUL`` kind that is not quiet): every
+        residue once any input arrives (it holds its value); a quiet stateful kind: any
+        port's input;
         a LIF that can fire without input (bias, leaky current, vth < 0): every residue.
         """
         q, W = self.q, self.W
@@ -284,9 +295,10 @@ class Emulator:
                     continue
                 ports = [self._port_active(n, port, act) for port in self.plan.ports[n]]
                 rule = fx.ELEMENTWISE.get(p.kind)
+                srule = fx.STATEFUL.get(p.kind)
                 if rule is not None and rule.needs_all_ports:
                     new = frozenset.intersection(*ports) if ports else frozenset()
-                elif p.kind == "accum":
+                elif p.kind == "accum" or (srule is not None and not srule.quiet):
                     new = ALL if any(ports) else frozenset()
                 else:
                     new = frozenset().union(*ports)
@@ -312,6 +324,8 @@ class Emulator:
         window's last."""
         W, n = self.W, p.name
         ALL = frozenset(range(W))
+        if p.kind in fx.STATEFUL:            # its state may change at every step
+            return ALL
         if p.kind == "lif":
             if mode == 2 or not self.lazy[n]:
                 return ALL
@@ -486,6 +500,17 @@ class Emulator:
             fed = {p.name: (kind != "accum" or self._fed(p.name, r),
                             _behind(comp[p.name], r, W) if kind == "accum" and p.decaying
                             else 0) for p in sel}
+            if kind in fx.STATEFUL:          # one op per population: its own state rows
+                for p in sel:
+                    xs = self.xrows[p.name]
+                    c = lambda key: _const([rc[key][xs]], self.dev)  # noqa: E731
+                    ops.append(("state", xs, kind, tuple(self.prow[(p.name, pt)]
+                                                         for pt in POPULATION_TYPES[kind].ports),
+                                self.srows[p.name],
+                                tuple(c(f"{kind}.{f}") for f in fx.STATEFUL[kind].params),
+                                self.plan.elem_wrap[p.name],
+                                fx.STATEFUL[kind].reset_each_token and p.depth % W == r))
+                continue
             for run in _pop_runs(sel, self.xrows, fed):
                 xs = slice(self.xrows[run[0].name].start, self.xrows[run[-1].name].stop)
                 c = lambda key: _const([rc[key][xs]], self.dev)  # noqa: E731
@@ -516,9 +541,8 @@ class Emulator:
                                 c("decay") if dec else None, c("dexp") if dec else 0,
                                 any(self.plan.accum_wrap[p.name] for p in run)))
                 else:
-                    raise QGraphError(f"population kind {kind!r} is stateful and the torch "
-                                      "engine has no schedule for it (fixed_point.ELEMENTWISE "
-                                      "holds the stateless kinds it runs generically)")
+                    raise QGraphError(f"population kind {kind!r} is stateful and has no "
+                                      "rule (give it an entry in fixed_point.STATEFUL)")
         return ops
 
     def _deferrable(self, name: str) -> bool:
@@ -561,6 +585,7 @@ class Emulator:
             self.u = z(self.n_lif, B, dtype=torch.int32, device=dev)
             self.v = z(self.n_lif, B, dtype=torch.int32, device=dev)
             self.acc = z(self.n_acc, B, dtype=torch.int32, device=dev)
+            self.S = z(self.n_state, B, dtype=torch.int64, device=dev)   # fx.STATEFUL states
             self.hist = [None] * len(self.hist_meta)
             for src, (h, K, slots, dt) in self.hist_meta.items():
                 self.hist[h] = z(K, len(slots), self.q.pop(src).size, B, dtype=dt, device=dev)
@@ -570,15 +595,17 @@ class Emulator:
             self.record = []
 
     def _state(self):
-        return (self.X, self.A, self.u, self.v, self.acc, *self.hist)
+        return (self.X, self.A, self.u, self.v, self.acc, self.S, *self.hist)
 
     def state_bytes(self, per_sequence: bool = False):
         """Bytes of the torch engine's tensors that live from step to step, by name
-        (``X`` outputs, ``A`` port sums, ``u``, ``v``, ``acc``, ``hist.<source>``) and
+        (``X`` outputs, ``A`` port sums, ``u``, ``v``, ``acc``, ``S`` the states of
+        ``fx.STATEFUL`` kinds, ``hist.<source>``) and
         ``total``; ``per_sequence`` divides by the batch. (numpy engine: ``None``.)"""
         if self.engine == "numpy":
             return None
-        res = {"X": self.X, "A": self.A, "u": self.u, "v": self.v, "acc": self.acc}
+        res = {"X": self.X, "A": self.A, "u": self.u, "v": self.v, "acc": self.acc,
+               "S": self.S}
         res.update({f"hist.{s}": self.hist[m[0]] for s, m in self.hist_meta.items()})
         out = {k: t.numel() * t.element_size() for k, t in res.items()}
         out["total"] = sum(out.values())
@@ -738,6 +765,16 @@ class Emulator:
             elif kind == "elem":                             # a stateless kind
                 _, xs, k, ps, params, wrap = op
                 _run(f"elem:{k}", fused, X[xs], wrap, params, *(A[p] for p in ps))
+            elif kind == "state":                            # a fx.STATEFUL kind
+                _, xs, k, ps, ss, params, wrap, reset = op
+                if reset:                                    # the window's first step
+                    for sl in ss:
+                        self.S[sl].zero_()
+                out, new = fx.STATEFUL[k].update([A[p] for p in ps], [self.S[sl] for sl in ss],
+                                                 wrap, *params)
+                X[xs].copy_(out)
+                for sl, t in zip(ss, new):
+                    self.S[sl].copy_(t)
             else:
                 _, xs, ps, ar, behind, dec, dexp, wrap = op
                 acc = self.acc[ar]

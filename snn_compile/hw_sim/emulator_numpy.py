@@ -10,6 +10,7 @@ window; so work is skipped whenever its result is provably zero or unchanged:
 * pull instead of push: a population reads each synapse's source output of
   step ``g - 1 - delay`` from a short history (``L = max(1 + delay) + 1``
   steps); a synapse whose source was silent then is not evaluated;
+* a stateful kind of ``fixed_point.STATEFUL`` is visited at every step;
 * a stateless kind (``fixed_point.ELEMENTWISE``) is zero when its ports are: a
   ``prod`` when either port is empty (``0 * a >> e = 0``), so the attention
   read-out ``mem x q`` costs nothing outside ``q``'s steps, a ``graded`` when its
@@ -120,7 +121,7 @@ class _Pop:
     """Constants of one non-input population and its incoming synapses per port."""
 
     __slots__ = ("i", "name", "kind", "ports", "wraps", "lif", "reset_res", "lazy", "rule",
-                 "params", "wrap", "li", "fl", "decay", "dexp")
+                 "srule", "si", "params", "wrap", "li", "fl", "decay", "dexp")
 
 
 class NumpyEngine:
@@ -136,6 +137,7 @@ class NumpyEngine:
         self.index = {n: i for i, n in enumerate(self.names)}
         self.sizes = [qgraph.pop(n).size for n in self.names]
         self.lif_names: List[str] = []
+        self.stateful: List[int] = []          # fx.STATEFUL populations
         self.consumers: List[list] = [[] for _ in self.names]   # (population, lag) per source
         lags = [1]
         self.pops: List[_Pop] = []
@@ -146,6 +148,7 @@ class NumpyEngine:
             p = _Pop()
             p.i, p.name, p.kind = self.index[name], name, pop.kind
             p.ports, p.wraps, p.rule = [], [], fx.ELEMENTWISE.get(pop.kind)
+            p.srule = fx.STATEFUL.get(pop.kind)
             for pp in plan.ports[name].values():
                 syns = [_Syn(k, self.index[s], 1 + k.delay) for k, s in zip(pp.synapses, pp.srcs)]
                 lags += [s.lag for s in syns]
@@ -170,6 +173,12 @@ class NumpyEngine:
             elif p.rule is not None:                       # a stateless kind
                 p.params = tuple(_np_param(getattr(pop, f)) for f in p.rule.params)
                 p.wrap = plan.elem_wrap[name]
+            elif p.srule is not None:                      # a stateful kind: every step
+                p.params = tuple(_np_param(getattr(pop, f)) for f in p.srule.params)
+                p.wrap = plan.elem_wrap[name]
+                p.reset_res = pop.depth % self.W
+                p.si = len(self.stateful)
+                self.stateful.append(p.i)
             else:
                 p.wrap = plan.accum_wrap[name]
                 p.decay = (np.asarray(pop.decay, _I64)[:, None] if pop.decaying else None)
@@ -178,7 +187,8 @@ class NumpyEngine:
         self.L = max(lags) + 1
         self.by_index = {p.i: p for p in self.pops}
         self.accums = [p.i for p in self.pops if p.kind == "accum"]
-        self.always = {p.i for p in self.pops if p.kind == "lif" and not p.lazy}
+        self.always = {p.i for p in self.pops if (p.kind == "lif" and not p.lazy)
+                       or p.srule is not None}
         # an accum that kept its value need not wake a prod with a port fed by no accum: the
         # prod is zero unless that port's sources sent, and they wake it
         kinds = [qgraph.pop(n).kind for n in self.names]
@@ -201,6 +211,7 @@ class NumpyEngine:
         self.v: List[Optional[np.ndarray]] = [None] * nl
         self.last = [-1] * nl                 # step of the last update of u, v
         self.acc: Dict[int, Optional[np.ndarray]] = {i: None for i in self.accums}
+        self.states: List[Optional[list]] = [None] * len(self.stateful)
         if self.record is not None:
             self.record = []
 
@@ -246,6 +257,8 @@ class NumpyEngine:
                     for s, w, ok in zip(p.ports, p.wraps, live)]
             o = p.rule.update(vals, p.wrap, *p.params)
             return o.astype(_F64) if np.count_nonzero(o) else None
+        if p.srule is not None:
+            return self._stateful(p, rows, g)
         if p.kind == "lif":
             return self._lif(p, _port_f(p.ports[0], rows) if p.fl else
                              _port(p.ports[0], rows, p.wraps[0]), g, eager)
@@ -258,6 +271,17 @@ class NumpyEngine:
         acc = fx.accum_step(a, wrap=p.wrap) if prev is None else fx.accum_step(prev, a, wrap=p.wrap)
         self.acc[p.i] = acc
         return acc.astype(_F64) if np.count_nonzero(acc) else None
+
+    def _stateful(self, p: _Pop, rows, g: int) -> Optional[np.ndarray]:
+        """A ``fixed_point.STATEFUL`` kind at step ``g``: updated at every step, its state
+        cleared at each window's first step where the kind resets each token."""
+        zero = np.zeros((self.sizes[p.i], self.B), _I64)
+        vals = [_port(s, rows, w) if _live(s, rows) else zero for s, w in zip(p.ports, p.wraps)]
+        state = self.states[p.si]
+        if state is None or (p.srule.reset_each_token and g % self.W == p.reset_res):
+            state = [zero] * len(p.srule.state)
+        o, self.states[p.si] = p.srule.update(vals, list(state), p.wrap, *p.params)
+        return o.astype(_F64) if np.count_nonzero(o) else None
 
     def _decaying_accum(self, p: _Pop, a: Optional[np.ndarray], rows, g: int):
         """``fixed_point.accum_step`` with decay at step ``g``; a non-zero state that is not

@@ -104,7 +104,7 @@ class GraphPlan:
     order: List[str]
     ports: Dict[str, Dict[str, PortPlan]]
     lif: Dict[str, fx.LifParams]
-    elem_wrap: Dict[str, bool]       # stateless kinds (fx.ELEMENTWISE): the update wraps int32
+    elem_wrap: Dict[str, bool]       # fx.ELEMENTWISE / fx.STATEFUL kinds: the update wraps int32
     out_bound: Dict[str, Optional[int]]
     consumers: Dict[str, int] = field(default_factory=dict)
     history: Dict[str, int] = field(default_factory=dict)   # lagged source -> tokens kept
@@ -161,10 +161,14 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
             bound[name] = fx.ELEMENTWISE[pop.kind].bound([ports[name][p].bound
                                                           for p in pop.ports])
             elem_wrap[name] = bound[name] is None
+        elif pop.kind in fx.STATEFUL:
+            bound[name] = fx.STATEFUL[pop.kind].bound([ports[name][p].bound
+                                                       for p in pop.ports])
+            elem_wrap[name] = bound[name] is None
         elif pop.kind != "accum":
             raise QGraphError(f"population {name}: kind {pop.kind!r} is stateful and has no "
-                              "token-time schedule here (fx.ELEMENTWISE holds the stateless "
-                              "kinds every executor runs generically)")
+                              "rule (give it an entry in fixed_point.STATEFUL, or in "
+                              "fixed_point.ELEMENTWISE if it keeps no state)")
         else:
             # accum: at most context tokens of W steps each (backends refuse more), plus
             # the emulator's final flush; a decaying memory is bounded without a context
@@ -243,7 +247,8 @@ class IntRun:
     when ``record=False``); logits_int = sum_t readout (B, N, V); logits =
     logit_scale * logits_int (float64); state: accum values at the last step
     ``(N-1, T-1)`` (the ``W - T`` drain steps that follow it are applied when the next
-    token comes), the token-shift history (``_hist.NAME``) and ``_tokens``.
+    token comes), the states ``(B, states, size)`` of ``fx.STATEFUL`` kinds, the
+    token-shift history (``_hist.NAME``) and ``_tokens``.
     """
 
     outputs: Dict[str, torch.Tensor]
@@ -257,8 +262,8 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
                         past: Optional[Dict[str, torch.Tensor]] = None):
     """Token-time outputs (B, N, T, size) of one non-input population from its sources'.
 
-    Returns (outputs, last accum value or None). ``prev``: accum value before
-    this run; ``lif`` overrides the LIF constants (threshold calibration);
+    Returns (outputs, last accum value, or the state of a ``fx.STATEFUL`` kind, or
+    None). ``prev``: that value or state before this run; ``lif`` overrides the LIF constants (threshold calibration);
     ``past``: earlier tokens' outputs of token-shift sources (``run_frames``).
     """
     q = plan.qgraph
@@ -290,6 +295,8 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
         return s.reshape(B, N, T, pop.size), None
     if pop.kind in fx.ELEMENTWISE:
         return elementwise(pop, [a[p] for p in pop.ports], plan.elem_wrap[name]), None
+    if pop.kind in fx.STATEFUL:
+        return stateful_token_time(plan, name, [a[p] for p in pop.ports], prev)
     return accum_token_time(plan, name, a["a_in"], prev)
 
 
@@ -297,6 +304,27 @@ def elementwise(pop, ports, wrap: bool):
     """Output of a stateless population (``fx.ELEMENTWISE``) from its port values."""
     rule = fx.ELEMENTWISE[pop.kind]
     return rule.update(ports, wrap, *(getattr(pop, f) for f in rule.params))
+
+
+def stateful_token_time(plan: GraphPlan, name: str, ports: List[torch.Tensor],
+                        prev: Optional[torch.Tensor] = None):
+    """Token-time outputs (B, N, T, size) of a ``fx.STATEFUL`` kind from its ports' values
+    (B, N, T, size each) and its state after the last token, (B, states, size);
+    ``prev``: that state before this run (None: a fresh sequence). Token by token
+    (``fixed_point.stateful_token``: the state cleared at each token, or carried through
+    the ``W - T`` drain steps between two tokens)."""
+    q = plan.qgraph
+    pop = q.pop(name)
+    rule = fx.STATEFUL[pop.kind]
+    params = [getattr(pop, f) for f in rule.params]
+    N, T = ports[0].shape[1], q.steps_per_token
+    state = None if prev is None else list(prev.to(plan.device).unbind(1))
+    out = torch.empty_like(ports[0])
+    for n in range(N):
+        o, state = fx.stateful_token(rule, [p[:, n].transpose(0, 1) for p in ports], state,
+                                     plan.elem_wrap[name], params, T, q.window - T)
+        out[:, n] = o.transpose(0, 1)
+    return out, (torch.stack(state, 1) if N else prev)
 
 
 def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,

@@ -10,7 +10,8 @@ of the W steps of a window, this one once per population and token:
   gather, or the int64 forms of ``fixed_point.SynapseKernel`` (``_In``);
 * a LIF loops over its T steps (``fixed_point.lif_token_float`` where nothing wraps,
   else ``fixed_point.lif_step``), adding its self-loops step by step;
-* a stateless kind (``fixed_point.ELEMENTWISE``) is one update on all T steps;
+* a stateless kind (``fixed_point.ELEMENTWISE``) is one update on all T steps; a
+  stateful one (``fixed_point.STATEFUL``) steps its update (``stateful_token``);
 * an accum without decay is a cumulative sum over the T steps plus its value before
   the token; a decaying one steps ``out = out + ((-decay * out) >> decay_exp) + a``.
   Between two tokens every decaying memory takes the W - T input-free steps of its
@@ -154,7 +155,7 @@ def _row_param(x):
 
 class _Pop:
     __slots__ = ("i", "name", "kind", "size", "ports", "wraps", "loops", "lif", "lif_float",
-                 "fl", "fl_check", "loop_max", "rule", "params", "wrap", "mem")
+                 "fl", "fl_check", "loop_max", "rule", "srule", "params", "wrap", "mem")
 
 
 class TokenEngine:
@@ -209,6 +210,7 @@ class TokenEngine:
         p.i, p.name, p.kind, p.size = self.index[name], name, pop.kind, pop.size
         p.ports, p.wraps, p.loops, p.mem = [], [], [], None
         p.rule = fx.ELEMENTWISE.get(pop.kind)
+        p.srule = None
         for pp in self.plan.ports[name].values():
             ins = []
             for k, src, tlag, slag in zip(pp.synapses, pp.srcs, pp.lags,
@@ -243,6 +245,10 @@ class TokenEngine:
         elif p.rule is not None:
             p.params = tuple(_row_param(getattr(pop, f)) for f in p.rule.params)
             p.wrap = self.plan.elem_wrap[name]
+        elif pop.kind in fx.STATEFUL:
+            p.srule = fx.STATEFUL[pop.kind]
+            p.params = tuple(_row_param(getattr(pop, f)) for f in p.srule.params)
+            p.wrap = self.plan.elem_wrap[name]
         elif pop.kind == "accum":
             p.wrap = self.plan.accum_wrap[name]
         else:
@@ -256,6 +262,7 @@ class TokenEngine:
         self.outputs: List[Optional[np.ndarray]] = [None] * len(self.names)
         self.past: Dict[int, List[np.ndarray]] = {}
         self.acc: Dict[int, np.ndarray] = {}
+        self.states: Dict[int, list] = {}     # fx.STATEFUL kinds: state after the last token
         self.mem = np.zeros((self.B, self.n_mem), _I64 if self.mem_wrap else _F64)
 
     # ----------------------------------------------------------------- token
@@ -370,6 +377,11 @@ class TokenEngine:
             vals = [self._port(p, j, False).reshape(R, -1) for j in range(len(p.ports))]
             o = p.rule.update(vals, p.wrap, *p.params)
             return o.astype(_F64).reshape(self.T, self.B, p.size)
+        if p.srule is not None:                 # the state cleared, or carried by the drain
+            vals = [self._port(p, j, False) for j in range(len(p.ports))]
+            o, self.states[p.i] = fx.stateful_token(p.srule, vals, self.states.get(p.i),
+                                                     p.wrap, p.params, self.T, self.W - self.T)
+            return o.astype(_F64)
         a = self._port(p, 0, False)
         if p.mem is not None:
             return self._decaying(p, a)

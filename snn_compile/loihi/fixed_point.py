@@ -477,3 +477,64 @@ ELEMENTWISE = {
     "prod": Elementwise(("exp", "vth"), _prod_update, _prod_bound, True),
     "graded": Elementwise(("vth",), _graded_update, lambda bounds: bounds[0], False),
 }
+
+
+# ---------------------------------------------------------------- stateful kinds
+@dataclass(frozen=True)
+class Stateful:
+    """A stateful population kind, as every executor runs it generically.
+
+    Its output at a step is a function of that step's port values and of a state it
+    carries from step to step::
+
+        out[g], state[g] = update(ports[g], state[g-1], wrap, *params)
+
+    ``state``: the names of its state arrays (one int64 value per neuron each, zero at
+    rest); ``params`` and ``bound`` as for ``Elementwise`` (``wrap`` is true exactly when
+    ``bound`` is ``None``). In global time the update runs at every step, as Lava runs
+    every process; ``reset_each_token``: the state is cleared at the first step of each
+    token's window (as Lava's ``LIFReset`` clears ``u``, ``v``), otherwise it is kept, so
+    between two tokens it takes the ``W - T`` input-free steps of the window's drain (the
+    update on zero ports, outputs unused), which the token-time executors apply too.
+    ``quiet``: zero ports give a zero output whatever the state (the population is then
+    silent between tokens when its inputs are: ``check_streamable``); a kind that is not
+    quiet holds its output like an ``accum`` and must be read through a gated product.
+    ``update`` of zero ports on a zero state is a zero output and a zero state.
+
+    ``STATEFUL`` holds the stateful kinds the executors (the int reference, both emulator
+    engines, the token-time engine) and the range report run through this rule: a new
+    kind is its entry here, its ``QGraph`` population dataclass and its Lava process
+    (docs/architecture.md). ``lif`` and ``accum`` have schedules of their own in each
+    executor (a lazy LIF skipped while silent, a memory's drain steps deferred, fused
+    kernels), which the rule's generic path would give up.
+    """
+
+    params: tuple
+    state: tuple
+    update: object
+    bound: object
+    reset_each_token: bool
+    quiet: bool
+
+
+STATEFUL: dict = {}
+
+
+def stateful_token(rule: Stateful, ports, state, wrap: bool, params, T: int, drain: int):
+    """Token-time outputs of a ``STATEFUL`` kind for one token: ``ports`` a list of arrays
+    (T, ..., size), ``state`` the list of state arrays after the previous token (``None``:
+    a fresh sequence, no drain before this token), ``drain`` the W - T steps between two
+    tokens. Returns (outputs (T, ..., size), state after the token's last step)."""
+    like = ports[0][0] if ports else None
+    if state is None or rule.reset_each_token:
+        state = [_zeros_like(like) for _ in rule.state]
+    else:
+        zero = [_zeros_like(like) for _ in ports]
+        for _ in range(drain):
+            _, state = rule.update(zero, list(state), wrap, *params)
+    outs = []
+    for t in range(T):
+        o, state = rule.update([p[t] for p in ports], list(state), wrap, *params)
+        outs.append(o)
+    stack = torch.stack if _is_torch(outs[0]) else np.stack
+    return stack(outs), list(state)
