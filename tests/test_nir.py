@@ -277,3 +277,69 @@ def test_bench_reads_the_nir_file_like_the_checkpoint(shipped_nir):
     # near-threshold spikes may flip (the decaying memory is a float sum); measured on the
     # 4 x 128 default: 1.3362 against 1.3340 (0.16 %)
     assert a["val_loss"]["spikedecoder"] == pytest.approx(b["val_loss"]["spikedecoder"], rel=5e-3)
+
+
+# ------------------------------------------------ the decoder read from the graph's edges
+def _folded_equal(a, b, path="folded"):
+    import dataclasses
+    if dataclasses.is_dataclass(a):
+        assert type(a) is type(b), path
+        for f in dataclasses.fields(a):
+            _folded_equal(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _folded_equal(x, y, f"{path}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _folded_equal(a[k], b[k], f"{path}.{k}")
+    else:
+        assert np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64)), path
+
+
+def _renamed(graph, seed: int):
+    """The same graph with every node renamed at random (the framing's input names too),
+    nodes and edges in shuffled order."""
+    rng = np.random.default_rng(seed)
+    names = list(graph.nodes)
+    new = {n: f"n{int(i)}" for n, i in zip(names, rng.permutation(len(names)))}
+    order = rng.permutation(len(names))
+    nodes = {new[names[i]]: graph.nodes[names[i]] for i in order}
+    edges = [(new[a], new[b]) for a, b in graph.edges]
+    edges = [edges[i] for i in rng.permutation(len(edges))]
+    meta = dict(graph.metadata)
+    fr = json.loads(meta["snn_compile.framing"])
+    fr["inputs"] = [new[n] for n in fr["inputs"]]
+    meta["snn_compile.framing"] = json.dumps(fr)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+
+
+@pytest.mark.parametrize("residual", ["spike", "stream"])
+def test_the_decoder_is_read_from_edges_not_names(residual):
+    """``folded_from_nir`` finds every piece of the decoder by node type and edge: renamed
+    nodes in any order give the same folded equations; an extra node or a missing edge is
+    refused with the nodes named."""
+    from snn_compile.compiler.from_nir import folded_from_nir
+
+    torch.manual_seed(0)
+    kw = dict(residual="stream", attention_memory="decay") if residual == "stream" else {}
+    m = SpikeDecoder(ModelConfig(vocab_size=11, d_model=16, n_layers=2, n_heads=2, context=12,
+                                 timesteps=3, token_shift=2, **kw))
+    g = export_model(m)
+    want = fold(m)
+    _folded_equal(want, folded_from_nir(g))
+    for seed in range(3):
+        _folded_equal(want, folded_from_nir(_renamed(g, seed)))
+    extra = copy.copy(g)                  # a well-typed node outside the pattern
+    extra.nodes = dict(g.nodes, stray=nir.Scale(scale=np.ones(16)),
+                       stray_out=nir.Output(output_type=np.array([16])))
+    extra.edges = list(g.edges) + [("block0.mid", "stray"), ("stray", "stray_out")]
+    with pytest.raises(UserError, match="stray"):
+        folded_from_nir(extra)
+    cut = copy.copy(g)                    # the attention's output scale bypassed
+    cut.nodes = {k: v for k, v in g.nodes.items() if k != "block1.attn_scale"}
+    cut.edges = [e for e in g.edges if "block1.attn_scale" not in e] + [
+        ("block1.attention", "block1.attn")]
+    with pytest.raises(UserError, match="attention scale.*block1.attention, found 0"):
+        folded_from_nir(cut)
