@@ -74,6 +74,29 @@ def _with_diffs(seed: int) -> QGraph:
                   context=q.context, metadata=q.metadata).validate()
 
 
+def _executors_agree(q: QGraph, tokens: torch.Tensor, ref, fused: bool) -> None:
+    """The numpy and torch engines (eager; fused too where ``fused``: torch.compile,
+    inductor's C++ here, is slow) equal the reference ``ref`` in token time and each
+    other at every global step; the token-time engine equals it token by token."""
+    runs = {}
+    for engine, fu in (("numpy", None), ("torch", False), ("torch", True))[:3 if fused else 2]:
+        emu = Emulator(q, batch=tokens.shape[0], engine=engine, fused=fu,
+                       event_driven=None if engine == "numpy" else False)
+        runs[engine, fu] = run = emu.run_sequence(tokens)
+        assert torch.equal(run.logits_int, ref.logits_int), (engine, fu)
+        for name, o in ref.outputs.items():
+            assert torch.equal(run.outputs[name], o), (engine, fu, name)
+    for name, g in runs["numpy", None].global_outputs.items():
+        for key, run in runs.items():
+            assert torch.equal(run.global_outputs[name], g), (key, name)
+    tok = TokenEngine(q, tokens.shape[0])
+    for n in range(tokens.shape[1]):
+        tok.step_token(tokens[:, n].numpy())
+        for j, name in enumerate(tok.names):
+            assert np.array_equal(tok.outputs[j].transpose(1, 0, 2),
+                                  ref.outputs[name][:, n].numpy()), ("token", name, n)
+
+
 def test_a_new_stateless_kind_runs_in_every_executor(diff_kind):
     graphs = [q for q in map(_with_diffs, range(40))
               if any(p.kind == "diff" for p in q.populations.values())][:4]
@@ -85,24 +108,7 @@ def test_a_new_stateless_kind_runs_in_every_executor(diff_kind):
         tokens = torch.randint(0, 8, (2, 5), generator=torch.Generator().manual_seed(1))
         ref = run_token_time(q, tokens)
         assert any(ref.outputs[n].any() for n in diffs)        # the new kind is not idle
-        runs = {}
-        # fused (torch.compile: inductor's C++ here) on the first graph: compiling is slow
-        for engine, fused in (("numpy", None), ("torch", False), ("torch", True))[:3 - bool(i)]:
-            emu = Emulator(q, batch=2, engine=engine, fused=fused,
-                           event_driven=None if engine == "numpy" else False)
-            runs[engine, fused] = run = emu.run_sequence(tokens)
-            assert torch.equal(run.logits_int, ref.logits_int), (engine, fused)
-            for name, o in ref.outputs.items():
-                assert torch.equal(run.outputs[name], o), (engine, fused, name)
-        for name, g in runs["numpy", None].global_outputs.items():
-            for key, run in runs.items():
-                assert torch.equal(run.global_outputs[name], g), (key, name)
-        tok = TokenEngine(q, 2)                  # and the token-time engine, token by token
-        for n in range(tokens.shape[1]):
-            tok.step_token(tokens[:, n].numpy())
-            for j, name in enumerate(tok.names):
-                assert np.array_equal(tok.outputs[j].transpose(1, 0, 2),
-                                      ref.outputs[name][:, n].numpy()), ("token", name)
+        _executors_agree(q, tokens, ref, fused=i == 0)
     assert both >= 2                    # diffs fed on both ports, not just one
     assert emulator._COMPILED.get("elem:diff") is not None      # its fused kernel ran
 
@@ -215,24 +221,7 @@ def test_a_new_stateful_kind_runs_in_every_executor(stateful_kinds):
                 o = ref.outputs[n]
                 one = run_token_time(q, tokens[:, 1:2]).outputs[n][:, 0]
                 carried += not torch.equal(o[:, 1], one) if o[:, 1].any() else 0
-        runs = {}
-        # fused (torch.compile: inductor's C++ here) on the first graph: compiling is slow
-        for engine, fused in (("numpy", None), ("torch", False), ("torch", True))[:3 - bool(i)]:
-            emu = Emulator(q, batch=2, engine=engine, fused=fused,
-                           event_driven=None if engine == "numpy" else False)
-            runs[engine, fused] = run = emu.run_sequence(tokens)
-            assert torch.equal(run.logits_int, ref.logits_int), (engine, fused)
-            for name, o in ref.outputs.items():
-                assert torch.equal(run.outputs[name], o), (engine, fused, name)
-        for name, g in runs["numpy", None].global_outputs.items():
-            for key, run in runs.items():
-                assert torch.equal(run.global_outputs[name], g), (key, name)
-        tok = TokenEngine(q, 2)
-        for n in range(tokens.shape[1]):
-            tok.step_token(tokens[:, n].numpy())
-            for j, name in enumerate(tok.names):
-                assert np.array_equal(tok.outputs[j].transpose(1, 0, 2),
-                                      ref.outputs[name][:, n].numpy()), ("token", name, n)
+        _executors_agree(q, tokens, ref, fused=i == 0)
         # streaming: two runs of 3 tokens carry the states through run_frames' state
         from snn_compile.hw_sim.int_reference import input_frames, plan_graph, run_frames
         plan = plan_graph(q)
