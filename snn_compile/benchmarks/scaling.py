@@ -82,7 +82,8 @@ def _hardware(sd_path: str, lava: bool) -> dict:
     emu = (len(toks) - 1) / (time.perf_counter() - t0)
     be.close()
     out = {"neurocores": tot.get("neurocores"), "chips": tot.get("chips"),
-           "neurons": tot.get("neurons"), "window": q.window, "emulator_tok_s": emu}
+           "neurons": tot.get("neurons"), "window": q.window, "emulator_tok_s": emu,
+           "emulator_engine": be.engine}
     if lava:
         sp = measure_speed(q, n_tokens=4)
         out.update(lava_tok_s=sp["tokens_per_s"], lava_processes=sp["processes"],
