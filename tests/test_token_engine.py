@@ -19,7 +19,8 @@ from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator import EmulatorBackend
 from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
-from snn_compile.hw_sim.token_engine import (F32_EXACT, LIF_FLOAT_INPUT, TokenEngine, _amax,
+from snn_compile.hw_sim.token_engine import (F32_EXACT, LIF_FLOAT_INPUT, TokenEngine,
+                                             TorchTokenEngine, _amax,
                                              _halves, _In)
 from snn_compile.loihi import fixed_point as fx
 
@@ -160,3 +161,33 @@ def test_lif_token_float_equals_lif_step(dv, vth, bias):
         s, u, v = fx.lif_step(a[t], u, v, pi)
         assert np.array_equal(got[t], s.astype(np.float64)), t
     assert 0 < got.sum() < got.size
+
+
+# ------------------------------------------------------- the torch form (CUDA's engine)
+def _check_torch(q, tokens: np.ndarray, compile: bool) -> TorchTokenEngine:
+    ref = run_token_time(q, torch.as_tensor(tokens))
+    e = TorchTokenEngine(q, tokens.shape[0], "cpu", compile=compile)
+    for n in range(tokens.shape[1]):
+        assert torch.equal(e.step_token(tokens[:, n]), ref.logits_int[:, n]), n
+    return e
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n_pops=st.integers(2, 9), T=st.integers(1, 4),
+       N=st.integers(1, 6))
+def test_torch_token_engine_equals_reference(seed, n_pops, T, N):
+    """Streaming one token at a time through the reference's population updates gives the
+    whole-sequence run's readout (memories, states and token-shift history carried)."""
+    q = random_dag_qgraph(seed, n_pops=n_pops, T=T)
+    _check_torch(q, np.random.default_rng(seed).integers(0, 8, (2, N)), compile=False)
+
+
+def test_compiled_torch_token_engine_equals_reference():
+    """``torch.compile`` of the token step (inductor's C++ here, Triton on CUDA) gives the
+    reference's numbers, on a graph with a decaying memory and a token shift."""
+    q = decaying_attention_graph()
+    e = _check_torch(q, np.random.default_rng(4).integers(0, q.pop("tokens").size, (2, 5)),
+                     compile=True)
+    assert e._fn is not e._step, "the compiled step fell back to eager"
+    with pytest.raises(UserError, match="2 token ids"):
+        e.step_token([1, 2, 3])

@@ -51,7 +51,7 @@ from snn_compile.compiler.qgraph import QGraph, QGraphError
 from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, default_backend_engine,
                                          default_engine)
-from snn_compile.hw_sim.token_engine import TokenEngine
+from snn_compile.hw_sim.token_engine import TokenEngine, TorchTokenEngine
 from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
 
@@ -112,11 +112,9 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    if engine == "token":
-        if cuda:
-            raise UserError("the token-time engine runs on the CPU; use --engine torch with "
-                            "--device cuda")
-        emu, toks = TokenEngine(qgraph, batch), toks.numpy()
+    if engine == "token":            # numpy on the CPU, the compiled torch form on CUDA
+        emu = TorchTokenEngine(qgraph, batch, device) if cuda else TokenEngine(qgraph, batch)
+        toks = toks if cuda else toks.numpy()
     else:
         emu = Emulator(qgraph, batch=batch, device=device, engine=engine)
     for n in range(min(_warmup(qgraph), tokens_per_seq)):   # allocations, CUDA graphs
@@ -263,10 +261,9 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
-    for e in ("numpy", "token"):
-        if e in engines and torch.device(device).type != "cpu":
-            raise UserError(f"the {e} engine runs on the CPU; use --engine torch with "
-                            "--device cuda")
+    if "numpy" in engines and torch.device(device).type != "cpu":
+        raise UserError("the numpy engine runs on the CPU; use --engine torch or token with "
+                        "--device cuda")
     batches = [batch] if isinstance(batch, int) else list(batch)
     V = qgraph.pop(qgraph.readout).size
     toks = np.random.default_rng(seed).integers(0, V, size=tokens)

@@ -42,7 +42,7 @@ from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
 from snn_compile.hw_sim.int_reference import GraphPlan, _as_long, input_frames, plan_graph
 from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
-from snn_compile.hw_sim.token_engine import TokenEngine
+from snn_compile.hw_sim.token_engine import TokenEngine, TorchTokenEngine
 from snn_compile.loihi import fixed_point as fx
 
 ENGINES = ("numpy", "torch")
@@ -1182,7 +1182,8 @@ class EmulatorBackend:
     token-time outputs (N, T, size) of every population, as the Lava runner does.
 
     ``engine``: ``numpy`` or ``torch`` (``Emulator``), or ``token``: the token-time engine
-    (``token_engine.TokenEngine``), which computes each population once per token; the
+    (``token_engine.TokenEngine`` on the CPU, ``TorchTokenEngine`` elsewhere), which
+    computes each population once per token; the
     graph must be streamable (checked), so its outputs are the global-time run's. It is
     the default on the CPU without probes (the fastest at batch 1); probes need a
     global-time engine (the drain steps' activity is counted too).
@@ -1197,14 +1198,13 @@ class EmulatorBackend:
         dev = torch.device(device)
         self.engine = engine or default_backend_engine(dev, self.probes)
         if self.engine == "token":
-            if dev.type != "cpu":
-                raise ValueError("the token-time engine runs on the CPU; use engine='torch'")
             if self.probes:
                 raise ValueError("the token-time engine keeps no global-time record; probes "
                                  "need engine='numpy' or 'torch'")
             check_streamable(qgraph)
             self.emu = None
-            self._tok = TokenEngine(qgraph, 1)
+            self._tok = TokenEngine(qgraph, 1) if dev.type == "cpu" else \
+                TorchTokenEngine(qgraph, 1, dev)
         else:
             self.emu = Emulator(qgraph, 1, device, engine=self.engine)
         self.vocab_size = qgraph.pop(qgraph.readout).size
@@ -1226,6 +1226,7 @@ class EmulatorBackend:
                             f"{self.context}; reset() and re-feed the last context//2 tokens")
         if self.emu is None:
             sums = self._tok.step_token([int(token)])
+            sums = sums.cpu().numpy() if torch.is_tensor(sums) else sums
             return sums[0].astype(np.float64) * self.qgraph.logit_scale
         sums = self.emu.step_token([int(token)])
         return (sums[0].to(torch.float64) * self.qgraph.logit_scale).cpu().numpy()

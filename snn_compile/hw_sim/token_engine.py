@@ -35,7 +35,7 @@ import numpy as np
 from snn_compile.compiler.qgraph import POPULATION_TYPES, QGraph, QGraphError
 from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator_numpy import _Syn
-from snn_compile.hw_sim.int_reference import GraphPlan, plan_graph
+from snn_compile.hw_sim.int_reference import GraphPlan, compute_population, input_frames, plan_graph
 from snn_compile.loihi import fixed_point as fx
 
 _F64 = np.float64
@@ -444,26 +444,88 @@ class TokenEngine:
         return s_out
 
 
-class TokenBackend:
-    """Token backend on the token-time engine: one token per ``feed`` (batch 1, CPU)."""
+class TorchTokenEngine:
+    """The token-time schedule on torch tensors, for many sequences at once (CUDA).
 
-    name = "token"
+    One token of ``batch`` sequences is the integer reference's population updates
+    (``int_reference.compute_population``, in depth order, streaming: the memories' values,
+    stateful kinds' states and the token-shift history carried from token to token), so
+    it is the reference, spike for spike. ``compile`` (default on CUDA) runs that token
+    step through ``torch.compile``: the elementwise chains around the matmuls (the LIFs' T
+    steps, a memory's drain and token steps, the products, the synapses' wraps and shifts)
+    become fused kernels with the same int64 / float64 operations, so the same values; a
+    failure warns once and runs eagerly. ``step_token(tokens (B,))`` returns the readout
+    sums ``(B, V)`` int64.
+    """
 
-    def __init__(self, qgraph: QGraph, device="cpu"):
-        if str(device) != "cpu":
-            raise UserError("the token-time engine runs on the CPU; use the emulator's torch "
-                            "engine on a GPU")
-        self.qgraph = qgraph
-        self.engine = TokenEngine(qgraph, 1)
-        self.vocab_size = qgraph.pop(qgraph.readout).size
-        self.context = qgraph.context
+    def __init__(self, qgraph: QGraph, batch: int = 1, device="cuda",
+                 compile: Optional[bool] = None):
+        import torch
+
+        self.q, self.B = qgraph, int(batch)
+        self.plan = plan_graph(qgraph, device)
+        self.dev = self.plan.device
+        self.compile = (self.dev.type == "cuda") if compile is None else bool(compile)
+        self._fn = self._step
+        if self.compile:
+            try:
+                self._fn = torch.compile(self._step, dynamic=False)
+            except Exception:                 # noqa: BLE001 (no compiler here: eager)
+                self._fn = self._step
+        self.reset()
 
     def reset(self) -> None:
-        self.engine.reset()
+        """Fresh sequences: memories and states at zero, no history, position 0."""
+        self.n = 0
+        self.state: Dict[str, object] = {}
 
-    def feed(self, token: int) -> np.ndarray:
-        sums = self.engine.step_token([int(token)])
-        return sums[0].astype(_F64) * self.qgraph.logit_scale
+    def _step(self, frames: Dict[str, object], state: Dict[str, object]):
+        """(readout sums (B, V), state after the token) of one token from its frames
+        ``{input: (B, 1, T, size)}`` and the state after the previous token."""
+        import torch
 
-    def close(self) -> None:
-        pass
+        plan, q = self.plan, self.q
+        outs: Dict[str, torch.Tensor] = {}
+        new: Dict[str, torch.Tensor] = {}
+        past = {n: state[f"_hist.{n}"] for n in plan.history if f"_hist.{n}" in state}
+        for name in plan.order:
+            if q.pop(name).kind == "input":
+                outs[name] = frames[name]
+            else:
+                outs[name], last = compute_population(plan, name, outs, (self.B, 1),
+                                                      state.get(name), past=past)
+                if last is not None:
+                    new[name] = last
+            L = plan.history.get(name)
+            if L:                    # the last L tokens of a token-shift source
+                old = past.get(name)
+                if old is None:
+                    old = torch.zeros_like(outs[name]).expand(-1, L, -1, -1)
+                new[f"_hist.{name}"] = torch.cat([old, outs[name]], dim=1)[:, -L:]
+        return outs[q.readout].sum(dim=2)[:, 0], new
+
+    def step_token(self, tokens, positions=None):
+        """One token per sequence: ids (B,) -> readout sums (B, V) int64 (a tensor on the
+        engine's device)."""
+        import torch
+
+        if self.q.context and self.n >= self.q.context:
+            raise UserError(f"position {self.n} is beyond the model's context {self.q.context}; "
+                            "reset and feed at most context tokens")
+        tok = torch.as_tensor(tokens).reshape(-1, 1)
+        if tok.shape[0] != self.B:
+            raise UserError(f"step_token takes {self.B} token ids, got {tok.shape[0]}")
+        pos = torch.full_like(tok, self.n) if positions is None else \
+            torch.as_tensor(positions).reshape(-1, 1)
+        frames = input_frames(self.q, tok, pos, device=self.dev)
+        try:
+            sums, self.state = self._fn(frames, self.state)
+        except Exception as e:                # noqa: BLE001
+            if self._fn is self._step:
+                raise
+            import warnings
+            warnings.warn(f"token-time engine: torch.compile failed ({e!r}); running eagerly")
+            self._fn = self._step
+            sums, self.state = self._fn(frames, self.state)
+        self.n += 1
+        return sums
