@@ -248,9 +248,9 @@ def _stream_block(g: _Pattern, h: str):
     h, attn ─ w_o, ff ─ w_2 ─► h' (Scale 1, the next stream node); token shift into qkv, ff."""
     def in_scale(m):
         return g.kind(m) == "Scale" and any(
-            g.kind(t) == "LIF" and any(g.kind(l) == "Linear" and any(
-                g.kind(q) == "LIF" and g.feeds_attention(q) for q in g.succ[l])
-                for l in g.succ[t]) for t in g.succ[m])
+            g.kind(t) == "LIF" and any(g.kind(w) == "Linear" and any(
+                g.kind(q) == "LIF" and g.feeds_attention(q) for q in g.succ[w])
+                for w in g.succ[t]) for t in g.succ[m])
     s_in = g.after(h, "Scale", "the attention branch's input scale", in_scale)
     lif_in = g.after(s_in, "LIF", "the attention branch's input LIF")
     w_qkv, qkv = g.linear_to(lif_in, "LIF", "the q/k/v weights")
