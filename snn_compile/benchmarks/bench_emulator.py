@@ -51,7 +51,7 @@ from snn_compile.compiler.qgraph import QGraph, QGraphError
 from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, default_backend_engine,
                                          default_engine)
-from snn_compile.hw_sim.token_engine import TokenEngine, TorchTokenEngine
+from snn_compile.hw_sim.token_engine import token_engine
 from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
 
@@ -112,8 +112,8 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    if engine == "token":            # numpy on the CPU, the compiled torch form on CUDA
-        emu = TorchTokenEngine(qgraph, batch, device) if cuda else TokenEngine(qgraph, batch)
+    if engine == "token":
+        emu = token_engine(qgraph, batch, device)
         toks = toks if cuda else toks.numpy()
     else:
         emu = Emulator(qgraph, batch=batch, device=device, engine=engine)
@@ -323,7 +323,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--engine", nargs="+", action="extend", choices=("numpy", "torch", "token"),
                     help="emulator engines to time: numpy, torch (global time) or token (the "
-                         "token-time engine, CPU); default: the device's own (token at batch 1 "
+                         "token-time engine: numpy on the CPU, compiled torch on CUDA); "
+                         "default: the device's own (token at batch 1 "
                          "and numpy in batches on the CPU, torch on CUDA); several are timed "
                          "in the same run")
     ap.add_argument("--repeat", type=int, default=3,

@@ -446,6 +446,7 @@ def check_streamable(qgraph: "QGraph") -> None:
             silent[name] = True
             continue
         rule = ELEMENTWISE.get(p.kind)
+        quiet = p.kind in STATEFUL and STATEFUL[p.kind].quiet    # zero ports, zero output
         by_port: Dict[str, bool] = {}
         for s in qgraph.incoming(name):
             by_port[s.port] = by_port.get(s.port, True) and silent[s.src]
@@ -459,15 +460,15 @@ def check_streamable(qgraph: "QGraph") -> None:
         elif rule is not None:       # a stateless kind: silent when its (or one) port is
             silent[name] = any(by_port.values()) if rule.needs_all_ports else \
                 all(by_port.values())
-        elif p.kind in STATEFUL and STATEFUL[p.kind].quiet:    # zero ports, zero output
+        elif quiet:
             silent[name] = all(by_port.values())
         else:                        # accum, or a stateful kind that holds its output
             silent[name] = False
             if not all(by_port.values()):
                 errs.append(f"{name}: {p.kind} integrates an input that is not silent between "
                             "tokens")
-        if (p.kind == "lif" or (rule is not None and not rule.needs_all_ports)
-                or (p.kind in STATEFUL and STATEFUL[p.kind].quiet)) and not silent[name]:
+        if (p.kind == "lif" or (rule is not None and not rule.needs_all_ports) or quiet) \
+                and not silent[name]:
             errs.append(f"{name}: fed by a population that is active between tokens "
                         "(an accum must be gated by a prod)")
     if errs:

@@ -42,7 +42,7 @@ from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator_numpy import NumpyEngine
 from snn_compile.hw_sim.int_reference import GraphPlan, _as_long, input_frames, plan_graph
 from snn_compile.hw_sim.probes import count_windows, window_frames_from_global
-from snn_compile.hw_sim.token_engine import TokenEngine, TorchTokenEngine
+from snn_compile.hw_sim.token_engine import token_engine
 from snn_compile.loihi import fixed_point as fx
 
 ENGINES = ("numpy", "torch")
@@ -1182,11 +1182,11 @@ class EmulatorBackend:
     token-time outputs (N, T, size) of every population, as the Lava runner does.
 
     ``engine``: ``numpy`` or ``torch`` (``Emulator``), or ``token``: the token-time engine
-    (``token_engine.TokenEngine`` on the CPU, ``TorchTokenEngine`` elsewhere), which
-    computes each population once per token; the
-    graph must be streamable (checked), so its outputs are the global-time run's. It is
-    the default on the CPU without probes (the fastest at batch 1); probes need a
-    global-time engine (the drain steps' activity is counted too).
+    (``token_engine.token_engine``: numpy on the CPU, compiled torch elsewhere), which
+    computes each population once per token; the graph must be streamable (checked), so
+    its outputs are the global-time run's. It is the default on the CPU without probes
+    (the fastest at batch 1); probes need a global-time engine (the drain steps'
+    activity is counted too).
     """
 
     name = "emulator"
@@ -1203,8 +1203,7 @@ class EmulatorBackend:
                                  "need engine='numpy' or 'torch'")
             check_streamable(qgraph)
             self.emu = None
-            self._tok = TokenEngine(qgraph, 1) if dev.type == "cpu" else \
-                TorchTokenEngine(qgraph, 1, dev)
+            self._tok = token_engine(qgraph, 1, dev)
         else:
             self.emu = Emulator(qgraph, 1, device, engine=self.engine)
         self.vocab_size = qgraph.pop(qgraph.readout).size

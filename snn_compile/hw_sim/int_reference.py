@@ -157,13 +157,9 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
         elif pop.kind == "lif":
             lif[name] = fx.LifParams.of(pop, ports[name]["a_in"].bound)
             bound[name] = 1
-        elif pop.kind in fx.ELEMENTWISE:
-            bound[name] = fx.ELEMENTWISE[pop.kind].bound([ports[name][p].bound
-                                                          for p in pop.ports])
-            elem_wrap[name] = bound[name] is None
-        elif pop.kind in fx.STATEFUL:
-            bound[name] = fx.STATEFUL[pop.kind].bound([ports[name][p].bound
-                                                       for p in pop.ports])
+        elif pop.kind in fx.ELEMENTWISE or pop.kind in fx.STATEFUL:
+            rule = fx.ELEMENTWISE.get(pop.kind) or fx.STATEFUL[pop.kind]
+            bound[name] = rule.bound([ports[name][p].bound for p in pop.ports])
             elem_wrap[name] = bound[name] is None
         elif pop.kind != "accum":
             raise QGraphError(f"population {name}: kind {pop.kind!r} is stateful and has no "
@@ -263,8 +259,9 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
     """Token-time outputs (B, N, T, size) of one non-input population from its sources'.
 
     Returns (outputs, last accum value, or the state of a ``fx.STATEFUL`` kind, or
-    None). ``prev``: that value or state before this run; ``lif`` overrides the LIF constants (threshold calibration);
-    ``past``: earlier tokens' outputs of token-shift sources (``run_frames``).
+    None). ``prev``: that value or state before this run; ``lif`` overrides the LIF
+    constants (threshold calibration); ``past``: earlier tokens' outputs of token-shift
+    sources (``run_frames``).
     """
     q = plan.qgraph
     pop = q.pop(name)
@@ -376,13 +373,27 @@ def run_frames(plan: GraphPlan, frames: Dict[str, torch.Tensor],
     state always starts from zero at every token.
     """
     q = plan.qgraph
-    T = q.steps_per_token
-    some = frames[q.inputs[0]]
-    B, N = some.shape[0], some.shape[1]
+    N = frames[q.inputs[0]].shape[1]
     done = int(state.get("_tokens", 0)) if state else 0
     if q.context and done + N > q.context:
         raise UserError(f"{done + N} tokens exceed the model's context {q.context}; "
                         "reset and feed at most context tokens")
+    outs, new_state = population_pass(plan, frames, state, record)
+    new_state["_tokens"] = torch.tensor(done + N)
+    li = outs[q.readout].sum(dim=2)
+    return IntRun(outs if record else {}, li, li.to(torch.float64) * q.logit_scale, new_state)
+
+
+def population_pass(plan: GraphPlan, frames: Dict[str, torch.Tensor],
+                    state: Optional[Dict[str, torch.Tensor]] = None, record: bool = True):
+    """Every population once, in depth order, on frames ``{input: (B, N, T, size)}``:
+    (outputs by name, the state after the run: accum values, ``fx.STATEFUL`` states,
+    token-shift history). ``record=False`` drops an output once its last consumer has
+    read it (the readout's is kept). The body of ``run_frames``, without its token count."""
+    q = plan.qgraph
+    T = q.steps_per_token
+    some = frames[q.inputs[0]]
+    B, N = some.shape[0], some.shape[1]
     outs: Dict[str, torch.Tensor] = {}
     left = dict(plan.consumers)
     new_state: Dict[str, torch.Tensor] = {}
@@ -417,9 +428,7 @@ def run_frames(plan: GraphPlan, frames: Dict[str, torch.Tensor],
             left[s_.src] -= 1
             if not record and left[s_.src] == 0 and s_.src != q.readout:
                 outs.pop(s_.src, None)
-    new_state["_tokens"] = torch.tensor(done + N)
-    li = outs[q.readout].sum(dim=2)
-    return IntRun(outs if record else {}, li, li.to(torch.float64) * q.logit_scale, new_state)
+    return outs, new_state
 
 
 def run_token_time(qgraph: QGraph, tokens, positions=None, record: bool = True,

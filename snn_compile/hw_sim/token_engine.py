@@ -28,6 +28,7 @@ token by token. Outputs are float64 arrays ``(T, B, size)`` (int32-valued, exact
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -35,7 +36,7 @@ import numpy as np
 from snn_compile.compiler.qgraph import POPULATION_TYPES, QGraph, QGraphError
 from snn_compile.errors import UserError
 from snn_compile.hw_sim.emulator_numpy import _Syn
-from snn_compile.hw_sim.int_reference import GraphPlan, compute_population, input_frames, plan_graph
+from snn_compile.hw_sim.int_reference import GraphPlan, input_frames, plan_graph, population_pass
 from snn_compile.loihi import fixed_point as fx
 
 _F64 = np.float64
@@ -228,8 +229,8 @@ class TokenEngine:
             bias = c.bias.cpu().numpy().astype(_I64) if hasattr(c.bias, "cpu") else int(c.bias)
             p.lif = fx.LifParams(int(c.fu), int(c.fv), int(c.vth6), bias,
                                  c.act_wrap, c.u_wrap, c.v_wrap)
-            p.lif_float = fx.LifParams(int(c.fu), int(c.fv), int(c.vth6), bias,
-                                       False, False, False)
+            p.lif_float = dataclasses.replace(p.lif, act_wrap=False, u_wrap=False,
+                                              v_wrap=False)
             syns = p.ports[0] + p.loops
             # float64 where no wrap can happen: always when the bounds say so, else at
             # each token whose input is small enough (|a| + |self-loops| < 2^17). Two
@@ -249,11 +250,8 @@ class TokenEngine:
             p.srule = fx.STATEFUL[pop.kind]
             p.params = tuple(_row_param(getattr(pop, f)) for f in p.srule.params)
             p.wrap = self.plan.elem_wrap[name]
-        elif pop.kind == "accum":
+        else:                        # accum (plan_graph refuses every other kind)
             p.wrap = self.plan.accum_wrap[name]
-        else:
-            raise QGraphError(f"population {name}: kind {pop.kind!r} is stateful and the "
-                              "token-time engine has no schedule for it")
         return p
 
     def reset(self) -> None:
@@ -448,7 +446,7 @@ class TorchTokenEngine:
     """The token-time schedule on torch tensors, for many sequences at once (CUDA).
 
     One token of ``batch`` sequences is the integer reference's population updates
-    (``int_reference.compute_population``, in depth order, streaming: the memories' values,
+    (``int_reference.population_pass``, in depth order, streaming: the memories' values,
     stateful kinds' states and the token-shift history carried from token to token), so
     it is the reference, spike for spike. ``compile`` (default on CUDA) runs that token
     step through ``torch.compile``: the elementwise chains around the matmuls (the LIFs' T
@@ -482,27 +480,8 @@ class TorchTokenEngine:
     def _step(self, frames: Dict[str, object], state: Dict[str, object]):
         """(readout sums (B, V), state after the token) of one token from its frames
         ``{input: (B, 1, T, size)}`` and the state after the previous token."""
-        import torch
-
-        plan, q = self.plan, self.q
-        outs: Dict[str, torch.Tensor] = {}
-        new: Dict[str, torch.Tensor] = {}
-        past = {n: state[f"_hist.{n}"] for n in plan.history if f"_hist.{n}" in state}
-        for name in plan.order:
-            if q.pop(name).kind == "input":
-                outs[name] = frames[name]
-            else:
-                outs[name], last = compute_population(plan, name, outs, (self.B, 1),
-                                                      state.get(name), past=past)
-                if last is not None:
-                    new[name] = last
-            L = plan.history.get(name)
-            if L:                    # the last L tokens of a token-shift source
-                old = past.get(name)
-                if old is None:
-                    old = torch.zeros_like(outs[name]).expand(-1, L, -1, -1)
-                new[f"_hist.{name}"] = torch.cat([old, outs[name]], dim=1)[:, -L:]
-        return outs[q.readout].sum(dim=2)[:, 0], new
+        outs, new = population_pass(self.plan, frames, state, record=False)
+        return outs[self.q.readout].sum(dim=2)[:, 0], new
 
     def step_token(self, tokens, positions=None):
         """One token per sequence: ids (B,) -> readout sums (B, V) int64 (a tensor on the
@@ -529,3 +508,13 @@ class TorchTokenEngine:
             sums, self.state = self._fn(frames, self.state)
         self.n += 1
         return sums
+
+
+def token_engine(qgraph: QGraph, batch: int = 1, device="cpu"):
+    """The token-time engine for ``device``: ``TokenEngine`` (numpy) on the CPU,
+    ``TorchTokenEngine`` (compiled torch) elsewhere."""
+    import torch
+
+    if torch.device(device).type == "cpu":
+        return TokenEngine(qgraph, batch)
+    return TorchTokenEngine(qgraph, batch, device)

@@ -499,7 +499,8 @@ class Stateful:
     ``quiet``: zero ports give a zero output whatever the state (the population is then
     silent between tokens when its inputs are: ``check_streamable``); a kind that is not
     quiet holds its output like an ``accum`` and must be read through a gated product.
-    ``update`` of zero ports on a zero state is a zero output and a zero state.
+    ``update`` of zero ports on a zero state is a zero output and a zero state; it returns
+    new arrays and writes none of its arguments (executors pass one zero array for several).
 
     ``STATEFUL`` holds the stateful kinds the executors (the int reference, both emulator
     engines, the token-time engine) and the range report run through this rule: a new
