@@ -145,6 +145,84 @@ def test_float32_halves_are_exact_at_their_limits():
                           fx.wrap32(k(torch.as_tensor(x.astype(np.int64)))).numpy())
 
 
+def test_synapse_kernel_float32_form_is_exact_at_its_limit():
+    """``SynapseKernel`` takes its float32 matmul exactly where the source bound times the
+    largest row sum of ``|w|`` stays below 2^24, and gives the int64 numbers there, on the
+    row that reaches the bound (all products of one sign) and on random rows."""
+    rng = np.random.default_rng(5)
+    w = rng.integers(-255, 256, size=(12, 128))
+    rowabs = int(np.abs(w).sum(axis=1).max())
+    top = int(np.abs(w).sum(axis=1).argmax())
+    for graded, bound in ((False, 1), (True, (fx.F32_EXACT - 1) // rowabs),
+                          (True, fx.F32_EXACT // rowabs + 1)):
+        syn = Synapse("s", "a", "b", w, -2, graded=graded)
+        k = fx.SynapseKernel(syn, "prod" if graded else "lif", "cpu", bound)
+        assert k.f32 == (rowabs * bound < fx.F32_EXACT), bound
+        x = (rng.integers(-bound, bound + 1, size=(64, 128)) if graded
+             else rng.integers(0, 2, size=(64, 128)))
+        x[0] = np.sign(w[top]) * bound if graded else (w[top] > 0)
+        xt = torch.as_tensor(x)
+        want = fx.dense_reference(xt, torch.as_tensor(w), -2, graded)
+        assert torch.equal(fx.wrap32(k(xt)), want), bound
+        if graded:
+            assert abs(int((xt[0] @ torch.as_tensor(w).T)[top])) == rowabs * bound
+
+
+def test_int8_form_is_taken_only_where_cublas_takes_it():
+    """The int8 weights are padded to cuBLASLt's multiples of 8 (k to at least 32 for
+    inductor's kernel), split in two int8 halves only when an entry leaves int8, and rows
+    go to the int8 kernel only in counts it takes."""
+    w = np.arange(-150, 150).reshape(12, 25)
+    wq, n, split = fx._int8_weights(w, "cpu")
+    assert (n, split, tuple(wq.shape)) == (12, True, (32, 32))
+    assert np.array_equal(wq[:12, :25].numpy().astype(np.int64) + wq[16:28, :25].numpy(), w)
+    assert int(wq[12:16].abs().sum()) == 0 and int(wq[:, 25:].abs().sum()) == 0
+    wq, n, split = fx._int8_weights(np.clip(w, -128, 127), "cpu")
+    assert not split and tuple(wq.shape) == (16, 32)
+    assert [r for r in range(40) if fx.int8_rows_ok(r)] == [24, 32]
+    assert fx.SynapseKernel(Synapse("s", "a", "b", w, 0), "lif", "cpu", 1).int8 is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_synapse_kernel_cuda_forms_equal_int64():
+    """On CUDA a synapse on spikes is an int8 matmul (weights beyond int8 split in two
+    halves, sizes padded to multiples of 8), and on row counts cuBLASLt's int8 kernel does
+    not take a float32 one (float64 while TF32 is on): each gives the int64 numbers, with
+    rows that reach the largest row sum."""
+    rng = np.random.default_rng(6)
+    for n, k, lo, hi in ((256, 1024, -256, 255), (105, 37, -128, 128), (9, 12, -255, 256)):
+        w = rng.integers(lo, hi, size=(n, k))
+        w[0, 0], w[-1, -1] = lo, hi - 1
+        kern = fx.SynapseKernel(Synapse("s", "a", "b", w, 1), "lif", "cuda", 1)
+        assert kern.int8 is not None and kern.int8[2] == (w.max() > 127 or w.min() < -128)
+        for rows in (512, 24, 17, 16, 3):
+            x = torch.as_tensor(rng.integers(0, 2, size=(rows, k)))
+            x[0] = torch.as_tensor(w[0] > 0)
+            x[-1] = torch.as_tensor(w[-1] < 0)
+            want = fx.dense_reference(x, torch.as_tensor(w), 1, False)
+            old = torch.backends.cuda.matmul.allow_tf32
+            try:
+                for tf32 in (False, True):
+                    torch.backends.cuda.matmul.allow_tf32 = tf32
+                    got = fx.wrap32(kern(x.cuda())).cpu()
+                    assert torch.equal(got, want), (n, k, rows, tf32)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_token_engine_on_cuda_equals_reference():
+    """The CUDA engine (compiled, int8 and float32 matmuls) streams the reference's
+    readout sums on a decoder with decaying memories and a token shift."""
+    q = decaying_decoder()
+    toks = np.random.default_rng(8).integers(0, q.pop("tokens").size, (24, 6))
+    ref = run_token_time(q, torch.as_tensor(toks))
+    e = TorchTokenEngine(q, toks.shape[0], "cuda")
+    for n in range(toks.shape[1]):
+        assert torch.equal(e.step_token(toks[:, n]).cpu(), ref.logits_int[:, n]), n
+    assert e._fn is not e._step, "the compiled step fell back to eager"
+
+
 @pytest.mark.parametrize("dv,vth,bias", [(0, 100, 0), (300, 40, 0), (4095, 10, 7),
                                          (1, 2000, -3)])
 def test_lif_token_float_equals_lif_step(dv, vth, bias):

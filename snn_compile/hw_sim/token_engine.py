@@ -41,7 +41,7 @@ from snn_compile.loihi import fixed_point as fx
 
 _F64 = np.float64
 _I64 = np.int64
-F32_EXACT = 2.0 ** 24           # integers below this add exactly in float32
+F32_EXACT = float(fx.F32_EXACT)
 # a LIF with u = a << 6 (du = 4095) wraps nothing while |a| < 2^17: |u| < 2^23 (no
 # 24-bit wrap) and |v| + |u| + |bias| stays inside int32
 LIF_FLOAT_INPUT = fx.STATE_MAX >> fx.ACT_SHIFT

@@ -43,6 +43,7 @@ from snn_compile.loihi.limits import (DECAY_MAX, DECAY_SHIFT, DECAY_UNITY,  # no
 I32 = 2 ** 31
 ACT_SHIFT = VTH_SHIFT          # input and threshold are MSB-aligned by the same 6 bits
 F64_EXACT = 2 ** 53            # integers below this add exactly in float64
+F32_EXACT = 2 ** 24            # ... and in float32
 _ROUND = DECAY_UNITY - 1
 
 
@@ -356,6 +357,19 @@ class SynapseKernel:
     matmul on CPU); a graded DelayDense whose int32 products may wrap is
     computed product by product. ``bound`` is a static bound of |output|
     (None: unknown).
+
+    Where the source's bound times the largest row sum of ``|w|`` is below 2^24 (every
+    synapse on spikes: rows sum at most ``fan_in * 256``), the matmul is float32 instead
+    (``f32``): every partial sum is an integer float32 holds, in any summation order. On
+    CUDA it is taken only while TF32 is off (``torch.backends.cuda.matmul.allow_tf32``,
+    read at each call), since tensor cores are not specified to accumulate exactly.
+
+    On CUDA a synapse on spikes is an int8 matmul with int32 accumulation instead
+    (``torch._int_mm``; integer arithmetic, exact by definition while the row sums stay
+    below 2^31): the spikes are int8, and a weight matrix with entries outside int8 is
+    split ``W = W_a + W_b``, ``W_a = clamp(W, -128, 127)``, both halves in one product
+    of twice the width (``int8``); sizes are padded to the multiples of 8 the kernel
+    needs, and row counts it does not take (``int8_rows_ok``) take the float forms.
     """
 
     def __init__(self, syn, src_kind: str, device="cpu", src_bound: Optional[int] = None):
@@ -395,6 +409,10 @@ class SynapseKernel:
                                  "float64 and CUDA has no int64 matmul")
             wt = torch.as_tensor(w.T.copy(), device=dev)
             self.wt = wt.to(torch.float64) if self.float else wt
+            self.f32 = lim < F32_EXACT
+            self.wt32 = wt.to(torch.float32) if self.f32 else None
+            self.int8 = _int8_weights(w, dev) if (dev.type == "cuda" and not self.graded
+                                                   and lim < I32) else None
             # Lava's graded Dense dots in int32 (wraps the sum); DelayDense sums in int64
             inner = (self.graded and not self.delay
                      and (exact_bound is None or exact_bound >= I32))
@@ -412,6 +430,10 @@ class SynapseKernel:
                 acc = acc * self.val
         elif self.mode == "products":
             acc = wrap32(x.to(torch.int64).unsqueeze(-2) * self.wfull).sum(-1)
+        elif self.int8 is not None and x.is_cuda and int8_rows_ok(x.shape[0]):
+            acc = _int8_matmul(x, *self.int8)
+        elif self.f32 and not (x.is_cuda and torch.backends.cuda.matmul.allow_tf32):
+            acc = (x.to(torch.float32) @ self.wt32).to(torch.int64)
         elif self.float:
             acc = (x.to(torch.float64) @ self.wt).to(torch.int64)
         else:
@@ -420,6 +442,41 @@ class SynapseKernel:
             acc = wrap32(acc)
         acc = shift(acc, self.exp)
         return wrap32(acc) if self.outer_wrap else acc
+
+
+def _int8_weights(w: np.ndarray, dev):
+    """(int8 weights (halves * n_pad, k_pad), whose transpose is the column-major operand
+    cuBLASLt's int8 matmul takes, the output width n, whether the matrix is split into
+    two int8 halves) of ``w`` (n, k). Sizes are padded with zeros to multiples of 8
+    (cuBLASLt), k to at least 32 and n to at least 16 (inductor's int8 kernel needs
+    k > 16)."""
+    n, k = w.shape
+    a = np.clip(w, -128, 127)
+    halves = [a] if (a == w).all() else [a, w - a]
+    npad, kpad = -(-max(n, 16) // 8) * 8, -(-max(k, 32) // 8) * 8
+    wq = np.zeros((len(halves) * npad, kpad), np.int8)
+    for i, h in enumerate(halves):
+        wq[i * npad: i * npad + n, :k] = h
+    return torch.as_tensor(wq, device=dev), n, len(halves) == 2
+
+
+def int8_rows_ok(rows: int) -> bool:
+    """Row counts ``torch._int_mm`` takes on cuBLASLt: more than 16, a multiple of 8."""
+    return rows > 16 and rows % 8 == 0
+
+
+def _int8_matmul(x: torch.Tensor, wq: torch.Tensor, n: int, split: bool) -> torch.Tensor:
+    """``x @ W^T`` (int64) for 0/1 ``x`` (rows, k; ``int8_rows_ok``) and
+    ``_int8_weights``' form of W."""
+    k = x.shape[-1]
+    xq = x.to(torch.int8)
+    if wq.shape[1] != k:
+        xq = torch.nn.functional.pad(xq, (0, wq.shape[1] - k))
+    acc = torch._int_mm(xq, wq.t())
+    if split:
+        half = wq.shape[0] // 2
+        return acc[:, :n].to(torch.int64) + acc[:, half:half + n]
+    return acc[:, :n].to(torch.int64)
 
 
 def add_bounds(*bs: Optional[int]) -> Optional[int]:
