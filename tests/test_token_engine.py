@@ -166,6 +166,14 @@ def test_synapse_kernel_float32_form_is_exact_at_its_limit():
         assert torch.equal(fx.wrap32(k(xt)), want), bound
         if graded:
             assert abs(int((xt[0] @ torch.as_tensor(w).T)[top])) == rowabs * bound
+    old = torch.get_float32_matmul_precision()
+    try:                                   # reduced float32 precision: float64 again
+        torch.set_float32_matmul_precision("medium")
+        assert not fx.full_float32(xt)
+        assert torch.equal(fx.wrap32(k(xt)), want)
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert fx.full_float32(xt)
 
 
 def test_int8_form_is_taken_only_where_cublas_takes_it():

@@ -360,9 +360,9 @@ class SynapseKernel:
 
     Where the source's bound times the largest row sum of ``|w|`` is below 2^24 (every
     synapse on spikes: rows sum at most ``fan_in * 256``), the matmul is float32 instead
-    (``f32``): every partial sum is an integer float32 holds, in any summation order. On
-    CUDA it is taken only while TF32 is off (``torch.backends.cuda.matmul.allow_tf32``,
-    read at each call), since tensor cores are not specified to accumulate exactly.
+    (``f32``): every partial sum is an integer float32 holds, in any summation order. It
+    is taken only while float32 matmuls are full float32 (``full_float32``, read at each
+    call), since TF32 or bfloat16 tensor cores are not specified to accumulate exactly.
 
     On CUDA a synapse on spikes is an int8 matmul with int32 accumulation instead
     (``torch._int_mm``; integer arithmetic, exact by definition while the row sums stay
@@ -432,7 +432,7 @@ class SynapseKernel:
             acc = wrap32(x.to(torch.int64).unsqueeze(-2) * self.wfull).sum(-1)
         elif self.int8 is not None and x.is_cuda and int8_rows_ok(x.shape[0]):
             acc = _int8_matmul(x, *self.int8)
-        elif self.f32 and not (x.is_cuda and torch.backends.cuda.matmul.allow_tf32):
+        elif self.f32 and full_float32(x):
             acc = (x.to(torch.float32) @ self.wt32).to(torch.int64)
         elif self.float:
             acc = (x.to(torch.float64) @ self.wt).to(torch.int64)
@@ -442,6 +442,14 @@ class SynapseKernel:
             acc = wrap32(acc)
         acc = shift(acc, self.exp)
         return wrap32(acc) if self.outer_wrap else acc
+
+
+def full_float32(x: torch.Tensor) -> bool:
+    """Float32 matmuls on ``x``'s device use float32 arithmetic: the matmul precision is
+    "highest" and, on CUDA, TF32 is off."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    return not (x.is_cuda and torch.backends.cuda.matmul.allow_tf32)
 
 
 def _int8_weights(w: np.ndarray, dev):
