@@ -495,6 +495,40 @@ def test_speed_benchmark_runs(decoder, capsys):
     assert [r["batch"] for r in out["runs"]] == [1, 2]
 
 
+def test_speed_benchmark_checks_its_outputs(decoder, capsys, monkeypatch):
+    """``--check S``: the timed run's readout sums of S sequences against the int
+    reference, across a reset at the context (16 here, 20 tokens per sequence); an engine
+    that computes one sum wrong makes the exit code 1, with the count on stderr."""
+    from snn_compile.benchmarks import bench_emulator
+    from snn_compile.hw_sim import token_engine as te
+
+    res = bench_emulator.run(decoder, tokens=0, batch=3, batch_tokens=20,
+                             engines=["numpy", "torch", "token"], check=2)
+    for r in res["runs"]:
+        assert r["check"] == {"sequences": 2, "tokens": 40, "readout_sums": 40 * 24,
+                              "differ": 0}, r["engine"]
+    real, calls = te.TokenEngine.step_token, []
+    wrong_call = min(bench_emulator._warmup(decoder), 20) + 18   # token 17: 1 after the reset
+
+    def off_by_one(self, tokens, positions=None):
+        out = real(self, tokens, positions)
+        calls.append(1)
+        if len(calls) in (wrong_call, wrong_call + min(bench_emulator._warmup(decoder), 20) + 20):
+            out[1, 5] += 1                 # sequence 1, readout 5, in each of the two runs
+        return out
+
+    monkeypatch.setattr(te.TokenEngine, "step_token", off_by_one)
+    r, = bench_emulator.run(decoder, tokens=0, batch=3, batch_tokens=20, engines=["token"],
+                            check=2)["runs"]
+    assert r["check"]["differ"] == 1 and len(calls) == wrong_call + 2
+    monkeypatch.setattr(bench_emulator, "load_graph", lambda *a: decoder)
+    assert bench_emulator.main(["--random", "--tokens", "0", "--batch", "3", "--batch-tokens",
+                                "20", "--engine", "token", "--check", "2"]) == 1
+    cap = capsys.readouterr()
+    assert "1 of 960 readout sums of 2 sequences differ" in cap.out
+    assert "error: the token engine at batch 3 computed 1 of 960" in cap.err
+
+
 def test_profile_of_one_token_window(decoder, capsys):
     """``--profile B``: one window's operator time by family; the families add up to the
     total, the float64 matmuls of the synapses are seen, the top list is largest first."""

@@ -99,8 +99,14 @@ def time_backend(backend_factory: Callable[[], object], tokens, window: Optional
 
 
 def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "cpu",
-                        seed: int = 0, engine: Optional[str] = None) -> Dict[str, float]:
-    """``batch`` sequences of ``tokens_per_seq`` tokens through ``Emulator.step_token``."""
+                        seed: int = 0, engine: Optional[str] = None,
+                        check: int = 0) -> Dict[str, float]:
+    """``batch`` sequences of ``tokens_per_seq`` tokens through ``Emulator.step_token``.
+
+    ``check`` > 0 keeps the readout sums of the first ``check`` sequences of the timed run
+    (a copy per token, inside the timing) and compares them, after the timing, with the
+    int reference on the CPU (``check_against_reference``): every figure then says
+    whether the computation it timed was the right one."""
 
     V = qgraph.pop(qgraph.readout).size
     ctx = qgraph.context or tokens_per_seq
@@ -120,12 +126,18 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
     for n in range(min(_warmup(qgraph), tokens_per_seq)):   # allocations, CUDA graphs
         emu.step_token(toks[n])
     emu.reset()
+    check = min(check, batch)
+    kept, starts = [], []                       # readout sums of sequences [:check]; resets
     _sync(device)
     t0 = time.perf_counter()
     for n in range(tokens_per_seq):
         if emu.n == ctx:
             emu.reset()
-        emu.step_token(toks[n])
+        if emu.n == 0:
+            starts.append(n)
+        out = emu.step_token(toks[n])
+        if check:
+            kept.append(out[:check].clone() if torch.is_tensor(out) else out[:check].copy())
     _sync(device)
     dt = time.perf_counter() - t0
     res = {"backend": "emulator", "engine": engine or default_engine(device), "batch": batch,
@@ -136,7 +148,26 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
         res.update(memory_of(emu))
     if cuda:       # everything the run allocated (state, weights, CUDA graph pool, buffers)
         res["peak_bytes_per_seq"] = (torch.cuda.max_memory_allocated() - base) / batch
+    if check:
+        del emu
+        ids = np.asarray(torch.as_tensor(toks).cpu())[:, :check].T          # (check, N)
+        res["check"] = check_against_reference(qgraph, ids, kept, starts)
     return res
+
+
+def check_against_reference(qgraph, ids: np.ndarray, kept: Sequence, starts: Sequence[int]
+                            ) -> Dict[str, int]:
+    """Readout sums ``kept[n]`` (S, V) of token ``n`` of sequences ``ids`` (S, N), the
+    emulator reset at the tokens ``starts``, against ``int_reference.run_token_time`` on
+    the CPU: how many of the compared sums differ."""
+    from snn_compile.hw_sim.int_reference import run_token_time
+
+    got = np.stack([np.asarray(torch.as_tensor(k).cpu()) for k in kept], axis=1)   # (S, N, V)
+    want = np.concatenate([run_token_time(qgraph, torch.as_tensor(ids[:, a:b]),
+                                          record=False).logits_int.numpy()
+                           for a, b in zip(starts, list(starts[1:]) + [ids.shape[1]])], axis=1)
+    return {"sequences": int(ids.shape[0]), "tokens": int(ids.size),
+            "readout_sums": int(want.size), "differ": int((got != want).sum())}
 
 
 # families of the operations of one token window, tried in this order: (family, substrings
@@ -256,7 +287,7 @@ def _median_run(runs: List[dict]) -> dict:
 
 def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device: str = "cpu",
         lava_tokens: int = 0, seed: int = 0, batch_tokens: int = 32,
-        engines: Sequence[Optional[str]] = (None,), repeat: int = 1) -> dict:
+        engines: Sequence[Optional[str]] = (None,), repeat: int = 1, check: int = 0) -> dict:
     """The benchmark; see the module doc. Returns one JSON-able dict."""
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -280,7 +311,7 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
             r.update(memory_of(Emulator(qgraph, 1, device, engine=r["engine"])))
     for b in batches:
         if b > 1:
-            rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e)
+            rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e, check)
                      for e in engines]
     res = {"device": device, "torch_threads": torch.get_num_threads(),
            "graph": {"populations": len(qgraph.populations), "synapses": len(qgraph.synapses),
@@ -336,23 +367,28 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=int, default=0, metavar="B",
                     help="also profile one token window of the torch engine at batch B and "
                          "print where its time goes")
+    ap.add_argument("--check", type=int, default=8, metavar="S",
+                    help="compare the readout sums of the first S sequences of every batched "
+                         "run with the int reference on the CPU after the timing (default 8; "
+                         "0: no check); a difference makes the exit code 1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     batches = a.batch or [64]
-    if min(a.batch_tokens, a.repeat, *batches) < 1 or a.tokens < 0 or a.profile < 0:
-        raise UserError("--batch, --batch-tokens and --repeat must be at least 1, --tokens and "
-                        "--profile at least 0")
+    if min(a.batch_tokens, a.repeat, *batches) < 1 or min(a.tokens, a.profile, a.check) < 0:
+        raise UserError("--batch, --batch-tokens and --repeat must be at least 1, --tokens, "
+                        "--profile and --check at least 0")
     if a.threads:
         torch.set_num_threads(a.threads)
     q = load_graph(a.qgraph, a.seed, a.model)
     res = run(q, a.tokens, batches, a.device, a.lava, a.seed, a.batch_tokens,
-              a.engine or [None], a.repeat)
+              a.engine or [None], a.repeat, a.check)
     if a.profile:
         res["profile"] = profile_token(q, a.profile, a.device, a.seed)
+    wrong = [r for r in res["runs"] if r.get("check", {}).get("differ")]
     if a.json:
         print(json.dumps(res, indent=1))
-        return 0
+        return _report_wrong(wrong)
     gr = res["graph"]
     print(f"graph: {gr['populations']} populations, {gr['synapses']} synapses, "
           f"{gr['neurons']} neurons, T={gr['steps_per_token']}, window W={gr['window']}; "
@@ -368,6 +404,10 @@ def main(argv=None) -> int:
                    f"{r['ring_layout_bytes_per_seq'] / 1024:.1f})")
         if "peak_bytes_per_seq" in r:
             mem += f", CUDA peak {r['peak_bytes_per_seq'] / 1024:.1f} KiB/seq"
+        if "check" in r:
+            c = r["check"]
+            mem += (f"; {c['differ']} of {c['readout_sums']} readout sums of {c['sequences']} "
+                    f"sequences differ from the int reference")
         print(f"{name:>18} batch {r['batch']:>5}: {r['tokens_per_s']:10.1f} tokens/s  "
               f"{r.get('timesteps_per_s', float('nan')):10.1f} timesteps/s  "
               f"({r['tokens']} tokens in {r['seconds']:.2f} s{rep_}{mem})")
@@ -383,7 +423,17 @@ def main(argv=None) -> int:
             print(f"  {f:<26} {v['ms']:8.2f} ms  {100 * v['share']:5.1f} %")
         for t in pr["top"]:
             print(f"    {t['ms']:8.2f} ms  {t['calls']:4d} calls  {t['name'][:70]}")
-    return 0
+    return _report_wrong(wrong)
+
+
+def _report_wrong(wrong: List[dict]) -> int:
+    for r in wrong:
+        c = r["check"]
+        print(f"error: the {r['engine']} engine at batch {r['batch']} computed {c['differ']} of "
+              f"{c['readout_sums']} checked readout sums differently from the int reference; "
+              "its speed is that of a wrong computation (report it with the graph)",
+              file=sys.stderr)
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
