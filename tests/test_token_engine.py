@@ -178,31 +178,37 @@ def test_synapse_kernel_float32_form_is_exact_at_its_limit():
 
 def test_int8_form_is_taken_only_where_cublas_takes_it():
     """The int8 weights are padded to cuBLASLt's multiples of 8 (k to at least 32 for
-    inductor's kernel), split in two int8 halves only when an entry leaves int8, and rows
-    go to the int8 kernel only in counts it takes."""
+    inductor's kernel), split into int8 pieces only when an entry leaves int8 (as many as
+    the largest entry needs: 255 takes two, 508 four), the pieces sum to the weights, and
+    rows go to the int8 kernel only in counts it takes."""
     w = np.arange(-150, 150).reshape(12, 25)
-    wq, n, split = fx._int8_weights(w, "cpu")
-    assert (n, split, tuple(wq.shape)) == (12, True, (32, 32))
-    assert np.array_equal(wq[:12, :25].numpy().astype(np.int64) + wq[16:28, :25].numpy(), w)
-    assert int(wq[12:16].abs().sum()) == 0 and int(wq[:, 25:].abs().sum()) == 0
-    wq, n, split = fx._int8_weights(np.clip(w, -128, 127), "cpu")
-    assert not split and tuple(wq.shape) == (16, 32)
+    for top, m in ((127, 1), (149, 2), (254, 2), (255, 3), (381, 3), (382, 4), (508, 4)):
+        w_m = np.clip(w * top // 149, -top - 1, top)
+        w_m[0, 0] = top
+        wq, n, pieces = fx._int8_weights(w_m, "cpu")
+        assert (n, pieces, tuple(wq.shape)) == (12, m, (16 * m, 32)), top
+        parts = wq.numpy().astype(np.int64).reshape(m, 16, 32)
+        assert np.array_equal(parts[:, :12, :25].sum(0), w_m), top
+        assert not parts[:, 12:].any() and not parts[:, :, 25:].any()
+    assert fx._int8_weights(np.array([[4 * 127 + 5]]), "cpu") is None
+    assert fx._int8_weights(np.array([[-4 * 128 - 1]]), "cpu") is None
     assert [r for r in range(40) if fx.int8_rows_ok(r)] == [24, 32]
     assert fx.SynapseKernel(Synapse("s", "a", "b", w, 0), "lif", "cpu", 1).int8 is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_synapse_kernel_cuda_forms_equal_int64():
-    """On CUDA a synapse on spikes is an int8 matmul (weights beyond int8 split in two
-    halves, sizes padded to multiples of 8), and on row counts cuBLASLt's int8 kernel does
+    """On CUDA a synapse on spikes is an int8 matmul (weights beyond int8 split into
+    pieces, sizes padded to multiples of 8), and on row counts cuBLASLt's int8 kernel does
     not take a float32 one (float64 while TF32 is on): each gives the int64 numbers, with
     rows that reach the largest row sum."""
     rng = np.random.default_rng(6)
-    for n, k, lo, hi in ((256, 1024, -256, 255), (105, 37, -128, 128), (9, 12, -255, 256)):
+    for n, k, lo, hi, m in ((256, 1024, -256, 255, 2), (105, 37, -128, 128, 1),
+                            (9, 12, -255, 256, 3), (40, 64, -500, 501, 4)):
         w = rng.integers(lo, hi, size=(n, k))
         w[0, 0], w[-1, -1] = lo, hi - 1
         kern = fx.SynapseKernel(Synapse("s", "a", "b", w, 1), "lif", "cuda", 1)
-        assert kern.int8 is not None and kern.int8[2] == (w.max() > 127 or w.min() < -128)
+        assert kern.int8 is not None and kern.int8[2] == m
         for rows in (512, 24, 17, 16, 3):
             x = torch.as_tensor(rng.integers(0, 2, size=(rows, k)))
             x[0] = torch.as_tensor(w[0] > 0)

@@ -367,9 +367,11 @@ class SynapseKernel:
     On CUDA a synapse on spikes is an int8 matmul with int32 accumulation instead
     (``torch._int_mm``; integer arithmetic, exact by definition while the row sums stay
     below 2^31): the spikes are int8, and a weight matrix with entries outside int8 is
-    split ``W = W_a + W_b``, ``W_a = clamp(W, -128, 127)``, both halves in one product
-    of twice the width (``int8``); sizes are padded to the multiples of 8 the kernel
-    needs, and row counts it does not take (``int8_rows_ok``) take the float forms.
+    split into pieces ``W = W_1 + ... + W_m``, ``W_i = clamp(W - W_1 - ... - W_(i-1),
+    -128, 127)`` (two for Loihi's 8-bit mantissas, -256 ... 254; at most
+    ``INT8_PIECES``), all in one product of m times the width (``int8``); sizes are
+    padded to the multiples of 8 the kernel needs, and row counts it does not take
+    (``int8_rows_ok``) take the float forms.
     """
 
     def __init__(self, syn, src_kind: str, device="cpu", src_bound: Optional[int] = None):
@@ -452,20 +454,28 @@ def full_float32(x: torch.Tensor) -> bool:
     return not (x.is_cuda and torch.backends.cuda.matmul.allow_tf32)
 
 
+INT8_PIECES = 4     # int8 pieces of one weight matrix at most: -512 <= w <= 508
+
+
 def _int8_weights(w: np.ndarray, dev):
-    """(int8 weights (halves * n_pad, k_pad), whose transpose is the column-major operand
-    cuBLASLt's int8 matmul takes, the output width n, whether the matrix is split into
-    two int8 halves) of ``w`` (n, k). Sizes are padded with zeros to multiples of 8
-    (cuBLASLt), k to at least 32 and n to at least 16 (inductor's int8 kernel needs
-    k > 16)."""
+    """(int8 weights (pieces * n_pad, k_pad), whose transpose is the column-major operand
+    cuBLASLt's int8 matmul takes, the output width n, the number of pieces m) of ``w``
+    (n, k), with ``w = sum_i piece_i`` and every piece in int8 (``SynapseKernel``), or
+    None where more than ``INT8_PIECES`` pieces would be needed. Sizes are padded with
+    zeros to multiples of 8 (cuBLASLt), k to at least 32 and n to at least 16 (inductor's
+    int8 kernel needs k > 16)."""
     n, k = w.shape
-    a = np.clip(w, -128, 127)
-    halves = [a] if (a == w).all() else [a, w - a]
+    pieces, rest = [], np.asarray(w, np.int64)
+    while rest.any() or not pieces:
+        if len(pieces) == INT8_PIECES:
+            return None
+        pieces.append(np.clip(rest, -128, 127))
+        rest = rest - pieces[-1]
     npad, kpad = -(-max(n, 16) // 8) * 8, -(-max(k, 32) // 8) * 8
-    wq = np.zeros((len(halves) * npad, kpad), np.int8)
-    for i, h in enumerate(halves):
-        wq[i * npad: i * npad + n, :k] = h
-    return torch.as_tensor(wq, device=dev), n, len(halves) == 2
+    wq = np.zeros((len(pieces) * npad, kpad), np.int8)
+    for i, piece in enumerate(pieces):
+        wq[i * npad: i * npad + n, :k] = piece
+    return torch.as_tensor(wq, device=dev), n, len(pieces)
 
 
 def int8_rows_ok(rows: int) -> bool:
@@ -473,18 +483,17 @@ def int8_rows_ok(rows: int) -> bool:
     return rows > 16 and rows % 8 == 0
 
 
-def _int8_matmul(x: torch.Tensor, wq: torch.Tensor, n: int, split: bool) -> torch.Tensor:
+def _int8_matmul(x: torch.Tensor, wq: torch.Tensor, n: int, pieces: int) -> torch.Tensor:
     """``x @ W^T`` (int64) for 0/1 ``x`` (rows, k; ``int8_rows_ok``) and
-    ``_int8_weights``' form of W."""
+    ``_int8_weights``' form of W: the pieces' products, summed."""
     k = x.shape[-1]
     xq = x.to(torch.int8)
     if wq.shape[1] != k:
         xq = torch.nn.functional.pad(xq, (0, wq.shape[1] - k))
     acc = torch._int_mm(xq, wq.t())
-    if split:
-        half = wq.shape[0] // 2
-        return acc[:, :n].to(torch.int64) + acc[:, half:half + n]
-    return acc[:, :n].to(torch.int64)
+    if pieces == 1:
+        return acc[:, :n].to(torch.int64)
+    return acc.view(acc.shape[0], pieces, -1)[:, :, :n].to(torch.int64).sum(1)
 
 
 def add_bounds(*bs: Optional[int]) -> Optional[int]:
