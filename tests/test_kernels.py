@@ -278,3 +278,61 @@ def test_tf32_spike_matmul_function_gives_the_product_and_its_gradients():
     assert torch.equal(out, ref)
     assert torch.allclose(gx, x.grad, atol=1e-12) and torch.allclose(gw, w.grad, atol=1e-12)
     assert kernels.spike_matmul(x, w).equal(ref)            # CPU: the plain product
+
+
+def test_cuda_graph_step_needs_one_cuda_device():
+    from snn_compile.errors import UserError
+    from snn_compile.models.distributed import Dist
+    from snn_compile.models.train import GraphedStep, make_optimizer
+
+    m = build_model(ModelConfig(**TINY)).train()
+    with pytest.raises(UserError, match="CUDA graphs need one CUDA device"):
+        GraphedStep(m, make_optimizer(m, 1e-3, 0.0), Dist(device="cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("extra", [
+    dict(residual="stream", attention_memory="decay", token_shift=2),
+    dict(residual="spike"),
+])
+def test_cuda_graph_steps_train_like_eager_steps(extra):
+    """Six steps of ``GraphedStep`` (two eager warm-up steps, the capture, replays) and of
+    ``train_step`` from the same weights and batches: the same losses, gradient norms and
+    weights (the replay runs the eager step's kernels; the bound leaves room for a cuBLAS
+    algorithm chosen differently under capture), and the spike records of the last step
+    are those of the eager one."""
+    import numpy as np
+
+    from snn_compile.models.distributed import Dist
+    from snn_compile.models.spikedecoder import is_spike_record
+    from snn_compile.models.train import GraphedStep, make_optimizer, train_step
+
+    cfg = ModelConfig(**TINY, **extra)
+    torch.manual_seed(0)
+    init = build_model(cfg).state_dict()
+    rng = np.random.default_rng(3)
+    batches = [(rng.integers(0, cfg.vocab_size, (4, cfg.context)),
+                rng.integers(0, cfg.vocab_size, (4, cfg.context))) for _ in range(6)]
+    dist = Dist(device="cuda")
+    runs = []
+    for graphs in (False, True):
+        m = build_model(cfg).cuda().train()
+        m.load_state_dict(init)
+        opt = make_optimizer(m, 3e-3, 0.01)
+        kw = dict(record=True, attention_floor=0.05)
+        step = GraphedStep(m, opt, dist, warmup=2, **kw) if graphs else \
+            (lambda x, y, m=m, opt=opt: train_step(m, opt, x, y, dist, **kw))
+        out = [step(x, y) for x, y in batches]
+        rec = {k: v.clone() for k, v in out[-1][2].items()}
+        runs.append(([o[:2] for o in out], rec, {n: p.detach().clone()
+                                                 for n, p in m.named_parameters()}))
+    (f0, r0, p0), (f1, r1, p1) = runs
+    assert step.graph is not None and step.calls == 6
+    assert np.allclose(f0, f1, rtol=1e-5, atol=0), (f0, f1)
+    spikes = [k for k in r0 if is_spike_record(k)]
+    assert len(spikes) >= 8 and sum(int(r0[k].sum()) for k in spikes) > 100
+    for k in spikes:
+        assert torch.equal(r0[k], r1[k]), k
+    for n in p0:
+        assert torch.allclose(p0[n], p1[n], rtol=0, atol=1e-5), n
+    assert any(not torch.equal(p0[n], init[n].cuda()) for n in p0)      # the steps trained

@@ -3,7 +3,7 @@
     python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
         [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
         [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
-        [--tf32] [--compile] [--json]
+        [--tf32] [--compile] [--cuda-graphs] [--json]
 
 The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
 the shipped 4 x 128 residual-stream design with the decaying attention memory);
@@ -26,7 +26,9 @@ attention. ``--tf32`` (CUDA) runs the SpikeDecoder's spike x quantized-weight pr
 TF32 tensor cores (exact in the forward, ``models.kernels.spike_matmul``; the run checks
 it: the spikes of one evaluation forward with and without TF32 are compared and the
 number of differing spikes reported) and gives the ANN twin TF32 for all its matmuls.
-``--compile`` wraps both models in ``torch.compile``. On CUDA, peak memory is
+``--compile`` wraps both models in ``torch.compile``; ``--cuda-graphs`` (CUDA) replays
+each model's step as one CUDA graph (``models.train.GraphedStep``, what ``snn-compile
+train --cuda-graphs`` runs; the last warm-up step captures it). On CUDA, peak memory is
 ``torch.cuda.max_memory_allocated`` over each model's timed steps (both models' weights
 and optimiser states stay resident). Imports no Lava, so it runs where only PyTorch is
 installed.
@@ -52,7 +54,7 @@ from snn_compile.models.checkpoint import build_model, load_raw
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.distributed import Dist
 from snn_compile.models.spikedecoder import is_spike_record
-from snn_compile.models.train import make_optimizer, prepare_data, train_step
+from snn_compile.models.train import GraphedStep, make_optimizer, prepare_data, train_step
 
 OVERRIDES = ("n_layers", "d_model", "n_heads", "token_shift", "timesteps", "context")
 
@@ -83,7 +85,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         token_shift: Optional[int] = None, timesteps: Optional[int] = None,
         attention_floor: float = 0.02, with_reference: bool = False,
         attention_chunk: Optional[int] = None, tf32: bool = False,
-        compile_models: bool = False) -> dict:
+        compile_models: bool = False, cuda_graphs: bool = False) -> dict:
     import torch
 
 
@@ -119,9 +121,15 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         else:
             mode = contextlib.nullcontext
 
-        def step(x, y, net=net, opt=opt, floor=floor, mode=mode):
+        graphed = GraphedStep(net, opt, dist, record=True, attention_floor=floor,
+                              warmup=warmup - 1) if cuda_graphs else None
+
+        def step(x, y, net=net, opt=opt, floor=floor, mode=mode, graphed=graphed):
             with mode():
-                train_step(net, opt, x, y, dist, record=True, attention_floor=floor)
+                if graphed is not None:
+                    graphed(x, y)
+                else:
+                    train_step(net, opt, x, y, dist, record=True, attention_floor=floor)
         runs[name] = dict(step=step, rounds=[], peak=0, model=model,
                           params=sum(p.numel() for p in model.parameters()))
     for r in runs.values():
@@ -149,6 +157,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
            "size": f"{snn_cfg.n_layers}x{snn_cfg.d_model}",
            "config": snn_cfg.to_dict(), "attention_floor": attention_floor,
            "kernels": kernels.describe(), "compiled": compile_models, "tf32": tf32,
+           "cuda_graphs": cuda_graphs,
            "params": {k: r["params"] for k, r in runs.items()},
            "tokens_per_s": med,
            "all_rounds_tokens_per_s": {k: r["rounds"] for k, r in runs.items()},
@@ -208,15 +217,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--tf32", action="store_true",
                     help="TF32 spike x weight products (CUDA; the ANN twin gets TF32 too)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="replay every model's step as one CUDA graph (CUDA; needs --warmup 2 "
+                         "or more)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     for name in ("steps", "rounds", "batch_size"):
         if getattr(a, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if a.cuda_graphs and (a.device != "cuda" or a.warmup < 2):
+        raise UserError("--cuda-graphs needs --device cuda and --warmup 2 or more (eager "
+                        "steps, then the capture)")
     r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
             a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
-            a.with_reference, a.attention_chunk, a.tf32, a.compile)
+            a.with_reference, a.attention_chunk, a.tf32, a.compile, a.cuda_graphs)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0

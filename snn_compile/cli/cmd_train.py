@@ -25,6 +25,7 @@ writing one (--no-learning-guard turns that off).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -82,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the SNN without quantization-aware training")
     parser.add_argument("--eval-interval", type=int_in(1), default=250)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay each training step as one CUDA graph (--device cuda, one "
+                             "process): the same losses, without the launch overhead of the "
+                             "SpikeDecoder's many small kernels")
     parser.add_argument("--seed", type=seed(), default=0, help="random seed")
     parser.add_argument("--resume", action="store_true",
                         help="continue training from the checkpoint at -o")
@@ -106,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     from snn_compile.errors import UserError
     from snn_compile.models import distributed
 
+    if args.cuda_graphs and (args.device != "cuda" or args.nproc is not None
+                             or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise UserError("--cuda-graphs needs --device cuda and one process; drop --cuda-graphs "
+                        "or --nproc")
     if args.nproc is not None:
         return distributed.launch(args.nproc, distributed.strip_option(sys.argv[1:], "--nproc"),
                                   args.device)
@@ -145,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device,
                       learning_guard=not args.no_learning_guard,
                       attention_floor=args.attention_floor,
-                      attention_floor_weight=args.attention_floor_weight)
+                      attention_floor_weight=args.attention_floor_weight,
+                      cuda_graphs=args.cuda_graphs)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,
                  command="snn-compile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.json and distributed.env_rank() == 0:

@@ -53,6 +53,7 @@ class TrainArgs:
     learning_guard: bool = True       # stop a run still at the unigram loss after steps / 4
     attention_floor: float = 0.0      # attention spike-rate floor rho_0 (0: off)
     attention_floor_weight: float = 0.1
+    cuda_graphs: bool = False         # replay each step as one CUDA graph (GraphedStep)
 
 
 def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, tokenizer=None):
@@ -160,6 +161,76 @@ def train_step(net, opt, x: np.ndarray, y: np.ndarray, dist, record: bool = Fals
     return loss_g, gnorm_g, rec
 
 
+class GraphedStep:
+    """``train_step`` with its forward, loss, backward and gradient clipping replayed as one
+    CUDA graph (one CUDA device, fixed batch shape).
+
+    A SpikeDecoder step launches thousands of small kernels (T steps of every LIF, the
+    fake quantizations, the norm statistics); eager, the GPU waits on the Python that
+    launches them. Captured once, the step is one launch. The first ``warmup`` calls are
+    eager ``train_step`` calls on a side stream (the allocator, cuBLAS and autograd set
+    up what the capture then reuses); the next call captures, and every call from then on
+    copies its batch into the graph's input tensors and replays. The replay runs the same
+    kernels on the same values as the eager step, so the losses are the eager ones; the
+    finiteness check reads the loss and gradient norm on the host and the optimiser step
+    (AdamW, learning rate from ``param_groups``) stays eager, exactly as in
+    ``train_step``. The gradients live in the graph's memory: nothing may set them to
+    None between replays, so this class replaces ``opt.zero_grad``, and the spike records
+    it returns are overwritten by the next call."""
+
+    def __init__(self, net, opt, dist, record: bool = False, attention_floor: float = 0.0,
+                 attention_floor_weight: float = 0.1, warmup: int = 3):
+        if not str(dist.device).startswith("cuda") or dist.world > 1:
+            raise UserError(f"CUDA graphs need one CUDA device (this run: {dist.describe()}); "
+                            "drop --cuda-graphs")
+        self.net, self.opt, self.dist = net, opt, dist
+        self.kw = dict(record=record, attention_floor=attention_floor,
+                       attention_floor_weight=attention_floor_weight)
+        self.warmup, self.calls, self.graph = warmup, 0, None
+        self.stream = torch.cuda.Stream(device=dist.device)
+
+    def _forward_backward(self):
+        want = self.kw["record"] or self.kw["attention_floor"] > 0
+        out = self.net(self.x, record=want)
+        logits, rec = out if want else (out, None)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1))
+        objective = loss
+        if self.kw["attention_floor"] > 0:
+            objective = loss + attention_floor_penalty(rec, self.kw["attention_floor"],
+                                                       self.kw["attention_floor_weight"])
+        objective.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        return loss, gnorm, rec
+
+    def __call__(self, x: np.ndarray, y: np.ndarray):
+        self.calls += 1
+        if self.calls <= self.warmup:
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                out = train_step(self.net, self.opt, x, y, self.dist, **self.kw)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            return out
+        if self.graph is None:
+            self.x = torch.as_tensor(x, device=self.dist.device).clone()
+            self.y = torch.as_tensor(y, device=self.dist.device).clone()
+            self.opt.zero_grad(set_to_none=True)     # backward allocates them in the graph
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self._forward_backward()
+        else:
+            if tuple(x.shape) != tuple(self.x.shape):
+                raise UserError(f"a CUDA-graph training step takes batches of one shape "
+                                f"{tuple(self.x.shape)}, got {tuple(x.shape)}")
+            self.x.copy_(torch.as_tensor(x), non_blocking=False)
+            self.y.copy_(torch.as_tensor(y), non_blocking=False)
+        self.graph.replay()
+        loss, gnorm, rec = self.out
+        loss_g, gnorm_g = float(loss), float(gnorm)
+        if math.isfinite(loss_g) and math.isfinite(gnorm_g):
+            self.opt.step()
+        return loss_g, gnorm_g, rec
+
+
 def _kept(out_path: str, saved: Optional[dict]) -> str:
     if saved is not None:
         return (f"the last good checkpoint {out_path} (step {saved['steps']}, val loss "
@@ -250,14 +321,20 @@ def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist
         task = prog.add_task("train", total=args.steps, completed=start_step, kind=cfg.kind,
                              loss=float("nan"), tps=0.0, rate="-")
         model.train()
+        step_fn = train_step
+        if args.cuda_graphs:
+            graphed = GraphedStep(net, opt, dist, record=True,
+                                  attention_floor=args.attention_floor,
+                                  attention_floor_weight=args.attention_floor_weight)
+            step_fn = lambda net, opt, x, y, dist, **kw: graphed(x, y)    # noqa: E731
         for step in range(start_step, args.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             x, y = random_batch(train_ids, global_batch, cfg.context, rng)
             x, y = distributed.shard(x, dist), distributed.shard(y, dist)
-            loss, gnorm, rec = train_step(net, opt, x, y, dist, record=True,
-                                          attention_floor=args.attention_floor,
-                                          attention_floor_weight=args.attention_floor_weight)
+            loss, gnorm, rec = step_fn(net, opt, x, y, dist, record=True,
+                                       attention_floor=args.attention_floor,
+                                       attention_floor_weight=args.attention_floor_weight)
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 bad = [f"the {what} is {v}" for what, v in (("training loss", loss),
                                                             ("gradient norm", gnorm))
