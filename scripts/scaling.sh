@@ -8,6 +8,7 @@
 #   GROUP floor:   the attention spike-rate floor at 4x128 (weight, lr, heads, T) and the
 #                  twin at two learning rates
 # Then, on any machine: python -m snn_compile.benchmarks.scaling OUT --out docs/results/scaling
+# CUDA_GRAPHS=1 replays each training step as one CUDA graph (snn-compile train --cuda-graphs).
 # TRAIN_TIMEOUT=S stops each run after S seconds (scripts/_train_runs.sh). DATA=FILE trains on
 # FILE (on a machine whose Python is not 3.10, pass the 3.10 embedded corpus written to a file:
 # snn_compile/assets/MANIFEST.md).
@@ -17,7 +18,7 @@ steps=${2:-1000}
 device=${3:-cuda}
 group=${4:-table}
 mkdir -p "$out"
-common=(--steps "$steps" --batch-size 64 --context 128 --eval-interval ${EVAL_INTERVAL:-250} --device "$device" ${DATA:+--data "$DATA"}
+common=(--steps "$steps" --batch-size 64 --context 128 --eval-interval ${EVAL_INTERVAL:-250} --device "$device" ${DATA:+--data "$DATA"} ${CUDA_GRAPHS:+--cuda-graphs}
         --seed 0)
 source "$(dirname "$0")/_train_runs.sh"
 sd=(--model spikedecoder --residual stream --attention-memory decay --timesteps 4)

@@ -225,7 +225,7 @@ class GraphedStep:
             self.y.copy_(torch.as_tensor(y), non_blocking=False)
         self.graph.replay()
         loss, gnorm, rec = self.out
-        loss_g, gnorm_g = float(loss), float(gnorm)
+        loss_g, gnorm_g = float(loss.detach()), float(gnorm.detach())
         if math.isfinite(loss_g) and math.isfinite(gnorm_g):
             self.opt.step()
         return loss_g, gnorm_g, rec
