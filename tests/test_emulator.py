@@ -549,7 +549,9 @@ def test_profile_of_one_token_window(decoder, capsys):
     out = capsys.readouterr().out
     assert "one token window, torch engine, batch 2" in out and "matmul" in out
     assert bench_emulator.main(["--random", "--profile", "-1"]) == 2
-    assert "--profile at least 0" in capsys.readouterr().err
+    assert "--profile must be at least 0, got -1" in capsys.readouterr().err
+    assert bench_emulator.main(["--random", "--check", "-2"]) == 2
+    assert "--check must be at least 0, got -2" in capsys.readouterr().err
 
 
 def test_speed_benchmark_against_lava(decoder):

@@ -375,9 +375,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     batches = a.batch or [64]
-    if min(a.batch_tokens, a.repeat, *batches) < 1 or min(a.tokens, a.profile, a.check) < 0:
-        raise UserError("--batch, --batch-tokens and --repeat must be at least 1, --tokens, "
-                        "--profile and --check at least 0")
+    for flag, value, least in (("--batch", min(batches), 1), ("--batch-tokens", a.batch_tokens, 1),
+                               ("--repeat", a.repeat, 1), ("--tokens", a.tokens, 0),
+                               ("--profile", a.profile, 0), ("--check", a.check, 0)):
+        if value < least:
+            raise UserError(f"{flag} must be at least {least}, got {value}")
     if a.threads:
         torch.set_num_threads(a.threads)
     q = load_graph(a.qgraph, a.seed, a.model)
