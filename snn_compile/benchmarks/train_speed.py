@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import sys
@@ -121,15 +122,13 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         else:
             mode = contextlib.nullcontext
 
-        graphed = GraphedStep(net, opt, dist, record=True, attention_floor=floor,
-                              warmup=warmup - 1) if cuda_graphs else None
+        kw = dict(record=True, attention_floor=floor)
+        one = GraphedStep(net, opt, dist, warmup=warmup - 1, **kw) if cuda_graphs else \
+            functools.partial(train_step, net, opt, dist=dist, **kw)
 
-        def step(x, y, net=net, opt=opt, floor=floor, mode=mode, graphed=graphed):
+        def step(x, y, one=one, mode=mode):
             with mode():
-                if graphed is not None:
-                    graphed(x, y)
-                else:
-                    train_step(net, opt, x, y, dist, record=True, attention_floor=floor)
+                one(x, y)
         runs[name] = dict(step=step, rounds=[], peak=0, model=model,
                           params=sum(p.numel() for p in model.parameters()))
     for r in runs.values():

@@ -19,6 +19,7 @@ only overwritten by a better validation loss, also across ``--resume``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -129,6 +130,23 @@ def attention_floor_penalty(rec: dict, floor: float, weight: float) -> torch.Ten
     return weight * sum(torch.relu(1 - r / floor) for r in rates)
 
 
+def forward_backward(net, x_t: torch.Tensor, y_t: torch.Tensor, record: bool = False,
+                     attention_floor: float = 0.0, attention_floor_weight: float = 0.1):
+    """The gradient part of a step: forward, cross-entropy plus the attention floor
+    penalty, backward (into ``.grad``), clipping to norm 1. Returns ``(loss, grad_norm,
+    records)`` as tensors (``train_step`` runs it eagerly, ``GraphedStep`` captures it)."""
+    want = record or attention_floor > 0
+    out = net(x_t, record=want)
+    logits, rec = out if want else (out, None)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
+    objective = loss
+    if attention_floor > 0:
+        objective = loss + attention_floor_penalty(rec, attention_floor,
+                                                   attention_floor_weight).to(loss.device)
+    objective.backward()
+    return loss, torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0), rec
+
+
 def train_step(net, opt, x: np.ndarray, y: np.ndarray, dist, record: bool = False,
                attention_floor: float = 0.0, attention_floor_weight: float = 0.1):
     """One optimisation step of ``net`` (a model or its DDP wrapper) on this rank's
@@ -141,19 +159,10 @@ def train_step(net, opt, x: np.ndarray, y: np.ndarray, dist, record: bool = Fals
     gradient norm as floats (identical on every rank), the spike records of this rank
     if ``record``.
     """
-    x_t = torch.as_tensor(x, device=dist.device)
-    y_t = torch.as_tensor(y, device=dist.device)
-    want = record or attention_floor > 0
-    out = net(x_t, record=want)
-    logits, rec = out if want else (out, None)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_t.reshape(-1))
-    objective = loss
-    if attention_floor > 0:
-        objective = loss + attention_floor_penalty(rec, attention_floor,
-                                                   attention_floor_weight).to(loss.device)
     opt.zero_grad(set_to_none=True)
-    objective.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    loss, gnorm, rec = forward_backward(net, torch.as_tensor(x, device=dist.device),
+                                        torch.as_tensor(y, device=dist.device), record,
+                                        attention_floor, attention_floor_weight)
     loss_sum, gnorm_sum = dist.all_sum([loss, gnorm])     # gnorm is the same on every rank
     loss_g, gnorm_g = loss_sum / dist.world, gnorm_sum / dist.world
     if math.isfinite(loss_g) and math.isfinite(gnorm_g):
@@ -189,19 +198,6 @@ class GraphedStep:
         self.warmup, self.calls, self.graph = warmup, 0, None
         self.stream = torch.cuda.Stream(device=dist.device)
 
-    def _forward_backward(self):
-        want = self.kw["record"] or self.kw["attention_floor"] > 0
-        out = self.net(self.x, record=want)
-        logits, rec = out if want else (out, None)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1))
-        objective = loss
-        if self.kw["attention_floor"] > 0:
-            objective = loss + attention_floor_penalty(rec, self.kw["attention_floor"],
-                                                       self.kw["attention_floor_weight"])
-        objective.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-        return loss, gnorm, rec
-
     def __call__(self, x: np.ndarray, y: np.ndarray):
         self.calls += 1
         if self.calls <= self.warmup:
@@ -216,7 +212,7 @@ class GraphedStep:
             self.opt.zero_grad(set_to_none=True)     # backward allocates them in the graph
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.out = self._forward_backward()
+                self.out = forward_backward(self.net, self.x, self.y, **self.kw)
         else:
             if tuple(x.shape) != tuple(self.x.shape):
                 raise UserError(f"a CUDA-graph training step takes batches of one shape "
@@ -321,20 +317,16 @@ def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist
         task = prog.add_task("train", total=args.steps, completed=start_step, kind=cfg.kind,
                              loss=float("nan"), tps=0.0, rate="-")
         model.train()
-        step_fn = train_step
-        if args.cuda_graphs:
-            graphed = GraphedStep(net, opt, dist, record=True,
-                                  attention_floor=args.attention_floor,
-                                  attention_floor_weight=args.attention_floor_weight)
-            step_fn = lambda net, opt, x, y, dist, **kw: graphed(x, y)    # noqa: E731
+        kw = dict(record=True, attention_floor=args.attention_floor,
+                  attention_floor_weight=args.attention_floor_weight)
+        step_fn = GraphedStep(net, opt, dist, **kw) if args.cuda_graphs else \
+            functools.partial(train_step, net, opt, dist=dist, **kw)
         for step in range(start_step, args.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             x, y = random_batch(train_ids, global_batch, cfg.context, rng)
             x, y = distributed.shard(x, dist), distributed.shard(y, dist)
-            loss, gnorm, rec = step_fn(net, opt, x, y, dist, record=True,
-                                       attention_floor=args.attention_floor,
-                                       attention_floor_weight=args.attention_floor_weight)
+            loss, gnorm, rec = step_fn(x, y)
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 bad = [f"the {what} is {v}" for what, v in (("training loss", loss),
                                                             ("gradient norm", gnorm))
