@@ -160,13 +160,20 @@ class _Pop:
 
 
 class TokenEngine:
-    """Streaming token-time run of one ``QGraph`` for ``batch`` sequences, numpy on the CPU.
+    """Token-time run of one ``QGraph`` for ``batch`` sequences, numpy on the CPU, one token
+    at a time (streaming) or a chunk of tokens at a time (a given text: scoring, prefill).
 
     ``step_frames({input: (T, B, size)})`` runs one token and returns the readout summed
     over its T steps, ``(B, V)`` int64; ``step_token(tokens (B,), positions (B,))`` makes
-    the one-hot frames of a decoder. ``outputs`` holds the last token's outputs
-    ``(T, B, size)`` float64 of every population, in ``names`` order. ``reset()`` starts
-    fresh sequences.
+    the one-hot frames of a decoder. ``step_chunk({input: (N, T, B, size)})`` and
+    ``step_tokens(tokens (B, N))`` run N tokens and return ``(N, B, V)``: each population
+    once for all N tokens (the integer reference's schedule, ``int_reference``), so its
+    synapses are matmuls of N * T * B rows and numpy's per-operation cost is paid once per
+    chunk. Only the memories' recursions (``_decaying``) and the stateful kinds step token
+    by token. Both give the same numbers; a chunk of one token is a streaming step.
+    ``outputs`` holds the last token's outputs ``(T, B, size)`` float64 of every
+    population, in ``names`` order (``chunk_outputs``: ``(N, T, B, size)`` of the last
+    call). ``reset()`` starts fresh sequences.
     """
 
     def __init__(self, qgraph: QGraph, batch: int = 1, plan: Optional[GraphPlan] = None):
@@ -200,8 +207,10 @@ class TokenEngine:
         self.mem_wrap = any(p.wrap for p, _ in mems)
         if mems:
             self.dec, self.dexp = np.concatenate(dec), np.concatenate(dexp)
-            # exact in float64 where no wrap can happen: |decay * x| < 2^31 * 2^12
-            self.kdec = -self.dec.astype(_F64) / 2.0 ** self.dexp
+            # one decay step without input, out + ((-d * out) >> e), is floor(out * lam)
+            # with lam = (2^e - d) / 2^e (out is an integer): exact in float64 where no
+            # wrap can happen (|out * (2^e - d)| < 2^31 * 2^13), two operations per step
+            self.lam = (2.0 ** self.dexp - self.dec) / 2.0 ** self.dexp
         self.reset()
 
     def _population(self, name: str, pop) -> _Pop:
@@ -257,104 +266,144 @@ class TokenEngine:
     def reset(self) -> None:
         """Fresh sequences: memories at zero, no token-shift history, position 0."""
         self.n = 0
-        self.outputs: List[Optional[np.ndarray]] = [None] * len(self.names)
+        self.chunk_outputs: List[Optional[np.ndarray]] = [None] * len(self.names)
         self.past: Dict[int, List[np.ndarray]] = {}
         self.acc: Dict[int, np.ndarray] = {}
         self.states: Dict[int, list] = {}     # fx.STATEFUL kinds: state after the last token
         self.mem = np.zeros((self.B, self.n_mem), _I64 if self.mem_wrap else _F64)
 
+    @property
+    def outputs(self) -> List[Optional[np.ndarray]]:
+        """The last token's outputs ``(T, B, size)`` of every population, ``names`` order."""
+        return [None if o is None else o[-1] for o in self.chunk_outputs]
+
     # ----------------------------------------------------------------- token
     def step_token(self, tokens, positions=None) -> np.ndarray:
         """One token per sequence: ids (B,) (positions default to the token count since
         ``reset``) -> readout sums (B, V) int64."""
-        self._check_context()
         tok = np.asarray(tokens, _I64).reshape(-1)
-        pos = np.full(self.B, self.n, _I64) if positions is None else \
-            np.asarray(positions, _I64).reshape(-1)
-        if tok.shape != (self.B,) or pos.shape != (self.B,):
-            raise UserError(f"step_token takes {self.B} token ids and positions, got "
-                            f"{tok.shape[0]} and {pos.shape[0]}")
+        if tok.shape != (self.B,):
+            raise UserError(f"step_token takes {self.B} token ids, got {tok.shape[0]}")
+        pos = None if positions is None else np.asarray(positions, _I64).reshape(-1, 1)
+        return self.step_tokens(tok[:, None], pos)[0]
+
+    def step_tokens(self, tokens, positions=None) -> np.ndarray:
+        """N tokens per sequence: ids (B, N) (positions (B, N) default to the token count
+        since ``reset`` onwards) -> readout sums (N, B, V) int64."""
+        tok = np.asarray(tokens, _I64)
+        tok = tok.reshape(self.B, -1) if tok.ndim == 1 and self.B == 1 else tok
+        if tok.ndim != 2 or tok.shape[0] != self.B:
+            raise UserError(f"step_tokens takes token ids of shape ({self.B}, N), got "
+                            f"{tok.shape}")
+        N = tok.shape[1]
+        self._check_context(N)
+        pos = np.broadcast_to(np.arange(self.n, self.n + N, dtype=_I64), tok.shape) \
+            if positions is None else np.asarray(positions, _I64).reshape(tok.shape)
+        if pos.shape != tok.shape:
+            raise UserError(f"positions of shape {pos.shape} do not match tokens {tok.shape}")
         frames = {}
         for name in self.q.inputs:
             size = self.sizes[self.index[name]]
             ids = tok if name == "tokens" else pos if name == "positions" else None
             if ids is None:
                 raise QGraphError(f"input population {name!r} is neither 'tokens' nor "
-                                  "'positions'; give its frames (step_frames)")
+                                  "'positions'; give its frames (step_chunk)")
             if ids.size and (ids.min() < 0 or ids.max() >= size):
                 bad = int(ids.max()) if ids.max() >= size else int(ids.min())
                 raise UserError(f"{name[:-1]} {bad} is outside 0..{size - 1} of input {name!r}")
-            oh = np.zeros((self.T, self.B, size), _F64)
-            oh[:, np.arange(self.B), ids] = 1.0
+            oh = np.zeros((N, self.T, self.B, size), _F64)
+            oh[np.arange(N)[:, None], :, np.arange(self.B)[None, :], ids.T] = 1.0
             frames[name] = oh
-        return self.step_frames(frames)
+        return self.step_chunk(frames)
 
     def step_frames(self, frames: Dict[str, np.ndarray]) -> np.ndarray:
         """One token from frames ``{input: (T, B, size)}``; readout sums (B, V) int64."""
-        self._check_context()
-        out = self.outputs
+        chunk = {}
         for name in self.q.inputs:
             shape = (self.T, self.B, self.sizes[self.index[name]])
             f = np.asarray(frames[name], _F64)
             if f.shape != shape:
                 raise UserError(f"frames of input {name!r}: shape {f.shape}, expected {shape}")
-            out[self.index[name]] = f
+            chunk[name] = f[None]
+        return self.step_chunk(chunk)[0]
+
+    def step_chunk(self, frames: Dict[str, np.ndarray]) -> np.ndarray:
+        """N tokens from frames ``{input: (N, T, B, size)}``; readout sums (N, B, V) int64."""
+        out = self.chunk_outputs
+        N = None
+        for name in self.q.inputs:
+            f = np.asarray(frames[name], _F64)
+            N = f.shape[0] if N is None and f.ndim == 4 else N
+            shape = (N, self.T, self.B, self.sizes[self.index[name]])
+            if f.shape != shape:
+                raise UserError(f"frames of input {name!r}: shape {f.shape}, expected "
+                                f"(N, T, B, size) = {shape}")
+            out[self.index[name]] = np.ascontiguousarray(f)
+        if not N:
+            raise UserError("step_chunk needs at least one token")
+        self._check_context(N)
+        self.N = N
         if self.n and self.n_mem:
             self._drain()
         for p in self.pops:
             out[p.i] = self._compute(p)
         for i, L in self.history.items():        # the last L tokens of token-shift sources
             h = self.past.setdefault(i, [])
-            h.append(out[i])
+            h.extend(out[i][max(0, N - L):])
             del h[:-L]
-        self.n += 1
-        return out[self.readout].sum(axis=0).astype(_I64)
+        self.n += N
+        return out[self.readout].sum(axis=1).astype(_I64)
 
-    def _check_context(self) -> None:
-        if self.q.context and self.n >= self.q.context:
-            raise UserError(f"position {self.n} is beyond the model's context {self.q.context}; "
-                            "reset and feed at most context tokens")
+    def _check_context(self, N: int) -> None:
+        if self.q.context and self.n + N > self.q.context:
+            raise UserError(f"position {self.q.context} is beyond the model's context "
+                            f"{self.q.context}; reset and feed at most context tokens "
+                            f"({self.n} fed, {N} more asked)")
 
-    def _drain(self) -> None:
-        """The W - T input-free steps of every decaying memory since its last token."""
-        m = self.mem
+    def _drain(self, sl: slice = slice(None)) -> None:
+        """The W - T input-free steps of the decaying memories ``sl`` (all: stacked)
+        since their last token."""
+        m = self.mem[:, sl]
         if self.mem_wrap:
+            dec, dexp = self.dec[sl], self.dexp[sl]
             for _ in range(self.W - self.T):
-                m = fx.accum_step(m, None, self.dec, self.dexp, True)
-            self.mem = m
+                m = fx.accum_step(m, None, dec, dexp, True)
+            self.mem[:, sl] = m
             return
-        t = np.empty_like(m)
-        k = self.kdec
+        lam = self.lam[sl]
         for _ in range(self.W - self.T):
-            np.multiply(m, k, out=t)
-            np.floor(t, out=t)
-            m += t
+            np.multiply(m, lam, out=m)
+            np.floor(m, out=m)
 
     # ------------------------------------------------------------ populations
     def _source(self, s: _In) -> np.ndarray:
-        """The source's outputs (T, B, size) as the synapse sees them: ``tlag`` tokens back
-        (zeros before the first), shifted ``slag`` steps later within the token."""
-        if s.tlag:
+        """The source's outputs (N, T, B, size) as the synapse sees them: ``tlag`` tokens
+        back (zeros before the first), shifted ``slag`` steps later within the token."""
+        x = self.chunk_outputs[s.src]
+        N, L = self.N, s.tlag
+        if L:
             h = self.past.get(s.src, [])
-            if len(h) < s.tlag:
-                return np.zeros((self.T, self.B, self.sizes[s.src]), _F64)
-            x = h[-s.tlag]
-        else:
-            x = self.outputs[s.src]
+            y = np.empty_like(x)
+            y[L:] = x[:N - L]
+            for n in range(min(L, N)):           # tokens before the chunk: the history
+                k = len(h) - (L - n)
+                y[n] = h[k] if k >= 0 else 0.0
+            x = y
         if s.slag:
             y = np.zeros_like(x)
             if s.slag < self.T:
-                y[s.slag:] = x[:self.T - s.slag]
+                y[:, s.slag:] = x[:, :self.T - s.slag]
             x = y
         return x
 
     def _port(self, p: _Pop, j: int, fl: bool) -> Optional[np.ndarray]:
-        """Sum of the port's synapses (T, B, size). ``fl``: in float (exact integers), or
-        ``None`` where a synapse has no exact float form for these values; else int64,
+        """Sum of the port's synapses (N, T, B, size). ``fl``: in float (exact integers),
+        or ``None`` where a synapse has no exact float form for these values; else int64,
         int32-wrapped unless its bound says the sum stays in int32 (a LIF with self-loops
         wraps after adding them, step by step)."""
         acc = None
-        R = self.T * self.B
+        shape = (self.N, self.T, self.B, p.size)
+        R = self.N * self.T * self.B
         for s in p.ports[j]:
             x = self._source(s).reshape(R, -1)
             y = s.float_form(x) if fl else s.int_form(x)
@@ -362,62 +411,76 @@ class TokenEngine:
                 return None
             acc = y if acc is None else acc + y
         if acc is None:
-            return np.zeros((self.T, self.B, p.size), _F64 if fl else _I64)
+            return np.zeros(shape, _F64 if fl else _I64)
         if p.wraps[j] and not fl and not p.loops:
             acc = fx.wrap32(acc)
-        return acc.reshape(self.T, self.B, p.size)
+        return acc.reshape(shape)
 
     def _compute(self, p: _Pop) -> np.ndarray:
+        N, T, B = self.N, self.T, self.B
         if p.kind == "lif":
             return self._lif(p)
         if p.rule is not None:
-            R = self.T * self.B
+            R = N * T * B
             vals = [self._port(p, j, False).reshape(R, -1) for j in range(len(p.ports))]
             o = p.rule.update(vals, p.wrap, *p.params)
-            return o.astype(_F64).reshape(self.T, self.B, p.size)
+            return o.astype(_F64).reshape(N, T, B, p.size)
         if p.srule is not None:                 # the state cleared, or carried by the drain
             vals = [self._port(p, j, False) for j in range(len(p.ports))]
-            o, self.states[p.i] = fx.stateful_token(p.srule, vals, self.states.get(p.i),
-                                                     p.wrap, p.params, self.T, self.W - self.T)
-            return o.astype(_F64)
+            o = np.empty((N, T, B, p.size), _F64)
+            for n in range(N):
+                o[n], self.states[p.i] = fx.stateful_token(
+                    p.srule, [v[n] for v in vals], self.states.get(p.i), p.wrap, p.params,
+                    T, self.W - T)
+            return o
         a = self._port(p, 0, False)
         if p.mem is not None:
             return self._decaying(p, a)
+        # an accum without decay: the cumulative sum over p = n * T + t
         prev = self.acc.get(p.i)
+        a = a.reshape(N * T, B, p.size)
         c = np.cumsum(a, axis=0)
         if prev is not None:
             c += prev
         o = fx.wrap32(c)
         if p.wrap and (o == -fx.I32).any():     # GradedVec drops -2^31: step by step
-            x = np.zeros((self.B, p.size), _I64) if prev is None else prev
-            for t in range(self.T):
+            x = np.zeros((B, p.size), _I64) if prev is None else prev
+            for t in range(N * T):
                 x = fx.accum_step(x, a[t], wrap=True)
                 o[t] = x
         self.acc[p.i] = o[-1].copy()
-        return o.astype(_F64)
+        return o.astype(_F64).reshape(N, T, B, p.size)
 
     def _decaying(self, p: _Pop, a: np.ndarray) -> np.ndarray:
-        """A decaying memory's T token steps from its stacked state."""
-        o = np.empty((self.T, self.B, p.size), _F64)
-        x = self.mem[:, p.mem]
-        if self.mem_wrap:
-            dec, dexp = self.dec[p.mem], self.dexp[p.mem]
-            for t in range(self.T):
-                x = fx.accum_step(x, a[t], dec, dexp, True)
-                o[t] = x
-        else:
-            k = self.kdec[p.mem]
-            for t in range(self.T):
-                x = x + np.floor(x * k) + a[t]
-                o[t] = x
-        self.mem[:, p.mem] = x
+        """A decaying memory's T steps of each token from its stacked state; between two
+        tokens of the chunk, its W - T drain steps."""
+        N, T = self.N, self.T
+        o = np.empty((N, T, self.B, p.size), _F64)
+        for n in range(N):
+            if n:
+                self._drain(p.mem)
+            x = self.mem[:, p.mem]
+            if self.mem_wrap:
+                dec, dexp = self.dec[p.mem], self.dexp[p.mem]
+                for t in range(T):
+                    x = fx.accum_step(x, a[n, t], dec, dexp, True)
+                    o[n, t] = x
+            else:                              # x + floor(-d x / 2^e) + a, as in _drain
+                lam = self.lam[p.mem]
+                for t in range(T):
+                    x = np.floor(x * lam)
+                    x += a[n, t]
+                    o[n, t] = x
+            self.mem[:, p.mem] = x
         return o
 
     def _lif(self, p: _Pop) -> np.ndarray:
-        """``fixed_point.lif_step`` over the token's T steps, self-loops added step by step;
-        in float64 where the bounds (``p.fl``) or this token's input (``p.fl_check``:
+        """``fixed_point.lif_step`` over each token's T steps (all tokens of the chunk at
+        once: the state starts from rest at every token), self-loops added step by step;
+        in float64 where the bounds (``p.fl``) or this chunk's input (``p.fl_check``:
         ``|a| + |self-loops| < LIF_FLOAT_INPUT``) show that nothing wraps."""
         fl, c = p.fl, p.lif
+        N, T, B = self.N, self.T, self.B
         a = self._port(p, 0, True) if (fl or p.fl_check) else None
         if not fl and a is not None:
             fl = _amax(a) + p.loop_max < LIF_FLOAT_INPUT
@@ -425,20 +488,26 @@ class TokenEngine:
         if not fl:
             a, c = self._port(p, 0, False), p.lif
         elif not p.loops:
-            return fx.lif_token_float(a, c.fv, c.vth6, c.bias)
-        s_out = np.zeros((self.T, self.B, p.size), _F64)
+            if N == 1:
+                return fx.lif_token_float(a[0], c.fv, c.vth6, c.bias)[None]
+            # step-major for the T-step loop: each step one contiguous (N, B, size) block
+            s = fx.lif_token_float(np.ascontiguousarray(a.swapaxes(0, 1)), c.fv, c.vth6,
+                                   c.bias)
+            return np.ascontiguousarray(s.swapaxes(0, 1))
+        s_out = np.zeros((N, T, B, p.size), _F64)
         u = v = None
-        for t in range(self.T):
-            xt = a[t]
+        for t in range(T):
+            xt = a[:, t]
             if p.loops:                  # recurrence: this population's spikes of step t - k
                 for s in p.loops:
                     if t >= s.slag:
-                        y = s_out[t - s.slag]
-                        xt = xt + (s.float_form(y) if fl else s.int_form(y))
+                        y = s_out[:, t - s.slag].reshape(N * B, -1)
+                        y = s.float_form(y) if fl else s.int_form(y)
+                        xt = xt + y.reshape(N, B, -1)
                 if p.wraps[0] and not fl:
                     xt = fx.wrap32(xt)
             st, u, v = fx.lif_step(xt, u, v, c)
-            s_out[t] = st
+            s_out[:, t] = st
         return s_out
 
 
