@@ -614,3 +614,22 @@ def test_emulator_and_benchmark_import_without_lava_nir_snntorch(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"engine": "torch"' in r.stdout and '"engine": "numpy"' in r.stdout
+
+
+def test_chunked_speed_benchmark_checks_its_outputs(decoder, capsys, monkeypatch):
+    """``--chunk C``: the CPU token-time engine at batch 1, C tokens per call, cut at the
+    context (16 here, 40 tokens: resets at 16 and 32), every readout sum checked against
+    the int reference; ``--chunk 0`` is refused with exit code 2."""
+    from snn_compile.benchmarks import bench_emulator
+
+    res = bench_emulator.run(decoder, tokens=40, batch=1, engines=["token"], check=1,
+                             chunks=[1, 7])
+    rows = [r for r in res["runs"] if "chunk" in r]
+    assert [r["chunk"] for r in rows] == [1, 7]
+    for r in rows:
+        assert r["tokens"] == 40 and r["tokens_per_s"] > 0
+        assert r["check"] == {"sequences": 1, "tokens": 40, "readout_sums": 40 * 24,
+                              "differ": 0}, r["chunk"]
+    monkeypatch.setattr(bench_emulator, "load_graph", lambda *a: decoder)
+    assert bench_emulator.main(["--random", "--tokens", "8", "--chunk", "0"]) == 2
+    assert "--chunk must be at least 1, got 0" in capsys.readouterr().err

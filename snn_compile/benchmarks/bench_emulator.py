@@ -155,6 +155,42 @@ def time_emulator_batch(qgraph, batch: int, tokens_per_seq: int, device: str = "
     return res
 
 
+def time_token_chunks(qgraph, tokens, chunk: int, repeat: int = 1, check: bool = True
+                      ) -> Dict[str, float]:
+    """One sequence of ``tokens`` through the CPU token-time engine ``chunk`` tokens per
+    call (``TokenEngine.step_tokens``: a given text, as in scoring or a prompt's prefill;
+    generation feeds one token per call), reset at the context; the median of ``repeat``
+    timed passes after a warm-up chunk. ``check`` compares every readout sum of the last
+    pass with the int reference (``check_against_reference``)."""
+    from snn_compile.hw_sim.token_engine import TokenEngine
+
+    ids = np.asarray(tokens, np.int64)
+    ctx = qgraph.context or len(ids)
+    e = TokenEngine(qgraph, 1)
+    e.step_tokens(ids[None, :min(chunk, len(ids), ctx)])
+    rates, kept, starts = [], [], []
+    for _ in range(max(1, repeat)):
+        e.reset()
+        kept, starts = [], [0]
+        t0 = time.perf_counter()
+        n = 0
+        while n < len(ids):
+            if e.n == ctx:
+                e.reset()
+                starts.append(n)
+            m = min(chunk, ctx - e.n, len(ids) - n)
+            kept.extend(e.step_tokens(ids[None, n:n + m]))
+            n += m
+        rates.append(len(ids) / (time.perf_counter() - t0))
+    res = {"backend": "emulator", "engine": "token", "batch": 1, "chunk": chunk,
+           "tokens": len(ids), "tokens_per_s": float(np.median(rates)), "repeats": rates,
+           "seconds": len(ids) / float(np.median(rates)),
+           "timesteps_per_s": float(np.median(rates)) * qgraph.window}
+    if check:
+        res["check"] = check_against_reference(qgraph, ids[None], kept, starts)
+    return res
+
+
 def check_against_reference(qgraph, ids: np.ndarray, kept: Sequence, starts: Sequence[int]
                             ) -> Dict[str, int]:
     """Readout sums ``kept[n]`` (S, V) of token ``n`` of sequences ``ids`` (S, N), the
@@ -287,7 +323,8 @@ def _median_run(runs: List[dict]) -> dict:
 
 def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device: str = "cpu",
         lava_tokens: int = 0, seed: int = 0, batch_tokens: int = 32,
-        engines: Sequence[Optional[str]] = (None,), repeat: int = 1, check: int = 0) -> dict:
+        engines: Sequence[Optional[str]] = (None,), repeat: int = 1, check: int = 0,
+        chunks: Sequence[int] = ()) -> dict:
     """The benchmark; see the module doc. Returns one JSON-able dict."""
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -309,6 +346,10 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
     for r in rows:
         if r["engine"] != "token":
             r.update(memory_of(Emulator(qgraph, 1, device, engine=r["engine"])))
+    if chunks and torch.device(device).type != "cpu":
+        raise UserError("--chunk times the CPU token-time engine; use --device cpu")
+    for c in chunks:
+        rows.append(time_token_chunks(qgraph, toks, c, repeat, check > 0))
     for b in batches:
         if b > 1:
             rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e, check)
@@ -371,20 +412,25 @@ def main(argv=None) -> int:
                     help="compare the readout sums of the first S sequences of every batched "
                          "run with the int reference on the CPU after the timing (default 8; "
                          "0: no check); a difference makes the exit code 1")
+    ap.add_argument("--chunk", type=int, nargs="+", action="extend", default=None, metavar="C",
+                    help="also time the CPU token-time engine at batch 1 on the --tokens "
+                         "text, C tokens per call (scoring a given text, a prompt's prefill; "
+                         "generation is C = 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     batches = a.batch or [64]
     for flag, value, least in (("--batch", min(batches), 1), ("--batch-tokens", a.batch_tokens, 1),
                                ("--repeat", a.repeat, 1), ("--tokens", a.tokens, 0),
-                               ("--profile", a.profile, 0), ("--check", a.check, 0)):
+                               ("--profile", a.profile, 0), ("--check", a.check, 0),
+                               ("--chunk", min(a.chunk or [1]), 1)):
         if value < least:
             raise UserError(f"{flag} must be at least {least}, got {value}")
     if a.threads:
         torch.set_num_threads(a.threads)
     q = load_graph(a.qgraph, a.seed, a.model)
     res = run(q, a.tokens, batches, a.device, a.lava, a.seed, a.batch_tokens,
-              a.engine or [None], a.repeat, a.check)
+              a.engine or [None], a.repeat, a.check, a.chunk or [])
     if a.profile:
         res["profile"] = profile_token(q, a.profile, a.device, a.seed)
     wrong = [r for r in res["runs"] if r.get("check", {}).get("differ")]
@@ -396,7 +442,8 @@ def main(argv=None) -> int:
           f"{gr['neurons']} neurons, T={gr['steps_per_token']}, window W={gr['window']}; "
           f"device {res['device']}, {res['torch_threads']} torch threads")
     for r in res["runs"]:
-        name = r["backend"] + (f" ({r['engine']})" if "engine" in r else "")
+        name = r["backend"] + (f" ({r['engine']})" if "engine" in r else "") + \
+            (f" {r['chunk']}/call" if "chunk" in r else "")
         rep_ = (f", median of {len(r['repeats'])}: "
                 + " ".join(f"{x:.0f}" for x in r["repeats"])) if len(r.get("repeats", [])) > 1 \
             else ""
