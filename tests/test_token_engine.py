@@ -21,7 +21,7 @@ from snn_compile.hw_sim.int_reference import IntReferenceBackend, run_token_time
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.hw_sim.token_engine import (F32_EXACT, LIF_FLOAT_INPUT, TokenEngine,
                                              TorchTokenEngine, _amax,
-                                             _halves, _In)
+                                             _halves, _In, _Rows)
 from snn_compile.loihi import fixed_point as fx
 
 from test_decay import decaying_attention_graph, decaying_decoder, residual_stream_graph
@@ -156,11 +156,35 @@ def test_synapse_forms_equal_fixed_point(graded, delay, exp, scale):
             k = fx.SynapseKernel(syn, "prod" if graded else "lif", "cpu", bound)
             want = fx.wrap32(k(torch.as_tensor(x))).numpy()
             s = _In(k, 0, 0, 0, spikes=not graded)
-            xf = x.astype(np.float64)
+            xf = _Rows(x.astype(np.float64))
             assert np.array_equal(fx.wrap32(s.int_form(xf)), want), (what, bound, "int")
             y = s.float_form(xf)
             if y is not None:
                 assert np.array_equal(fx.wrap32(y.astype(np.int64)), want), (what, bound)
+
+
+@pytest.mark.parametrize("spikes", [False, True])
+def test_sparse_rows_equal_fixed_point(spikes):
+    """A matrix with few nonzeros per row (a head's read-out: K of src) takes the sparse
+    form, K (column, weight) pairs per row, and gives ``fixed_point.SynapseKernel``'s
+    numbers on values whose sums fill int32, with and without a right shift."""
+    rng = np.random.default_rng(7)
+    dst, src, K = 24, 512, 8
+    w = np.zeros((dst, src), np.int64)
+    for i in range(dst):                     # rows of 1..K nonzeros, some columns shared
+        cols = rng.choice(src, size=rng.integers(1, K + 1), replace=False)
+        w[i, cols] = rng.integers(-255, 256, size=cols.size)
+    x = ((rng.random((20, src)) < 0.5).astype(np.int64) if spikes
+         else rng.integers(-2 ** 19, 2 ** 19, size=(20, src)))
+    for exp in (0, -7):
+        syn = Synapse("s", "a", "b", w, exp, graded=not spikes)
+        k = fx.SynapseKernel(syn, "lif" if spikes else "prod", "cpu", 1 if spikes else 2 ** 19)
+        s = _In(k, 0, 0, 0, spikes=spikes)
+        assert s.sidx is not None and s.sidx.shape == (K, dst)
+        y = s.float_form(_Rows(x.astype(np.float64)))
+        assert y is not None
+        want = fx.wrap32(k(torch.as_tensor(x))).numpy()
+        assert np.array_equal(fx.wrap32(y.astype(np.int64)), want), exp
 
 
 def test_float32_halves_are_exact_at_their_limits():
@@ -179,7 +203,7 @@ def test_float32_halves_are_exact_at_their_limits():
     s = _In(k, 0, 0, 0, spikes=False)
     x = rng.integers(-2 ** 15, 2 ** 15, size=(4, 128)).astype(np.float64)
     assert _halves(_amax(x), s.rowabs) and _amax(x) * s.rowabs >= F32_EXACT
-    assert np.array_equal(s.float_form(x).astype(np.int64),
+    assert np.array_equal(s.float_form(_Rows(x)).astype(np.int64),
                           fx.wrap32(k(torch.as_tensor(x.astype(np.int64)))).numpy())
 
 

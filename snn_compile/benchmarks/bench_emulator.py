@@ -208,7 +208,8 @@ def check_against_reference(qgraph, ids: np.ndarray, kept: Sequence, starts: Seq
 
 # families of the operations of one token window, tried in this order: (family, substrings
 # of the op or kernel name); a fused kernel's generated name lists the ops it fused
-FAMILIES = (("matmul", ("gemm", "aten::mm", "aten::addmm", "aten::matmul")),
+FAMILIES = (("matmul", ("gemm", "aten::mm", "aten::addmm", "aten::matmul", "_int_mm", "cutlass",
+                        "imma", "igemm")),
             ("elementwise", ("triton_", "cpp_fused", "Torch-Compiled")),
             ("copy and fill", ("copy", "fill", "zero_", "Fill")),
             ("index (gather, scatter)", ("index", "gather", "scatter")),
@@ -227,12 +228,14 @@ def _family(name: str) -> str:
 
 
 def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
-                  top: int = 10) -> dict:
-    """Where one token window of the torch engine spends its time at ``batch`` sequences.
+                  top: int = 10, engine: str = "torch") -> dict:
+    """Where one token window of an engine spends its time at ``batch`` sequences.
 
-    ``torch.profiler`` over one ``step_token`` after the warm-up, without CUDA graphs (so
-    that each kernel is seen; the fused kernels stay on where the device's default has
-    them). On CUDA the time is each kernel's device time, on the CPU each operator's own
+    ``torch.profiler`` over one ``step_token`` after the warm-up: of the global-time torch
+    engine without CUDA graphs (so that each kernel is seen; the fused kernels stay on
+    where the device's default has them), or of the token-time engine (``engine="token"``
+    on CUDA: its compiled token step; on the CPU the numpy engine has no torch operators
+    to see, so it is refused). On CUDA the time is each kernel's device time, on the CPU each operator's own
     CPU time; ``families`` sums it by family of operation (``FAMILIES``: the float64
     matmuls, the elementwise kernels: fused ones and eager arithmetic, copies and fills,
     index ops, other: views, the event-driven ``any`` checks), ``top``
@@ -243,7 +246,14 @@ def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
     cuda = str(device).startswith("cuda")
     V = qgraph.pop(qgraph.readout).size
     toks = torch.as_tensor(np.random.default_rng(seed).integers(0, V, size=(3, batch)))
-    emu = Emulator(qgraph, batch=batch, device=device, engine="torch", cuda_graphs=False)
+    if engine == "token":
+        if not cuda:
+            raise UserError("--profile with --engine token profiles the compiled torch "
+                            "token step: give --device cuda (the CPU token engine is numpy; "
+                            "time it with --chunk or profile it with cProfile)")
+        emu = token_engine(qgraph, batch, device)
+    else:
+        emu = Emulator(qgraph, batch=batch, device=device, engine="torch", cuda_graphs=False)
     for n in range(2):
         emu.step_token(toks[n])
     _sync(device)
@@ -269,7 +279,8 @@ def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
     for k, (ms, _) in rows.items():
         fams[_family(k)] = fams.get(_family(k), 0.0) + ms
     ranked = sorted(rows.items(), key=lambda kv: -kv[1][0])[:top]
-    return {"batch": batch, "device": device, "time": "device" if cuda else "cpu",
+    return {"batch": batch, "device": device, "engine": engine,
+            "time": "device" if cuda else "cpu",
             "total_ms": total,
             "families": {f: {"ms": ms, "share": ms / total if total else 0.0}
                          for f, ms in sorted(fams.items(), key=lambda kv: -kv[1])},
@@ -406,8 +417,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
-                    help="also profile one token window of the torch engine at batch B and "
-                         "print where its time goes")
+                    help="also profile one token window at batch B and print where its time "
+                         "goes: of the torch engine, or of the token-time engine when --engine "
+                         "names token and not torch (CUDA only)")
     ap.add_argument("--check", type=int, default=8, metavar="S",
                     help="compare the readout sums of the first S sequences of every batched "
                          "run with the int reference on the CPU after the timing (default 8; "
@@ -432,7 +444,9 @@ def main(argv=None) -> int:
     res = run(q, a.tokens, batches, a.device, a.lava, a.seed, a.batch_tokens,
               a.engine or [None], a.repeat, a.check, a.chunk or [])
     if a.profile:
-        res["profile"] = profile_token(q, a.profile, a.device, a.seed)
+        eng = "token" if a.engine and "token" in a.engine and "torch" not in a.engine \
+            else "torch"
+        res["profile"] = profile_token(q, a.profile, a.device, a.seed, engine=eng)
     wrong = [r for r in res["runs"] if r.get("check", {}).get("differ")]
     if a.json:
         print(json.dumps(res, indent=1))
@@ -466,7 +480,8 @@ def main(argv=None) -> int:
         print(f"emulator / lava ({k}): {v:.1f}x")
     if "profile" in res:
         pr = res["profile"]
-        print(f"one token window, torch engine, batch {pr['batch']}: {pr['total_ms']:.1f} ms "
+        print(f"one token window, {pr['engine']} engine, batch {pr['batch']}: "
+              f"{pr['total_ms']:.1f} ms "
               f"of {pr['time']} time")
         for f, v in pr["families"].items():
             print(f"  {f:<26} {v['ms']:8.2f} ms  {100 * v['share']:5.1f} %")

@@ -6,8 +6,9 @@ computes each population once per token on all T steps of the token. At batch 1 
 order is also the fast one: a global-time engine pays numpy's per-operation cost at each
 of the W steps of a window, this one once per population and token:
 
-* a synapse is one operation on the (T * B, size) outputs of its source: a matmul, a
-  gather, or the int64 forms of ``fixed_point.SynapseKernel`` (``_In``);
+* a synapse is one operation on the (N * T * B, size) outputs of its source: a matmul,
+  a gather (also of a sparse matrix's nonzeros), or the int64 forms of
+  ``fixed_point.SynapseKernel`` (``_In``);
 * a LIF loops over its T steps (``fixed_point.lif_token_float`` where nothing wraps,
   else ``fixed_point.lif_step``), adding its self-loops step by step;
 * a stateless kind (``fixed_point.ELEMENTWISE``) is one update on all T steps; a
@@ -45,6 +46,8 @@ F32_EXACT = float(fx.F32_EXACT)
 # a LIF with u = a << 6 (du = 4095) wraps nothing while |a| < 2^17: |u| < 2^23 (no
 # 24-bit wrap) and |v| + |u| + |bias| stays inside int32
 LIF_FLOAT_INPUT = fx.STATE_MAX >> fx.ACT_SHIFT
+# a weight matrix with at most src / SPARSE_ROWS nonzeros per row takes the sparse form
+SPARSE_ROWS = 32
 
 
 class _In:
@@ -56,15 +59,19 @@ class _In:
     source of spikes, or of values whose largest magnitude times the largest row sum of
     ``|w|`` stays below 2^24 (every partial sum is then an integer float32 holds
     exactly), or, for larger values, on their two halves ``x = hi * 2^k + lo`` stacked
-    into one matmul; a graded synapse whose int32 dot product may wrap (``inner``) has a
-    float form on values too small for the wrap to happen."""
+    into one matmul; a matrix with few nonzeros per row (``_sparse_rows``: an attention
+    head's read-out sums 16 of 2048 values) is a gather of its K nonzero columns per row,
+    exact in float64; a graded synapse whose int32 dot product may wrap (``inner``) has a
+    float form on values too small for the wrap to happen. A source read by several
+    synapses is cast to float32 and measured once per chunk (``_Rows``)."""
 
-    __slots__ = ("syn", "src", "tlag", "slag", "spikes", "wt", "w32", "idx", "val", "rowabs")
+    __slots__ = ("syn", "src", "tlag", "slag", "spikes", "wt", "w32", "idx", "val", "rowabs",
+                 "sidx", "sval")
 
     def __init__(self, k: fx.SynapseKernel, src: int, tlag: int, slag: int, spikes: bool):
         syn = self.syn = _Syn(k, src, 1)
         self.src, self.tlag, self.slag, self.spikes = src, tlag, slag, spikes
-        self.wt = self.w32 = self.idx = self.val = None
+        self.wt = self.w32 = self.idx = self.val = self.sidx = self.sval = None
         self.rowabs = 1.0
         if syn.mode in ("float", "int"):
             self.wt = np.ascontiguousarray(syn.w.T)            # (src, dst)
@@ -72,20 +79,38 @@ class _In:
             self.rowabs = float(np.abs(syn.w).sum(axis=1).max()) if syn.w.size else 0.0
             if not spikes or self.rowabs < F32_EXACT:
                 self.w32 = self.wt.astype(np.float32)
+            self._sparse_rows(syn.w)
         elif syn.mode == "gather":
             self.idx = syn.idx
             if syn.val is not None:
                 self.val = syn.val.reshape(-1)
                 self.rowabs = float(np.abs(self.val).max())
 
-    def float_form(self, x: np.ndarray) -> Optional[np.ndarray]:
-        """The synapse's output on ``x`` (rows, src) in float (exact integers), before its
-        outer int32 wrap; ``None`` where a float form could differ from the int one."""
+    def _sparse_rows(self, w: np.ndarray) -> None:
+        """A matrix with at most K nonzeros per row, K <= src / SPARSE_ROWS (a head's
+        read-out: 16 of 2048), is kept as K (column, weight) pairs per row, in (K, dst)
+        layout: ``y = sum_k x[:, sidx[k]] * sval[k]``, 3 K operations per output instead
+        of a src-wide dot product (padding pairs have weight 0)."""
+        if not w.size:
+            return
+        nz = w != 0
+        K = int(nz.sum(axis=1).max())
+        if K == 0 or K * SPARSE_ROWS > w.shape[1]:
+            return
+        cols = np.argsort(~nz, axis=1, kind="stable")[:, :K]           # (dst, K)
+        self.sidx = np.ascontiguousarray(cols.T)
+        self.sval = np.ascontiguousarray(np.take_along_axis(w, cols, axis=1).T)
+
+    def float_form(self, r: "_Rows") -> Optional[np.ndarray]:
+        """The synapse's output on the rows ``r`` (rows, src) in float (exact integers),
+        before its outer int32 wrap; ``None`` where a float form could differ from the int
+        one."""
         syn = self.syn
         m = syn.mode
         if m not in ("float", "identity", "gather"):
             return None
-        amax = 1.0 if self.spikes else _amax(x)
+        x = r.x
+        amax = 1.0 if self.spikes else r.amax()
         if syn.inner and amax * self.rowabs >= fx.I32:
             return None
         if m == "identity":
@@ -94,9 +119,15 @@ class _In:
             y = x.take(self.idx, axis=1)
             if self.val is not None:
                 y = y * self.val
+        elif self.sidx is not None and amax * self.rowabs < fx.F64_EXACT:
+            # every product and partial sum an integer below 2^53: exact in float64
+            K, dst = self.sidx.shape
+            y = x.take(self.sidx.reshape(-1), axis=1).reshape(-1, K, dst)
+            y *= self.sval
+            y = y.sum(axis=1)
         elif self.w32 is not None and amax * self.rowabs < F32_EXACT:
             # float64 from here on: sums with other synapses may pass 2^24
-            y = (x.astype(np.float32) @ self.w32).astype(_F64)
+            y = (r.f32() @ self.w32).astype(_F64)
         elif self.w32 is not None and _halves(amax, self.rowabs):
             # x = hi * 2^k + lo with 0 <= lo < 2^k: both halves' sums stay below 2^24, so
             # one float32 matmul of the stacked halves (the weights read once) is exact
@@ -111,12 +142,13 @@ class _In:
             return y * syn.scale
         return np.floor(y * syn.scale) if syn.exp < 0 else y
 
-    def int_form(self, x: np.ndarray) -> np.ndarray:
+    def int_form(self, r: "_Rows") -> np.ndarray:
         """The synapse's output as ``fixed_point.SynapseKernel`` delivers it before its
         outer int32 wrap, int64."""
-        y = self.float_form(x) if self.spikes else None
+        y = self.float_form(r) if self.spikes else None
         if y is not None:
             return y.astype(_I64)
+        x = r.x
         syn = self.syn
         m = syn.mode
         if m == "float":
@@ -134,6 +166,26 @@ class _In:
         if syn.inner:
             y = fx.wrap32(y)
         return fx.shift(y, syn.exp)
+
+
+class _Rows:
+    """A synapse's source in row layout ``x`` (rows, src) float64, with its float32 copy
+    and largest magnitude computed once however many synapses read it."""
+
+    __slots__ = ("x", "_f32", "_amax")
+
+    def __init__(self, x: np.ndarray):
+        self.x, self._f32, self._amax = x, None, None
+
+    def f32(self) -> np.ndarray:
+        if self._f32 is None:
+            self._f32 = self.x.astype(np.float32)
+        return self._f32
+
+    def amax(self) -> float:
+        if self._amax is None:
+            self._amax = _amax(self.x)
+        return self._amax
 
 
 def _halves(amax: float, rowabs: float) -> float:
@@ -266,6 +318,7 @@ class TokenEngine:
     def reset(self) -> None:
         """Fresh sequences: memories at zero, no token-shift history, position 0."""
         self.n = 0
+        self._cache: Dict[tuple, _Rows] = {}
         self.chunk_outputs: List[Optional[np.ndarray]] = [None] * len(self.names)
         self.past: Dict[int, List[np.ndarray]] = {}
         self.acc: Dict[int, np.ndarray] = {}
@@ -343,6 +396,7 @@ class TokenEngine:
             raise UserError("step_chunk needs at least one token")
         self._check_context(N)
         self.N = N
+        self._cache = {}
         if self.n and self.n_mem:
             self._drain()
         for p in self.pops:
@@ -352,6 +406,7 @@ class TokenEngine:
             h.extend(out[i][max(0, N - L):])
             del h[:-L]
         self.n += N
+        self._cache = {}
         return out[self.readout].sum(axis=1).astype(_I64)
 
     def _check_context(self, N: int) -> None:
@@ -376,6 +431,16 @@ class TokenEngine:
             np.floor(m, out=m)
 
     # ------------------------------------------------------------ populations
+    def _rows(self, s: _In) -> _Rows:
+        """The synapse's source in row layout (N * T * B, size), built once per chunk for
+        every synapse that reads the same source with the same lags."""
+        key = (s.src, s.tlag, s.slag)
+        r = self._cache.get(key)
+        if r is None:
+            x = self._source(s)
+            r = self._cache[key] = _Rows(x.reshape(-1, x.shape[-1]))
+        return r
+
     def _source(self, s: _In) -> np.ndarray:
         """The source's outputs (N, T, B, size) as the synapse sees them: ``tlag`` tokens
         back (zeros before the first), shifted ``slag`` steps later within the token."""
@@ -403,10 +468,9 @@ class TokenEngine:
         wraps after adding them, step by step)."""
         acc = None
         shape = (self.N, self.T, self.B, p.size)
-        R = self.N * self.T * self.B
         for s in p.ports[j]:
-            x = self._source(s).reshape(R, -1)
-            y = s.float_form(x) if fl else s.int_form(x)
+            r = self._rows(s)
+            y = s.float_form(r) if fl else s.int_form(r)
             if y is None:
                 return None
             acc = y if acc is None else acc + y
@@ -501,7 +565,7 @@ class TokenEngine:
             if p.loops:                  # recurrence: this population's spikes of step t - k
                 for s in p.loops:
                     if t >= s.slag:
-                        y = s_out[:, t - s.slag].reshape(N * B, -1)
+                        y = _Rows(s_out[:, t - s.slag].reshape(N * B, -1))
                         y = s.float_form(y) if fl else s.int_form(y)
                         xt = xt + y.reshape(N, B, -1)
                 if p.wraps[0] and not fl:
