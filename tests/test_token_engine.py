@@ -345,3 +345,38 @@ def test_compiled_torch_token_engine_equals_reference():
     assert e._fn is not e._step, "the compiled step fell back to eager"
     with pytest.raises(UserError, match="2 token ids"):
         e.step_token([1, 2, 3])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), e=st.sampled_from([0, 1, 5, 12, 13, fx.ACCUM_FLOAT_EXP]))
+def test_accum_step_float_equals_accum_step(seed, e):
+    """``accum_step_float`` (floor(out * lam)) is ``accum_step`` without wraps, drain steps
+    and input steps, on int32-wide values and every decay from 0 to 2^e, numpy and torch."""
+    rng = np.random.default_rng(seed)
+    dec = np.concatenate([[0, 2 ** e], rng.integers(0, 2 ** e + 1, size=62)]).astype(np.int64)
+    x = rng.integers(-2 ** 31 + 1, 2 ** 31, size=(3, 64))
+    x[0, :8] = [2 ** 31 - 1, -2 ** 31 + 1, 1, -1, 0, 2 ** 30, -2 ** 30 - 1, 7]
+    lam = fx.accum_lambda(dec, e)
+    xf = x.astype(np.float64)
+    for step in range(6):
+        a = None if step % 2 else rng.integers(-2 ** 20, 2 ** 20, size=x.shape)
+        want = fx.accum_step(x, a, dec, e, wrap=False)
+        got = fx.accum_step_float(xf, lam, a)
+        tgot = fx.accum_step_float(torch.as_tensor(xf), fx.accum_lambda(torch.as_tensor(dec), e),
+                                   None if a is None else torch.as_tensor(a))
+        assert np.array_equal(got, want) and np.array_equal(tgot.numpy(), want), step
+        keep = np.abs(want) < 2 ** 31 - 2 ** 21        # stay inside int32 for the next step
+        x, xf = np.where(keep, want, 0), np.where(keep, got, 0.0)
+
+
+@pytest.mark.parametrize("make", [decaying_attention_graph, decaying_decoder])
+def test_torch_token_engine_float_forms_equal_reference(make):
+    """The torch token engine's float64 forms (the LIFs without wraps, the decaying
+    memories) give the reference's readout at every token; the graphs have both."""
+    q = make()
+    e = _check_torch(q, np.random.default_rng(5).integers(0, q.pop("tokens").size,
+                                                          (2, min(9, q.context))),
+                     compile=False)
+    lifs = [p for p in e.plan.lif.values() if not (p.act_wrap or p.u_wrap or p.v_wrap)]
+    mems = [n for n in e.plan.accum_decay if not e.plan.accum_wrap[n]]
+    assert e.plan.float_forms and lifs and mems

@@ -110,10 +110,15 @@ class GraphPlan:
     history: Dict[str, int] = field(default_factory=dict)   # lagged source -> tokens kept
     accum_wrap: Dict[str, bool] = field(default_factory=dict)  # accum: int32 wraps possible
     accum_decay: Dict[str, torch.Tensor] = field(default_factory=dict)  # decaying accum: (size,)
+    # float64 forms where the bounds exclude every wrap (a LIF's T steps, a decaying
+    # memory's recursion: fixed_point.lif_step on floats, accum_step_float): the same
+    # integers, cheaper than int64 products and shifts on a GPU. Off for the reference.
+    float_forms: bool = False
 
 
-def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
-    """Build the exact kernels of every synapse and propagate static value bounds."""
+def plan_graph(qgraph: QGraph, device="cpu", float_forms: bool = False) -> GraphPlan:
+    """Build the exact kernels of every synapse and propagate static value bounds;
+    ``float_forms``: see ``GraphPlan.float_forms``."""
     qgraph.validate()
     dev = torch.device(device)
     for p in qgraph.populations.values():
@@ -183,7 +188,7 @@ def plan_graph(qgraph: QGraph, device="cpu") -> GraphPlan:
         if s.token_lag:
             history[s.src] = max(history.get(s.src, 0), s.token_lag)
     return GraphPlan(qgraph, dev, order, ports, lif, elem_wrap, bound, consumers, history,
-                     accum_wrap, accum_decay)
+                     accum_wrap, accum_decay, float_forms)
 
 
 def _lagged(x: torch.Tensor, lag: int, past: Optional[torch.Tensor]) -> torch.Tensor:
@@ -276,7 +281,10 @@ def compute_population(plan: GraphPlan, name: str, outs: Dict[str, torch.Tensor]
     if pop.kind == "lif":
         p = lif or plan.lif[name]
         x = a["a_in"].reshape(B * N, T, pop.size)
-        u = torch.zeros(B * N, pop.size, dtype=torch.int64, device=plan.device)
+        fl = plan.float_forms and not (loops or p.act_wrap or p.u_wrap or p.v_wrap)
+        if fl:                        # no wrap: lif_step's float64 form, the same integers
+            x = x.to(torch.float64)
+        u = torch.zeros(B * N, pop.size, dtype=x.dtype, device=plan.device)
         v = torch.zeros_like(u)
         s = torch.zeros(B * N, T, pop.size, dtype=torch.int64, device=plan.device)
         for t in range(T):
@@ -354,6 +362,18 @@ def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,
     out = torch.empty_like(a)
     x = torch.zeros(B, pop.size, dtype=torch.int64, device=plan.device) if prev is None else prev
     drain = q.window - T
+    if (plan.float_forms and dec is not None and not wrap
+            and int(pop.decay_exp) <= fx.ACCUM_FLOAT_EXP):
+        lam = fx.accum_lambda(dec, int(pop.decay_exp))
+        x, a = x.to(torch.float64), a.to(torch.float64)
+        for n in range(N):
+            if n or prev is not None:
+                for _ in range(drain):
+                    x = fx.accum_step_float(x, lam)
+            for t in range(T):
+                x = fx.accum_step_float(x, lam, a[:, n, t])
+                out[:, n, t] = x.to(torch.int64)
+        return out, (out[:, -1, -1] if N else prev)
     for n in range(N):
         if dec is not None and (n or prev is not None):
             for _ in range(drain):

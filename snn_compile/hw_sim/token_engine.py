@@ -256,13 +256,14 @@ class TokenEngine:
             dec.append(np.asarray([int(x) for x in pop.decay], _I64))
             dexp.append(np.full(p.size, int(pop.decay_exp), _I64))
         self.n_mem = r
-        self.mem_wrap = any(p.wrap for p, _ in mems)
+        # int64 steps where a wrap may happen or the float form's exponent is too large
+        self.mem_wrap = any(p.wrap or int(pop.decay_exp) > fx.ACCUM_FLOAT_EXP
+                            for p, pop in mems)
         if mems:
             self.dec, self.dexp = np.concatenate(dec), np.concatenate(dexp)
-            # one decay step without input, out + ((-d * out) >> e), is floor(out * lam)
-            # with lam = (2^e - d) / 2^e (out is an integer): exact in float64 where no
-            # wrap can happen (|out * (2^e - d)| < 2^31 * 2^13), two operations per step
-            self.lam = (2.0 ** self.dexp - self.dec) / 2.0 ** self.dexp
+            # one decay step without input is floor(out * lam) where no wrap can happen
+            # (fixed_point.accum_step_float), two operations per step
+            self.lam = fx.accum_lambda(self.dec, self.dexp)
         self.reset()
 
     def _population(self, name: str, pop) -> _Pop:
@@ -581,7 +582,9 @@ class TorchTokenEngine:
     One token of ``batch`` sequences is the integer reference's population updates
     (``int_reference.population_pass``, in depth order, streaming: the memories' values,
     stateful kinds' states and the token-shift history carried from token to token), so
-    it is the reference, spike for spike. ``compile`` (default on CUDA) runs that token
+    it is the reference, spike for spike; where the bounds exclude every wrap, a LIF's T
+    steps and a memory's recursion take their float64 forms (``GraphPlan.float_forms``:
+    the same integers without int64 products and shifts). ``compile`` (default on CUDA) runs that token
     step through ``torch.compile``: the elementwise chains around the matmuls (the LIFs' T
     steps, a memory's drain and token steps, the products, the synapses' wraps and shifts)
     become fused kernels with the same int64 / float64 operations, so the same values; a
@@ -594,7 +597,7 @@ class TorchTokenEngine:
         import torch
 
         self.q, self.B = qgraph, int(batch)
-        self.plan = plan_graph(qgraph, device)
+        self.plan = plan_graph(qgraph, device, float_forms=True)
         self.dev = self.plan.device
         self.compile = (self.dev.type == "cuda") if compile is None else bool(compile)
         self._fn = self._step

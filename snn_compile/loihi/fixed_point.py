@@ -276,6 +276,33 @@ def bias_fires_from_rest(pop, steps: int) -> bool:
     return False
 
 
+# a decaying accum's float form is exact while |out| < 2^31 and 2^decay_exp <= 2^21
+ACCUM_FLOAT_EXP = 21
+
+
+def accum_lambda(decay, decay_exp):
+    """``lam = (2^e - decay) / 2^e`` (float64, per neuron like ``decay``) of a decaying
+    accum, the factor of ``accum_step_float``."""
+    e = 2.0 ** decay_exp
+    if _is_torch(decay):
+        return (e - decay.to(torch.float64)) / e
+    return (e - np.asarray(decay, np.float64)) / e
+
+
+def accum_step_float(prev, lam, a=None):
+    """``accum_step(prev, a, decay, decay_exp, wrap=False)`` on float64 values::
+
+        out + ((-d * out) >> e) = floor(out * lam),   lam = (2^e - d) / 2^e
+
+    ``out`` is an integer, so ``out + floor(y) = floor(out + y)``; with ``|out| < 2^31``
+    (no wrap: ``qgraph.accum_state_bound``) and ``e <= ACCUM_FLOAT_EXP``, ``out * lam`` is
+    an integer times ``2^-e`` below 2^53, exact in float64. Two operations per input-free
+    step instead of an int64 product, shift and sum."""
+    x = prev * lam
+    x = x.floor() if _is_torch(x) else np.floor(x)
+    return x if a is None else x + a
+
+
 def _abs32_gt(w, vth):
     """numpy's ``np.abs(w) > vth`` on int32 (``abs(-2^31)`` stays negative)."""
     return (abs(w) > vth) & (w != -I32)
