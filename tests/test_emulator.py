@@ -552,6 +552,12 @@ def test_profile_of_one_token_window(decoder, capsys):
     assert "--profile must be at least 0, got -1" in capsys.readouterr().err
     assert bench_emulator.main(["--random", "--check", "-2"]) == 2
     assert "--check must be at least 0, got -2" in capsys.readouterr().err
+    assert bench_emulator._family("void cutlass::Kernel2<cutlass_80_tensorop_i16832gemm>") \
+        == "matmul"
+    # the token engine's profile is of its compiled torch step: refused on the CPU, at once
+    assert bench_emulator.main(["--random", "--engine", "token", "--profile", "2"]) == 2
+    err = capsys.readouterr()
+    assert "give --device cuda" in err.err and "tokens/s" not in err.out
 
 
 def test_speed_benchmark_against_lava(decoder):

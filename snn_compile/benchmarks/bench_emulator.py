@@ -438,15 +438,19 @@ def main(argv=None) -> int:
                                ("--chunk", min(a.chunk or [1]), 1)):
         if value < least:
             raise UserError(f"{flag} must be at least {least}, got {value}")
+    prof_engine = "token" if a.engine and "token" in a.engine and "torch" not in a.engine \
+        else "torch"
+    if a.profile and prof_engine == "token" and not a.device.startswith("cuda"):
+        raise UserError("--profile with --engine token profiles the compiled torch token "
+                        "step: give --device cuda (the CPU token engine is numpy; time it "
+                        "with --chunk, profile it with cProfile)")
     if a.threads:
         torch.set_num_threads(a.threads)
     q = load_graph(a.qgraph, a.seed, a.model)
     res = run(q, a.tokens, batches, a.device, a.lava, a.seed, a.batch_tokens,
               a.engine or [None], a.repeat, a.check, a.chunk or [])
     if a.profile:
-        eng = "token" if a.engine and "token" in a.engine and "torch" not in a.engine \
-            else "torch"
-        res["profile"] = profile_token(q, a.profile, a.device, a.seed, engine=eng)
+        res["profile"] = profile_token(q, a.profile, a.device, a.seed, engine=prof_engine)
     wrong = [r for r in res["runs"] if r.get("check", {}).get("differ")]
     if a.json:
         print(json.dumps(res, indent=1))
