@@ -76,14 +76,23 @@ def test_lif_step_equals_lava_model(seed):
         assert np.array_equal(u.numpy(), m.u) and np.array_equal(v.numpy(), m.v), step
 
 
-@pytest.mark.parametrize("graded,delay,exp", [(False, 0, 0), (False, 0, -3), (True, 0, 2),
-                                              (True, 0, -5), (False, 3, 1), (True, 2, -2)])
-def test_synapse_kernel_equals_lava_dense(graded, delay, exp):
+@pytest.mark.parametrize("graded,delay,exp,src", [
+    (False, 0, 0, 14), (False, 0, -3, 14), (True, 0, 2, 14), (True, 0, -5, 14),
+    (False, 3, 1, 14), (True, 2, -2, 14),
+    # at most 5 non-zeros of 256 per row: fixed_point.sparse_rows' form, graded sums wrap
+    (False, 0, 0, 256), (True, 0, -5, 256), (True, 0, 2, 256)])
+def test_synapse_kernel_equals_lava_dense(graded, delay, exp, src):
     from lava.proc.dense.models import PyDelayDenseModelBitAcc, PyDenseModelBitAcc
 
     rng = np.random.default_rng(7)
-    w = lava_legal_weights(rng.integers(-256, 256, size=(9, 14)))
+    w = lava_legal_weights(rng.integers(-256, 256, size=(9, src)))
     w[:, 0] = 0
+    if src > 14:                     # rows of 1 to 5 non-zeros, column 1 in every row
+        keep = np.zeros(w.shape, bool)
+        for row in keep:
+            row[rng.choice(np.arange(1, src), size=rng.integers(1, 5), replace=False)] = True
+        w = np.where(keep & (w != 0), w, 0)
+        w[:, 1] = np.where(w[:, 1] == 0, 254, w[:, 1])
     if delay:
         m = PyDelayDenseModelBitAcc({"weight_exp": exp})
         m.delays = np.full(w.shape, delay)
@@ -96,10 +105,11 @@ def test_synapse_kernel_equals_lava_dense(graded, delay, exp):
     m.s_in, m.a_out = _In(), _Out()
     syn = Synapse("s", "a", "b", w, exp, graded=graded, delay=delay)
     k = fx.SynapseKernel(syn, "graded" if graded else "lif")
+    assert (k.sparse is not None) == (src > 14)
     hist = []
     for step in range(12):
-        x = (rng.integers(-2 ** 22, 2 ** 22, size=14) if graded
-             else rng.integers(0, 2, size=14)).astype(np.int32)
+        x = (rng.integers(-2 ** 22, 2 ** 22, size=src) if graded
+             else rng.integers(0, 2, size=src)).astype(np.int32)
         m.s_in.data = x
         m.run_spk()
         lava_out = m.a_out.sent.astype(np.int64)

@@ -46,8 +46,6 @@ F32_EXACT = float(fx.F32_EXACT)
 # a LIF with u = a << 6 (du = 4095) wraps nothing while |a| < 2^17: |u| < 2^23 (no
 # 24-bit wrap) and |v| + |u| + |bias| stays inside int32
 LIF_FLOAT_INPUT = fx.STATE_MAX >> fx.ACT_SHIFT
-# a weight matrix with at most src / SPARSE_ROWS nonzeros per row takes the sparse form
-SPARSE_ROWS = 32
 
 
 class _In:
@@ -59,9 +57,9 @@ class _In:
     source of spikes, or of values whose largest magnitude times the largest row sum of
     ``|w|`` stays below 2^24 (every partial sum is then an integer float32 holds
     exactly), or, for larger values, on their two halves ``x = hi * 2^k + lo`` stacked
-    into one matmul; a matrix with few nonzeros per row (``_sparse_rows``: an attention
-    head's read-out sums 16 of 2048 values) is a gather of its K nonzero columns per row,
-    exact in float64; a graded synapse whose int32 dot product may wrap (``inner``) has a
+    into one matmul; a matrix with few nonzeros per row (``fixed_point.sparse_rows``: an
+    attention head's read-out sums 16 of 2048 values) is a gather of its K nonzero
+    columns per row, exact in float64; a graded synapse whose int32 dot product may wrap (``inner``) has a
     float form on values too small for the wrap to happen. A source read by several
     synapses is cast to float32 and measured once per chunk (``_Rows``)."""
 
@@ -79,27 +77,14 @@ class _In:
             self.rowabs = float(np.abs(syn.w).sum(axis=1).max()) if syn.w.size else 0.0
             if not spikes or self.rowabs < F32_EXACT:
                 self.w32 = self.wt.astype(np.float32)
-            self._sparse_rows(syn.w)
+            sp = fx.sparse_rows(syn.w)          # on the weights with their shift folded in
+            if sp is not None:
+                self.sidx, self.sval = sp[0], sp[1].astype(_F64)
         elif syn.mode == "gather":
             self.idx = syn.idx
             if syn.val is not None:
                 self.val = syn.val.reshape(-1)
                 self.rowabs = float(np.abs(self.val).max())
-
-    def _sparse_rows(self, w: np.ndarray) -> None:
-        """A matrix with at most K nonzeros per row, K <= src / SPARSE_ROWS (a head's
-        read-out: 16 of 2048), is kept as K (column, weight) pairs per row, in (K, dst)
-        layout: ``y = sum_k x[:, sidx[k]] * sval[k]``, 3 K operations per output instead
-        of a src-wide dot product (padding pairs have weight 0)."""
-        if not w.size:
-            return
-        nz = w != 0
-        K = int(nz.sum(axis=1).max())
-        if K == 0 or K * SPARSE_ROWS > w.shape[1]:
-            return
-        cols = np.argsort(~nz, axis=1, kind="stable")[:, :K]           # (dst, K)
-        self.sidx = np.ascontiguousarray(cols.T)
-        self.sval = np.ascontiguousarray(np.take_along_axis(w, cols, axis=1).T)
 
     def float_form(self, r: "_Rows") -> Optional[np.ndarray]:
         """The synapse's output on the rows ``r`` (rows, src) in float (exact integers),

@@ -399,12 +399,20 @@ class SynapseKernel:
     ``INT8_PIECES``), all in one product of m times the width (``int8``); sizes are
     padded to the multiples of 8 the kernel needs, and row counts it does not take
     (``int8_rows_ok``) take the float forms.
+
+    A matrix with at most K non-zeros per row, ``K * SPARSE_ROWS <= src`` (an attention
+    head's read-out sums 16 of 2048 graded values), is kept as its K (column, weight)
+    pairs per row instead (``sparse``: ``sidx``, ``sval`` in (K, dst) layout, padding
+    pairs of weight 0): ``y = sum_k x[:, sidx[k]] * sval[k]``, 2 K operations per output
+    instead of a src-wide dot product, in float64 where the dense form is (exact below
+    2^53), else in int64; the wraps and the shift are the dense form's.
     """
 
     def __init__(self, syn, src_kind: str, device="cpu", src_bound: Optional[int] = None):
         w = np.asarray(syn.weights, dtype=np.int64)
         self.name, self.exp, self.delay = syn.name, int(syn.weight_exp), int(syn.delay)
         self.graded = bool(syn.graded)
+        self.sparse = None
         dev = torch.device(device)
         if not self.graded:
             src_bound = 1
@@ -442,6 +450,11 @@ class SynapseKernel:
             self.wt32 = wt.to(torch.float32) if self.f32 else None
             self.int8 = _int8_weights(w, dev) if (dev.type == "cuda" and not self.graded
                                                    and lim < I32) else None
+            self.sparse = sparse_rows(w)
+            if self.sparse is not None:
+                self.sidx = torch.as_tensor(self.sparse[0].reshape(-1), device=dev)
+                self.sval = torch.as_tensor(self.sparse[1], device=dev,
+                                            dtype=torch.float64 if self.float else torch.int64)
             # Lava's graded Dense dots in int32 (wraps the sum); DelayDense sums in int64
             inner = (self.graded and not self.delay
                      and (exact_bound is None or exact_bound >= I32))
@@ -459,6 +472,10 @@ class SynapseKernel:
                 acc = acc * self.val
         elif self.mode == "products":
             acc = wrap32(x.to(torch.int64).unsqueeze(-2) * self.wfull).sum(-1)
+        elif self.sparse is not None:
+            K, n = self.sval.shape
+            acc = x.index_select(-1, self.sidx).to(self.sval.dtype).reshape(-1, K, n)
+            acc = (acc * self.sval).sum(-2).to(torch.int64)
         elif self.int8 is not None and x.is_cuda and int8_rows_ok(x.shape[0]):
             acc = _int8_matmul(x, *self.int8)
         elif self.f32 and full_float32(x):
@@ -471,6 +488,25 @@ class SynapseKernel:
             acc = wrap32(acc)
         acc = shift(acc, self.exp)
         return wrap32(acc) if self.outer_wrap else acc
+
+
+SPARSE_ROWS = 32    # a dense matrix with at most src / SPARSE_ROWS non-zeros per row is sparse
+
+
+def sparse_rows(w: np.ndarray):
+    """``(sidx, sval)`` (K, dst) int64 of a matrix ``w`` (dst, src) with at most K
+    non-zeros per row, ``K * SPARSE_ROWS <= src``: each row's non-zero columns and
+    weights (padding pairs: column 0, weight 0); None for a denser matrix."""
+    if not w.size:
+        return None
+    nz = w != 0
+    K = int(nz.sum(axis=1).max())
+    if K == 0 or K * SPARSE_ROWS > w.shape[1]:
+        return None
+    cols = np.argsort(~nz, axis=1, kind="stable")[:, :K]             # non-zeros first
+    val = np.take_along_axis(w, cols, axis=1)
+    cols = np.where(val != 0, cols, 0)
+    return np.ascontiguousarray(cols.T), np.ascontiguousarray(val.T.astype(np.int64))
 
 
 def full_float32(x: torch.Tensor) -> bool:
