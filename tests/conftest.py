@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: headless plotting, the installed console script."""
+"""Fixtures shared by the whole suite: headless plotting, the installed console script,
+Lava's start method fixed before any test can fix another."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")   # plots in tests never need a display
+
+# Lava sets the 'fork' start method when first imported, which fails once something has
+# fixed it (torch.compile's pool does): tests that import Lava directly run in any order
+from snn_compile.compiler.lower_lava import prepare_lava_import  # noqa: E402
+
+prepare_lava_import()
 
 
 def _console_script() -> Path:

@@ -362,3 +362,42 @@ def test_session_stops_runtime_on_error():
     assert not s.net.anchor.runtime._is_started
     with pytest.raises(UserError):
         s.feed(1, 1)
+
+
+_AFTER_START_METHOD = """
+import multiprocessing as mp, sys
+mp.set_start_method(sys.argv[1])          # as torch.compile's worker pool does on the CPU
+import numpy as np
+from snn_compile.errors import UserError
+from snn_compile.hw_sim.lava_runner import LavaBackend
+from snn_compile.hw_sim.int_reference import IntReferenceBackend
+from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
+q = random_decoder_qgraph(seed=3, vocab=8, d=8, heads=2, layers=1, T=2, context=4)
+try:
+    with LavaBackend(q) as lava:
+        got = [lava.feed(t) for t in (1, 5, 2)]
+except UserError as e:
+    print("UserError:", e)
+    sys.exit(3)
+ref = IntReferenceBackend(q)
+want = [ref.feed(t) for t in (1, 5, 2)]
+print("equal", bool(np.array_equal(np.stack(got), np.stack(want))))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_lava_after_the_start_method_was_set(method):
+    """Lava's import calls ``set_start_method('fork')``, which raises once a process has
+    fixed the method: with 'fork' already in use the run goes ahead (and equals the
+    reference), with another one it is refused with one clear error."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _AFTER_START_METHOD, method],
+                       capture_output=True, text=True, timeout=600)
+    if method == "fork":
+        assert r.returncode == 0 and "equal True" in r.stdout, r.stderr[-2000:]
+    else:
+        assert r.returncode == 3, r.stderr[-2000:]
+        assert "needs the 'fork' multiprocessing start method" in r.stdout
+        assert "Traceback" not in r.stderr

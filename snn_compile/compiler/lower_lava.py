@@ -109,8 +109,49 @@ class LavaNetwork:
         return self.extractors[self.qgraph.readout]
 
 
+_LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
+
+
+def prepare_lava_import() -> None:
+    """Let Lava be imported in a process that has already fixed its multiprocessing
+    start method.
+
+    Lava 0.10's message infrastructure calls ``multiprocessing.set_start_method('fork')``
+    when it is first imported (``lava/magma/runtime/message_infrastructure/
+    multiprocessing.py``), which raises ``RuntimeError: context has already been set``
+    once anything in the process has fixed the start method, even to 'fork' (the worker
+    pool of ``torch.compile`` on the CPU does). That module is imported here, with the
+    call a no-op where it asks for the method already in use; another method is refused
+    with a ``UserError``, as Lava's runtime needs 'fork'."""
+    import multiprocessing as mp
+    import sys
+
+    if _LAVA_MP in sys.modules:
+        return
+    method = mp.get_start_method(allow_none=True)
+    if method not in (None, "fork"):
+        raise UserError(f"Lava's runtime needs the 'fork' multiprocessing start method, but "
+                        f"this Python process already uses {method!r}; run the Lava step in "
+                        "a fresh process (e.g. its own snn-compile command)")
+    set_method = mp.set_start_method
+
+    def same_method(m, force=False):
+        if m != mp.get_start_method(allow_none=True):
+            set_method(m, force=force)
+
+    mp.set_start_method = same_method
+    try:
+        import importlib
+        importlib.import_module(_LAVA_MP)
+    except ImportError:                  # no Lava here: the caller's import says so
+        pass
+    finally:
+        mp.set_start_method = set_method
+
+
 def io_model_map() -> dict:
     """Injector/Extractor have no ``fixed_pt`` models: name their Loihi-protocol ones."""
+    prepare_lava_import()
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
     from lava.proc.io.injector import Injector, PyLoihiInjectorModel
     return {Injector: PyLoihiInjectorModel, Extractor: PyLoihiExtractorModel}
@@ -183,6 +224,7 @@ def lower(qgraph: QGraph, probe: bool = True, sparse: bool = True, merge: bool =
     delay ring) or is cleared by ``LIFReset`` before the next token.
     ``Var.set`` costs per element, so clearing only these keeps ``reset()`` cheap.
     """
+    prepare_lava_import()
     try:
         from lava.proc.dense.process import Dense  # noqa: F401  (availability check)
         from lava.proc.graded.process import GradedVec
