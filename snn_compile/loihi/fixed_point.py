@@ -473,9 +473,9 @@ class SynapseKernel:
         elif self.mode == "products":
             acc = wrap32(x.to(torch.int64).unsqueeze(-2) * self.wfull).sum(-1)
         elif self.sparse is not None:
-            K, n = self.sval.shape
-            acc = x.index_select(-1, self.sidx).to(self.sval.dtype).reshape(-1, K, n)
-            acc = (acc * self.sval).sum(-2).to(torch.int64)
+            acc = x.index_select(-1, self.sidx).to(self.sval.dtype)
+            acc = (acc.reshape(*x.shape[:-1], *self.sval.shape) * self.sval).sum(-2)
+            acc = acc.to(torch.int64)
         elif self.int8 is not None and x.is_cuda and int8_rows_ok(x.shape[0]):
             acc = _int8_matmul(x, *self.int8)
         elif self.f32 and full_float32(x):
