@@ -227,6 +227,11 @@ def _family(name: str) -> str:
     return "other"
 
 
+TOKEN_PROFILE_NEEDS_CUDA = ("--profile with --engine token profiles the compiled torch token "
+                            "step: give --device cuda (the CPU token engine is numpy; time it "
+                            "with --chunk, profile it with cProfile)")
+
+
 def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
                   top: int = 10, engine: str = "torch") -> dict:
     """Where one token window of an engine spends its time at ``batch`` sequences.
@@ -248,9 +253,7 @@ def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
     toks = torch.as_tensor(np.random.default_rng(seed).integers(0, V, size=(3, batch)))
     if engine == "token":
         if not cuda:
-            raise UserError("--profile with --engine token profiles the compiled torch "
-                            "token step: give --device cuda (the CPU token engine is numpy; "
-                            "time it with --chunk or profile it with cProfile)")
+            raise UserError(TOKEN_PROFILE_NEEDS_CUDA)
         emu = token_engine(qgraph, batch, device)
     else:
         emu = Emulator(qgraph, batch=batch, device=device, engine="torch", cuda_graphs=False)
@@ -441,9 +444,7 @@ def main(argv=None) -> int:
     prof_engine = "token" if a.engine and "token" in a.engine and "torch" not in a.engine \
         else "torch"
     if a.profile and prof_engine == "token" and not a.device.startswith("cuda"):
-        raise UserError("--profile with --engine token profiles the compiled torch token "
-                        "step: give --device cuda (the CPU token engine is numpy; time it "
-                        "with --chunk, profile it with cProfile)")
+        raise UserError(TOKEN_PROFILE_NEEDS_CUDA)
     if a.threads:
         torch.set_num_threads(a.threads)
     q = load_graph(a.qgraph, a.seed, a.model)

@@ -518,8 +518,7 @@ class TokenEngine:
             else:                              # x + floor(-d x / 2^e) + a, as in _drain
                 lam = self.lam[p.mem]
                 for t in range(T):
-                    x = np.floor(x * lam)
-                    x += a[n, t]
+                    x = fx.accum_step_float(x, lam, a[n, t])
                     o[n, t] = x
             self.mem[:, p.mem] = x
         return o
