@@ -1,0 +1,125 @@
+"""Compiled (numba) loops for the float64 forms of ``fixed_point``, for the CPU at small batch.
+
+At batch 1 a token moves a few rows (T = 4) through each population: numpy then spends
+most of its time starting operations, not computing. These loops do the same IEEE
+float64 operations element by element, in one call each, so their results are the
+numpy forms' bit for bit (every value is an integer below 2^53; no fast-math, no
+reassociation where the order matters):
+
+* ``lif_token`` — ``fixed_point.lif_token_float``'s recurrence for every neuron;
+* ``rows_matmul`` — ``x @ w`` skipping the zero entries of ``x`` (spikes are mostly
+  0): exact in any order while every partial sum stays below 2^53;
+* ``sparse_gather`` — ``sum_k x[:, idx[k]] * val[k]`` of ``fixed_point.sparse_rows``;
+* ``gather`` — ``x.take(idx, axis=1) * val`` of a gather synapse;
+* ``decay_floor`` — ``n`` steps of ``x = floor(x * lam)`` (``accum_step_float`` without
+  input: a decaying memory's drain).
+
+Compiled on first use and cached next to this file (``cache=True``); ``tests/test_jit.py``
+compares each with its numpy form.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = dict(nopython=True, nogil=True, cache=True)
+
+
+@numba.jit(**_JIT)
+def lif_token(a, k, vth6, bias, lim, out):
+    """LIF from rest over the T rows of ``a`` (T, n): ``v = clip(trunc(v * k) + a * 64 +
+    bias, ±lim)``, spike ``v > vth6`` (then ``v = 0``); spikes (0/1) into ``out`` (T, n).
+    ``vth6``, ``bias``: float64 (m,) with m = 1 or n % m == 0, neuron i taking entry i % m
+    (the per-neuron constants of the last axis of a flattened (T, ..., size) array)."""
+    T, n = a.shape
+    mt, mb = vth6.shape[0], bias.shape[0]
+    for i in range(n):
+        th = vth6[i % mt]
+        b = bias[i % mb]
+        v = 0.0
+        for t in range(T):
+            act = a[t, i] * 64.0 + b
+            if t == 0:
+                v = act
+            else:
+                if k != 1.0:
+                    v = np.trunc(v * k)
+                v += act
+            if v > lim:
+                v = lim
+            elif v < -lim:
+                v = -lim
+            if v > th:
+                out[t, i] = 1.0
+                v = 0.0
+            else:
+                out[t, i] = 0.0
+    return out
+
+
+@numba.jit(**_JIT)
+def rows_matmul(x, w, out):
+    """``out = x @ w`` for ``x`` (R, S), ``w`` (S, D) float64, adding the rows of ``w``
+    where ``x`` is non-zero."""
+    R, S = x.shape
+    D = w.shape[1]
+    for r in range(R):
+        o = out[r]
+        o[:] = 0.0
+        for j in range(S):
+            xv = x[r, j]
+            if xv != 0.0:
+                wj = w[j]
+                for d in range(D):
+                    o[d] += xv * wj[d]
+    return out
+
+
+@numba.jit(**_JIT)
+def sparse_gather(x, idx, val, out):
+    """``out[r, d] = sum_k x[r, idx[k, d]] * val[k, d]`` (``idx`` (K, D) int64, ``val``
+    (K, D) float64), k in increasing order."""
+    R = x.shape[0]
+    K, D = idx.shape
+    for r in range(R):
+        xr = x[r]
+        o = out[r]
+        o[:] = 0.0
+        for k in range(K):
+            ik = idx[k]
+            vk = val[k]
+            for d in range(D):
+                o[d] += xr[ik[d]] * vk[d]
+    return out
+
+
+@numba.jit(**_JIT)
+def decay_floor(x, lam, n):
+    """``n`` times ``x = floor(x * lam)`` in place, ``x`` (R, M), ``lam`` (M,); step-major
+    so each step is one vectorisable pass over a row."""
+    R, M = x.shape
+    for r in range(R):
+        xr = x[r]
+        for _ in range(n):
+            for m in range(M):
+                xr[m] = np.floor(xr[m] * lam[m])
+    return x
+
+
+@numba.jit(**_JIT)
+def gather(x, idx, val, out):
+    """``out[r, d] = x[r, idx[d]] * val[d]`` (``val`` (D,) float64, or (0,): no factor)."""
+    R = x.shape[0]
+    D = idx.shape[0]
+    scaled = val.shape[0] > 0
+    for r in range(R):
+        xr = x[r]
+        o = out[r]
+        if scaled:
+            for d in range(D):
+                o[d] = xr[idx[d]] * val[d]
+        else:
+            for d in range(D):
+                o[d] = xr[idx[d]]
+    return out
