@@ -94,10 +94,10 @@ class _In:
                 self.gval = self.val.astype(_F64)
                 self.rowabs = float(np.abs(self.val).max())
 
-    def float_form(self, r: "_Rows") -> Optional[np.ndarray]:
+    def float_form(self, r: "_Rows", out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """The synapse's output on the rows ``r`` (rows, src) in float (exact integers),
-        before its outer int32 wrap; ``None`` where a float form could differ from the int
-        one."""
+        before its outer int32 wrap, added into ``out`` where given (a port's running
+        sum, returned); ``None`` where a float form could differ from the int one."""
         syn = self.syn
         m = syn.mode
         if m not in ("float", "identity", "gather"):
@@ -106,17 +106,21 @@ class _In:
         amax = 1.0 if self.spikes else r.amax()
         if syn.inner and amax * self.rowabs >= fx.I32:
             return None
+        add = out is not None
+        if m == "gather":
+            o = out if add else np.empty((x.shape[0], self.idx.shape[0]))
+            return jit.gather(x, self.idx, self.gval, syn.scale, syn.exp < 0, add, o)
+        if m == "float" and amax * self.rowabs < fx.F64_EXACT:
+            # every product and partial sum an integer below 2^53: exact in float64
+            if self.sidx is not None:
+                o = out if add else np.empty((x.shape[0], self.sidx.shape[1]))
+                return jit.sparse_gather(x, self.sidx, self.sval, syn.scale, syn.exp < 0,
+                                         add, o)
+            if r.few_nonzeros():        # the weight rows of x's non-zeros, added
+                o = out if add else np.empty((x.shape[0], self.wt.shape[1]))
+                return jit.rows_matmul(x, self.wt, syn.scale, syn.exp < 0, add, o)
         if m == "identity":
             y = x
-        elif m == "gather":
-            y = jit.gather(x, self.idx, self.gval, np.empty((x.shape[0], self.idx.shape[0])))
-        elif self.sidx is not None and amax * self.rowabs < fx.F64_EXACT:
-            # every product and partial sum an integer below 2^53: exact in float64
-            y = jit.sparse_gather(x, self.sidx, self.sval,
-                                  np.empty((x.shape[0], self.sidx.shape[1])))
-        elif amax * self.rowabs < fx.F64_EXACT and r.few_nonzeros():
-            # the rows of the weights where x is non-zero, added in float64: exact
-            y = jit.rows_matmul(x, self.wt, np.empty((x.shape[0], self.wt.shape[1])))
         elif self.w32 is not None and amax * self.rowabs < F32_EXACT:
             # float64 from here on: sums with other synapses may pass 2^24
             y = (r.f32() @ self.w32).astype(_F64)
@@ -131,8 +135,13 @@ class _In:
         else:
             y = x @ self.wt
         if syn.exp > 0:
-            return y * syn.scale
-        return np.floor(y * syn.scale) if syn.exp < 0 else y
+            y = y * syn.scale
+        elif syn.exp < 0:
+            y = np.floor(y * syn.scale)
+        if add:
+            out += y
+            return out
+        return y
 
     def int_form(self, r: "_Rows") -> np.ndarray:
         """The synapse's output as ``fixed_point.SynapseKernel`` delivers it before its
@@ -216,7 +225,8 @@ def _row_param(x):
 
 class _Pop:
     __slots__ = ("i", "name", "kind", "size", "ports", "wraps", "loops", "lif", "lif_float",
-                 "fl", "fl_check", "loop_max", "rule", "srule", "params", "wrap", "mem")
+                 "fl", "fl_check", "loop_max", "rule", "rule_float", "srule", "params", "wrap",
+                 "mem")
 
 
 class TokenEngine:
@@ -316,6 +326,8 @@ class TokenEngine:
         elif p.rule is not None:
             p.params = tuple(_row_param(getattr(pop, f)) for f in p.rule.params)
             p.wrap = self.plan.elem_wrap[name]
+            p.rule_float = (p.rule.float_update is not None and not p.wrap
+                            and not any(p.wraps))
         elif pop.kind in fx.STATEFUL:
             p.srule = fx.STATEFUL[pop.kind]
             p.params = tuple(_row_param(getattr(pop, f)) for f in p.srule.params)
@@ -474,12 +486,19 @@ class TokenEngine:
         wraps after adding them, step by step)."""
         acc = None
         shape = (self.N, self.T, self.B, p.size)
-        for s in p.ports[j]:
+        syns = p.ports[j]
+        for k, s in enumerate(syns):
             r = self._rows(s)
-            y = s.float_form(r) if fl else s.int_form(r)
+            if fl:                      # later synapses add into the first one's array
+                y = s.float_form(r, acc)
+                if y is r.x and k + 1 < len(syns):
+                    y = y.copy()        # an identity's source itself: not ours to add into
+            else:
+                y = s.int_form(r)
+                y = y if acc is None else acc + y
             if y is None:
                 return None
-            acc = y if acc is None else acc + y
+            acc = y
         if acc is None:
             return np.zeros(shape, _F64 if fl else _I64)
         if p.wraps[j] and not fl and not p.loops:
@@ -492,6 +511,11 @@ class TokenEngine:
             return self._lif(p)
         if p.rule is not None:
             R = N * T * B
+            if p.rule_float:             # no wrap anywhere: float64 ports and update
+                vals = [self._port(p, j, True) for j in range(len(p.ports))]
+                if all(v is not None for v in vals):
+                    o = p.rule.float_update([v.reshape(R, -1) for v in vals], *p.params)
+                    return o.reshape(N, T, B, p.size)
             vals = [self._port(p, j, False).reshape(R, -1) for j in range(len(p.ports))]
             o = p.rule.update(vals, p.wrap, *p.params)
             return o.astype(_F64).reshape(N, T, B, p.size)
@@ -503,9 +527,12 @@ class TokenEngine:
                     p.srule, [v[n] for v in vals], self.states.get(p.i), p.wrap, p.params,
                     T, self.W - T)
             return o
-        a = self._port(p, 0, False)
         if p.mem is not None:
-            return self._decaying(p, a)
+            a = None
+            if not (self.mem_wrap or p.wraps[0]):
+                a = self._port(p, 0, True)
+            return self._decaying(p, self._port(p, 0, False) if a is None else a)
+        a = self._port(p, 0, False)
         # an accum without decay: the cumulative sum over p = n * T + t
         prev = self.acc.get(p.i)
         a = a.reshape(N * T, B, p.size)
@@ -526,20 +553,20 @@ class TokenEngine:
         tokens of the chunk, its W - T drain steps."""
         N, T = self.N, self.T
         o = np.empty((N, T, self.B, p.size), _F64)
+        if not self.mem_wrap:                # x + floor(-d x / 2^e) + a, as in _drain
+            x = np.ascontiguousarray(self.mem[:, p.mem])
+            jit.decaying_tokens(x, self.lam[p.mem], np.ascontiguousarray(a, _F64),
+                                self.W - T, o)
+            self.mem[:, p.mem] = x
+            return o
         for n in range(N):
             if n:
                 self._drain(p.mem)
             x = self.mem[:, p.mem]
-            if self.mem_wrap:
-                dec, dexp = self.dec[p.mem], self.dexp[p.mem]
-                for t in range(T):
-                    x = fx.accum_step(x, a[n, t], dec, dexp, True)
-                    o[n, t] = x
-            else:                              # x + floor(-d x / 2^e) + a, as in _drain
-                lam = self.lam[p.mem]
-                for t in range(T):
-                    x = fx.accum_step_float(x, lam, a[n, t])
-                    o[n, t] = x
+            dec, dexp = self.dec[p.mem], self.dexp[p.mem]
+            for t in range(T):
+                x = fx.accum_step(x, a[n, t], dec, dexp, True)
+                o[n, t] = x
             self.mem[:, p.mem] = x
         return o
 

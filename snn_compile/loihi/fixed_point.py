@@ -587,6 +587,9 @@ class Elementwise:
     update: object
     bound: object
     needs_all_ports: bool
+    # the update on float64 numpy values where its bound excludes every wrap (``wrap``
+    # false): the same integers, for an executor whose ports are float64
+    float_update: object = None
 
 
 def _prod_update(ports, wrap, exp, vth):
@@ -602,9 +605,24 @@ def _graded_update(ports, wrap, vth):
     return graded_step(ports[0], vth)
 
 
+def _above(w, vth):
+    """``w`` where ``|w| > vth``, else 0, on float64 (no int32 ``-2^31`` without a wrap)."""
+    return w if _is_zero(vth) else w * (np.abs(w) > vth)
+
+
+def _prod_float(ports, exp, vth):
+    """``prod_step`` without its wrap on float64 values: ``|a1 * a2| < 2^31`` (the bound)
+    is exact, and ``w >> exp`` is ``floor(w * 2^-exp)``."""
+    w = ports[0] * ports[1]
+    if not _is_zero(exp):
+        w = np.floor(w * np.exp2(-np.asarray(exp, np.float64)))
+    return _above(w, vth)
+
+
 ELEMENTWISE = {
-    "prod": Elementwise(("exp", "vth"), _prod_update, _prod_bound, True),
-    "graded": Elementwise(("vth",), _graded_update, lambda bounds: bounds[0], False),
+    "prod": Elementwise(("exp", "vth"), _prod_update, _prod_bound, True, _prod_float),
+    "graded": Elementwise(("vth",), _graded_update, lambda bounds: bounds[0], False,
+                          lambda ports, vth: _above(ports[0], vth)),
 }
 
 

@@ -11,6 +11,9 @@ reassociation where the order matters):
   0): exact in any order while every partial sum stays below 2^53;
 * ``sparse_gather`` — ``sum_k x[:, idx[k]] * val[k]`` of ``fixed_point.sparse_rows``;
 * ``gather`` — ``x.take(idx, axis=1) * val`` of a gather synapse;
+
+  each of the three then applies the synapse's shift (``a << e = a * 2^e``, ``a >> e =
+  floor(a * 2^-e)``) and writes or adds its result into the port's sum ``out``;
 * ``decay_floor`` — ``n`` steps of ``x = floor(x * lam)`` (``accum_step_float`` without
   input: a decaying memory's drain).
 
@@ -59,38 +62,76 @@ def lif_token(a, k, vth6, bias, lim, out):
 
 
 @numba.jit(**_JIT)
-def rows_matmul(x, w, out):
-    """``out = x @ w`` for ``x`` (R, S), ``w`` (S, D) float64, adding the rows of ``w``
-    where ``x`` is non-zero."""
+def _put(o, d, v, scale, floor, add):
+    """``o[d] (+)= floor?(v * scale)``: a synapse's shift (``scale = 2^exp``; a right shift
+    is the floor) applied to its output, added to the port's sum when ``add``."""
+    if scale != 1.0:
+        v = v * scale
+        if floor:
+            v = np.floor(v)
+    if add:
+        o[d] += v
+    else:
+        o[d] = v
+
+
+@numba.jit(**_JIT)
+def rows_matmul(x, w, scale, floor, add, out):
+    """``out (+)= shift(x @ w)`` for ``x`` (R, S), ``w`` (S, D) float64, adding the rows
+    of ``w`` where ``x`` is non-zero."""
     R, S = x.shape
     D = w.shape[1]
+    acc = np.empty(D)
     for r in range(R):
-        o = out[r]
-        o[:] = 0.0
+        acc[:] = 0.0
         for j in range(S):
             xv = x[r, j]
             if xv != 0.0:
                 wj = w[j]
                 for d in range(D):
-                    o[d] += xv * wj[d]
+                    acc[d] += xv * wj[d]
+        o = out[r]
+        for d in range(D):
+            _put(o, d, acc[d], scale, floor, add)
     return out
 
 
 @numba.jit(**_JIT)
-def sparse_gather(x, idx, val, out):
-    """``out[r, d] = sum_k x[r, idx[k, d]] * val[k, d]`` (``idx`` (K, D) int64, ``val``
-    (K, D) float64), k in increasing order."""
+def sparse_gather(x, idx, val, scale, floor, add, out):
+    """``out[r, d] (+)= shift(sum_k x[r, idx[k, d]] * val[k, d])`` (``idx`` (K, D) int64,
+    ``val`` (K, D) float64), k in increasing order."""
     R = x.shape[0]
     K, D = idx.shape
+    acc = np.empty(D)
     for r in range(R):
         xr = x[r]
-        o = out[r]
-        o[:] = 0.0
+        acc[:] = 0.0
         for k in range(K):
             ik = idx[k]
             vk = val[k]
             for d in range(D):
-                o[d] += xr[ik[d]] * vk[d]
+                acc[d] += xr[ik[d]] * vk[d]
+        o = out[r]
+        for d in range(D):
+            _put(o, d, acc[d], scale, floor, add)
+    return out
+
+
+@numba.jit(**_JIT)
+def gather(x, idx, val, scale, floor, add, out):
+    """``out[r, d] (+)= shift(x[r, idx[d]] * val[d])`` (``val`` (D,) float64, or (0,): no
+    factor)."""
+    R = x.shape[0]
+    D = idx.shape[0]
+    scaled = val.shape[0] > 0
+    for r in range(R):
+        xr = x[r]
+        o = out[r]
+        for d in range(D):
+            v = xr[idx[d]]
+            if scaled:
+                v = v * val[d]
+            _put(o, d, v, scale, floor, add)
     return out
 
 
@@ -107,19 +148,26 @@ def decay_floor(x, lam, n):
     return x
 
 
+
 @numba.jit(**_JIT)
-def gather(x, idx, val, out):
-    """``out[r, d] = x[r, idx[d]] * val[d]`` (``val`` (D,) float64, or (0,): no factor)."""
-    R = x.shape[0]
-    D = idx.shape[0]
-    scaled = val.shape[0] > 0
-    for r in range(R):
-        xr = x[r]
-        o = out[r]
-        if scaled:
-            for d in range(D):
-                o[d] = xr[idx[d]] * val[d]
-        else:
-            for d in range(D):
-                o[d] = xr[idx[d]]
+def decaying_tokens(x, lam, a, drain, out):
+    """Decaying memories over the tokens of a chunk: for each token ``n``, its ``drain``
+    input-free steps first (from the second token on), then ``x = floor(x * lam) + a[n,
+    t]`` for its T steps (``fixed_point.accum_step_float``), each step's ``x`` into
+    ``out[n, t]``. ``x`` (B, M) state, updated in place; ``a``, ``out`` (N, T, B, M)."""
+    N, T, B, M = a.shape
+    for b in range(B):
+        xb = x[b]
+        for n in range(N):
+            if n:
+                for _ in range(drain):
+                    for m in range(M):
+                        xb[m] = np.floor(xb[m] * lam[m])
+            for t in range(T):
+                at = a[n, t, b]
+                ot = out[n, t, b]
+                for m in range(M):
+                    v = np.floor(xb[m] * lam[m]) + at[m]
+                    xb[m] = v
+                    ot[m] = v
     return out
