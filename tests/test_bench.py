@@ -282,6 +282,28 @@ def test_train_speed_times_both_models_in_one_run():
     assert set(r["tokens_per_s"]) == {"spikedecoder", "ann"}
     assert all(len(v) == 2 and min(v) > 0 for v in r["all_rounds_tokens_per_s"].values())
     assert r["snn_cost_over_ann"] == r["tokens_per_s"]["ann"] / r["tokens_per_s"]["spikedecoder"]
+    assert "profile" not in r
+
+
+def test_train_speed_profile_sums_each_models_step_by_family(capsys):
+    """``--profile``: one more step of each model under the profiler; the families add up
+    to each total, the SpikeDecoder's LIF arithmetic shows as elementwise work."""
+    from snn_compile.benchmarks.train_speed import main, run
+
+    r = run("cpu", steps=1, warmup=1, rounds=1, batch_size=2, context=16, profile=True)
+    assert set(r["profile"]) == {"spikedecoder", "ann"}
+    for pr in r["profile"].values():
+        fams = pr["families"]
+        assert pr["time"] == "cpu" and pr["total_ms"] > 0
+        assert abs(sum(f["ms"] for f in fams.values()) - pr["total_ms"]) < 1e-6 * pr["total_ms"]
+        assert fams["matmul"]["ms"] > 0
+    assert r["profile"]["spikedecoder"]["families"]["elementwise"]["ms"] > 0
+    assert r["profile_snn_over_ann"] == (r["profile"]["spikedecoder"]["total_ms"]
+                                         / r["profile"]["ann"]["total_ms"])
+    assert main(["--steps", "1", "--rounds", "1", "--warmup", "1", "--batch-size", "2",
+                 "--context", "16", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "one step of spikedecoder" in out and "one step of ann" in out
 
 
 def test_attention_sum_of_the_shipped_model_grows_with_the_position():

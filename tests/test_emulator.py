@@ -533,6 +533,7 @@ def test_profile_of_one_token_window(decoder, capsys):
     """``--profile B``: one window's operator time by family; the families add up to the
     total, the float64 matmuls of the synapses are seen, the top list is largest first."""
     from snn_compile.benchmarks import bench_emulator
+    from snn_compile.benchmarks.profiling import family
 
     pr = bench_emulator.profile_token(decoder, 2)
     assert pr["batch"] == 2 and pr["time"] == "cpu" and pr["total_ms"] > 0
@@ -542,9 +543,11 @@ def test_profile_of_one_token_window(decoder, capsys):
     assert fams["matmul"]["ms"] > 0 and fams["elementwise"]["ms"] > 0
     ms = [t["ms"] for t in pr["top"]]
     assert ms == sorted(ms, reverse=True) and all(t["calls"] > 0 for t in pr["top"])
-    assert bench_emulator._family("aten::mm") == "matmul"
-    assert bench_emulator._family("triton_poi_fused_index_copy_0") == "elementwise"
-    assert bench_emulator._family("void at::native::direct_copy_kernel_cuda") == "copy and fill"
+    assert family("aten::mm") == "matmul"
+    assert family("triton_poi_fused_index_copy_0") == "elementwise"
+    assert family("void at::native::direct_copy_kernel_cuda") == "copy and fill"
+    assert family("fmha_cutlassB_f32_aligned_64x64_k32_sm80") == "attention"
+    assert family("void at::native::reduce_kernel<128, 4>") == "reduction"
     assert bench_emulator.main(["--random", "--tokens", "0", "--profile", "2"]) == 0
     out = capsys.readouterr().out
     assert "one token window, torch engine, batch 2" in out and "matmul" in out
@@ -552,8 +555,7 @@ def test_profile_of_one_token_window(decoder, capsys):
     assert "--profile must be at least 0, got -1" in capsys.readouterr().err
     assert bench_emulator.main(["--random", "--check", "-2"]) == 2
     assert "--check must be at least 0, got -2" in capsys.readouterr().err
-    assert bench_emulator._family("void cutlass::Kernel2<cutlass_80_tensorop_i16832gemm>") \
-        == "matmul"
+    assert family("void cutlass::Kernel2<cutlass_80_tensorop_i16832gemm>") == "matmul"
     # the token engine's profile is of its compiled torch step: refused on the CPU, at once
     assert bench_emulator.main(["--random", "--engine", "token", "--profile", "2"]) == 2
     err = capsys.readouterr()

@@ -52,6 +52,7 @@ from snn_compile.errors import UserError, exits_on_user_error
 from snn_compile.hw_sim.emulator import (Emulator, EmulatorBackend, default_backend_engine,
                                          default_engine)
 from snn_compile.hw_sim.token_engine import token_engine
+from snn_compile.benchmarks.profiling import print_profile, profile_call
 from snn_compile.hw_sim.random_graphs import random_decoder_qgraph
 
 
@@ -206,27 +207,6 @@ def check_against_reference(qgraph, ids: np.ndarray, kept: Sequence, starts: Seq
             "readout_sums": int(want.size), "differ": int((got != want).sum())}
 
 
-# families of the operations of one token window, tried in this order: (family, substrings
-# of the op or kernel name); a fused kernel's generated name lists the ops it fused
-FAMILIES = (("matmul", ("gemm", "aten::mm", "aten::addmm", "aten::matmul", "_int_mm", "cutlass",
-                        "imma", "igemm")),
-            ("elementwise", ("triton_", "cpp_fused", "Torch-Compiled")),
-            ("copy and fill", ("copy", "fill", "zero_", "Fill")),
-            ("index (gather, scatter)", ("index", "gather", "scatter")),
-            ("elementwise", ("elementwise_kernel", "aten::mul", "aten::add", "aten::sub",
-                             "aten::neg", "aten::abs", "aten::div", "shift", "aten::where",
-                             "aten::clamp", "aten::clip", "aten::gt", "aten::lt", "aten::ge",
-                             "aten::le", "aten::eq", "aten::ne", "aten::bitwise",
-                             "aten::masked_fill")))
-
-
-def _family(name: str) -> str:
-    for fam, keys in FAMILIES:
-        if any(k in name for k in keys):
-            return fam
-    return "other"
-
-
 TOKEN_PROFILE_NEEDS_CUDA = ("--profile with --engine token profiles the compiled torch token "
                             "step: give --device cuda (the CPU token engine is numpy; time it "
                             "with --chunk, profile it with cProfile)")
@@ -241,13 +221,10 @@ def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
     where the device's default has them), or of the token-time engine (``engine="token"``
     on CUDA: its compiled token step; on the CPU the numpy engine has no torch operators
     to see, so it is refused). On CUDA the time is each kernel's device time, on the CPU each operator's own
-    CPU time; ``families`` sums it by family of operation (``FAMILIES``: the float64
+    CPU time; ``families`` sums it by family of operation (``profiling.FAMILIES``: the float64
     matmuls, the elementwise kernels: fused ones and eager arithmetic, copies and fills,
     index ops, other: views, the event-driven ``any`` checks), ``top``
     lists the largest entries. One window, so its figures move with the machine's load."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = str(device).startswith("cuda")
     V = qgraph.pop(qgraph.readout).size
     toks = torch.as_tensor(np.random.default_rng(seed).integers(0, V, size=(3, batch)))
@@ -260,35 +237,13 @@ def profile_token(qgraph, batch: int, device: str = "cpu", seed: int = 0,
     for n in range(2):
         emu.step_token(toks[n])
     _sync(device)
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:
+
+    def window():
         emu.step_token(toks[2])
         _sync(device)
-    rows = {}
-    for e in prof.key_averages():
-        if cuda:
-            if e.device_type != DeviceType.CUDA or e.self_device_time_total <= 0:
-                continue
-            t = e.self_device_time_total
-        else:
-            if not e.key.startswith("aten::") or e.self_cpu_time_total <= 0:
-                continue
-            t = e.self_cpu_time_total
-        r = rows.setdefault(e.key, [0.0, 0])
-        r[0] += t / 1e3
-        r[1] += e.count
-    total = sum(r[0] for r in rows.values())
-    fams: Dict[str, float] = {}
-    for k, (ms, _) in rows.items():
-        fams[_family(k)] = fams.get(_family(k), 0.0) + ms
-    ranked = sorted(rows.items(), key=lambda kv: -kv[1][0])[:top]
+
     return {"batch": batch, "device": device, "engine": engine,
-            "time": "device" if cuda else "cpu",
-            "total_ms": total,
-            "families": {f: {"ms": ms, "share": ms / total if total else 0.0}
-                         for f, ms in sorted(fams.items(), key=lambda kv: -kv[1])},
-            "top": [{"name": k, "ms": ms, "calls": n, "family": _family(k)}
-                    for k, (ms, n) in ranked]}
+            **profile_call(window, cuda, top)}
 
 
 def memory_of(emu) -> Dict[str, float]:
@@ -485,13 +440,7 @@ def main(argv=None) -> int:
         print(f"emulator / lava ({k}): {v:.1f}x")
     if "profile" in res:
         pr = res["profile"]
-        print(f"one token window, {pr['engine']} engine, batch {pr['batch']}: "
-              f"{pr['total_ms']:.1f} ms "
-              f"of {pr['time']} time")
-        for f, v in pr["families"].items():
-            print(f"  {f:<26} {v['ms']:8.2f} ms  {100 * v['share']:5.1f} %")
-        for t in pr["top"]:
-            print(f"    {t['ms']:8.2f} ms  {t['calls']:4d} calls  {t['name'][:70]}")
+        print_profile(f"one token window, {pr['engine']} engine, batch {pr['batch']}", pr)
     return _report_wrong(wrong)
 
 

@@ -3,7 +3,7 @@
     python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
         [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
         [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
-        [--tf32] [--compile] [--cuda-graphs] [--json]
+        [--tf32] [--compile] [--cuda-graphs] [--profile] [--json]
 
 The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
 the shipped 4 x 128 residual-stream design with the decaying attention memory);
@@ -30,8 +30,10 @@ number of differing spikes reported) and gives the ANN twin TF32 for all its mat
 each model's step as one CUDA graph (``models.train.GraphedStep``, what ``snn-compile
 train --cuda-graphs`` runs; the last warm-up step captures it). On CUDA, peak memory is
 ``torch.cuda.max_memory_allocated`` over each model's timed steps (both models' weights
-and optimiser states stay resident). Imports no Lava, so it runs where only PyTorch is
-installed.
+and optimiser states stay resident). ``--profile`` adds one more step of each model under
+``torch.profiler`` (``benchmarks/profiling.py``: kernel time by family of operation on
+CUDA, so the cost is seen kernel by kernel; operator CPU time on the CPU). Imports no
+Lava, so it runs where only PyTorch is installed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from snn_compile.benchmarks.profiling import print_profile, profile_call
 from snn_compile.data import tokenizer_from_dict
 from snn_compile.data.batching import random_batch
 from snn_compile.errors import UserError, exits_on_user_error
@@ -86,7 +89,8 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         token_shift: Optional[int] = None, timesteps: Optional[int] = None,
         attention_floor: float = 0.02, with_reference: bool = False,
         attention_chunk: Optional[int] = None, tf32: bool = False,
-        compile_models: bool = False, cuda_graphs: bool = False) -> dict:
+        compile_models: bool = False, cuda_graphs: bool = False,
+        profile: bool = False) -> dict:
     import torch
 
 
@@ -147,6 +151,14 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
             r["rounds"].append(steps * batch_size * ctx / (time.perf_counter() - t0))
             if cuda:
                 r["peak"] = max(r["peak"], torch.cuda.max_memory_allocated())
+    profiles = {}
+    if profile:                      # one more step of each model, under the profiler
+        x, y = batches[0]
+        for k, r in runs.items():
+            def one(r=r):
+                r["step"](x, y)
+                sync()
+            profiles[k] = profile_call(one, cuda)
     med = {k: statistics.median(r["rounds"]) for k, r in runs.items()}
     tf32_check = _tf32_check(runs["spikedecoder"]["model"], batches[0][0], device) \
         if tf32 and cuda else None
@@ -165,6 +177,10 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         out["reference_over_kernels"] = med["spikedecoder"] / med["spikedecoder_reference"]
     if tf32_check is not None:
         out["tf32_check"] = tf32_check
+    if profiles:
+        out["profile"] = profiles
+        out["profile_snn_over_ann"] = (profiles["spikedecoder"]["total_ms"]
+                                       / max(profiles["ann"]["total_ms"], 1e-9))
     if cuda:
         out["peak_memory_mib"] = {k: r["peak"] / 2 ** 20 for k, r in runs.items()}
     return out
@@ -219,6 +235,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="replay every model's step as one CUDA graph (CUDA; needs --warmup 2 "
                          "or more)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timing, profile one step of each model (torch.profiler: "
+                         "kernel time by family of operation on CUDA, operator CPU time on "
+                         "the CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
@@ -230,7 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "steps, then the capture)")
     r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
             a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
-            a.with_reference, a.attention_chunk, a.tf32, a.compile, a.cuda_graphs)
+            a.with_reference, a.attention_chunk, a.tf32, a.compile, a.cuda_graphs,
+            a.profile)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -246,6 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  TF32 check: {c['differing_spikes']} of {c['spike_decisions']:,} spikes differ")
     if "reference_over_kernels" in r:
         print(f"  kernels speed-up over the reference: {r['reference_over_kernels']:.2f} x")
+    for k, pr in r.get("profile", {}).items():
+        print_profile(f"one step of {k}", pr)
+    if "profile_snn_over_ann" in r:
+        print(f"  profiled time, SpikeDecoder / ANN twin: {r['profile_snn_over_ann']:.2f} x")
     return 0
 
 
