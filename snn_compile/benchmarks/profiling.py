@@ -3,7 +3,8 @@ operation, shared by ``bench_emulator --profile`` (one token window) and ``train
 --profile`` (one training step).
 
 On CUDA each kernel's device time counts; on the CPU each ``aten::`` operator's own CPU
-time. ``FAMILIES`` names each kernel or operator by substrings of its name, tried in
+time; annotated ranges (the optimiser's ``Optimizer.step#...``), which span kernels
+already counted, are left out. ``FAMILIES`` names each kernel or operator by substrings of its name, tried in
 order (a fused kernel's generated name lists the operations it fused, so inductor's
 kernels are "elementwise" whatever they fuse)."""
 
@@ -47,6 +48,8 @@ def profile_call(fn: Callable[[], None], cuda: bool, top: int = 10) -> dict:
         fn()
     rows: Dict[str, list] = {}
     for e in prof.key_averages():
+        if getattr(e, "is_user_annotation", False) or "#" in e.key:
+            continue            # a range ("Optimizer.step#AdamW.step") over kernels counted
         if cuda:
             if e.device_type != DeviceType.CUDA or e.self_device_time_total <= 0:
                 continue
