@@ -304,6 +304,10 @@ def test_train_speed_profile_sums_each_models_step_by_family(capsys):
                  "--context", "16", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "one step of spikedecoder" in out and "one step of ann" in out
+    from snn_compile.benchmarks.profiling import is_annotation
+    assert is_annotation("Optimizer.step#AdamW.step") and is_annotation("ProfilerStep#2")
+    assert not is_annotation("void at::native::elementwise_kernel<128, 2, "
+                             "at::native::gpu_kernel_impl<{lambda()#1}>>")
 
 
 def test_attention_sum_of_the_shipped_model_grows_with_the_position():

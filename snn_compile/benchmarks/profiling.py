@@ -10,7 +10,12 @@ kernels are "elementwise" whatever they fuse)."""
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Dict
+
+# record_function ranges: "Optimizer.step#AdamW.step", "ProfilerStep#3" (kernel names
+# hold "#" only inside, as in "{lambda()#1}")
+_ANNOTATION = re.compile(r"^[\w.]+#")
 
 FAMILIES = (("attention", ("fmha", "flash", "scaled_dot_product", "efficient_attention")),
             ("matmul", ("gemm", "aten::mm", "aten::addmm", "aten::matmul", "aten::bmm",
@@ -27,6 +32,10 @@ FAMILIES = (("attention", ("fmha", "flash", "scaled_dot_product", "efficient_att
                              "aten::clamp", "aten::clip", "aten::gt", "aten::lt", "aten::ge",
                              "aten::le", "aten::eq", "aten::ne", "aten::bitwise",
                              "aten::masked_fill")))
+
+
+def is_annotation(name: str) -> bool:
+    return bool(_ANNOTATION.match(name))
 
 
 def family(name: str) -> str:
@@ -48,7 +57,7 @@ def profile_call(fn: Callable[[], None], cuda: bool, top: int = 10) -> dict:
         fn()
     rows: Dict[str, list] = {}
     for e in prof.key_averages():
-        if getattr(e, "is_user_annotation", False) or "#" in e.key:
+        if getattr(e, "is_user_annotation", False) or is_annotation(e.key):
             continue            # a range ("Optimizer.step#AdamW.step") over kernels counted
         if cuda:
             if e.device_type != DeviceType.CUDA or e.self_device_time_total <= 0:
