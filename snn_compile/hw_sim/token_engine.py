@@ -69,12 +69,14 @@ class _In:
     float form on values too small for the wrap to happen. A source read by several
     synapses is cast to float32 and measured once per chunk (``_Rows``)."""
 
-    __slots__ = ("syn", "src", "tlag", "slag", "spikes", "wt", "w32", "idx", "val", "gval",
-                 "rowabs", "sidx", "sval")
+    __slots__ = ("syn", "src", "tlag", "slag", "spikes", "bound", "wt", "w32", "idx", "val",
+                 "gval", "rowabs", "sidx", "sval")
 
-    def __init__(self, k: fx.SynapseKernel, src: int, tlag: int, slag: int, spikes: bool):
+    def __init__(self, k: fx.SynapseKernel, src: int, tlag: int, slag: int, spikes: bool,
+                 bound: Optional[int] = None):
         syn = self.syn = _Syn(k, src, 1)
         self.src, self.tlag, self.slag, self.spikes = src, tlag, slag, spikes
+        self.bound = None if bound is None else float(bound)     # of |source|, static
         self.wt = self.w32 = self.idx = self.val = self.gval = self.sidx = self.sval = None
         self.rowabs = 1.0
         if syn.mode in ("float", "int"):
@@ -103,7 +105,11 @@ class _In:
         if m not in ("float", "identity", "gather"):
             return None
         x = r.x
-        amax = 1.0 if self.spikes else r.amax()
+        # the source's largest magnitude: 1 for spikes, else a static bound where it is
+        # enough for the float64 forms, else measured (once per chunk and source)
+        amax = 1.0 if self.spikes else self.bound
+        if amax is None or amax * self.rowabs >= (fx.I32 if syn.inner else fx.F64_EXACT):
+            amax = r.amax()
         if syn.inner and amax * self.rowabs >= fx.I32:
             return None
         add = out is not None
@@ -119,6 +125,8 @@ class _In:
             if r.few_nonzeros():        # the weight rows of x's non-zeros, added
                 o = out if add else np.empty((x.shape[0], self.wt.shape[1]))
                 return jit.rows_matmul(x, self.wt, syn.scale, syn.exp < 0, add, o)
+        if not self.spikes and m != "identity":
+            amax = r.amax()             # the tightest value for the float32 forms
         if m == "identity":
             y = x
         elif self.w32 is not None and amax * self.rowabs < F32_EXACT:
@@ -298,7 +306,7 @@ class TokenEngine:
                                           pp.steps or [0] * len(pp.srcs)):
                 kind = q.pop(src).kind
                 spikes = kind != "input" and not POPULATION_TYPES[kind].graded
-                s = _In(k, self.index[src], tlag, slag, spikes)
+                s = _In(k, self.index[src], tlag, slag, spikes, self.plan.out_bound.get(src))
                 (p.loops if src == name else ins).append(s)
             p.ports.append(ins)
             # a port whose sum is unbounded is int32-wrapped once, after the sum (each
@@ -578,18 +586,20 @@ class TokenEngine:
         fl, c = p.fl, p.lif
         N, T, B = self.N, self.T, self.B
         a = self._port(p, 0, True) if (fl or p.fl_check) else None
-        if not fl and a is not None:
+        if a is not None and not p.loops:
+            # without self-loops the check |a| < LIF_FLOAT_INPUT is made in the LIF's pass
+            c, lim = (p.lif, None) if fl else (p.lif_float, LIF_FLOAT_INPUT)
+            # step-major for the T-step loop: each step one contiguous (N, B, size) block
+            x = a[0] if N == 1 else np.ascontiguousarray(a.swapaxes(0, 1))
+            s = fx.lif_token_float(x, c.fv, c.vth6, c.bias, lim)
+            if s is not None:
+                return s[None] if N == 1 else np.ascontiguousarray(s.swapaxes(0, 1))
+            fl = False
+        elif not fl and a is not None:
             fl = _amax(a) + p.loop_max < LIF_FLOAT_INPUT
             c = p.lif_float
         if not fl:
             a, c = self._port(p, 0, False), p.lif
-        elif not p.loops:
-            if N == 1:
-                return fx.lif_token_float(a[0], c.fv, c.vth6, c.bias)[None]
-            # step-major for the T-step loop: each step one contiguous (N, B, size) block
-            s = fx.lif_token_float(np.ascontiguousarray(a.swapaxes(0, 1)), c.fv, c.vth6,
-                                   c.bias)
-            return np.ascontiguousarray(s.swapaxes(0, 1))
         s_out = np.zeros((N, T, B, p.size), _F64)
         u = v = None
         for t in range(T):

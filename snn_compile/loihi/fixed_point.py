@@ -207,7 +207,8 @@ def lif_step(a, u, v, p: LifParams, peaks: Optional[dict] = None):
     return s, u, _zero_where(vv, s)
 
 
-def lif_token_float(a: np.ndarray, fv: int, vth6, bias=0) -> np.ndarray:
+def lif_token_float(a: np.ndarray, fv: int, vth6, bias=0,
+                    input_limit: Optional[float] = None) -> Optional[np.ndarray]:
     """``lif_step`` over the T steps of one token from rest (u = v = 0), for a LIF with
     ``du = 4095`` whose input wraps nothing (``|a| < 2^17`` and ``|v| + |u| + |bias|``
     inside int32), on float64 numpy arrays: ``a`` (T, ...) -> spikes (T, ...)::
@@ -217,7 +218,9 @@ def lif_token_float(a: np.ndarray, fv: int, vth6, bias=0) -> np.ndarray:
     The same numbers as ``lif_step`` (u is ``a << 6``; every value an integer below 2^53).
     ``vth6`` and ``bias`` are ints or per-neuron arrays over the last axis. The loop is
     ``jit.lif_token``: one compiled pass over the neurons, the same float64 operations in
-    the same order, instead of eight numpy operations per step."""
+    the same order, instead of eight numpy operations per step. ``input_limit``: ``None``
+    instead of spikes where some ``|a| >= input_limit`` (the caller's check that nothing
+    wraps, made in the same pass)."""
     from snn_compile.loihi import jit
 
     shape = a.shape
@@ -229,7 +232,9 @@ def lif_token_float(a: np.ndarray, fv: int, vth6, bias=0) -> np.ndarray:
             raise ValueError(f"lif_token_float: {c.size} per-neuron constants for a last "
                              f"axis of {shape[-1]}")
     s = np.empty_like(a2)
-    jit.lif_token(a2, fv / DECAY_UNITY, th, b, float(STATE_MAX - 1), s)
+    alim = np.inf if input_limit is None else float(input_limit)
+    if not jit.lif_token(a2, fv / DECAY_UNITY, th, b, float(STATE_MAX - 1), alim, s):
+        return None
     return s.reshape(shape)
 
 

@@ -30,11 +30,12 @@ _JIT = dict(nopython=True, nogil=True, cache=True)
 
 
 @numba.jit(**_JIT)
-def lif_token(a, k, vth6, bias, lim, out):
+def lif_token(a, k, vth6, bias, lim, alim, out):
     """LIF from rest over the T rows of ``a`` (T, n): ``v = clip(trunc(v * k) + a * 64 +
     bias, ±lim)``, spike ``v > vth6`` (then ``v = 0``); spikes (0/1) into ``out`` (T, n).
     ``vth6``, ``bias``: float64 (m,) with m = 1 or n % m == 0, neuron i taking entry i % m
-    (the per-neuron constants of the last axis of a flattened (T, ..., size) array)."""
+    (the per-neuron constants of the last axis of a flattened (T, ..., size) array).
+    False, with ``out`` unfinished, as soon as an input reaches ``|a| >= alim``."""
     T, n = a.shape
     mt, mb = vth6.shape[0], bias.shape[0]
     for i in range(n):
@@ -42,7 +43,10 @@ def lif_token(a, k, vth6, bias, lim, out):
         b = bias[i % mb]
         v = 0.0
         for t in range(T):
-            act = a[t, i] * 64.0 + b
+            ai = a[t, i]
+            if ai >= alim or ai <= -alim:
+                return False
+            act = ai * 64.0 + b
             if t == 0:
                 v = act
             else:
@@ -58,7 +62,7 @@ def lif_token(a, k, vth6, bias, lim, out):
                 v = 0.0
             else:
                 out[t, i] = 0.0
-    return out
+    return True
 
 
 @numba.jit(**_JIT)
