@@ -567,9 +567,12 @@ def test_speed_benchmark_against_lava(decoder):
                         reason="Lava is an optional runtime dependency of the hw_sim stage")
     from snn_compile.benchmarks import bench_emulator
 
-    res = bench_emulator.run(decoder, tokens=3, batch=[1, 2], batch_tokens=1, lava_tokens=2)
-    assert [r["backend"] for r in res["runs"]] == ["emulator", "emulator", "lava-sim"]
-    assert set(res["emulator_over_lava"]) == {"token_batch_1", "numpy_batch_2"}
+    res = bench_emulator.run(decoder, tokens=3, batch=[1, 2], batch_tokens=1, lava_tokens=2,
+                             chunks=[2])
+    assert [r["backend"] for r in res["runs"]] == ["emulator"] * 3 + ["lava-sim"]
+    # a chunked run has its own ratio: it does not replace the streaming one
+    assert set(res["emulator_over_lava"]) == {"token_batch_1", "token_batch_1_chunk_2",
+                                              "numpy_batch_2"}
     assert all(v > 0 for v in res["emulator_over_lava"].values())
 
 

@@ -336,8 +336,8 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
         lava = time_backend(lambda: LavaBackend(qgraph), toks[:lava_tokens], qgraph.window)
         res["runs"].append(lava)
         res["emulator_over_lava"] = {
-            f"{r['engine']}_batch_{r['batch']}": r["tokens_per_s"] / lava["tokens_per_s"]
-            for r in rows}
+            f"{r['engine']}_batch_{r['batch']}" + (f"_chunk_{r['chunk']}" if "chunk" in r else ""):
+            r["tokens_per_s"] / lava["tokens_per_s"] for r in rows}
     return res
 
 
