@@ -80,6 +80,12 @@ def _put(o, d, v, scale, floor, add):
 
 
 @numba.jit(**_JIT)
+def _put_row(o, acc, scale, floor, add):
+    for d in range(acc.shape[0]):
+        _put(o, d, acc[d], scale, floor, add)
+
+
+@numba.jit(**_JIT)
 def rows_matmul(x, w, scale, floor, add, out):
     """``out (+)= shift(x @ w)`` for ``x`` (R, S), ``w`` (S, D) float64, adding the rows
     of ``w`` where ``x`` is non-zero."""
@@ -94,9 +100,7 @@ def rows_matmul(x, w, scale, floor, add, out):
                 wj = w[j]
                 for d in range(D):
                     acc[d] += xv * wj[d]
-        o = out[r]
-        for d in range(D):
-            _put(o, d, acc[d], scale, floor, add)
+        _put_row(out[r], acc, scale, floor, add)
     return out
 
 
@@ -115,9 +119,7 @@ def sparse_gather(x, idx, val, scale, floor, add, out):
             vk = val[k]
             for d in range(D):
                 acc[d] += xr[ik[d]] * vk[d]
-        o = out[r]
-        for d in range(D):
-            _put(o, d, acc[d], scale, floor, add)
+        _put_row(out[r], acc, scale, floor, add)
     return out
 
 
