@@ -121,3 +121,15 @@ def test_decaying_tokens_is_accum_step():
             ref = fx.accum_step(ref, a[n, t], dec, 12, wrap=False)
             want[n, t] = ref
     assert np.array_equal(got, want) and np.array_equal(x, ref)
+
+
+def test_lif_token_float_refuses_inputs_at_the_limit():
+    """With ``input_limit``, one input at ``|a| >= limit`` (either sign, at any step)
+    gives None, so the caller takes the integer form; below it, the spikes."""
+    a = np.zeros((4, 2, 8))
+    a[2, 1, 5] = 2.0 ** 17 - 1
+    assert fx.lif_token_float(a, 3000, 64, 0, 2 ** 17) is not None
+    for v in (2.0 ** 17, -2.0 ** 17):
+        a[3, 0, 7] = v
+        assert fx.lif_token_float(a, 3000, 64, 0, 2 ** 17) is None
+        assert fx.lif_token_float(a, 3000, 64, 0) is not None
