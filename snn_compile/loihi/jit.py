@@ -6,7 +6,8 @@ float64 operations element by element, in one call each, so their results are th
 numpy forms' bit for bit (every value is an integer below 2^53; no fast-math, no
 reassociation where the order matters):
 
-* ``lif_token`` — ``fixed_point.lif_token_float``'s recurrence for every neuron;
+* ``lif_token`` — ``fixed_point.lif_token_float``'s recurrence for every neuron, with
+  the caller's no-wrap check on the inputs in the same pass;
 * ``rows_matmul`` — ``x @ w`` skipping the zero entries of ``x`` (spikes are mostly
   0): exact in any order while every partial sum stays below 2^53;
 * ``sparse_gather`` — ``sum_k x[:, idx[k]] * val[k]`` of ``fixed_point.sparse_rows``;
@@ -15,7 +16,9 @@ reassociation where the order matters):
   each of the three then applies the synapse's shift (``a << e = a * 2^e``, ``a >> e =
   floor(a * 2^-e)``) and writes or adds its result into the port's sum ``out``;
 * ``decay_floor`` — ``n`` steps of ``x = floor(x * lam)`` (``accum_step_float`` without
-  input: a decaying memory's drain).
+  input: a decaying memory's drain);
+* ``decaying_tokens`` — a decaying memory over the tokens of a chunk: the drains between
+  them and each token's T steps ``x = floor(x * lam) + a``.
 
 Compiled on first use and cached next to this file (``cache=True``); ``tests/test_jit.py``
 compares each with its numpy form.
