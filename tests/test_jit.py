@@ -133,3 +133,20 @@ def test_lif_token_float_refuses_inputs_at_the_limit():
         a[3, 0, 7] = v
         assert fx.lif_token_float(a, 3000, 64, 0, 2 ** 17) is None
         assert fx.lif_token_float(a, 3000, 64, 0) is not None
+
+
+@pytest.mark.parametrize("exp,vth", [(0, 0), (3, 0), (2, 5)])
+def test_prod_gathers_is_gather_then_the_prod_update(exp, vth):
+    """Two gathered ports (one with factors and a right shift, one an identity-like plain
+    gather) and the prod's float update, fused, against the unfused forms."""
+    rng = np.random.default_rng(exp + vth)
+    x1 = rng.integers(-2 ** 7, 2 ** 7, size=(6, 40)).astype(np.float64)
+    x2 = (rng.random((6, 30)) < 0.5).astype(np.float64)
+    i1, i2 = rng.integers(0, 40, size=64), rng.integers(0, 30, size=64)
+    v1 = rng.integers(-9, 10, size=64).astype(np.float64)
+    p1 = jit.gather(x1, i1, v1, 0.5, True, False, np.empty((6, 64)))
+    p2 = jit.gather(x2, i2, np.zeros(0), 1.0, False, False, np.empty((6, 64)))
+    want = fx.ELEMENTWISE["prod"].float_update([p1, p2], exp, vth)
+    got = jit.prod_gathers(x1, i1, v1, 0.5, True, x2, i2, np.zeros(0), 1.0, False,
+                           2.0 ** -exp, float(vth), np.full((6, 64), np.nan))
+    assert np.array_equal(got, want) and (want != 0).any()

@@ -233,8 +233,8 @@ def _row_param(x):
 
 class _Pop:
     __slots__ = ("i", "name", "kind", "size", "ports", "wraps", "loops", "lif", "lif_float",
-                 "fl", "fl_check", "loop_max", "rule", "rule_float", "srule", "params", "wrap",
-                 "mem")
+                 "fl", "fl_check", "loop_max", "rule", "rule_float", "fused", "srule", "params",
+                 "wrap", "mem")
 
 
 class TokenEngine:
@@ -299,7 +299,7 @@ class TokenEngine:
         p.i, p.name, p.kind, p.size = self.index[name], name, pop.kind, pop.size
         p.ports, p.wraps, p.loops, p.mem = [], [], [], None
         p.rule = fx.ELEMENTWISE.get(pop.kind)
-        p.srule = None
+        p.srule = p.fused = None
         for pp in self.plan.ports[name].values():
             ins = []
             for k, src, tlag, slag in zip(pp.synapses, pp.srcs, pp.lags,
@@ -336,6 +336,16 @@ class TokenEngine:
             p.wrap = self.plan.elem_wrap[name]
             p.rule_float = (p.rule.float_update is not None and not p.wrap
                             and not any(p.wraps))
+            syns = [port[0] for port in p.ports if len(port) == 1]
+            if (p.rule_float and pop.kind == "prod" and len(syns) == 2 == len(p.ports)
+                    and all(s.syn.mode in ("gather", "identity") and not s.syn.inner
+                            for s in syns)
+                    and all(np.ndim(v) == 0 for v in p.params)):
+                for s in syns:
+                    if s.syn.mode == "identity":
+                        s.idx, s.gval = np.arange(pop.size, dtype=_I64), np.zeros(0)
+                exp, vth = p.params
+                p.fused = (tuple(syns), 2.0 ** -int(exp), float(vth))
         elif pop.kind in fx.STATEFUL:
             p.srule = fx.STATEFUL[pop.kind]
             p.params = tuple(_row_param(getattr(pop, f)) for f in p.srule.params)
@@ -519,6 +529,13 @@ class TokenEngine:
             return self._lif(p)
         if p.rule is not None:
             R = N * T * B
+            if p.fused is not None:      # a prod of two gathers, in one compiled pass
+                (s1, s2), escale, vth = p.fused
+                out = np.empty((R, p.size))
+                jit.prod_gathers(self._rows(s1).x, s1.idx, s1.gval, s1.syn.scale,
+                                 s1.syn.exp < 0, self._rows(s2).x, s2.idx, s2.gval,
+                                 s2.syn.scale, s2.syn.exp < 0, escale, vth, out)
+                return out.reshape(N, T, B, p.size)
             if p.rule_float:             # no wrap anywhere: float64 ports and update
                 vals = [self._port(p, j, True) for j in range(len(p.ports))]
                 if all(v is not None for v in vals):

@@ -18,7 +18,9 @@ reassociation where the order matters):
 * ``decay_floor`` — ``n`` steps of ``x = floor(x * lam)`` (``accum_step_float`` without
   input: a decaying memory's drain);
 * ``decaying_tokens`` — a decaying memory over the tokens of a chunk: the drains between
-  them and each token's T steps ``x = floor(x * lam) + a``.
+  them and each token's T steps ``x = floor(x * lam) + a``;
+* ``prod_gathers`` — a ``prod`` of two gathered ports (an attention head's ``k (x) v``
+  and ``q . memory``) without the ports' intermediate arrays.
 
 Compiled on first use and cached next to this file (``cache=True``); ``tests/test_jit.py``
 compares each with its numpy form.
@@ -179,4 +181,36 @@ def decaying_tokens(x, lam, a, drain, out):
                     v = np.floor(xb[m] * lam[m]) + at[m]
                     xb[m] = v
                     ot[m] = v
+    return out
+
+
+@numba.jit(**_JIT)
+def _gathered(x, r, i, idx, val, scale, floor):
+    v = x[r, idx[i]]
+    if val.shape[0] > 0:
+        v = v * val[i]
+    if scale != 1.0:
+        v = v * scale
+        if floor:
+            v = np.floor(v)
+    return v
+
+
+@numba.jit(**_JIT)
+def prod_gathers(x1, i1, v1, s1, f1, x2, i2, v2, s2, f2, escale, vth, out):
+    """A ``prod`` whose two ports are one gather each, in one pass: each port's value as
+    ``gather`` computes it (index, factor, shift), then ``fixed_point``'s float update
+    ``w = p1 * p2``, ``w = floor(w * 2^-exp)`` (``escale = 2^-exp``; 1: no shift) and
+    ``w`` where ``|w| > vth``, else 0."""
+    R = x1.shape[0]
+    D = i1.shape[0]
+    for r in range(R):
+        o = out[r]
+        for d in range(D):
+            w = (_gathered(x1, r, d, i1, v1, s1, f1) * _gathered(x2, r, d, i2, v2, s2, f2))
+            if escale != 1.0:
+                w = np.floor(w * escale)
+            if vth != 0.0 and not abs(w) > vth:
+                w = 0.0
+            o[d] = w
     return out
