@@ -71,17 +71,33 @@ def lif_token(a, k, vth6, bias, lim, alim, out):
 
 
 @numba.jit(**_JIT)
-def _put(o, d, v, scale, floor, add):
-    """``o[d] (+)= floor?(v * scale)``: a synapse's shift (``scale = 2^exp``; a right shift
-    is the floor) applied to its output, added to the port's sum when ``add``."""
+def _shift(v, scale, floor):
+    """A synapse's shift of its output ``v``: ``v * scale`` (``scale = 2^exp``), floored
+    for a right shift."""
     if scale != 1.0:
         v = v * scale
         if floor:
             v = np.floor(v)
+    return v
+
+
+@numba.jit(**_JIT)
+def _put(o, d, v, scale, floor, add):
+    """``o[d] (+)= shift(v)``: written, or added to the port's sum when ``add``."""
+    v = _shift(v, scale, floor)
     if add:
         o[d] += v
     else:
         o[d] = v
+
+
+@numba.jit(**_JIT)
+def _gathered(x, r, i, idx, val):
+    """``x[r, idx[i]] * val[i]`` (``val`` (0,): no factor), before the shift."""
+    v = x[r, idx[i]]
+    if val.shape[0] > 0:
+        v = v * val[i]
+    return v
 
 
 @numba.jit(**_JIT)
@@ -132,17 +148,10 @@ def sparse_gather(x, idx, val, scale, floor, add, out):
 def gather(x, idx, val, scale, floor, add, out):
     """``out[r, d] (+)= shift(x[r, idx[d]] * val[d])`` (``val`` (D,) float64, or (0,): no
     factor)."""
-    R = x.shape[0]
-    D = idx.shape[0]
-    scaled = val.shape[0] > 0
-    for r in range(R):
-        xr = x[r]
+    for r in range(x.shape[0]):
         o = out[r]
-        for d in range(D):
-            v = xr[idx[d]]
-            if scaled:
-                v = v * val[d]
-            _put(o, d, v, scale, floor, add)
+        for d in range(idx.shape[0]):
+            _put(o, d, _gathered(x, r, d, idx, val), scale, floor, add)
     return out
 
 
@@ -185,18 +194,6 @@ def decaying_tokens(x, lam, a, drain, out):
 
 
 @numba.jit(**_JIT)
-def _gathered(x, r, i, idx, val, scale, floor):
-    v = x[r, idx[i]]
-    if val.shape[0] > 0:
-        v = v * val[i]
-    if scale != 1.0:
-        v = v * scale
-        if floor:
-            v = np.floor(v)
-    return v
-
-
-@numba.jit(**_JIT)
 def prod_gathers(x1, i1, v1, s1, f1, x2, i2, v2, s2, f2, escale, vth, out):
     """A ``prod`` whose two ports are one gather each, in one pass: each port's value as
     ``gather`` computes it (index, factor, shift), then ``fixed_point``'s float update
@@ -207,7 +204,8 @@ def prod_gathers(x1, i1, v1, s1, f1, x2, i2, v2, s2, f2, escale, vth, out):
     for r in range(R):
         o = out[r]
         for d in range(D):
-            w = (_gathered(x1, r, d, i1, v1, s1, f1) * _gathered(x2, r, d, i2, v2, s2, f2))
+            w = (_shift(_gathered(x1, r, d, i1, v1), s1, f1)
+                 * _shift(_gathered(x2, r, d, i2, v2), s2, f2))
             if escale != 1.0:
                 w = np.floor(w * escale)
             if vth != 0.0 and not abs(w) > vth:
