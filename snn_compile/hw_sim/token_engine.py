@@ -177,10 +177,11 @@ class _In:
         return fx.shift(y, syn.exp)
 
 
-# ``jit.rows_matmul`` (adding the weight rows of x's non-zeros) beats a float32 BLAS matmul
-# (45 us to start on 2 cores) on up to JIT_ROWS rows, and on more where at most 1 in
-# JIT_DENSITY entries is non-zero (measured on 128 x 512 weights: 0.28 ns per added
-# weight against 0.034 ns per multiply-add)
+# ``jit.rows_matmul`` (adding the weight rows of x's non-zeros) is taken over a float32 BLAS
+# matmul on up to JIT_ROWS rows, where BLAS's fixed cost per call dominates, and on more
+# where at most 1 in JIT_DENSITY entries is non-zero: a blocked BLAS multiply-add is about
+# 8 x cheaper than one added weight row entry on the 2-core CPU (the break-even chosen
+# from timing both on 128 x 512 weights; `bench_emulator --chunk` shows the result)
 JIT_ROWS = 16
 JIT_DENSITY = 8
 
