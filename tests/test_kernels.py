@@ -269,7 +269,7 @@ def test_tf32_spike_matmul_function_gives_the_product_and_its_gradients():
     x = (torch.rand(2, 5, 3, 8, generator=g) < 0.5).double().requires_grad_()
     w = fake_quant(torch.randn(6, 8, generator=g, dtype=torch.float64)).detach().requires_grad_()
     go = torch.randn(2, 5, 3, 6, generator=g, dtype=torch.float64)
-    out = kernels._TF32SpikeMatmul.apply(x, w)
+    out = kernels._SpikeMatmul.apply(x, w, False, True)
     (out * go).sum().backward()
     gx, gw = x.grad.clone(), w.grad.clone()
     x.grad = w.grad = None
@@ -336,3 +336,126 @@ def test_cuda_graph_steps_train_like_eager_steps(extra):
     for n in p0:
         assert torch.allclose(p0[n], p1[n], rtol=0, atol=1e-5), n
     assert any(not torch.equal(p0[n], init[n].cuda()) for n in p0)      # the steps trained
+
+
+# ------------------------------------------------------------------ Triton LIF
+TRITON_CHECK = r"""
+import torch
+from snn_compile.models import kernels, lif_triton
+assert lif_triton.INTERPRETED
+g = torch.Generator().manual_seed(4)
+n = 0
+for kind in ("atan", "fast_sigmoid"):
+    for shape in [(2, 5, 4, 37), (3, 7, 1, 8), (1, 3, 6, 1100)]:
+        cur = torch.randn(*shape, generator=g) * 1.2 + 0.4
+        cur.view(-1)[:3] = torch.tensor([1.0, 1.0, 1.0 + 2 ** -23])    # v = 1: no spike
+        for b in (0.0, 0.37, 0.999):
+            beta = torch.tensor(b)
+            s1, v1 = lif_triton.forward(cur, beta)
+            s0, v0 = kernels._forward_loop(cur, beta)
+            assert torch.equal(s1, s0) and torch.equal(v1, v0), (kind, shape, b)
+            grad = torch.randn(*shape, generator=g)
+            gi1, gb1 = lif_triton.backward(grad, v1, beta, kind)
+            gi0, gb0 = kernels._backward_loop(grad, v0, beta, kind, True)
+            assert torch.allclose(gi1, gi0, rtol=1e-6, atol=1e-7), (kind, shape, b)
+            assert abs(float(gb1 - gb0)) <= 1e-5 * max(1.0, abs(float(gb0))), (gb1, gb0)
+            n += int(s0.sum())
+assert n > 1000, n
+print("ok", n)
+"""
+
+
+def test_triton_lif_kernels_equal_the_torch_loops_in_the_interpreter():
+    """The Triton kernels (``lif_triton``) on CPU tensors through Triton's interpreter:
+    the torch loops' spikes and membranes bit for bit, their gradients to float32
+    rounding, both surrogates, T = 1 to 6, partial last blocks."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["atan", "fast_sigmoid"])
+def test_triton_lif_on_cuda_gives_the_reference_spikes_and_gradients(kind):
+    """Compiled for the GPU (FMA contraction off): the reference loop's spikes bit for
+    bit, and its gradients (input current and beta) to float32 rounding."""
+    assert kernels.set_triton(True)
+    cur = _currents((4, 9, 4, 130), torch.float32).cuda()
+    grad_out = torch.randn(cur.shape, generator=torch.Generator().manual_seed(2)).cuda()
+    got = {}
+    for name, fn in (("ref", reference_lif), ("triton", kernels.lif)):
+        c = cur.clone().requires_grad_()
+        logit = torch.tensor(0.3, device="cuda", requires_grad=True)
+        s = fn(c, torch.sigmoid(logit), kind)
+        (s * grad_out).sum().backward()
+        got[name] = (s.detach(), c.grad, logit.grad)
+    assert torch.equal(got["ref"][0], got["triton"][0])
+    assert torch.allclose(got["ref"][1], got["triton"][1], rtol=1e-5, atol=1e-6)
+    assert abs(float(got["ref"][2] - got["triton"][2])) <= 1e-4 * abs(float(got["ref"][2]))
+
+
+# ------------------------------------------------------- int8 spike products
+def test_grid_mantissas_recover_the_fake_quant_grid():
+    g = torch.Generator().manual_seed(6)
+    for scale in (1e-6, 0.01, 1.0, 300.0):
+        for shape in ((7, 5), (1, 1), (40, 3)):
+            w = torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+            q = fake_quant(w)
+            m, s = kernels.grid_mantissas(q)
+            assert m.dtype == torch.int8 and int(m.abs().max()) <= 127
+            assert torch.equal(m.double() * s, q)
+            assert int(m.abs().max()) >= 64             # s is the grid's step, not smaller
+    m, s = kernels.grid_mantissas(torch.zeros(3, 4))
+    assert int(m.abs().max()) == 0 and float(s) > 0
+
+
+def test_int8_spike_product_equals_the_float_product_bit_for_bit():
+    """The integer form (here the CPU's int32 matmul; ``torch._int_mm`` on CUDA) against
+    the float32 and float64 products, on spikes and 8-bit grid weights of a 4 d-wide
+    input, and its autograd node's gradients against the plain product's."""
+    g = torch.Generator().manual_seed(8)
+    x = (torch.rand(2, 6, 4, 512, generator=g) < 0.7).float()
+    w = fake_quant(torch.randn(105, 512, generator=g) * 0.05)
+    got = kernels.int8_spike_product(x, w)
+    assert got.shape == (2, 6, 4, 105)
+    assert torch.equal(got, x @ w.t())
+    assert torch.equal(got.double(), x.double() @ w.double().t())
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    out = kernels._SpikeMatmul.apply(xg, wg, True, False)
+    go = torch.randn(out.shape, generator=g)
+    (out * go).sum().backward()
+    assert torch.equal(out, x @ w.t())
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ((xr @ wr.t()) * go).sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, atol=1e-5) and torch.allclose(wg.grad, wr.grad,
+                                                                           atol=1e-4)
+    assert kernels.int8_shapes_ok(48, 512) and not kernels.int8_shapes_ok(12, 512)
+    assert not kernels.int8_shapes_ok(48, 20)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_int8_products_on_cuda_give_the_fp32_forward_spike_for_spike():
+    """The TINY stream model's forward with int8 spike products against full FP32 ones
+    on CUDA: every spike record equal, the logits equal bit for bit."""
+    cfg = ModelConfig(**TINY, residual="stream", attention_memory="decay", token_shift=1)
+    torch.manual_seed(0)
+    m = build_model(cfg).cuda().eval()
+    tokens = torch.randint(0, cfg.vocab_size, (64, cfg.context), device="cuda")
+    outs = []
+    try:
+        for on in (False, True):
+            kernels.set_int8(on)
+            with torch.no_grad():
+                outs.append(m(tokens, record=True))
+    finally:
+        kernels.set_int8(False)
+    (l0, r0), (l1, r1) = outs
+    assert torch.equal(l0, l1)
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k

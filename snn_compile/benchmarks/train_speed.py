@@ -3,7 +3,7 @@
     python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
         [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
         [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
-        [--tf32] [--compile] [--cuda-graphs] [--profile] [--json]
+        [--tf32] [--int8] [--compile] [--cuda-graphs] [--profile] [--json]
 
 The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
 the shipped 4 x 128 residual-stream design with the decaying attention memory);
@@ -26,6 +26,10 @@ attention. ``--tf32`` (CUDA) runs the SpikeDecoder's spike x quantized-weight pr
 TF32 tensor cores (exact in the forward, ``models.kernels.spike_matmul``; the run checks
 it: the spikes of one evaluation forward with and without TF32 are compared and the
 number of differing spikes reported) and gives the ANN twin TF32 for all its matmuls.
+``--int8`` (CUDA) runs the forward of those products on int8 tensor cores instead
+(``models.kernels.int8_spike_product``, exact; checked the same way, against FP32);
+their gradients stay FP32, or TF32 with ``--tf32``. The ANN twin has no spikes, so
+``--int8`` leaves it as it is (FP32, or TF32 with ``--tf32``).
 ``--compile`` wraps both models in ``torch.compile``; ``--cuda-graphs`` (CUDA) replays
 each model's step as one CUDA graph (``models.train.GraphedStep``, what ``snn-compile
 train --cuda-graphs`` runs; the last warm-up step captures it). On CUDA, peak memory is
@@ -90,7 +94,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         attention_floor: float = 0.02, with_reference: bool = False,
         attention_chunk: Optional[int] = None, tf32: bool = False,
         compile_models: bool = False, cuda_graphs: bool = False,
-        profile: bool = False) -> dict:
+        profile: bool = False, int8: bool = False) -> dict:
     import torch
 
 
@@ -110,6 +114,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
     if attention_chunk is not None:
         kernels.set_chunk_tokens(attention_chunk)
     kernels.set_tf32(tf32)
+    kernels.set_int8(int8)
     names = ["spikedecoder", "ann"] + (["spikedecoder_reference"] if with_reference else [])
     runs = {}
     for name in names:
@@ -160,14 +165,15 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
                 sync()
             profiles[k] = profile_call(one, cuda)
     med = {k: statistics.median(r["rounds"]) for k, r in runs.items()}
-    tf32_check = _tf32_check(runs["spikedecoder"]["model"], batches[0][0], device) \
-        if tf32 and cuda else None
+    check = _precision_check(runs["spikedecoder"]["model"], batches[0][0], device, tf32,
+                             int8) if cuda and (tf32 or int8) else None
     out = {"device": torch.cuda.get_device_name() if cuda else "cpu",
            "torch": torch.__version__, "batch_size": batch_size, "context": ctx,
            "steps_timed": steps, "rounds": rounds, "like": like,
            "size": f"{snn_cfg.n_layers}x{snn_cfg.d_model}",
            "config": snn_cfg.to_dict(), "attention_floor": attention_floor,
            "kernels": kernels.describe(), "compiled": compile_models, "tf32": tf32,
+           "int8": int8,
            "cuda_graphs": cuda_graphs,
            "params": {k: r["params"] for k, r in runs.items()},
            "tokens_per_s": med,
@@ -175,8 +181,8 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
            "snn_cost_over_ann": med["ann"] / med["spikedecoder"]}
     if with_reference:
         out["reference_over_kernels"] = med["spikedecoder"] / med["spikedecoder_reference"]
-    if tf32_check is not None:
-        out["tf32_check"] = tf32_check
+    if check is not None:
+        out["precision_check"] = check
     if profiles:
         out["profile"] = profiles
         out["profile_snn_over_ann"] = (profiles["spikedecoder"]["total_ms"]
@@ -186,8 +192,9 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
     return out
 
 
-def _tf32_check(model, x, device) -> dict:
-    """Spikes of one evaluation forward with TF32 spike products against FP32 ones."""
+def _precision_check(model, x, device, tf32: bool, int8: bool) -> dict:
+    """Spikes of one evaluation forward with the run's spike products (TF32 and/or int8)
+    against full FP32 ones."""
     import torch
 
     was = model.training
@@ -195,14 +202,15 @@ def _tf32_check(model, x, device) -> dict:
     recs = []
     with torch.no_grad():
         for on in (False, True):
-            kernels.set_tf32(on)
+            kernels.set_tf32(tf32 and on)
+            kernels.set_int8(int8 and on)
             recs.append(model(torch.as_tensor(x, device=device), record=True)[1])
-    kernels.set_tf32(True)
     model.train(was)
     keys = [k for k in recs[0] if is_spike_record(k)]
     differ = sum(int((recs[0][k] != recs[1][k]).sum()) for k in keys)
     total = sum(recs[0][k].numel() for k in keys)
-    return {"differing_spikes": differ, "spike_decisions": total}
+    return {"products": "+".join(n for n, on in (("int8", int8), ("tf32", tf32)) if on),
+            "differing_spikes": differ, "spike_decisions": total}
 
 
 @exits_on_user_error
@@ -231,6 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="tokens per chunk of the chunked attention (default 8)")
     ap.add_argument("--tf32", action="store_true",
                     help="TF32 spike x weight products (CUDA; the ANN twin gets TF32 too)")
+    ap.add_argument("--int8", action="store_true",
+                    help="int8 tensor cores for the forward of the SpikeDecoder's spike x "
+                         "weight products (CUDA; exact)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="replay every model's step as one CUDA graph (CUDA; needs --warmup 2 "
@@ -251,7 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
             a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
             a.with_reference, a.attention_chunk, a.tf32, a.compile, a.cuda_graphs,
-            a.profile)
+            a.profile, a.int8)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -262,9 +273,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mem = f"   peak {r['peak_memory_mib'][k]:8.0f} MiB" if "peak_memory_mib" in r else ""
         print(f"  {k:<23} {v:12,.0f} tokens/s{mem}")
     print(f"  SpikeDecoder cost / ANN twin cost: {r['snn_cost_over_ann']:.2f} x")
-    if "tf32_check" in r:
-        c = r["tf32_check"]
-        print(f"  TF32 check: {c['differing_spikes']} of {c['spike_decisions']:,} spikes differ")
+    if "precision_check" in r:
+        c = r["precision_check"]
+        print(f"  {c['products']} check: {c['differing_spikes']} of "
+              f"{c['spike_decisions']:,} spikes differ from FP32 products")
     if "reference_over_kernels" in r:
         print(f"  kernels speed-up over the reference: {r['reference_over_kernels']:.2f} x")
     for k, pr in r.get("profile", {}).items():

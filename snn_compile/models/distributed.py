@@ -158,10 +158,10 @@ class SyncMembraneNorm(MembraneNorm):
     square over the global batch. Same parameters and buffers as MembraneNorm (the
     checkpoint does not change); eval mode (running statistics) is MembraneNorm's."""
 
-    def scale(self, raw_current: Optional[torch.Tensor]) -> torch.Tensor:
+    def scale(self, raw_current) -> torch.Tensor:
         if not (self.training and raw_current is not None):
             return super().scale(raw_current)
-        ms = raw_current.detach().pow(2).mean(dim=tuple(range(raw_current.dim() - 1)))
+        ms = self.batch_mean_square(raw_current).clone()
         torch.distributed.all_reduce(ms)
         ms = ms / torch.distributed.get_world_size()
         with torch.no_grad():

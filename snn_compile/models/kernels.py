@@ -20,6 +20,9 @@ Forward arithmetic is the reference's, operation for operation (``beta * v + I``
 same bit for bit. ``set_compile(True)`` wraps both loops in ``torch.compile`` where it
 is available; compiled code may contract ``beta * v + I`` into one fused
 multiply-add, so it is off by default and its spikes are tested only where it runs.
+On CUDA float32 tensors both loops run as two Triton kernels instead (``lif_triton``:
+one pass over the current forward, one over the gradient backward, FMA contraction
+off, so the spikes are again the reference's; ``set_triton``, ``SNN_KERNELS_TRITON=0``).
 
 **Chunked decaying attention** (``chunked_spike_attention``). The reference forms the
 (P x P) score matrix of every head, P = N T:
@@ -61,7 +64,9 @@ import torch
 _STATE = {"kernels": os.environ.get("SNN_KERNELS", "1") != "0",
           "compile": os.environ.get("SNN_KERNELS_COMPILE", "0") == "1",
           "chunk_tokens": int(os.environ.get("SNN_ATTENTION_CHUNK", "8")),
-          "tf32": os.environ.get("SNN_KERNELS_TF32", "0") == "1"}
+          "tf32": os.environ.get("SNN_KERNELS_TF32", "0") == "1",
+          "int8": os.environ.get("SNN_KERNELS_INT8", "0") == "1",
+          "triton": os.environ.get("SNN_KERNELS_TRITON", "1") != "0"}
 
 
 def kernels_enabled() -> bool:
@@ -83,7 +88,8 @@ def set_compile(enabled: bool) -> bool:
     """``torch.compile`` the LIF loops and ``fake_quant`` (where available; off by
     default, ``SNN_KERNELS_COMPILE=1``); returns whether it is on."""
     _STATE["compile"] = bool(enabled) and hasattr(torch, "compile")
-    _LOOPS.clear()
+    for name in ("lif_forward", "lif_backward", "grid_value"):
+        _LOOPS.pop(name, None)
     return _STATE["compile"]
 
 
@@ -95,15 +101,43 @@ def set_chunk_tokens(tokens: int) -> None:
 
 
 def set_tf32(enabled: bool) -> None:
-    """TF32 tensor cores for the spike x quantized-weight products (``spike_matmul``)."""
+    """TF32 tensor cores for the spike x quantized-weight products (``spike_matmul``):
+    their forward (unless int8) and their gradients."""
     _STATE["tf32"] = bool(enabled)
+
+
+def set_int8(enabled: bool) -> None:
+    """int8 tensor cores for the forward of the spike x quantized-weight products
+    (``spike_matmul`` with ``on_grid``; exact, ``int8_spike_product``)."""
+    _STATE["int8"] = bool(enabled)
+
+
+@contextlib.contextmanager
+def spike_products(tf32: bool, int8: bool):
+    """Within the block, ``set_tf32(tf32)`` and ``set_int8(int8)``; the old settings after."""
+    old = _STATE["tf32"], _STATE["int8"]
+    set_tf32(tf32)
+    set_int8(int8)
+    try:
+        yield
+    finally:
+        _STATE["tf32"], _STATE["int8"] = old
+
+
+def describe_products() -> str:
+    """How the spike x quantized-weight products run on CUDA: "fp32", "tf32", "int8"
+    (forward; FP32 gradients) or "int8+tf32"."""
+    return "+".join(n for n in ("int8", "tf32") if _STATE[n]) or "fp32"
 
 
 def describe() -> str:
     if not _STATE["kernels"]:
         return "off (reference LIF loop and P x P attention)"
-    return (f"fused LIF{' (torch.compile)' if _STATE['compile'] else ''}, chunked attention "
+    loops = [name for name, on in (("Triton kernels on CUDA", _STATE["triton"]),
+                                   ("torch.compile", _STATE["compile"])) if on]
+    return (f"fused LIF{' (' + ', '.join(loops) + ')' if loops else ''}, chunked attention "
             f"({_STATE['chunk_tokens']} tokens per chunk) in training"
+            f"{', int8 spike x weight products (forward) on CUDA' if _STATE['int8'] else ''}"
             f"{', TF32 spike x weight products on CUDA' if _STATE['tf32'] else ''}")
 
 
@@ -159,6 +193,7 @@ def _backward_loop(grad: torch.Tensor, v_pre: torch.Tensor, beta: torch.Tensor,
 
 
 _LOOPS: Dict[str, object] = {}
+_TRITON: Dict[str, object] = {}
 
 
 def compiled(name: str, fn):
@@ -174,15 +209,51 @@ def _loops():
     return compiled("lif_forward", _forward_loop), compiled("lif_backward", _backward_loop)
 
 
+def set_triton(enabled: bool) -> bool:
+    """The fused LIF's loops as Triton kernels on CUDA float32 tensors (``lif_triton``;
+    on by default where Triton imports, ``SNN_KERNELS_TRITON=0`` switches it off);
+    returns whether it is on."""
+    _STATE["triton"] = bool(enabled) and _triton_module() is not None
+    return _STATE["triton"]
+
+
+def _triton_module():
+    """``lif_triton``, imported on first use (None where Triton does not import)."""
+    if "module" not in _TRITON:
+        try:
+            from snn_compile.models import lif_triton
+        except ImportError:
+            lif_triton = None
+        _TRITON["module"] = lif_triton
+    return _TRITON["module"]
+
+
+def _is_compiling() -> bool:
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check and check())
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    # under torch.compile the loops are left to the compiler, which fuses them itself
+    if not (_STATE["triton"] and x.is_cuda) or _is_compiling():
+        return False
+    mod = _triton_module()
+    return mod is not None and mod.supports(x)
+
+
 class _LIF(torch.autograd.Function):
-    """Reset-to-zero LIF over the whole T loop in one autograd node (module docstring)."""
+    """Reset-to-zero LIF over the whole T loop in one autograd node (module docstring);
+    the loops run as the Triton kernels of ``lif_triton`` on CUDA float32 tensors."""
 
     @staticmethod
     def forward(ctx, current, beta, kind: str):
-        fwd, _ = _loops()
-        # detached: the loops write with out=, which autograd refuses on inputs that need
-        # a gradient when torch.compile traces this function with grad mode on
-        spikes, v_pre = fwd(current.detach(), beta.detach())
+        if _use_triton(current):
+            spikes, v_pre = _triton_module().forward(current.detach(), beta.detach())
+        else:
+            fwd, _ = _loops()
+            # detached: the loops write with out=, which autograd refuses on inputs that
+            # need a gradient when torch.compile traces this function with grad mode on
+            spikes, v_pre = fwd(current.detach(), beta.detach())
         ctx.save_for_backward(v_pre, beta)
         ctx.kind = kind
         return spikes
@@ -190,9 +261,13 @@ class _LIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         v_pre, beta = ctx.saved_tensors
-        _, bwd = _loops()
-        grad_i, gbeta = bwd(grad.detach().contiguous(), v_pre.detach(), beta.detach(),
-                            ctx.kind, ctx.needs_input_grad[1])
+        if _use_triton(v_pre):
+            grad_i, gbeta = _triton_module().backward(grad.detach(), v_pre, beta.detach(),
+                                                      ctx.kind)
+        else:
+            _, bwd = _loops()
+            grad_i, gbeta = bwd(grad.detach().contiguous(), v_pre.detach(), beta.detach(),
+                                ctx.kind, ctx.needs_input_grad[1])
         return (grad_i if ctx.needs_input_grad[0] else None,
                 gbeta.reshape(beta.shape).to(beta.dtype) if ctx.needs_input_grad[1] else None,
                 None)
@@ -273,7 +348,7 @@ def chunked_spike_attention(q, k, v, n_heads: int, retain: Optional[torch.Tensor
     return a[:, :N] if pad else a
 
 
-# ------------------------------------------------- TF32 spike x quantized weight
+# ------------------------------------------ spike x quantized weight products
 @contextlib.contextmanager
 def _matmul_precision(mode: str):
     old = torch.get_float32_matmul_precision()
@@ -284,37 +359,80 @@ def _matmul_precision(mode: str):
         torch.set_float32_matmul_precision(old)
 
 
-class _TF32SpikeMatmul(torch.autograd.Function):
-    """``x @ w^T`` on TF32 tensor cores, forward and backward.
+def grid_mantissas(q: torch.Tensor):
+    """``(m, s)`` with ``q = m s`` for a matrix on ``fake_quant``'s grid: int8 mantissas
+    |m| <= 127 and the power of two s, recovered from q alone. ``fake_quant`` puts the
+    largest |m| in [64, 127] (e is the smallest exponent that fits), so max|q| =
+    f 2^(e + 7), f in [1/2, 1) and ``frexp`` gives s = 2^e exactly (an all-zero q: m = 0)."""
+    _, exp = torch.frexp(q.detach().abs().amax())
+    s = torch.ldexp(torch.ones((), dtype=q.dtype, device=q.device), exp - 7)
+    return torch.div(q.detach(), s).to(torch.int8), s
 
-    Exact in the forward where ``x`` holds spikes (0 / 1) and ``w`` lies on the 8-bit
-    fake-quantization grid ``m 2^e``, |m| <= 127: TF32 keeps 10 mantissa bits, so both
-    operands are represented exactly, each product is exact, and the FP32 accumulation
-    of at most 4 d terms of magnitude <= 127 2^e stays below 2^24 2^e (no rounding in
-    any order). The gradients (``g w``, ``g^T x``) are rounded to TF32: mixed precision
-    of the backward only; the deployed weights and thresholds are untouched."""
+
+def int8_shapes_ok(rows: int, k: int) -> bool:
+    """The sizes ``torch._int_mm`` takes on cuBLASLt: more than 16 rows, a multiple of 8,
+    and an inner size that is a multiple of 8 (the output width is padded here)."""
+    return rows > 16 and rows % 8 == 0 and k % 8 == 0 and k >= 16
+
+
+def int8_spike_product(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``x @ q^T`` for spikes x (..., k) and q on the 8-bit grid: ``s (x_int8 @ m^T)``
+    with int32 accumulation (``torch._int_mm`` on CUDA; an int32 matmul elsewhere, for
+    the tests). Equal to the FP32 product bit for bit: each partial sum is an integer
+    multiple of s below 4 d 127 s < 2^24 s, exact in float32 in any order, and the int32
+    sum converts exactly."""
+    k, n = x.shape[-1], q.shape[0]
+    m, s = grid_mantissas(q)
+    xr = x.reshape(-1, k).to(torch.int8)
+    if x.is_cuda:
+        npad = -(-n // 8) * 8
+        if npad != n:
+            m = torch.nn.functional.pad(m, (0, 0, 0, npad - n))
+        acc = torch._int_mm(xr, m.t())[:, :n]
+    else:
+        acc = xr.to(torch.int32) @ m.to(torch.int32).t()
+    return (acc.to(x.dtype) * s).reshape(*x.shape[:-1], n)
+
+
+class _SpikeMatmul(torch.autograd.Function):
+    """``x @ w^T`` for spikes x and a weight w on the 8-bit fake-quantization grid
+    ``m 2^e``, |m| <= 127, forward on int8 or TF32 tensor cores, backward in TF32 or FP32.
+
+    Both forward forms are exact. int8 (``int8_spike_product``): the integer product.
+    TF32 keeps 10 mantissa bits: both operands are represented exactly, each product is
+    exact, and the FP32 accumulation of at most 4 d terms of magnitude <= 127 2^e stays
+    below 2^24 2^e (no rounding in any order). The gradients (``g w``, ``g^T x``) are
+    rounded to TF32 with ``tf32``: mixed precision of the backward only; the deployed
+    weights and thresholds are untouched."""
 
     @staticmethod
-    def forward(ctx, x, w):
+    def forward(ctx, x, w, int8: bool, tf32: bool):
         ctx.save_for_backward(x, w)
-        with _matmul_precision("high"):
+        ctx.tf32 = tf32
+        if int8 and int8_shapes_ok(x.numel() // x.shape[-1], x.shape[-1]):
+            return int8_spike_product(x, w)
+        with _matmul_precision("high" if tf32 else "highest"):
             return x @ w.t()
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         gx = gw = None
-        with _matmul_precision("high"):
+        with _matmul_precision("high" if ctx.tf32 else "highest"):
             if ctx.needs_input_grad[0]:
                 gx = g @ w
             if ctx.needs_input_grad[1]:
                 gw = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-        return gx, gw
+        return gx, gw, None, None
 
 
-def spike_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w^T`` for spikes ``x`` and a fake-quantized ``w``; on CUDA with ``set_tf32``
-    (and the kernels on) through ``_TF32SpikeMatmul``, else the plain product."""
-    if _STATE["tf32"] and _STATE["kernels"] and x.is_cuda and x.dtype == torch.float32:
-        return _TF32SpikeMatmul.apply(x, w)
+def spike_matmul(x: torch.Tensor, w: torch.Tensor, on_grid: bool = False) -> torch.Tensor:
+    """``x @ w^T`` for spikes ``x`` and a weight ``w`` (``on_grid``: fake-quantized, so
+    the int8 form applies). On CUDA float32 with the kernels on, through ``_SpikeMatmul``:
+    int8 forward after ``set_int8`` (where ``on_grid``), TF32 after ``set_tf32``; else
+    the plain product."""
+    int8 = _STATE["int8"] and on_grid
+    if ((int8 or _STATE["tf32"]) and _STATE["kernels"] and x.is_cuda
+            and x.dtype == torch.float32):
+        return _SpikeMatmul.apply(x, w, int8, _STATE["tf32"])
     return x @ w.t()

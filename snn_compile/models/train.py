@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from snn_compile.data import (check_corpus_length, load_corpus, make_tokenizer, random_batch,
                               sequential_blocks, tokenizer_from_dict, train_val_split)
 from snn_compile.errors import UserError
-from snn_compile.models import distributed
+from snn_compile.models import distributed, kernels
 from snn_compile.models.checkpoint import build_model, load_raw, save_checkpoint
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.spikedecoder import is_spike_record
@@ -55,6 +55,8 @@ class TrainArgs:
     attention_floor: float = 0.0      # attention spike-rate floor rho_0 (0: off)
     attention_floor_weight: float = 0.1
     cuda_graphs: bool = False         # replay each step as one CUDA graph (GraphedStep)
+    tf32: bool = False                # TF32 spike x weight products (kernels.set_tf32)
+    int8: bool = False                # int8 forward of those products (kernels.set_int8)
 
 
 def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, tokenizer=None):
@@ -248,7 +250,8 @@ def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[
     dist = distributed.setup(args.device)
     # an exception leaves the process group alone: the process is about to end, and a
     # collective here could wait for ranks that have stopped
-    info = _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist)
+    with kernels.spike_products(tf32=args.tf32, int8=args.int8):
+        info = _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist)
     dist.barrier()                     # rank 0 has written the checkpoint
     dist.close()
     return info
@@ -379,7 +382,8 @@ def _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist
                     "global_batch": global_batch, "unigram_loss": unigram,
                     "mean_spike_rate": ev["mean_spike_rate"], "lr": args.lr,
                     "attention_floor": args.attention_floor,
-                    "attention_floor_weight": args.attention_floor_weight}
+                    "attention_floor_weight": args.attention_floor_weight,
+                    "spike_products": kernels.describe_products()}
             if write:      # keep the best validation checkpoint (early stopping)
                 save_checkpoint(out_path, model, tokenizer, info, opt)
                 saved = info
