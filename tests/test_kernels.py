@@ -459,3 +459,20 @@ def test_int8_products_on_cuda_give_the_fp32_forward_spike_for_spike():
     assert torch.equal(l0, l1)
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
+
+
+def test_bf16_gradients_of_the_spike_product_are_the_product_gradients_rounded():
+    """``grads="bf16"``: the forward is untouched (exact), the two gradients are those of
+    the plain product to bfloat16 rounding (about 3 significant digits)."""
+    g = torch.Generator().manual_seed(9)
+    x = (torch.rand(64, 128, generator=g) < 0.3).float()
+    w = fake_quant(torch.randn(96, 128, generator=g) * 0.1)
+    go = torch.randn(64, 96, generator=g)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    out = kernels._SpikeMatmul.apply(xg, wg, True, False, "bf16")
+    (out * go).sum().backward()
+    assert torch.equal(out.detach(), x @ w.t())
+    assert xg.grad.dtype == torch.float32 and wg.grad.dtype == torch.float32
+    for got, ref in ((xg.grad, go @ w), (wg.grad, go.t() @ x)):
+        err = float((got - ref).abs().max() / ref.abs().max())
+        assert 0 < err < 2e-2, err            # rounded, and only rounded

@@ -3,7 +3,7 @@
     python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
         [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
         [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
-        [--tf32] [--int8] [--compile] [--cuda-graphs] [--profile] [--json]
+        [--tf32] [--int8] [--bf16-grads] [--compile] [--cuda-graphs] [--profile] [--json]
 
 The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
 the shipped 4 x 128 residual-stream design with the decaying attention memory);
@@ -29,7 +29,10 @@ number of differing spikes reported) and gives the ANN twin TF32 for all its mat
 ``--int8`` (CUDA) runs the forward of those products on int8 tensor cores instead
 (``models.kernels.int8_spike_product``, exact; checked the same way, against FP32);
 their gradients stay FP32, or TF32 with ``--tf32``. The ANN twin has no spikes, so
-``--int8`` leaves it as it is (FP32, or TF32 with ``--tf32``).
+``--int8`` leaves it as it is (FP32, or TF32 with ``--tf32``). ``--bf16-grads`` (CUDA)
+computes the gradients of the SpikeDecoder's spike products from bfloat16 operands
+(``models.kernels.set_bf16_grads``) and runs the ANN twin under bfloat16 autocast
+(``torch.autocast``: its usual mixed precision, forward and backward).
 ``--compile`` wraps both models in ``torch.compile``; ``--cuda-graphs`` (CUDA) replays
 each model's step as one CUDA graph (``models.train.GraphedStep``, what ``snn-compile
 train --cuda-graphs`` runs; the last warm-up step captures it). On CUDA, peak memory is
@@ -94,7 +97,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         attention_floor: float = 0.02, with_reference: bool = False,
         attention_chunk: Optional[int] = None, tf32: bool = False,
         compile_models: bool = False, cuda_graphs: bool = False,
-        profile: bool = False, int8: bool = False) -> dict:
+        profile: bool = False, int8: bool = False, bf16_grads: bool = False) -> dict:
     import torch
 
 
@@ -115,6 +118,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         kernels.set_chunk_tokens(attention_chunk)
     kernels.set_tf32(tf32)
     kernels.set_int8(int8)
+    kernels.set_bf16_grads(bf16_grads)
     names = ["spikedecoder", "ann"] + (["spikedecoder_reference"] if with_reference else [])
     runs = {}
     for name in names:
@@ -126,8 +130,8 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         floor = 0.0 if name == "ann" else attention_floor
         if name.endswith("_reference"):
             mode = lambda: kernels.use_kernels(False)             # noqa: E731
-        elif name == "ann" and tf32:
-            mode = lambda: kernels._matmul_precision("high")      # noqa: E731
+        elif name == "ann" and (tf32 or bf16_grads):
+            mode = functools.partial(_ann_precision, tf32, bf16_grads, device)
         else:
             mode = contextlib.nullcontext
 
@@ -173,7 +177,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
            "size": f"{snn_cfg.n_layers}x{snn_cfg.d_model}",
            "config": snn_cfg.to_dict(), "attention_floor": attention_floor,
            "kernels": kernels.describe(), "compiled": compile_models, "tf32": tf32,
-           "int8": int8,
+           "int8": int8, "bf16_grads": bf16_grads,
            "cuda_graphs": cuda_graphs,
            "params": {k: r["params"] for k, r in runs.items()},
            "tokens_per_s": med,
@@ -190,6 +194,19 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
     if cuda:
         out["peak_memory_mib"] = {k: r["peak"] / 2 ** 20 for k, r in runs.items()}
     return out
+
+
+@contextlib.contextmanager
+def _ann_precision(tf32: bool, bf16: bool, device: str):
+    """The ANN twin's matmul precision: TF32 and/or bfloat16 autocast."""
+    import torch
+
+    with contextlib.ExitStack() as stack:
+        if tf32:
+            stack.enter_context(kernels._matmul_precision("high"))
+        if bf16:
+            stack.enter_context(torch.autocast(device_type=device, dtype=torch.bfloat16))
+        yield
 
 
 def _precision_check(model, x, device, tf32: bool, int8: bool) -> dict:
@@ -242,6 +259,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--int8", action="store_true",
                     help="int8 tensor cores for the forward of the SpikeDecoder's spike x "
                          "weight products (CUDA; exact)")
+    ap.add_argument("--bf16-grads", action="store_true",
+                    help="bfloat16 gradients of the SpikeDecoder's spike x weight products; "
+                         "the ANN twin under bfloat16 autocast (CUDA)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="replay every model's step as one CUDA graph (CUDA; needs --warmup 2 "
@@ -256,13 +276,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in ("steps", "rounds", "batch_size"):
         if getattr(a, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if (a.tf32 or a.int8 or a.bf16_grads) and a.device != "cuda":
+        raise UserError("--tf32, --int8 and --bf16-grads select CUDA tensor cores: they need "
+                        "--device cuda")
     if a.cuda_graphs and (a.device != "cuda" or a.warmup < 2):
         raise UserError("--cuda-graphs needs --device cuda and --warmup 2 or more (eager "
                         "steps, then the capture)")
     r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
             a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
             a.with_reference, a.attention_chunk, a.tf32, a.compile, a.cuda_graphs,
-            a.profile, a.int8)
+            a.profile, a.int8, a.bf16_grads)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0

@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8 tensor cores for the forward of those products (--device "
                              "cuda; exact: the integer product of the spikes and the 8-bit "
                              "weight mantissas)")
+    parser.add_argument("--bf16-grads", action="store_true",
+                        help="bfloat16 tensor cores for the gradients of those products "
+                             "(--device cuda; mixed precision of the backward only)")
     parser.add_argument("--seed", type=seed(), default=0, help="random seed")
     parser.add_argument("--resume", action="store_true",
                         help="continue training from the checkpoint at -o")
@@ -122,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
                              or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         raise UserError("--cuda-graphs needs --device cuda and one process; drop --cuda-graphs "
                         "or --nproc")
-    if (args.tf32 or args.int8) and args.device != "cuda":
-        raise UserError("--tf32 and --int8 select CUDA tensor cores: they need --device cuda")
+    if (args.tf32 or args.int8 or args.bf16_grads) and args.device != "cuda":
+        raise UserError("--tf32, --int8 and --bf16-grads select CUDA tensor cores: they need "
+                        "--device cuda")
     if args.nproc is not None:
         return distributed.launch(args.nproc, distributed.strip_option(sys.argv[1:], "--nproc"),
                                   args.device)
@@ -164,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
                       learning_guard=not args.no_learning_guard,
                       attention_floor=args.attention_floor,
                       attention_floor_weight=args.attention_floor_weight,
-                      cuda_graphs=args.cuda_graphs, tf32=args.tf32, int8=args.int8)
+                      cuda_graphs=args.cuda_graphs, tf32=args.tf32, int8=args.int8,
+                      bf16_grads=args.bf16_grads)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,
                  command="snn-compile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.json and distributed.env_rank() == 0:

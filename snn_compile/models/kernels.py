@@ -66,6 +66,7 @@ _STATE = {"kernels": os.environ.get("SNN_KERNELS", "1") != "0",
           "chunk_tokens": int(os.environ.get("SNN_ATTENTION_CHUNK", "8")),
           "tf32": os.environ.get("SNN_KERNELS_TF32", "0") == "1",
           "int8": os.environ.get("SNN_KERNELS_INT8", "0") == "1",
+          "bf16_grads": os.environ.get("SNN_KERNELS_BF16_GRADS", "0") == "1",
           "triton": os.environ.get("SNN_KERNELS_TRITON", "1") != "0"}
 
 
@@ -112,22 +113,31 @@ def set_int8(enabled: bool) -> None:
     _STATE["int8"] = bool(enabled)
 
 
+def set_bf16_grads(enabled: bool) -> None:
+    """bfloat16 tensor cores for the gradients of the spike x quantized-weight products
+    (``g w`` and ``g^T x``, rounded to bfloat16; mixed precision of the backward only)."""
+    _STATE["bf16_grads"] = bool(enabled)
+
+
+_PRODUCTS = ("int8", "tf32", "bf16_grads")
+
+
 @contextlib.contextmanager
-def spike_products(tf32: bool, int8: bool):
-    """Within the block, ``set_tf32(tf32)`` and ``set_int8(int8)``; the old settings after."""
-    old = _STATE["tf32"], _STATE["int8"]
-    set_tf32(tf32)
-    set_int8(int8)
+def spike_products(tf32: bool = False, int8: bool = False, bf16_grads: bool = False):
+    """Within the block, the spike products' settings given (``set_tf32``, ``set_int8``,
+    ``set_bf16_grads``); the old settings after."""
+    old = {n: _STATE[n] for n in _PRODUCTS}
+    _STATE.update(tf32=bool(tf32), int8=bool(int8), bf16_grads=bool(bf16_grads))
     try:
         yield
     finally:
-        _STATE["tf32"], _STATE["int8"] = old
+        _STATE.update(old)
 
 
 def describe_products() -> str:
-    """How the spike x quantized-weight products run on CUDA: "fp32", "tf32", "int8"
-    (forward; FP32 gradients) or "int8+tf32"."""
-    return "+".join(n for n in ("int8", "tf32") if _STATE[n]) or "fp32"
+    """How the spike x quantized-weight products run on CUDA: "fp32", or the settings on
+    joined by "+" ("int8+tf32", "int8+bf16_grads", ...)."""
+    return "+".join(n for n in _PRODUCTS if _STATE[n]) or "fp32"
 
 
 def describe() -> str:
@@ -138,7 +148,8 @@ def describe() -> str:
     return (f"fused LIF{' (' + ', '.join(loops) + ')' if loops else ''}, chunked attention "
             f"({_STATE['chunk_tokens']} tokens per chunk) in training"
             f"{', int8 spike x weight products (forward) on CUDA' if _STATE['int8'] else ''}"
-            f"{', TF32 spike x weight products on CUDA' if _STATE['tf32'] else ''}")
+            f"{', TF32 spike x weight products on CUDA' if _STATE['tf32'] else ''}"
+            f"{', bfloat16 gradients of those products on CUDA' if _STATE['bf16_grads'] else ''}")
 
 
 # ------------------------------------------------------------------------ fused LIF
@@ -396,19 +407,21 @@ def int8_spike_product(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 class _SpikeMatmul(torch.autograd.Function):
     """``x @ w^T`` for spikes x and a weight w on the 8-bit fake-quantization grid
-    ``m 2^e``, |m| <= 127, forward on int8 or TF32 tensor cores, backward in TF32 or FP32.
+    ``m 2^e``, |m| <= 127: forward on int8 or TF32 tensor cores (else FP32), backward in
+    FP32, TF32 or bfloat16.
 
-    Both forward forms are exact. int8 (``int8_spike_product``): the integer product.
-    TF32 keeps 10 mantissa bits: both operands are represented exactly, each product is
-    exact, and the FP32 accumulation of at most 4 d terms of magnitude <= 127 2^e stays
-    below 2^24 2^e (no rounding in any order). The gradients (``g w``, ``g^T x``) are
-    rounded to TF32 with ``tf32``: mixed precision of the backward only; the deployed
-    weights and thresholds are untouched."""
+    Both tensor-core forward forms are exact. int8 (``int8_spike_product``): the integer
+    product. TF32 keeps 10 mantissa bits: both operands are represented exactly, each
+    product is exact, and the FP32 accumulation of at most 4 d terms of magnitude
+    <= 127 2^e stays below 2^24 2^e (no rounding in any order). The gradients (``g w``,
+    ``g^T x``) are rounded to TF32 (``tf32``) or computed from bfloat16 ``g`` into
+    bfloat16 results (``grads="bf16"``; w and x are exact in bfloat16, g is not): mixed
+    precision of the backward only; the deployed weights and thresholds are untouched."""
 
     @staticmethod
-    def forward(ctx, x, w, int8: bool, tf32: bool):
+    def forward(ctx, x, w, int8: bool, tf32: bool, grads: str = "fp32"):
         ctx.save_for_backward(x, w)
-        ctx.tf32 = tf32
+        ctx.grads = "bf16" if grads == "bf16" else ("tf32" if tf32 else "fp32")
         if int8 and int8_shapes_ok(x.numel() // x.shape[-1], x.shape[-1]):
             return int8_spike_product(x, w)
         with _matmul_precision("high" if tf32 else "highest"):
@@ -418,21 +431,25 @@ class _SpikeMatmul(torch.autograd.Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         gx = gw = None
-        with _matmul_precision("high" if ctx.tf32 else "highest"):
+        dt = torch.bfloat16 if ctx.grads == "bf16" else g.dtype
+        gl = g.to(dt)
+        with _matmul_precision("high" if ctx.grads == "tf32" else "highest"):
             if ctx.needs_input_grad[0]:
-                gx = g @ w
+                gx = (gl @ w.to(dt)).to(x.dtype)
             if ctx.needs_input_grad[1]:
-                gw = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-        return gx, gw, None, None
+                gw = (gl.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1]).to(dt)
+                      ).to(w.dtype)
+        return gx, gw, None, None, None
 
 
 def spike_matmul(x: torch.Tensor, w: torch.Tensor, on_grid: bool = False) -> torch.Tensor:
     """``x @ w^T`` for spikes ``x`` and a weight ``w`` (``on_grid``: fake-quantized, so
     the int8 form applies). On CUDA float32 with the kernels on, through ``_SpikeMatmul``:
-    int8 forward after ``set_int8`` (where ``on_grid``), TF32 after ``set_tf32``; else
-    the plain product."""
+    int8 forward after ``set_int8`` (where ``on_grid``), TF32 after ``set_tf32``,
+    bfloat16 gradients after ``set_bf16_grads``; else the plain product."""
     int8 = _STATE["int8"] and on_grid
-    if ((int8 or _STATE["tf32"]) and _STATE["kernels"] and x.is_cuda
+    if ((int8 or _STATE["tf32"] or _STATE["bf16_grads"]) and _STATE["kernels"] and x.is_cuda
             and x.dtype == torch.float32):
-        return _SpikeMatmul.apply(x, w, int8, _STATE["tf32"])
+        return _SpikeMatmul.apply(x, w, int8, _STATE["tf32"],
+                                  "bf16" if _STATE["bf16_grads"] else "fp32")
     return x @ w.t()

@@ -57,6 +57,7 @@ class TrainArgs:
     cuda_graphs: bool = False         # replay each step as one CUDA graph (GraphedStep)
     tf32: bool = False                # TF32 spike x weight products (kernels.set_tf32)
     int8: bool = False                # int8 forward of those products (kernels.set_int8)
+    bf16_grads: bool = False          # their gradients in bfloat16 (kernels.set_bf16_grads)
 
 
 def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, tokenizer=None):
@@ -250,7 +251,7 @@ def train(cfg: ModelConfig, args: TrainArgs, out_path: str, data_path: Optional[
     dist = distributed.setup(args.device)
     # an exception leaves the process group alone: the process is about to end, and a
     # collective here could wait for ranks that have stopped
-    with kernels.spike_products(tf32=args.tf32, int8=args.int8):
+    with kernels.spike_products(args.tf32, args.int8, args.bf16_grads):
         info = _train(cfg, args, out_path, data_path, tokenizer_kind, resume, command, dist)
     dist.barrier()                     # rank 0 has written the checkpoint
     dist.close()
