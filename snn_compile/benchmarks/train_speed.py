@@ -98,8 +98,16 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         attention_chunk: Optional[int] = None, tf32: bool = False,
         compile_models: bool = False, cuda_graphs: bool = False,
         profile: bool = False, int8: bool = False, bf16_grads: bool = False) -> dict:
-    import torch
+    """The measurement (module docstring); the kernels' settings are restored after."""
+    kw = dict(locals())
+    with kernels.spike_products():
+        return _run(**kw)
 
+
+def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, layers, d_model,
+         heads, token_shift, timesteps, attention_floor, with_reference, attention_chunk,
+         tf32, compile_models, cuda_graphs, profile, int8, bf16_grads) -> dict:
+    import torch
 
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
@@ -108,6 +116,13 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
     snn_cfg, ann_cfg, tok = model_configs(like, n_layers=layers, d_model=d_model,
                                           n_heads=heads, token_shift=token_shift,
                                           timesteps=timesteps, context=context)
+    if (tf32 or int8 or bf16_grads) and snn_cfg.residual != "stream":
+        raise UserError("--tf32, --int8 and --bf16-grads act on the spike x weight products "
+                        "of the residual-stream SpikeDecoder; this configuration has "
+                        f"residual={snn_cfg.residual!r}")
+    if int8 and not snn_cfg.deployable:
+        raise UserError("--int8 multiplies 8-bit weight mantissas: the configuration is not "
+                        "deployable (no fake quantization)")
     ctx = snn_cfg.context
     tok, train_ids, _ = prepare_data(None, "char", ctx, tok)
     rng = np.random.default_rng(seed)

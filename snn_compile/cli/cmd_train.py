@@ -163,13 +163,24 @@ def _run(args: argparse.Namespace) -> int:
                       residual=args.residual,
                       token_shift=args.token_shift, shift_mode=args.shift_mode,
                       shift_into=args.shift_into, attention=args.attention)
+    products = [f for f, on in (("--tf32", args.tf32), ("--int8", args.int8),
+                                ("--bf16-grads", args.bf16_grads)) if on]
+    if products and not (cfg.kind == "spikedecoder" and cfg.residual == "stream"):
+        raise UserError(f"{' '.join(products)} act on the spike x weight products of the "
+                        "residual-stream SpikeDecoder: add --model spikedecoder --residual "
+                        "stream, or drop them")
+    if args.int8 and args.no_deployable:
+        raise UserError("--int8 multiplies the 8-bit weight mantissas of a deployable model: "
+                        "drop --no-deployable or --int8")
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device,
                       learning_guard=not args.no_learning_guard,
                       attention_floor=args.attention_floor,
                       attention_floor_weight=args.attention_floor_weight,
-                      cuda_graphs=args.cuda_graphs, tf32=args.tf32, int8=args.int8,
-                      bf16_grads=args.bf16_grads)
+                      cuda_graphs=args.cuda_graphs,
+                      # absent flags leave the SNN_KERNELS_* settings as they are
+                      tf32=args.tf32 or None, int8=args.int8 or None,
+                      bf16_grads=args.bf16_grads or None)
     info = train(cfg, targs, args.output, args.data, args.tokenizer, args.resume,
                  command="snn-compile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.json and distributed.env_rank() == 0:

@@ -55,6 +55,7 @@ compare against.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 from typing import Dict, Optional, Tuple
@@ -123,11 +124,14 @@ _PRODUCTS = ("int8", "tf32", "bf16_grads")
 
 
 @contextlib.contextmanager
-def spike_products(tf32: bool = False, int8: bool = False, bf16_grads: bool = False):
+def spike_products(tf32: Optional[bool] = None, int8: Optional[bool] = None,
+                   bf16_grads: Optional[bool] = None):
     """Within the block, the spike products' settings given (``set_tf32``, ``set_int8``,
-    ``set_bf16_grads``); the old settings after."""
+    ``set_bf16_grads``; None keeps the current one, e.g. from the environment); the old
+    settings after."""
     old = {n: _STATE[n] for n in _PRODUCTS}
-    _STATE.update(tf32=bool(tf32), int8=bool(int8), bf16_grads=bool(bf16_grads))
+    given = dict(tf32=tf32, int8=int8, bf16_grads=bf16_grads)
+    _STATE.update({n: bool(v) for n, v in given.items() if v is not None})
     try:
         yield
     finally:
@@ -143,7 +147,8 @@ def describe_products() -> str:
 def describe() -> str:
     if not _STATE["kernels"]:
         return "off (reference LIF loop and P x P attention)"
-    loops = [name for name, on in (("Triton kernels on CUDA", _STATE["triton"]),
+    triton_on = _STATE["triton"] and importlib.util.find_spec("triton") is not None
+    loops = [name for name, on in (("Triton kernels on CUDA", triton_on),
                                    ("torch.compile", _STATE["compile"])) if on]
     return (f"fused LIF{' (' + ', '.join(loops) + ')' if loops else ''}, chunked attention "
             f"({_STATE['chunk_tokens']} tokens per chunk) in training"
@@ -374,10 +379,13 @@ def grid_mantissas(q: torch.Tensor):
     """``(m, s)`` with ``q = m s`` for a matrix on ``fake_quant``'s grid: int8 mantissas
     |m| <= 127 and the power of two s, recovered from q alone. ``fake_quant`` puts the
     largest |m| in [64, 127] (e is the smallest exponent that fits), so max|q| =
-    f 2^(e + 7), f in [1/2, 1) and ``frexp`` gives s = 2^e exactly (an all-zero q: m = 0)."""
-    _, exp = torch.frexp(q.detach().abs().amax())
-    s = torch.ldexp(torch.ones((), dtype=q.dtype, device=q.device), exp - 7)
-    return torch.div(q.detach(), s).to(torch.int8), s
+    f 2^(e + 7), f in [1/2, 1) (``frexp``), and ``s = max|q| / f / 128`` is 2^e exactly
+    (each division exact); an all-zero q gets s = 1 and m = 0."""
+    q = q.detach()
+    amax = q.abs().amax()
+    frac, _ = torch.frexp(amax)
+    s = torch.where(amax > 0, amax / torch.where(amax > 0, frac, 1.0) / 128, 1.0)
+    return torch.round(q / s).to(torch.int8), s
 
 
 def int8_shapes_ok(rows: int, k: int) -> bool:

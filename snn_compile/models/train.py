@@ -55,9 +55,11 @@ class TrainArgs:
     attention_floor: float = 0.0      # attention spike-rate floor rho_0 (0: off)
     attention_floor_weight: float = 0.1
     cuda_graphs: bool = False         # replay each step as one CUDA graph (GraphedStep)
-    tf32: bool = False                # TF32 spike x weight products (kernels.set_tf32)
-    int8: bool = False                # int8 forward of those products (kernels.set_int8)
-    bf16_grads: bool = False          # their gradients in bfloat16 (kernels.set_bf16_grads)
+    # the spike x weight products (models.kernels.spike_products; None: as set already,
+    # e.g. by SNN_KERNELS_TF32 / _INT8 / _BF16_GRADS)
+    tf32: Optional[bool] = None       # TF32 forward and gradients
+    int8: Optional[bool] = None       # int8 forward (exact)
+    bf16_grads: Optional[bool] = None  # bfloat16 gradients
 
 
 def prepare_data(data_path: Optional[str], tokenizer_kind: str, context: int, tokenizer=None):
