@@ -278,8 +278,12 @@ def test_energy_vs_loss_labels_are_distinct():
 def test_train_speed_times_both_models_in_one_run():
     from snn_compile.benchmarks.train_speed import run
 
-    r = run("cpu", steps=1, warmup=1, rounds=2, batch_size=2, context=16)
+    r = run("cpu", steps=1, warmup=1, rounds=2, batch_size=2, context=16, flops=True)
     assert set(r["tokens_per_s"]) == {"spikedecoder", "ann"}
+    fl = r["flops_per_step"]
+    # T = 4 steps per token: the SpikeDecoder's products have 4 x the twin's rows
+    assert fl["ann"] > 0 and fl["spikedecoder"] > 4 * fl["ann"]
+    assert r["flops_snn_over_ann"] == fl["spikedecoder"] / fl["ann"]
     assert all(len(v) == 2 and min(v) > 0 for v in r["all_rounds_tokens_per_s"].values())
     assert r["snn_cost_over_ann"] == r["tokens_per_s"]["ann"] / r["tokens_per_s"]["spikedecoder"]
     assert "profile" not in r

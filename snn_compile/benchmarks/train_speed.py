@@ -3,7 +3,8 @@
     python -m snn_compile.benchmarks.train_speed [--device cuda] [--steps 20] [--rounds 3]
         [--like CKPT] [--layers L] [--d-model D] [--heads H] [--token-shift K]
         [--batch-size 64] [--attention-floor 0.02] [--with-reference] [--attention-chunk C]
-        [--tf32] [--int8] [--bf16-grads] [--compile] [--cuda-graphs] [--profile] [--json]
+        [--tf32] [--int8] [--bf16-grads] [--compile] [--cuda-graphs] [--profile] [--flops]
+        [--json]
 
 The SpikeDecoder is the configuration of ``--like`` (default ``default:spikedecoder``,
 the shipped 4 x 128 residual-stream design with the decaying attention memory);
@@ -39,7 +40,11 @@ train --cuda-graphs`` runs; the last warm-up step captures it). On CUDA, peak me
 ``torch.cuda.max_memory_allocated`` over each model's timed steps (both models' weights
 and optimiser states stay resident). ``--profile`` adds one more step of each model under
 ``torch.profiler`` (``benchmarks/profiling.py``: kernel time by family of operation on
-CUDA, so the cost is seen kernel by kernel; operator CPU time on the CPU). Imports no
+CUDA, so the cost is seen kernel by kernel; operator CPU time on the CPU). ``--flops``
+counts the floating-point operations of one forward and backward of each model
+(``torch.utils.flop_counter.FlopCounterMode``: matmuls and attention, 2 per
+multiply-add; the int8 products are not counted), the work a faster kernel cannot
+remove. Imports no
 Lava, so it runs where only PyTorch is installed.
 """
 
@@ -65,7 +70,8 @@ from snn_compile.models.checkpoint import build_model, load_raw
 from snn_compile.models.config import ModelConfig
 from snn_compile.models.distributed import Dist
 from snn_compile.models.spikedecoder import is_spike_record
-from snn_compile.models.train import GraphedStep, make_optimizer, prepare_data, train_step
+from snn_compile.models.train import (GraphedStep, forward_backward, make_optimizer,
+                                      prepare_data, train_step)
 
 OVERRIDES = ("n_layers", "d_model", "n_heads", "token_shift", "timesteps", "context")
 
@@ -97,7 +103,8 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
         attention_floor: float = 0.02, with_reference: bool = False,
         attention_chunk: Optional[int] = None, tf32: bool = False,
         compile_models: bool = False, cuda_graphs: bool = False,
-        profile: bool = False, int8: bool = False, bf16_grads: bool = False) -> dict:
+        profile: bool = False, int8: bool = False, bf16_grads: bool = False,
+        flops: bool = False) -> dict:
     """The measurement (module docstring); the kernels' settings are restored after."""
     kw = dict(locals())
     with kernels.spike_products():
@@ -106,7 +113,7 @@ def run(device: str = "cpu", steps: int = 20, warmup: int = 3, rounds: int = 3,
 
 def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, layers, d_model,
          heads, token_shift, timesteps, attention_floor, with_reference, attention_chunk,
-         tf32, compile_models, cuda_graphs, profile, int8, bf16_grads) -> dict:
+         tf32, compile_models, cuda_graphs, profile, int8, bf16_grads, flops) -> dict:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -157,7 +164,7 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
         def step(x, y, one=one, mode=mode):
             with mode():
                 one(x, y)
-        runs[name] = dict(step=step, rounds=[], peak=0, model=model,
+        runs[name] = dict(step=step, rounds=[], peak=0, model=model, floor=floor,
                           params=sum(p.numel() for p in model.parameters()))
     for r in runs.values():
         for x, y in batches[:warmup]:
@@ -183,6 +190,8 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
                 r["step"](x, y)
                 sync()
             profiles[k] = profile_call(one, cuda)
+    counted = {k: _step_flops(r["model"], batches[0], r["floor"], device)
+               for k, r in runs.items()} if flops else {}
     med = {k: statistics.median(r["rounds"]) for k, r in runs.items()}
     check = _precision_check(runs["spikedecoder"]["model"], batches[0][0], device, tf32,
                              int8) if cuda and (tf32 or int8) else None
@@ -202,6 +211,9 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
         out["reference_over_kernels"] = med["spikedecoder"] / med["spikedecoder_reference"]
     if check is not None:
         out["precision_check"] = check
+    if counted:
+        out["flops_per_step"] = counted
+        out["flops_snn_over_ann"] = counted["spikedecoder"] / max(counted["ann"], 1)
     if profiles:
         out["profile"] = profiles
         out["profile_snn_over_ann"] = (profiles["spikedecoder"]["total_ms"]
@@ -209,6 +221,20 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
     if cuda:
         out["peak_memory_mib"] = {k: r["peak"] / 2 ** 20 for k, r in runs.items()}
     return out
+
+
+def _step_flops(model, batch, floor: float, device: str) -> int:
+    """Floating-point operations of one forward and backward (``forward_backward``) of
+    ``model`` on ``batch``, counted by ``FlopCounterMode``; the gradients are cleared."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = (torch.as_tensor(a, device=device) for a in batch)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward_backward(model, x, y, record=True, attention_floor=floor)
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
 
 
 @contextlib.contextmanager
@@ -285,6 +311,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="after the timing, profile one step of each model (torch.profiler: "
                          "kernel time by family of operation on CUDA, operator CPU time on "
                          "the CPU)")
+    ap.add_argument("--flops", action="store_true",
+                    help="also count the floating-point operations of one forward and "
+                         "backward of each model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
@@ -300,7 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r = run(a.device, a.steps, a.warmup, a.rounds, a.batch_size, a.context, a.seed, a.like,
             a.layers, a.d_model, a.heads, a.token_shift, a.timesteps, a.attention_floor,
             a.with_reference, a.attention_chunk, a.tf32, a.compile, a.cuda_graphs,
-            a.profile, a.int8, a.bf16_grads)
+            a.profile, a.int8, a.bf16_grads, a.flops)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -315,6 +344,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         c = r["precision_check"]
         print(f"  {c['products']} check: {c['differing_spikes']} of "
               f"{c['spike_decisions']:,} spikes differ from FP32 products")
+    if "flops_per_step" in r:
+        fl = r["flops_per_step"]
+        print("  FLOPs per forward + backward: " + ", ".join(f"{k} {v / 1e9:,.1f} G"
+                                                           for k, v in fl.items())
+              + f"; SpikeDecoder / ANN twin {r['flops_snn_over_ann']:.2f} x")
     if "reference_over_kernels" in r:
         print(f"  kernels speed-up over the reference: {r['reference_over_kernels']:.2f} x")
     for k, pr in r.get("profile", {}).items():

@@ -125,9 +125,17 @@ def run(args: argparse.Namespace) -> int:
                              or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         raise UserError("--cuda-graphs needs --device cuda and one process; drop --cuda-graphs "
                         "or --nproc")
-    if (args.tf32 or args.int8 or args.bf16_grads) and args.device != "cuda":
-        raise UserError("--tf32, --int8 and --bf16-grads select CUDA tensor cores: they need "
-                        "--device cuda")
+    products = [f for f, on in (("--tf32", args.tf32), ("--int8", args.int8),
+                                ("--bf16-grads", args.bf16_grads)) if on]
+    if products and args.device != "cuda":
+        raise UserError(f"{' '.join(products)}: CUDA tensor cores, they need --device cuda")
+    if products and not (args.model == "spikedecoder" and args.residual == "stream"):
+        raise UserError(f"{' '.join(products)} act on the spike x weight products of the "
+                        "residual-stream SpikeDecoder: add --model spikedecoder --residual "
+                        "stream, or drop them")
+    if args.int8 and args.no_deployable:
+        raise UserError("--int8 multiplies the 8-bit weight mantissas of a deployable model: "
+                        "drop --no-deployable or --int8")
     if args.nproc is not None:
         return distributed.launch(args.nproc, distributed.strip_option(sys.argv[1:], "--nproc"),
                                   args.device)
@@ -163,15 +171,6 @@ def _run(args: argparse.Namespace) -> int:
                       residual=args.residual,
                       token_shift=args.token_shift, shift_mode=args.shift_mode,
                       shift_into=args.shift_into, attention=args.attention)
-    products = [f for f, on in (("--tf32", args.tf32), ("--int8", args.int8),
-                                ("--bf16-grads", args.bf16_grads)) if on]
-    if products and not (cfg.kind == "spikedecoder" and cfg.residual == "stream"):
-        raise UserError(f"{' '.join(products)} act on the spike x weight products of the "
-                        "residual-stream SpikeDecoder: add --model spikedecoder --residual "
-                        "stream, or drop them")
-    if args.int8 and args.no_deployable:
-        raise UserError("--int8 multiplies the 8-bit weight mantissas of a deployable model: "
-                        "drop --no-deployable or --int8")
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       eval_interval=args.eval_interval, seed=args.seed, device=args.device,
                       learning_guard=not args.no_learning_guard,
