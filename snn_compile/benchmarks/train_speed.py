@@ -123,13 +123,9 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
     snn_cfg, ann_cfg, tok = model_configs(like, n_layers=layers, d_model=d_model,
                                           n_heads=heads, token_shift=token_shift,
                                           timesteps=timesteps, context=context)
-    if (tf32 or int8 or bf16_grads) and snn_cfg.residual != "stream":
-        raise UserError("--tf32, --int8 and --bf16-grads act on the spike x weight products "
-                        "of the residual-stream SpikeDecoder; this configuration has "
-                        f"residual={snn_cfg.residual!r}")
-    if int8 and not snn_cfg.deployable:
-        raise UserError("--int8 multiplies 8-bit weight mantissas: the configuration is not "
-                        "deployable (no fake quantization)")
+    kernels.check_product_flags(
+        [f for f, on in (("--tf32", tf32), ("--int8", int8), ("--bf16-grads", bf16_grads))
+         if on], device, snn_cfg.kind, snn_cfg.residual, snn_cfg.deployable)
     ctx = snn_cfg.context
     tok, train_ids, _ = prepare_data(None, "char", ctx, tok)
     rng = np.random.default_rng(seed)
@@ -320,9 +316,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in ("steps", "rounds", "batch_size"):
         if getattr(a, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if (a.tf32 or a.int8 or a.bf16_grads) and a.device != "cuda":
-        raise UserError("--tf32, --int8 and --bf16-grads select CUDA tensor cores: they need "
-                        "--device cuda")
     if a.cuda_graphs and (a.device != "cuda" or a.warmup < 2):
         raise UserError("--cuda-graphs needs --device cuda and --warmup 2 or more (eager "
                         "steps, then the capture)")

@@ -125,17 +125,12 @@ def run(args: argparse.Namespace) -> int:
                              or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         raise UserError("--cuda-graphs needs --device cuda and one process; drop --cuda-graphs "
                         "or --nproc")
-    products = [f for f, on in (("--tf32", args.tf32), ("--int8", args.int8),
-                                ("--bf16-grads", args.bf16_grads)) if on]
-    if products and args.device != "cuda":
-        raise UserError(f"{' '.join(products)}: CUDA tensor cores, they need --device cuda")
-    if products and not (args.model == "spikedecoder" and args.residual == "stream"):
-        raise UserError(f"{' '.join(products)} act on the spike x weight products of the "
-                        "residual-stream SpikeDecoder: add --model spikedecoder --residual "
-                        "stream, or drop them")
-    if args.int8 and args.no_deployable:
-        raise UserError("--int8 multiplies the 8-bit weight mantissas of a deployable model: "
-                        "drop --no-deployable or --int8")
+    from snn_compile.models import kernels
+
+    kernels.check_product_flags(
+        [f for f, on in (("--tf32", args.tf32), ("--int8", args.int8),
+                         ("--bf16-grads", args.bf16_grads)) if on],
+        args.device, args.model, args.residual, not args.no_deployable)
     if args.nproc is not None:
         return distributed.launch(args.nproc, distributed.strip_option(sys.argv[1:], "--nproc"),
                                   args.device)

@@ -140,6 +140,28 @@ def spike_products(tf32: Optional[bool] = None, int8: Optional[bool] = None,
         _STATE.update(old)
 
 
+def check_product_flags(flags, device: str, kind: str, residual: str,
+                        deployable: bool) -> None:
+    """A ``UserError`` where the given spike-product flags (``--tf32``, ``--int8``,
+    ``--bf16-grads``) would do nothing: off CUDA, on a model whose blocks do not call
+    ``spike_matmul`` (only the residual-stream SpikeDecoder does), ``--int8`` on weights
+    that are not fake-quantized."""
+    from snn_compile.errors import UserError
+
+    if not flags:
+        return
+    named = " ".join(flags)
+    if device != "cuda":
+        raise UserError(f"{named}: CUDA tensor cores, they need --device cuda")
+    if not (kind == "spikedecoder" and residual == "stream"):
+        raise UserError(f"{named} act on the spike x weight products of the residual-stream "
+                        "SpikeDecoder: add --model spikedecoder --residual stream, or drop "
+                        "them")
+    if "--int8" in flags and not deployable:
+        raise UserError("--int8 multiplies the 8-bit weight mantissas of a deployable model, "
+                        "and this one is not (--no-deployable): drop --int8")
+
+
 def describe_products() -> str:
     """How the spike x quantized-weight products run on CUDA: "fp32", or the settings on
     joined by "+" ("int8+tf32", "int8+bf16_grads", ...)."""
