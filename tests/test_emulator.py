@@ -495,6 +495,25 @@ def test_speed_benchmark_runs(decoder, capsys):
     assert [r["batch"] for r in out["runs"]] == [1, 2]
 
 
+def test_speed_benchmark_times_the_token_engine_with_and_without_its_compiled_step():
+    """``token`` and ``token-stepwise`` at batch 1 (the latter not in batched runs); the
+    token row counts the tokens its compiled step ran and those it left to the engine."""
+    from snn_compile.benchmarks import bench_emulator
+    from snn_compile.errors import UserError
+    from test_decay import decaying_decoder
+
+    q = decaying_decoder()
+    res = bench_emulator.run(q, tokens=6, batch=[1, 2], batch_tokens=2,
+                             engines=["token", "token-stepwise"])
+    assert [(r["engine"], r["batch"]) for r in res["runs"]] == [
+        ("token", 1), ("token-stepwise", 1), ("token", 2)]
+    c = res["runs"][0]["compiled_step"]
+    assert c["tokens"] + c["fallbacks"] == 6 and c["tokens"] > 0
+    assert "compiled_step" not in res["runs"][1]
+    with pytest.raises(UserError, match="token-stepwise"):
+        bench_emulator.run(q, tokens=2, device="cuda", engines=["token-stepwise"])
+
+
 def test_speed_benchmark_checks_its_outputs(decoder, capsys, monkeypatch):
     """``--check S``: the timed run's readout sums of S sequences against the int
     reference, across a reset at the context (16 here, 20 tokens per sequence); an engine

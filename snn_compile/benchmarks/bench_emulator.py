@@ -2,7 +2,7 @@
 
     python -m snn_compile.benchmarks.bench_emulator [--model SPEC | --qgraph FILE | --random]
         [--tokens N] [--batch B [B ...]] [--batch-tokens M] [--device cpu|cuda]
-        [--engine numpy|torch|token ...] [--lava N] [--repeat R] [--threads K] [--profile B]
+        [--engine numpy|torch|token|token-stepwise ...] [--lava N] [--repeat R] [--threads K] [--profile B]
         [--json]
 
 Numbers from one run, on the same machine and graph:
@@ -12,7 +12,10 @@ Numbers from one run, on the same machine and graph:
   ``hw_sim/token_engine.py``), timed by ``time_backend`` — the function any other
   backend (``--lava``: Lava's fixed_pt simulator) is timed with too;
   ``--repeat R`` times it R times (interleaved with the other engines) and
-  reports the median;
+  reports the median; the token-time engine's row says how many of the timed tokens
+  ran as its one compiled call (``token_program``; the others failed a value check and
+  took the per-population forms), and ``token-stepwise`` times that engine without the
+  compiled call, for the ratio;
 * batch B > 1: ``Emulator.step_token`` on B sequences of M tokens at once
   (evaluation and energy statistics over many sequences); ``--tokens 0`` skips the
   batch-1 timing (one large batch alone: ``--tokens 0 --batch 16384 --device cuda``).
@@ -72,6 +75,7 @@ def time_backend(backend_factory: Callable[[], object], tokens, window: Optional
     t0 = time.perf_counter()
     be = backend_factory()
     build = time.perf_counter() - t0
+    prog = getattr(getattr(be, "_tok", None), "program", None)
     tokens = [int(t) for t in tokens]
     ctx = getattr(be, "context", 0) or len(tokens)
     try:
@@ -80,6 +84,7 @@ def time_backend(backend_factory: Callable[[], object], tokens, window: Optional
             be.feed(t)
         be.reset()
         _sync(device)
+        before = (prog.tokens, prog.fallbacks) if prog is not None else None
         t0 = time.perf_counter()
         n_in_ctx = 0
         for t in tokens:
@@ -96,6 +101,9 @@ def time_backend(backend_factory: Callable[[], object], tokens, window: Optional
            "seconds": dt, "build_seconds": build, "tokens_per_s": len(tokens) / dt}
     if window:
         res["timesteps_per_s"] = len(tokens) * window / dt
+    if prog is not None:
+        res["compiled_step"] = {"tokens": prog.tokens - before[0],
+                                "fallbacks": prog.fallbacks - before[1]}
     return res
 
 
@@ -295,6 +303,8 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
         engines: Sequence[Optional[str]] = (None,), repeat: int = 1, check: int = 0,
         chunks: Sequence[int] = ()) -> dict:
     """The benchmark; see the module doc. Returns one JSON-able dict."""
+    if "token-stepwise" in engines and torch.device(device).type != "cpu":
+        raise UserError("token-stepwise is the CPU token-time engine; use --device cpu")
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
@@ -307,13 +317,17 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
     per_engine: Dict[Optional[str], List[dict]] = {e: [] for e in engines}
     for _ in range(max(1, repeat) if tokens else 0):   # interleaved: same load per engine
         for e in engines:
-            r = time_backend(lambda: EmulatorBackend(qgraph, device=device, engine=e), toks,
-                             qgraph.window, warmup=_warmup(qgraph), device=device)
+            def make(e=e):
+                if e == "token-stepwise":
+                    return EmulatorBackend(qgraph, device=device, engine="token",
+                                           compiled_step=False)
+                return EmulatorBackend(qgraph, device=device, engine=e)
+            r = time_backend(make, toks, qgraph.window, warmup=_warmup(qgraph), device=device)
             r["engine"] = e or default_backend_engine(device)
             per_engine[e].append(r)
     rows = [_median_run(v) for v in per_engine.values() if v]
     for r in rows:
-        if r["engine"] != "token":
+        if not r["engine"].startswith("token"):
             r.update(memory_of(Emulator(qgraph, 1, device, engine=r["engine"])))
     if chunks and torch.device(device).type != "cpu":
         raise UserError("--chunk times the CPU token-time engine; use --device cpu")
@@ -322,7 +336,7 @@ def run(qgraph, tokens: int = 256, batch: Union[int, Sequence[int]] = 64, device
     for b in batches:
         if b > 1:
             rows += [time_emulator_batch(qgraph, b, batch_tokens, device, seed, e, check)
-                     for e in engines]
+                     for e in engines if e != "token-stepwise"]
     res = {"device": device, "torch_threads": torch.get_num_threads(),
            "graph": {"populations": len(qgraph.populations), "synapses": len(qgraph.synapses),
                      "neurons": sum(p.size for p in qgraph.populations.values()),
@@ -362,9 +376,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-tokens", type=int, default=32,
                     help="tokens per sequence in the batched run (default 32)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--engine", nargs="+", action="extend", choices=("numpy", "torch", "token"),
+    ap.add_argument("--engine", nargs="+", action="extend",
+                    choices=("numpy", "torch", "token", "token-stepwise"),
                     help="emulator engines to time: numpy, torch (global time) or token (the "
-                         "token-time engine: numpy on the CPU, compiled torch on CUDA); "
+                         "token-time engine: numpy on the CPU, compiled torch on CUDA; "
+                         "token-stepwise: the CPU one without its one-call streaming step, "
+                         "batch 1 only); "
                          "default: the device's own (token at batch 1 "
                          "and numpy in batches on the CPU, torch on CUDA); several are timed "
                          "in the same run")
@@ -427,6 +444,10 @@ def main(argv=None) -> int:
                    f"{r['ring_layout_bytes_per_seq'] / 1024:.1f})")
         if "peak_bytes_per_seq" in r:
             mem += f", CUDA peak {r['peak_bytes_per_seq'] / 1024:.1f} KiB/seq"
+        if "compiled_step" in r:
+            c = r["compiled_step"]
+            mem += (f"; {c['tokens']} tokens in one compiled call each, {c['fallbacks']} "
+                    "left to the per-population forms")
         if "check" in r:
             c = r["check"]
             mem += (f"; {c['differ']} of {c['readout_sums']} readout sums of {c['sequences']} "

@@ -1186,13 +1186,14 @@ class EmulatorBackend:
     computes each population once per token; the graph must be streamable (checked), so
     its outputs are the global-time run's. It is the default on the CPU without probes
     (the fastest at batch 1); probes need a global-time engine (the drain steps'
-    activity is counted too).
+    activity is counted too). ``compiled_step=False``: the CPU token-time engine without
+    its one-call streaming step (``token_program``), for comparisons.
     """
 
     name = "emulator"
 
     def __init__(self, qgraph: QGraph, device="cpu", probes: bool = False, probe: bool = False,
-                 engine: Optional[str] = None):
+                 engine: Optional[str] = None, compiled_step: bool = True):
         self.qgraph = qgraph
         self.probes = probes or probe
         dev = torch.device(device)
@@ -1203,7 +1204,7 @@ class EmulatorBackend:
                                  "need engine='numpy' or 'torch'")
             check_streamable(qgraph)
             self.emu = None
-            self._tok = token_engine(qgraph, 1, dev)
+            self._tok = token_engine(qgraph, 1, dev, compiled_step)
         else:
             self.emu = Emulator(qgraph, 1, device, engine=self.engine)
         self.vocab_size = qgraph.pop(qgraph.readout).size

@@ -41,6 +41,7 @@ import numpy as np
 
 from snn_compile.compiler.qgraph import POPULATION_TYPES, QGraph, QGraphError
 from snn_compile.errors import UserError
+from snn_compile.hw_sim import token_program
 from snn_compile.hw_sim.emulator_numpy import _Syn
 from snn_compile.hw_sim.int_reference import GraphPlan, input_frames, plan_graph, population_pass
 from snn_compile.loihi import fixed_point as fx
@@ -255,8 +256,10 @@ class TokenEngine:
     call). ``reset()`` starts fresh sequences.
     """
 
-    def __init__(self, qgraph: QGraph, batch: int = 1, plan: Optional[GraphPlan] = None):
+    def __init__(self, qgraph: QGraph, batch: int = 1, plan: Optional[GraphPlan] = None,
+                 compiled_step: bool = True):
         self.q, self.B = qgraph, int(batch)
+        self.program = None
         self.plan = plan or plan_graph(qgraph, "cpu")
         if self.plan.device.type != "cpu":
             raise ValueError("the token-time engine runs on the CPU")
@@ -292,6 +295,13 @@ class TokenEngine:
             # (fixed_point.accum_step_float), two operations per step
             self.lam = fx.accum_lambda(self.dec, self.dexp)
         self.reset()
+        # one token in one compiled call (token_program) where a token is few rows
+        self.program_why_not: Optional[str] = "off (compiled_step=False)"
+        if compiled_step and self.T * self.B > JIT_ROWS:
+            self.program_why_not = (f"{self.T} x {self.B} rows per token (more than "
+                                    f"{JIT_ROWS}: the per-population forms use BLAS)")
+        elif compiled_step:
+            self.program, self.program_why_not = token_program.build(self)
 
     def _population(self, name: str, pop) -> _Pop:
         """Constants and synapses of one non-input population."""
@@ -364,6 +374,8 @@ class TokenEngine:
         self.acc: Dict[int, np.ndarray] = {}
         self.states: Dict[int, list] = {}     # fx.STATEFUL kinds: state after the last token
         self.mem = np.zeros((self.B, self.n_mem), _I64 if self.mem_wrap else _F64)
+        if self.program is not None:
+            self.program.invalidate()
 
     @property
     def outputs(self) -> List[Optional[np.ndarray]]:
@@ -439,8 +451,10 @@ class TokenEngine:
         self._cache = {}
         if self.n and self.n_mem:
             self._drain()
-        for p in self.pops:
-            out[p.i] = self._compute(p)
+        # a single token: the compiled step where it runs (False: a value check failed)
+        if not (N == 1 and self.program is not None and self.program.run(self)):
+            for p in self.pops:
+                out[p.i] = self._compute(p)
         for i, L in self.history.items():        # the last L tokens of token-shift sources
             h = self.past.setdefault(i, [])
             h.extend(out[i][max(0, N - L):])
@@ -705,11 +719,12 @@ class TorchTokenEngine:
         return sums
 
 
-def token_engine(qgraph: QGraph, batch: int = 1, device="cpu"):
-    """The token-time engine for ``device``: ``TokenEngine`` (numpy) on the CPU,
-    ``TorchTokenEngine`` (compiled torch) elsewhere."""
+def token_engine(qgraph: QGraph, batch: int = 1, device="cpu", compiled_step: bool = True):
+    """The token-time engine for ``device``: ``TokenEngine`` (numpy) on the CPU (with its
+    one-call streaming step unless ``compiled_step`` is false), ``TorchTokenEngine``
+    (compiled torch) elsewhere."""
     import torch
 
     if torch.device(device).type == "cpu":
-        return TokenEngine(qgraph, batch)
+        return TokenEngine(qgraph, batch, compiled_step=compiled_step)
     return TorchTokenEngine(qgraph, batch, device)
