@@ -122,33 +122,32 @@ def _gather(x, idx, val, a, R, S, D):
 
 
 @numba.jit(**_JIT)
-def _lif(a, out, T, n, th, b, k, lim, alim):
-    """``jit.lif_token`` on the (T, n) port ``a``: False as soon as some ``|a| >= alim``."""
-    mt, mb = th.shape[0], b.shape[0]
-    for i in range(n):
-        thi = th[i % mt]
-        bi = b[i % mb]
-        v = 0.0
-        for t in range(T):
-            ai = a[t * n + i]
-            if ai >= alim or ai <= -alim:
-                return False
-            act = ai * 64.0 + bi
+def _lif(a, out, T, n, th, b, k, lim, alim, v):
+    """``jit.lif_token`` on the (T, n) port ``a`` (``th``, ``b``: (n,)), step-major so each
+    step is one vectorised pass over the neurons (``v``: (n,) scratch); False where some
+    ``|a| >= alim`` (nothing written then)."""
+    for j in range(T * n):
+        if a[j] >= alim or a[j] <= -alim:
+            return False
+    for t in range(T):
+        at = a[t * n:(t + 1) * n]
+        ot = out[t * n:(t + 1) * n]
+        for i in range(n):
+            act = at[i] * 64.0 + b[i]
             if t == 0:
-                v = act
+                x = act
             else:
+                x = v[i]
                 if k != 1.0:
-                    v = np.trunc(v * k)
-                v += act
-            if v > lim:
-                v = lim
-            elif v < -lim:
-                v = -lim
-            if v > thi:
-                out[t * n + i] = 1.0
-                v = 0.0
-            else:
-                out[t * n + i] = 0.0
+                    x = np.trunc(x * k)
+                x += act
+            if x > lim:
+                x = lim
+            elif x < -lim:
+                x = -lim
+            s = x > th[i]
+            ot[i] = 1.0 if s else 0.0
+            v[i] = 0.0 if s else x
     return True
 
 
@@ -268,9 +267,9 @@ def run_program(code, fcode, buf, prev, wf, w32, wi, mem, acc):
             _put(buf[dst:dst + R * S], x, scale, fl, add)
         elif op == ZERO:
             out[:] = 0.0
-        elif op == LIF:                         # the (T = R, S) port; th (ne,), bias (D,)
-            if not _lif(x, buf[dst:dst + R * S], R, S, wf[io:io + ne], wf[io2:io2 + D],
-                        f[3], f[4], f[5]):
+        elif op == LIF:                         # the (T = R, S) port; th, bias (S,) at io, io2
+            if not _lif(x, buf[dst:dst + R * S], R, S, wf[io:io + S], wf[io2:io2 + S],
+                        f[3], f[4], f[5], acc[:S]):
                 return i
         elif op == PROD2:                       # this row the first source, the next the second
             c2 = code[i + 1]
@@ -341,7 +340,8 @@ class TokenProgram:
         self.wf = np.concatenate(self._wf) if self._wf else np.zeros(1)
         self.w32 = np.concatenate(self._w32) if self._w32 else np.zeros(1, np.float32)
         self.wi = np.concatenate(self._wi) if self._wi else np.zeros(1, np.int64)
-        width = [int(r[3] * r[6]) for r in self.code if r[0] in (MATMUL, SPARSE, GATHER)]
+        width = [int(r[3] * r[6]) for r in self.code if r[0] in (MATMUL, SPARSE, GATHER)] + \
+            [int(r[4]) for r in self.code if r[0] == LIF]
         self.acc = np.empty(max(width, default=1))
         self.zeros = np.zeros(self.size)
         self.hist = sorted({s.src for p in e.pops for port in p.ports for s in port if s.tlag})
@@ -439,12 +439,11 @@ class TokenProgram:
                 raise Unsupported(f"LIF {p.name!r} has no float form")
             a = self._port(e, p, 0)
             c = p.lif
-            th = np.asarray(c.vth6, np.float64).reshape(-1)
-            b = np.asarray(c.bias, np.float64).reshape(-1)
+            n = self.B * p.size            # its rows: T steps of B * size neurons
+            th, b = (np.resize(np.asarray(v, np.float64).reshape(-1), n)   # neuron i: i % size
+                     for v in (c.vth6, c.bias))
             alim = np.inf if p.fl else float(fx.STATE_MAX >> fx.ACT_SHIFT)
-            # the LIF's rows are its T steps of B * size neurons (step-major)
-            self._row(p.name, (LIF, a, 0, self.T, self.B * p.size, dst, b.size, 0,
-                               self._f(th), self._f(b), th.size),
+            self._row(p.name, (LIF, a, 0, self.T, n, dst, 0, 0, self._f(th), self._f(b), 0),
                       (1.0, 0.0, 0.0, c.fv / fx.DECAY_UNITY, float(fx.STATE_MAX - 1), alim))
         elif p.fused is not None:
             (s1, s2), escale, vth = p.fused
