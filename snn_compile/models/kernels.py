@@ -22,9 +22,9 @@ is available; compiled code may contract ``beta * v + I`` into one fused
 multiply-add, so it is off by default and its spikes are tested only where it runs.
 On CUDA float32 tensors both loops run as two Triton kernels instead (``lif_triton``:
 one pass over the current forward, one over the gradient backward, FMA contraction
-off, so the spikes are again the reference's; opt-in, ``set_triton(True)`` or
-``SNN_KERNELS_TRITON=1``, until a GPU run has checked and timed them: they are tested
-on the CPU through Triton's interpreter, and their CUDA test has not run yet).
+off, so the spikes are again the reference's; on by default where Triton imports,
+``set_triton(False)`` or ``SNN_KERNELS_TRITON=0`` switches them off; tested on the CPU
+through Triton's interpreter and on CUDA against the torch loops).
 
 **Chunked decaying attention** (``chunked_spike_attention``). The reference forms the
 (P x P) score matrix of every head, P = N T:
@@ -70,7 +70,7 @@ _STATE = {"kernels": os.environ.get("SNN_KERNELS", "1") != "0",
           "tf32": os.environ.get("SNN_KERNELS_TF32", "0") == "1",
           "int8": os.environ.get("SNN_KERNELS_INT8", "0") == "1",
           "bf16_grads": os.environ.get("SNN_KERNELS_BF16_GRADS", "0") == "1",
-          "triton": os.environ.get("SNN_KERNELS_TRITON", "0") == "1"}
+          "triton": os.environ.get("SNN_KERNELS_TRITON", "1") != "0"}
 
 
 def kernels_enabled() -> bool:
@@ -251,7 +251,7 @@ def _loops():
 
 def set_triton(enabled: bool) -> bool:
     """The fused LIF's loops as Triton kernels on CUDA float32 tensors (``lif_triton``;
-    off by default, ``SNN_KERNELS_TRITON=1`` switches it on where Triton imports);
+    on by default where Triton imports, ``SNN_KERNELS_TRITON=0`` switches it off);
     returns whether it is on."""
     _STATE["triton"] = bool(enabled) and _triton_module() is not None
     return _STATE["triton"]
