@@ -40,6 +40,7 @@ import numba
 import numpy as np
 
 from snn_compile.loihi import fixed_point as fx
+from snn_compile.loihi.jit import lif_float_step, shift
 
 MATMUL, SPARSE, GATHER, IDENT, ZERO, LIF, PROD2, PROD2_B, GRADED, MEM, PRODF = range(1, 12)
 _NAMES = {MATMUL: "matmul", SPARSE: "sparse", GATHER: "gather", IDENT: "identity",
@@ -68,11 +69,7 @@ def _amax(x):
 def _put(o, a, scale, floor, add):
     """``o (+)= shift(a)`` as ``jit._put``: ``a * 2^e``, floored for a right shift."""
     for d in range(a.shape[0]):
-        v = a[d]
-        if scale != 1.0:
-            v = v * scale
-            if floor:
-                v = np.floor(v)
+        v = shift(a[d], scale, floor)
         if add:
             o[d] += v
         else:
@@ -133,31 +130,8 @@ def _lif(a, out, T, n, th, b, k, lim, alim, v):
         at = a[t * n:(t + 1) * n]
         ot = out[t * n:(t + 1) * n]
         for i in range(n):
-            act = at[i] * 64.0 + b[i]
-            if t == 0:
-                x = act
-            else:
-                x = v[i]
-                if k != 1.0:
-                    x = np.trunc(x * k)
-                x += act
-            if x > lim:
-                x = lim
-            elif x < -lim:
-                x = -lim
-            s = x > th[i]
-            ot[i] = 1.0 if s else 0.0
-            v[i] = 0.0 if s else x
+            ot[i], v[i] = lif_float_step(v[i], at[i] * 64.0 + b[i], t == 0, k, lim, th[i])
     return True
-
-
-@numba.jit(**_JIT)
-def _shifted(v, scale, floor):
-    if scale != 1.0:
-        v = v * scale
-        if floor:
-            v = np.floor(v)
-    return v
 
 
 @numba.jit(**_JIT)
@@ -176,7 +150,7 @@ def _prod(x1, i1, v1, s1, f1, S1, x2, i2, v2, s2, f2, S2, escale, vth, out, R, D
             p2 = x2r[i2[d]]
             if n2 > 0:
                 p2 = p2 * v2[d]
-            w = _shifted(p1, s1, f1) * _shifted(p2, s2, f2)
+            w = shift(p1, s1, f1) * shift(p2, s2, f2)
             if escale != 1.0:
                 w = np.floor(w * escale)
             if vth != 0.0 and not abs(w) > vth:
@@ -307,6 +281,22 @@ def build(engine) -> Tuple[Optional["TokenProgram"], Optional[str]]:
         return None, str(e)
 
 
+class _Pool:
+    """Arrays of one dtype laid end to end in one flat array (``add``: the offset)."""
+
+    def __init__(self, dtype):
+        self.dtype, self.parts, self.n = dtype, [], 0
+
+    def add(self, a) -> int:
+        a = np.ascontiguousarray(a, self.dtype).reshape(-1)
+        o, self.n = self.n, self.n + a.size
+        self.parts.append(a)
+        return o
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(1, self.dtype)
+
+
 class TokenProgram:
     """The streaming step of one ``TokenEngine`` (its graph, batch and constants) as a
     table (module docstring); ``tokens`` and ``fallbacks`` count the tokens it ran and
@@ -317,10 +307,8 @@ class TokenProgram:
         self.rows = e.T * e.B
         self.code: List[list] = []
         self.fcode: List[list] = []
-        self._wf: List[np.ndarray] = []
-        self._wi: List[np.ndarray] = []
-        self._w32: List[np.ndarray] = []
-        self._nf = self._ni = self._n32 = 0
+        pools = [_Pool(np.float64), _Pool(np.float32), _Pool(np.int64)]
+        self._f, self._f32, self._i = (pool.add for pool in pools)
         self.size = 0
         self.off = {}
         self.inputs: List[Tuple[str, int, int]] = []
@@ -337,9 +325,7 @@ class TokenProgram:
             self._population(e, p)
         self.code_a = np.asarray(self.code, np.int64).reshape(-1, _C)
         self.fcode_a = np.asarray(self.fcode, np.float64).reshape(-1, _F)
-        self.wf = np.concatenate(self._wf) if self._wf else np.zeros(1)
-        self.w32 = np.concatenate(self._w32) if self._w32 else np.zeros(1, np.float32)
-        self.wi = np.concatenate(self._wi) if self._wi else np.zeros(1, np.int64)
+        self.wf, self.w32, self.wi = (pool.array() for pool in pools)
         width = [int(r[3] * r[6]) for r in self.code if r[0] in (MATMUL, SPARSE, GATHER)] + \
             [int(r[4]) for r in self.code if r[0] == LIF]
         self.acc = np.empty(max(width, default=1))
@@ -352,24 +338,6 @@ class TokenProgram:
     # --------------------------------------------------------------- building
     def _alloc(self, n: int) -> int:
         o, self.size = self.size, self.size + n
-        return o
-
-    def _f(self, a) -> int:
-        a = np.ascontiguousarray(a, np.float64).reshape(-1)
-        o, self._nf = self._nf, self._nf + a.size
-        self._wf.append(a)
-        return o
-
-    def _f32(self, a) -> int:
-        a = np.ascontiguousarray(a, np.float32).reshape(-1)
-        o, self._n32 = self._n32, self._n32 + a.size
-        self._w32.append(a)
-        return o
-
-    def _i(self, a) -> int:
-        a = np.ascontiguousarray(a, np.int64).reshape(-1)
-        o, self._ni = self._ni, self._ni + a.size
-        self._wi.append(a)
         return o
 
     def _row(self, pop: str, code, fcode=(1.0, 0.0, 0.0, 0.0, 0.0, 0.0)) -> None:

@@ -35,6 +35,26 @@ _JIT = dict(nopython=True, nogil=True, cache=True)
 
 
 @numba.jit(**_JIT)
+def lif_float_step(v, act, first, k, lim, th):
+    """One step of the float LIF (``fixed_point.lif_token_float``): ``v = clip(trunc(v * k)
+    + act, ±lim)`` (``v = act`` at a token's first step), spike ``v > th``, then ``v = 0``.
+    Returns (spike 0/1, v). Every loop over LIF steps calls this one."""
+    if first:
+        v = act
+    else:
+        if k != 1.0:
+            v = np.trunc(v * k)
+        v += act
+    if v > lim:
+        v = lim
+    elif v < -lim:
+        v = -lim
+    if v > th:
+        return 1.0, 0.0
+    return 0.0, v
+
+
+@numba.jit(**_JIT)
 def lif_token(a, k, vth6, bias, lim, alim, out):
     """LIF from rest over the T rows of ``a`` (T, n): ``v = clip(trunc(v * k) + a * 64 +
     bias, ±lim)``, spike ``v > vth6`` (then ``v = 0``); spikes (0/1) into ``out`` (T, n).
@@ -51,27 +71,12 @@ def lif_token(a, k, vth6, bias, lim, alim, out):
             ai = a[t, i]
             if ai >= alim or ai <= -alim:
                 return False
-            act = ai * 64.0 + b
-            if t == 0:
-                v = act
-            else:
-                if k != 1.0:
-                    v = np.trunc(v * k)
-                v += act
-            if v > lim:
-                v = lim
-            elif v < -lim:
-                v = -lim
-            if v > th:
-                out[t, i] = 1.0
-                v = 0.0
-            else:
-                out[t, i] = 0.0
+            out[t, i], v = lif_float_step(v, ai * 64.0 + b, t == 0, k, lim, th)
     return True
 
 
 @numba.jit(**_JIT)
-def _shift(v, scale, floor):
+def shift(v, scale, floor):
     """A synapse's shift of its output ``v``: ``v * scale`` (``scale = 2^exp``), floored
     for a right shift."""
     if scale != 1.0:
@@ -84,7 +89,7 @@ def _shift(v, scale, floor):
 @numba.jit(**_JIT)
 def _put(o, d, v, scale, floor, add):
     """``o[d] (+)= shift(v)``: written, or added to the port's sum when ``add``."""
-    v = _shift(v, scale, floor)
+    v = shift(v, scale, floor)
     if add:
         o[d] += v
     else:
@@ -204,8 +209,8 @@ def prod_gathers(x1, i1, v1, s1, f1, x2, i2, v2, s2, f2, escale, vth, out):
     for r in range(R):
         o = out[r]
         for d in range(D):
-            w = (_shift(_gathered(x1, r, d, i1, v1), s1, f1)
-                 * _shift(_gathered(x2, r, d, i2, v2), s2, f2))
+            w = (shift(_gathered(x1, r, d, i1, v1), s1, f1)
+                 * shift(_gathered(x2, r, d, i2, v2), s2, f2))
             if escale != 1.0:
                 w = np.floor(w * escale)
             if vth != 0.0 and not abs(w) > vth:
