@@ -4,8 +4,9 @@
 #   token_b65536.json, token_b131072.json   token-time engine at large batch, readout sums
 #                                           of 8 sequences checked against the int reference
 #   token_profile_b16384.json               where one token window's kernel time goes
-#   train_4x128[_graphs][_tf32|_int8_tf32|_int8_bf16].json
+#   train_4x128[_graphs][_tf32|_int8_tf32|_int8_bf16|_torch_lif].json
 #                                           training step of the shipped pair, --profile
+#                                           (_torch_lif: the LIF loops in torch, not Triton)
 #   torch_b1_b1024.json                     global-time torch engine, batch 1 and 1024
 # Usage: scripts/gpu_speed.sh OUT_DIR [GROUP]
 #   GROUP all (default), emulator or train. Needs a CUDA GPU; 131 072 sequences need
@@ -55,6 +56,7 @@ fi
 if [[ $group == all || $group == train ]]; then
     step train_4x128 "${train[@]}"
     step train_4x128_graphs "${train[@]}" --cuda-graphs
+    SNN_KERNELS_TRITON=0 step train_4x128_graphs_torch_lif "${train[@]}" --cuda-graphs
     step train_4x128_graphs_tf32 "${train[@]}" --cuda-graphs --tf32
     step train_4x128_graphs_int8_tf32 "${train[@]}" --cuda-graphs --int8 --tf32
     step train_4x128_graphs_int8_bf16 "${train[@]}" --cuda-graphs --int8 --bf16-grads
