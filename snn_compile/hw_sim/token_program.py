@@ -135,27 +135,37 @@ def _lif(a, out, T, n, th, b, k, lim, alim, v):
 
 
 @numba.jit(**_JIT)
-def _prod(x1, i1, v1, s1, f1, S1, x2, i2, v2, s2, f2, S2, escale, vth, out, R, D):
-    """``jit.prod_gathers``: each port's gathered value shifted, ``w = p1 * p2``, ``w =
-    floor(w * 2^-exp)``, ``w`` where ``|w| > vth``."""
-    n1, n2 = v1.shape[0], v2.shape[0]
-    for r in range(R):
-        x1r = x1[r * S1:(r + 1) * S1]
-        x2r = x2[r * S2:(r + 1) * S2]
-        o = out[r * D:(r + 1) * D]
+def _gathered_row(xr, idx, val, scale, floor, o):
+    """``o[d] = shift(xr[idx[d]] * val[d])`` (``val`` empty: no factor), one operation per
+    pass so that each pass vectorises."""
+    D = idx.shape[0]
+    for d in range(D):
+        o[d] = xr[idx[d]]
+    if val.shape[0] > 0:
         for d in range(D):
-            p1 = x1r[i1[d]]
-            if n1 > 0:
-                p1 = p1 * v1[d]
-            p2 = x2r[i2[d]]
-            if n2 > 0:
-                p2 = p2 * v2[d]
-            w = shift(p1, s1, f1) * shift(p2, s2, f2)
-            if escale != 1.0:
-                w = np.floor(w * escale)
-            if vth != 0.0 and not abs(w) > vth:
-                w = 0.0
-            o[d] = w
+            o[d] = o[d] * val[d]
+    if scale != 1.0:
+        for d in range(D):
+            o[d] = shift(o[d], scale, floor)
+
+
+@numba.jit(**_JIT)
+def _prod(x1, i1, v1, s1, f1, S1, x2, i2, v2, s2, f2, S2, escale, vth, out, R, D, tmp):
+    """``jit.prod_gathers``: each port's gathered value shifted, ``w = p1 * p2``, ``w =
+    floor(w * 2^-exp)``, ``w`` where ``|w| > vth`` (``tmp``: (D,) scratch)."""
+    for r in range(R):
+        o = out[r * D:(r + 1) * D]
+        _gathered_row(x1[r * S1:(r + 1) * S1], i1, v1, s1, f1, tmp)
+        _gathered_row(x2[r * S2:(r + 1) * S2], i2, v2, s2, f2, o)
+        for d in range(D):
+            o[d] = tmp[d] * o[d]
+        if escale != 1.0:
+            for d in range(D):
+                o[d] = np.floor(o[d] * escale)
+        if vth != 0.0:
+            for d in range(D):
+                if not abs(o[d]) > vth:
+                    o[d] = 0.0
 
 
 @numba.jit(**_JIT)
@@ -251,7 +261,7 @@ def run_program(code, fcode, buf, prev, wf, w32, wi, mem, acc):
             x2 = prev[c2[1]:c2[1] + R * S2] if c2[2] != 0 else buf[c2[1]:c2[1] + R * S2]
             _prod(x, wi[io:io + D], wf[io2:io2 + ne], scale, fl, S,
                   x2, wi[c2[8]:c2[8] + D], wf[c2[9]:c2[9] + c2[10]], fcode[i + 1][0],
-                  c2[11] != 0, S2, f[3], f[4], out, R, D)
+                  c2[11] != 0, S2, f[3], f[4], out, R, D, acc[:D])
             i += 1
         elif op == GRADED:                      # th (ne = 1 or S,) in wf; p0 = 1: scalar 0
             o = buf[dst:dst + R * S]
@@ -327,7 +337,8 @@ class TokenProgram:
         self.fcode_a = np.asarray(self.fcode, np.float64).reshape(-1, _F)
         self.wf, self.w32, self.wi = (pool.array() for pool in pools)
         width = [int(r[3] * r[6]) for r in self.code if r[0] in (MATMUL, SPARSE, GATHER)] + \
-            [int(r[4]) for r in self.code if r[0] == LIF]
+            [int(r[4]) for r in self.code if r[0] == LIF] + \
+            [int(r[6]) for r in self.code if r[0] == PROD2]
         self.acc = np.empty(max(width, default=1))
         self.zeros = np.zeros(self.size)
         self.hist = sorted({s.src for p in e.pops for port in p.ports for s in port if s.tlag})
