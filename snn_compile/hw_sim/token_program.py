@@ -27,9 +27,10 @@ for an int32 dot), a LIF's input below ``LIF_FLOAT_INPUT`` where its bounds do n
 exclude a wrap. Where one fails, the call returns that row and the engine computes the
 token its usual way from the state before it: the program writes only its own buffers
 (the memories' state is a copy, committed on success). A graph with a population or
-synapse the table has no row for (self-loops, step lags, stateful kinds, integer or
-DelayDense synapses, wrapping memories) gets no program (``TokenProgram.build`` says
-why) and streams as before.
+synapse the table has no row for (self-loops, step lags, token shifts of more than one
+token, stateful kinds, accums without decay, integer or DelayDense synapses, wrapping
+memories) gets no program (``build`` returns the reason, kept as the engine's
+``program_why_not``) and streams as before.
 """
 
 from __future__ import annotations
