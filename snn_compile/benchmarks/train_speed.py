@@ -196,7 +196,7 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
            "steps_timed": steps, "rounds": rounds, "like": like,
            "size": f"{snn_cfg.n_layers}x{snn_cfg.d_model}",
            "config": snn_cfg.to_dict(), "attention_floor": attention_floor,
-           "kernels": kernels.describe(), "compiled": compile_models, "tf32": tf32,
+           "kernels": kernels.describe(compile_models), "compiled": compile_models, "tf32": tf32,
            "int8": int8, "bf16_grads": bf16_grads,
            "cuda_graphs": cuda_graphs,
            "params": {k: r["params"] for k, r in runs.items()},

@@ -168,12 +168,16 @@ def describe_products() -> str:
     return "+".join(n for n in _PRODUCTS if _STATE[n]) or "fp32"
 
 
-def describe() -> str:
+def describe(model_compiled: bool = False) -> str:
+    """The kernel settings in words; ``model_compiled``: the model runs under
+    ``torch.compile``, whose compiler then fuses the LIF loops instead of Triton's kernels."""
     if not _STATE["kernels"]:
         return "off (reference LIF loop and P x P attention)"
-    triton_on = _STATE["triton"] and importlib.util.find_spec("triton") is not None
+    triton_on = (_STATE["triton"] and not model_compiled
+                 and importlib.util.find_spec("triton") is not None)
     loops = [name for name, on in (("Triton kernels on CUDA", triton_on),
-                                   ("torch.compile", _STATE["compile"])) if on]
+                                   ("torch.compile", _STATE["compile"] or model_compiled))
+             if on]
     return (f"fused LIF{' (' + ', '.join(loops) + ')' if loops else ''}, chunked attention "
             f"({_STATE['chunk_tokens']} tokens per chunk) in training"
             f"{', int8 spike x weight products (forward) on CUDA' if _STATE['int8'] else ''}"
