@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from snn_compile.hw_sim import token_program as tp
 from snn_compile.hw_sim.int_reference import run_token_time
-from snn_compile.hw_sim.random_graphs import random_dag_qgraph
+from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.hw_sim.token_engine import TokenEngine
 
 from test_decay import decaying_attention_graph, decaying_decoder, residual_stream_graph
@@ -64,9 +64,14 @@ def test_some_random_graphs_get_a_program():
     assert built >= 10
 
 
+def _summing_decoder():
+    """A decoder whose attention memories sum without decay (accums, no decay)."""
+    return random_decoder_qgraph(seed=1, vocab=24, d=16, heads=2, layers=2, T=3, context=16)
+
+
 @pytest.mark.parametrize("make", [decaying_attention_graph, residual_stream_graph,
-                                  decaying_decoder])
-def test_programs_of_decaying_graphs_equal_reference(make):
+                                  decaying_decoder, _summing_decoder])
+def test_programs_of_decoder_graphs_equal_reference(make):
     q = make()
     e = TokenEngine(q, 2)
     assert e.program is not None, e.program_why_not

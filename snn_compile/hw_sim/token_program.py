@@ -16,6 +16,7 @@ numba call:
     PROD2   a prod of two gathered sources                                  (prod_gathers)
     PRODF   a prod of two port sums: floor(p1 * p2 * 2^-exp) where |.| > vth   (_prod_float)
     GRADED  port where |port| > vth                 MEM   x = floor(x * lam) + a, T steps
+    ACCUM   x = x + a, T steps (an accum without decay: the engine's cumulative sum)
 
 (in brackets: the ``loihi/jit.py`` loop whose float64 operations the row repeats). A
 source one token back (a token shift) is read from the previous token's buffer.
@@ -28,8 +29,7 @@ exclude a wrap. Where one fails, the call returns that row and the engine comput
 token its usual way from the state before it: the program writes only its own buffers
 (the memories' state is a copy, committed on success). A graph with a population or
 synapse the table has no row for (self-loops, step lags, token shifts of more than one
-token, stateful kinds, accums without decay, integer or DelayDense synapses, wrapping
-memories) gets no program (``build`` returns the reason, kept as the engine's
+token, stateful kinds, integer or DelayDense synapses, memories that may wrap) gets no program (``build`` returns the reason, kept as the engine's
 ``program_why_not``) and streams as before.
 """
 
@@ -43,10 +43,11 @@ import numpy as np
 from snn_compile.loihi import fixed_point as fx
 from snn_compile.loihi.jit import lif_float_step, shift
 
-MATMUL, SPARSE, GATHER, IDENT, ZERO, LIF, PROD2, PROD2_B, GRADED, MEM, PRODF = range(1, 12)
+MATMUL, SPARSE, GATHER, IDENT, ZERO, LIF, PROD2, PROD2_B, GRADED, MEM, PRODF, ACCUM = \
+    range(1, 13)
 _NAMES = {MATMUL: "matmul", SPARSE: "sparse", GATHER: "gather", IDENT: "identity",
           ZERO: "zero", LIF: "lif", PROD2: "prod", PROD2_B: "prod", GRADED: "graded",
-          MEM: "memory", PRODF: "prod"}
+          MEM: "memory", PRODF: "prod", ACCUM: "accum"}
 # code row (int64): op, src, from_prev, R, S, dst, D, add, io, io2, ne, floor
 # (MATMUL: ne = 1 for weights in the float32 pool)
 # fcode row (float64): scale, check limit (0: none), rowabs, p0, p1, p2
@@ -211,11 +212,23 @@ def _memory(a, out, mem, lam, T, B, M, stride, col):
 
 
 @numba.jit(**_JIT)
-def run_program(code, fcode, buf, prev, wf, w32, wi, mem, acc):
+def _accum(a, out, x, T, n):
+    """An accum without decay over a token's T steps: ``x = x + a[t]`` (``x``: (n,) state)."""
+    for t in range(T):
+        at = a[t * n:(t + 1) * n]
+        ot = out[t * n:(t + 1) * n]
+        for i in range(n):
+            v = x[i] + at[i]
+            x[i] = v
+            ot[i] = v
+
+
+@numba.jit(**_JIT)
+def run_program(code, fcode, buf, prev, wf, w32, wi, mem, sums, acc):
     """Execute the table ``code``/``fcode`` (module docstring) on ``buf``; ``prev``: the
     previous token's buffer, ``wf``/``wi``: weights and indices, ``w32``: float32 copies of
     the matrices float32 holds exactly, ``mem``: the memories' state (B * n_mem),
-    ``acc``: scratch of the widest row's R * D sums. Returns -1, or the row whose check
+    ``sums``: the state of the accums without decay, ``acc``: scratch of the widest row's R * D sums. Returns -1, or the row whose check
     failed (``buf`` and ``mem`` then partly written)."""
     n = code.shape[0]
     i = 0
@@ -273,6 +286,8 @@ def run_program(code, fcode, buf, prev, wf, w32, wi, mem, acc):
         elif op == PRODF:                       # port 2 at io2; 2^-exp (ne,) at io, vth (D,) at c[11]
             _prod_ports(x, buf[io2:io2 + R * S], buf[dst:dst + R * S], wf[io:io + ne],
                         wf[c[11]:c[11] + D], R, S)
+        elif op == ACCUM:                       # port (T = R, B * size = S); state at io2
+            _accum(x, buf[dst:dst + R * S], sums[io2:io2 + S], R, S)
         elif op == MEM:                         # port (T = R, B = D, B * M = S); lam at io
             M = S // D
             _memory(x, buf[dst:dst + R * S], mem, wf[io:io + M], R, D, M, ne, io2)
@@ -332,6 +347,8 @@ class TokenProgram:
             self.off[p.i] = self._alloc(self.rows * p.size)
             self.outputs.append((p.i, self.off[p.i], p.size))
         self.row_pop: List[str] = []
+        self.sums: List[Tuple[int, int, int]] = []      # accums without decay: (i, offset, size)
+        self.n_sums = 0
         for p in e.pops:
             self._population(e, p)
         self.code_a = np.asarray(self.code, np.int64).reshape(-1, _C)
@@ -456,8 +473,16 @@ class TokenProgram:
             a = self._port(e, p, 0)
             self._row(p.name, (MEM, a, 0, self.T, self.B * p.size, dst, self.B, 0,
                                self._f(e.lam[p.mem]), p.mem.start, e.n_mem))
+        elif p.kind == "accum":
+            if p.wrap or p.wraps[0]:
+                raise Unsupported(f"accum {p.name!r} may wrap")
+            a = self._port(e, p, 0)
+            n = self.B * p.size
+            self.sums.append((p.i, self.n_sums, p.size))
+            self._row(p.name, (ACCUM, a, 0, self.T, n, dst, 0, 0, 0, self.n_sums))
+            self.n_sums += n
         else:
-            raise Unsupported(f"{p.kind} {p.name!r} (stateful or a memory without decay)")
+            raise Unsupported(f"{p.kind} {p.name!r} (a stateful kind)")
 
     # ---------------------------------------------------------------- running
     def invalidate(self) -> None:
@@ -488,14 +513,21 @@ class TokenProgram:
         for name, o, n in self.inputs:
             buf[o:o + n] = e.chunk_outputs[e.index[name]].reshape(-1)
         mem = e.mem.reshape(-1).copy()
+        sums = np.zeros(max(self.n_sums, 1))
+        for i, o, size in self.sums:
+            x = e.acc.get(i)
+            if x is not None:
+                sums[o:o + x.size] = x.reshape(-1)
         bad = run_program(self.code_a, self.fcode_a, buf, self._prev(e), self.wf, self.w32,
-                          self.wi, mem, self.acc)
+                          self.wi, mem, sums, self.acc)
         if bad >= 0:
             self.fallbacks += 1
             self.last_fallback = f"{self.row_pop[bad]} ({_NAMES[int(self.code_a[bad, 0])]})"
             self.invalidate()
             return False
         e.mem = mem.reshape(e.mem.shape)
+        for i, o, size in self.sums:
+            e.acc[i] = sums[o:o + self.B * size].reshape(self.B, size).astype(np.int64)
         for i, o, size in self.outputs:
             e.chunk_outputs[i] = buf[o:o + self.rows * size].reshape(1, self.T, self.B, size)
         self.last, self.last_n = buf, e.n + 1
