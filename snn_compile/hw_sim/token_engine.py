@@ -253,7 +253,9 @@ class TokenEngine:
     by token. Both give the same numbers; a chunk of one token is a streaming step.
     ``outputs`` holds the last token's outputs ``(T, B, size)`` float64 of every
     population, in ``names`` order (``chunk_outputs``: ``(N, T, B, size)`` of the last
-    call). ``reset()`` starts fresh sequences.
+    call). ``reset()`` starts fresh sequences. A single token (streaming) runs as one
+    compiled call where the graph has a table (``token_program``; ``program_why_not``
+    says why not, ``compiled_step=False`` turns it off), with the same numbers.
     """
 
     def __init__(self, qgraph: QGraph, batch: int = 1, plan: Optional[GraphPlan] = None,
