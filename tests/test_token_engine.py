@@ -50,12 +50,13 @@ def test_random_graphs_equal_reference(seed, n_pops, T, N, B):
     _check(q, np.random.default_rng(seed).integers(0, 8, (B, N)))
 
 
-def _check_chunks(q, tokens: np.ndarray, cuts) -> None:
-    """Feed ``tokens`` (B, N) in chunks ending at ``cuts``; every population's outputs at
-    every token of every chunk equal the reference's, and so do the readout sums."""
+def _check_chunks(q, tokens: np.ndarray, cuts, e: TokenEngine = None) -> TokenEngine:
+    """Feed ``tokens`` (B, N) in chunks ending at ``cuts`` (into ``e``, by default a fresh
+    engine); every population's outputs at every token of every chunk equal the
+    reference's, and so do the readout sums."""
     ref = run_token_time(q, torch.as_tensor(tokens))
     B, N = tokens.shape
-    e = TokenEngine(q, B)
+    e = TokenEngine(q, B) if e is None else e
     a = 0
     for b in sorted({c for c in cuts if c < N} | {N}):
         if b <= a:
@@ -67,6 +68,7 @@ def _check_chunks(q, tokens: np.ndarray, cuts) -> None:
             assert np.array_equal(got, want), f"{name}, tokens {a}..{b - 1}"
         assert np.array_equal(sums, ref.logits_int[:, a:b].numpy().transpose(1, 0, 2))
         a = b
+    return e
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,37 +10,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snn_compile.hw_sim import token_program as tp
-from snn_compile.hw_sim.int_reference import run_token_time
 from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_qgraph
 from snn_compile.hw_sim.token_engine import TokenEngine
 
 from test_decay import decaying_attention_graph, decaying_decoder, residual_stream_graph
+from test_token_engine import _check_chunks
 
 
-def _equal_reference(q, tokens: np.ndarray, e: TokenEngine, chunks=()) -> int:
-    """Feed ``tokens`` (B, N) one at a time (a chunk of up to 3 where a token index in
-    ``chunks`` starts one, through the engine's own path); every output equals the
-    reference's. Returns how many calls fed a single token."""
-    ref = run_token_time(q, torch.as_tensor(tokens))
+def _equal_reference(q, tokens: np.ndarray, e: TokenEngine, chunk_at=None) -> int:
+    """Feed ``tokens`` (B, N) one at a time into ``e``, but for a chunk of three starting at
+    token ``chunk_at`` (the engine's own path), checking every output against the
+    reference (``test_token_engine._check_chunks``); returns how many calls fed a
+    single token."""
     N = tokens.shape[1]
-    n = singles = 0
-    while n < N:
-        k = 3 if n in chunks else 1
-        singles += min(k, N - n) == 1
-        sums = e.step_tokens(tokens[:, n:n + k])
-        for j in range(min(k, N - n)):
-            for i, name in enumerate(e.names):
-                got = e.chunk_outputs[i][j].transpose(1, 0, 2)
-                assert np.array_equal(got, ref.outputs[name][:, n + j].numpy()), \
-                    f"{name}, token {n + j}"
-            assert np.array_equal(sums[j], ref.logits_int[:, n + j].numpy())
-        n += k
-    return singles
+    cuts = [n for n in range(1, N) if chunk_at is None or not chunk_at < n < chunk_at + 3]
+    _check_chunks(q, tokens, cuts, e)
+    ends = cuts + [N]
+    return sum(b - a == 1 for a, b in zip([0] + ends, ends))
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,7 +43,7 @@ def test_programs_of_random_graphs_equal_reference(seed, n_pops, T, N, B):
         assert e.program_why_not
         return
     tokens = np.random.default_rng(seed).integers(0, 8, (B, N))
-    singles = _equal_reference(q, tokens, e, chunks={2})
+    singles = _equal_reference(q, tokens, e, chunk_at=2)
     # every single token went through the program or was left to the engine by a check
     assert e.program.tokens + e.program.fallbacks == singles
 
@@ -77,7 +67,7 @@ def test_programs_of_decoder_graphs_equal_reference(make):
     assert e.program is not None, e.program_why_not
     V = q.pop("tokens").size
     _equal_reference(q, np.random.default_rng(3).integers(0, V, (2, min(9, q.context))), e,
-                     chunks={3})
+                     chunk_at=3)
     assert e.program.tokens >= 3
 
 
