@@ -123,9 +123,8 @@ def _run(*, device, steps, warmup, rounds, batch_size, context, seed, like, laye
     snn_cfg, ann_cfg, tok = model_configs(like, n_layers=layers, d_model=d_model,
                                           n_heads=heads, token_shift=token_shift,
                                           timesteps=timesteps, context=context)
-    kernels.check_product_flags(
-        [f for f, on in (("--tf32", tf32), ("--int8", int8), ("--bf16-grads", bf16_grads))
-         if on], device, snn_cfg.kind, snn_cfg.residual, snn_cfg.deployable)
+    kernels.check_product_flags(tf32, int8, bf16_grads, device, snn_cfg.kind, snn_cfg.residual,
+                                snn_cfg.deployable)
     ctx = snn_cfg.context
     tok, train_ids, _ = prepare_data(None, "char", ctx, tok)
     rng = np.random.default_rng(seed)

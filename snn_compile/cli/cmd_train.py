@@ -127,10 +127,8 @@ def run(args: argparse.Namespace) -> int:
                         "or --nproc")
     from snn_compile.models import kernels
 
-    kernels.check_product_flags(
-        [f for f, on in (("--tf32", args.tf32), ("--int8", args.int8),
-                         ("--bf16-grads", args.bf16_grads)) if on],
-        args.device, args.model, args.residual, not args.no_deployable)
+    kernels.check_product_flags(args.tf32, args.int8, args.bf16_grads, args.device, args.model,
+                                args.residual, not args.no_deployable)
     if args.nproc is not None:
         return distributed.launch(args.nproc, distributed.strip_option(sys.argv[1:], "--nproc"),
                                   args.device)

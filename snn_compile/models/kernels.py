@@ -140,14 +140,16 @@ def spike_products(tf32: Optional[bool] = None, int8: Optional[bool] = None,
         _STATE.update(old)
 
 
-def check_product_flags(flags, device: str, kind: str, residual: str,
-                        deployable: bool) -> None:
-    """A ``UserError`` where the given spike-product flags (``--tf32``, ``--int8``,
+def check_product_flags(tf32: bool, int8: bool, bf16_grads: bool, device: str, kind: str,
+                        residual: str, deployable: bool) -> None:
+    """A ``UserError`` where the spike-product flags that are on (``--tf32``, ``--int8``,
     ``--bf16-grads``) would do nothing: off CUDA, on a model whose blocks do not call
     ``spike_matmul`` (only the residual-stream SpikeDecoder does), ``--int8`` on weights
     that are not fake-quantized."""
     from snn_compile.errors import UserError
 
+    flags = [f for f, on in (("--tf32", tf32), ("--int8", int8), ("--bf16-grads", bf16_grads))
+             if on]
     if not flags:
         return
     named = " ".join(flags)
