@@ -350,10 +350,11 @@ def test_compiled_torch_token_engine_equals_reference():
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10 ** 6), e=st.sampled_from([0, 1, 5, 12, 13, fx.ACCUM_FLOAT_EXP]))
+@given(seed=st.integers(0, 10 ** 6), e=st.sampled_from([0, 1, 5, 12, 13, fx.ACCUM_ROUND_EXP, fx.ACCUM_FLOAT_EXP]))
 def test_accum_step_float_equals_accum_step(seed, e):
-    """``accum_step_float`` (floor(out * lam)) is ``accum_step`` without wraps, drain steps
-    and input steps, on int32-wide values and every decay from 0 to 2^e, numpy and torch."""
+    """``accum_step_float`` (floor(out * lam), and its rounding form up to e = 20) is
+    ``accum_step`` without wraps, drain steps and input steps, on int32-wide values and
+    every decay from 0 to 2^e, numpy and torch."""
     rng = np.random.default_rng(seed)
     dec = np.concatenate([[0, 2 ** e], rng.integers(0, 2 ** e + 1, size=62)]).astype(np.int64)
     x = rng.integers(-2 ** 31 + 1, 2 ** 31, size=(3, 64))
@@ -364,9 +365,17 @@ def test_accum_step_float_equals_accum_step(seed, e):
         a = None if step % 2 else rng.integers(-2 ** 20, 2 ** 20, size=x.shape)
         want = fx.accum_step(x, a, dec, e, wrap=False)
         got = fx.accum_step_float(xf, lam, a)
-        tgot = fx.accum_step_float(torch.as_tensor(xf), fx.accum_lambda(torch.as_tensor(dec), e),
-                                   None if a is None else torch.as_tensor(a))
+        tlam = fx.accum_lambda(torch.as_tensor(dec), e)
+        ta = None if a is None else torch.as_tensor(a)
+        tgot = fx.accum_step_float(torch.as_tensor(xf), tlam, ta)
         assert np.array_equal(got, want) and np.array_equal(tgot.numpy(), want), step
+        half = fx.accum_half(e)
+        if e <= fx.ACCUM_ROUND_EXP:          # the rounding form (the CUDA token engine's)
+            rgot = fx.accum_step_float(xf, lam, a, half)
+            trgot = fx.accum_step_float(torch.as_tensor(xf), tlam, ta, half)
+            assert np.array_equal(rgot, want) and np.array_equal(trgot.numpy(), want), step
+        else:
+            assert half is None
         keep = np.abs(want) < 2 ** 31 - 2 ** 21        # stay inside int32 for the next step
         x, xf = np.where(keep, want, 0), np.where(keep, got, 0.0)
 

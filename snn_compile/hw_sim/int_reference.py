@@ -365,13 +365,14 @@ def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,
     if (plan.float_forms and dec is not None and not wrap
             and int(pop.decay_exp) <= fx.ACCUM_FLOAT_EXP):
         lam = fx.accum_lambda(dec, int(pop.decay_exp))
+        half = fx.accum_half(pop.decay_exp)
         x, a = x.to(torch.float64), a.to(torch.float64)
         for n in range(N):
             if n or prev is not None:
                 for _ in range(drain):
-                    x = fx.accum_step_float(x, lam)
+                    x = fx.accum_step_float(x, lam, half=half)
             for t in range(T):
-                x = fx.accum_step_float(x, lam, a[:, n, t])
+                x = fx.accum_step_float(x, lam, a[:, n, t], half)
                 out[:, n, t] = x.to(torch.int64)
         return out, (out[:, -1, -1] if N else prev)
     for n in range(N):
