@@ -380,6 +380,22 @@ def test_accum_step_float_equals_accum_step(seed, e):
         x, xf = np.where(keep, want, 0), np.where(keep, got, 0.0)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_memory_forms_benchmark_forms_equal_the_int64_form(device, capsys):
+    """Every form ``benchmarks.memory_forms`` times (float64 floor and rounding, int64,
+    int32 halves; on CUDA the Triton fma.rm kernel) gives the int64 form's outputs over a
+    token of the default memory's shape; bad input is one error line."""
+    from snn_compile.benchmarks import memory_forms
+
+    res = memory_forms.run(batch=3, device=device, compile=False)
+    want = {"floor", "round", "int64", "int32"} | ({"triton-fma-rm"} if device == "cuda" else set())
+    assert want <= set(res["forms"])
+    assert all(res["forms"][k].get("equal") is True for k in want), res["forms"]
+    assert memory_forms.main(["--batch", "0", "--device", "cpu"]) == 2
+    assert "give at least 1 sequence" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("make", [decaying_attention_graph, decaying_decoder])
 def test_torch_token_engine_float_forms_equal_reference(make):
     """The torch token engine's float64 forms (the LIFs without wraps, the decaying

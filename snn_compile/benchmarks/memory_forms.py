@@ -1,0 +1,206 @@
+"""Forms of a decaying memory's token update on a GPU: exactness and time.
+
+``python -m snn_compile.benchmarks.memory_forms [--batch B] [--device cuda] [--json]``
+
+One token of a decaying ``accum`` in the token-time engine is the window's ``W - T``
+input-free drain steps and then its ``T`` input steps (``int_reference.accum_token_time``)::
+
+    out <- out + ((-d * out) >> e)           (drain)
+    out <- out + ((-d * out) >> e) + a_t     (t = 0 .. T-1)
+
+This times that update, compiled with ``torch.compile``, for ``B`` sequences of one
+memory of the shipped default's shape (2 048 neurons, its eight decays 1 … 130 with
+e = 12, W = 43, T = 4), in the forms it can take, each checked against the int64 form
+(``fixed_point.accum_step``) value for value:
+
+* ``floor``: ``floor(out * lam)`` in float64 (``accum_step_float``);
+* ``round``: the same floor by rounding (``accum_step_float(..., half=accum_half(e))``,
+  the CUDA token engine's form);
+* ``int64``: ``(out * (2^e - d)) >> e``;
+* ``int32``: that product in int32 halves, ``(out >> 16) * 16 (2^e - d) + (((out & 0xFFFF)
+  * (2^e - d)) >> e)`` (exact while ``|out| < 2^31`` and ``d >= 1``);
+* ``triton-fma-rm`` (CUDA with Triton): a hand-written kernel keeping ``z = out + 1.5 *
+  2^52`` and stepping it with one float64 fused multiply-add rounded toward minus
+  infinity, ``z <- fma_rm(z, lam, 1.5 * 2^52 * (1 - lam))`` (= ``floor(out * lam) +
+  1.5 * 2^52``), the whole token in registers.
+
+Prints milliseconds per token update; the figures are this GPU's, one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from snn_compile.errors import UserError, exits_on_user_error
+from snn_compile.loihi import fixed_point as fx
+
+DECAYS = (1, 2, 4, 8, 16, 33, 65, 130)     # the shipped default's memory_decay
+SIZE, T, DRAIN, EXP = 2048, 4, 39, 12
+
+
+def _forms(dec: torch.Tensor):
+    """{name: update(out (B, S) int64, a (B, T, S) int64) -> outputs (B, T, S) int64}."""
+    lam = fx.accum_lambda(dec, EXP)
+    half = fx.accum_half(EXP)
+    m = (1 << EXP) - dec
+
+    def reference(x, a):
+        outs = []
+        for _ in range(DRAIN):
+            x = fx.accum_step(x, None, dec, EXP, wrap=False)
+        for t in range(T):
+            x = fx.accum_step(x, a[:, t], dec, EXP, wrap=False)
+            outs.append(x)
+        return torch.stack(outs, 1)
+
+    def floats(h):
+        def form(x, a):
+            x, a = x.to(torch.float64), a.to(torch.float64)
+            outs = []
+            for _ in range(DRAIN):
+                x = fx.accum_step_float(x, lam, half=h)
+            for t in range(T):
+                x = fx.accum_step_float(x, lam, a[:, t], h)
+                outs.append(x)
+            return torch.stack(outs, 1).to(torch.int64)
+        return form
+
+    def int64(x, a):
+        outs = []
+        for _ in range(DRAIN):
+            x = (x * m) >> EXP
+        for t in range(T):
+            x = ((x * m) >> EXP) + a[:, t]
+            outs.append(x)
+        return torch.stack(outs, 1)
+
+    m32, m16 = m.to(torch.int32), (m * 16).to(torch.int32)
+
+    def int32(x, a):
+        def step(x):
+            return (x >> 16) * m16 + (((x & 0xFFFF) * m32) >> EXP)
+        x, a = x.to(torch.int32), a.to(torch.int32)
+        outs = []
+        for _ in range(DRAIN):
+            x = step(x)
+        for t in range(T):
+            x = step(x) + a[:, t]
+            outs.append(x)
+        return torch.stack(outs, 1).to(torch.int64)
+
+    forms = {"floor": floats(None), "round": floats(half), "int64": int64, "int32": int32}
+    return reference, forms, lam
+
+
+def _triton_form(lam: torch.Tensor):
+    """The ``triton-fma-rm`` kernel as an update function, or None without Triton."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+    magic = 1.5 * 2.0 ** 52
+
+    @triton.jit
+    def fma_rm(z, lam, c):
+        return tl.inline_asm_elementwise("fma.rm.f64 $0, $1, $2, $3;", "=d,d,d,d",
+                                         [z, lam, c], dtype=tl.float64, is_pure=True, pack=1)
+
+    @triton.jit
+    def kernel(x_ptr, a_ptr, l_ptr, c_ptr, o_ptr, n, size, MAGIC: tl.constexpr,
+               DRAIN_STEPS: tl.constexpr, STEPS: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        ok = offs < n
+        j, b = offs % size, offs // size
+        lam = tl.load(l_ptr + j, mask=ok, other=0.0)
+        c = tl.load(c_ptr + j, mask=ok, other=0.0)
+        z = tl.load(x_ptr + offs, mask=ok, other=0).to(tl.float64) + MAGIC
+        for _ in range(DRAIN_STEPS):
+            z = fma_rm(z, lam, c)
+        for t in tl.static_range(STEPS):
+            a = tl.load(a_ptr + (b * STEPS + t) * size + j, mask=ok, other=0).to(tl.float64)
+            z = fma_rm(z, lam, c) + a
+            tl.store(o_ptr + (b * STEPS + t) * size + j, (z - MAGIC).to(tl.int64), mask=ok)
+
+    c = magic * (1.0 - lam)
+
+    def form(x, a):
+        out = torch.empty(a.shape, dtype=torch.int64, device=a.device)
+        n = x.numel()
+        kernel[(triton.cdiv(n, 256),)](x, a, lam, c, out, n, SIZE, MAGIC=magic,
+                                       DRAIN_STEPS=DRAIN, STEPS=T, BLOCK=256)
+        return out
+    return form
+
+
+def _time_ms(fn, args, cuda: bool, reps: int = 10) -> float:
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(3):
+        fn(*args)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn(*args)
+    sync()
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
+def run(batch: int = 16384, device: str = "cuda", seed: int = 0, compile: bool = True) -> dict:
+    """The measurement; see the module doc (``compile=False``: the forms run eagerly).
+    Returns one JSON-able dict."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    g = torch.Generator().manual_seed(seed)
+    dec = torch.tensor(DECAYS, dtype=torch.int64).repeat_interleave(SIZE // len(DECAYS)).to(dev)
+    x = torch.randint(-2 ** 28, 2 ** 28, (batch, SIZE), generator=g).to(dev)
+    a = torch.randint(-3, 4, (batch, T, SIZE), generator=g).to(dev)
+    reference, forms, lam = _forms(dec)
+    want = reference(x, a)
+    res = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu",
+           "torch": torch.__version__, "batch": batch, "neurons": SIZE, "steps": DRAIN + T,
+           "forms": {}}
+    todo = {k: torch.compile(f, dynamic=False) if compile else f for k, f in forms.items()}
+    tri = _triton_form(lam) if cuda else None
+    if tri is not None:
+        todo["triton-fma-rm"] = tri
+    for name, fn in todo.items():
+        try:
+            equal = bool(torch.equal(fn(x, a), want))
+            res["forms"][name] = {"equal": equal, "ms": _time_ms(fn, (x, a), cuda)}
+        except Exception as e:              # noqa: BLE001 (a form this machine cannot run)
+            res["forms"][name] = {"error": repr(e)[:300]}
+        print(f"{name:>14}: {res['forms'][name]}", file=sys.stderr, flush=True)
+    return res
+
+
+@exits_on_user_error
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m snn_compile.benchmarks.memory_forms",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=16384, help="sequences (default 16384)")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    a = ap.parse_args(argv)
+    if a.batch < 1:
+        raise UserError(f"--batch {a.batch}: give at least 1 sequence")
+    res = run(a.batch, a.device)
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        print(f"decaying memory, {res['neurons']} neurons x {res['batch']} sequences, "
+              f"{res['steps']} steps per token, on {res['device']} (torch {res['torch']}):")
+        for k, v in res["forms"].items():
+            print(f"  {k:>14}: " + (f"{v['ms']:.3f} ms, equal to the int64 form: {v['equal']}"
+                                    if "ms" in v else v["error"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
