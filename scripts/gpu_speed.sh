@@ -4,6 +4,8 @@
 #   token_b65536.json, token_b131072.json   token-time engine at large batch, readout sums
 #                                           of 8 sequences checked against the int reference
 #   token_profile_b16384.json               where one token window's kernel time goes
+#   memory_forms_b16384.json                a decaying memory's token update in each of its
+#                                           forms, checked and timed (benchmarks.memory_forms)
 #   train_4x128[_graphs][_tf32|_int8_tf32|_int8_bf16|_torch_lif].json
 #                                           training step of the shipped pair, --profile
 #                                           (_torch_lif: the LIF loops in torch, not Triton)
@@ -52,6 +54,7 @@ if [[ $group == all || $group == emulator ]]; then
         --batch 131072 --batch-tokens 4 --check 8
     step token_profile_b16384 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
         --batch 16384 --batch-tokens 2 --check 0 --profile 16384
+    step memory_forms_b16384 "$py" -m snn_compile.benchmarks.memory_forms --batch 16384 --json
 fi
 if [[ $group == all || $group == train ]]; then
     step train_4x128 "${train[@]}"
