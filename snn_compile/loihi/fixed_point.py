@@ -311,9 +311,10 @@ def accum_step_float(prev, lam, a=None, half: Optional[float] = None):
     ``n + k / 2^e`` with ``0 <= k < 2^e``, so ``y - h`` lies strictly between ``n - 1/2``
     and ``n + 1/2`` and rounds to ``n = floor(y)``; it is exact (a multiple of
     ``2^-(e+1)`` below 2^31, ``e <= 20``), and adding and subtracting ``ROUND_MAGIC``
-    rounds it to the nearest integer in IEEE round-to-nearest. Three full-rate additions
-    and a product instead of a product and a float-to-integral conversion, which GPUs run
-    at a quarter of their float64 rate (the token-time engine's memories on CUDA)."""
+    rounds it to the nearest integer in IEEE round-to-nearest. Three additions and a
+    product instead of a product and a rounding to an integral value, a conversion
+    instruction that an H100 runs at a quarter of its float64 rate (the token-time
+    engine's memories on CUDA; docs/emulator.md)."""
     x = prev * lam
     if half is not None:
         x = ((x - half) + ROUND_MAGIC) - ROUND_MAGIC
