@@ -265,3 +265,25 @@ def test_random_dag_streaming_backend_equals_batched():
         be = IntReferenceBackend(q)
         for n in range(6):
             assert np.array_equal(be.feed(int(seq[n])), ref.logits[n].numpy())
+
+
+def test_one_compiled_call_site_serves_kernels_of_every_form():
+    """``torch.compile`` guards one call site's code on the attributes of the kernel it
+    first saw and evaluates those guards on the next kernel: kernels of other forms (a
+    gather, a sparse read-out, a dense matmul) must carry the same attributes, or the
+    guard raises instead of recompiling (the token step then ran eagerly)."""
+    rng = np.random.default_rng(3)
+    dense = rng.integers(-20, 21, size=(6, 8))
+    gather = np.zeros((6, 8), np.int64)
+    gather[np.arange(6), rng.integers(0, 8, 6)] = 1
+    sparse = np.zeros((4, 64), np.int64)
+    sparse[np.arange(4), rng.integers(0, 32, 4)] = 3
+    sparse[np.arange(4), rng.integers(32, 64, 4)] = -2
+    mats = [(dense, False), (gather, False), (sparse, True)]
+    kernels = [fx.SynapseKernel(Synapse("s", "a", "b", w, 0, graded=g), "lif")
+               for w, g in mats]
+    assert [k.mode for k in kernels] == ["dense", "gather", "dense"] and kernels[2].sparse is not None
+    call = torch.compile(lambda k, x: k(x), dynamic=False)
+    for k, (w, _) in zip(kernels, mats):
+        x = torch.as_tensor(rng.integers(0, 2, size=(5, w.shape[1])))
+        assert torch.equal(call(k, x), k(x))

@@ -432,7 +432,11 @@ class SynapseKernel:
         w = np.asarray(syn.weights, dtype=np.int64)
         self.name, self.exp, self.delay = syn.name, int(syn.weight_exp), int(syn.delay)
         self.graded = bool(syn.graded)
-        self.sparse = None
+        # every form's attributes exist on every kernel (torch.compile's guards on one
+        # kernel's attributes are evaluated on the others)
+        self.sparse = self.int8 = self.wt = self.wt32 = self.wfull = None
+        self.idx = self.val = self.sidx = self.sval = None
+        self.f32 = self.float = self.unit = self.identity = False
         dev = torch.device(device)
         if not self.graded:
             src_bound = 1
