@@ -43,57 +43,40 @@ DECAYS = (1, 2, 4, 8, 16, 33, 65, 130)     # the shipped default's memory_decay
 SIZE, T, DRAIN, EXP = 2048, 4, 39, 12
 
 
+def _token(step, dtype):
+    """A token's update from one step ``step(out, a_t or None)`` on ``dtype`` values: the
+    drain steps, then the input steps, the outputs back in int64."""
+    def update(x, a):
+        x, a = x.to(dtype), a.to(dtype)
+        for _ in range(DRAIN):
+            x = step(x, None)
+        outs = []
+        for t in range(T):
+            x = step(x, a[:, t])
+            outs.append(x)
+        return torch.stack(outs, 1).to(torch.int64)
+    return update
+
+
 def _forms(dec: torch.Tensor):
-    """{name: update(out (B, S) int64, a (B, T, S) int64) -> outputs (B, T, S) int64}."""
+    """(the int64 reference, {name: update}, lam); an update maps out (B, S) int64 and
+    a (B, T, S) int64 to the outputs (B, T, S) int64."""
     lam = fx.accum_lambda(dec, EXP)
     half = fx.accum_half(EXP)
     m = (1 << EXP) - dec
-
-    def reference(x, a):
-        outs = []
-        for _ in range(DRAIN):
-            x = fx.accum_step(x, None, dec, EXP, wrap=False)
-        for t in range(T):
-            x = fx.accum_step(x, a[:, t], dec, EXP, wrap=False)
-            outs.append(x)
-        return torch.stack(outs, 1)
-
-    def floats(h):
-        def form(x, a):
-            x, a = x.to(torch.float64), a.to(torch.float64)
-            outs = []
-            for _ in range(DRAIN):
-                x = fx.accum_step_float(x, lam, half=h)
-            for t in range(T):
-                x = fx.accum_step_float(x, lam, a[:, t], h)
-                outs.append(x)
-            return torch.stack(outs, 1).to(torch.int64)
-        return form
-
-    def int64(x, a):
-        outs = []
-        for _ in range(DRAIN):
-            x = (x * m) >> EXP
-        for t in range(T):
-            x = ((x * m) >> EXP) + a[:, t]
-            outs.append(x)
-        return torch.stack(outs, 1)
-
     m32, m16 = m.to(torch.int32), (m * 16).to(torch.int32)
 
-    def int32(x, a):
-        def step(x):
-            return (x >> 16) * m16 + (((x & 0xFFFF) * m32) >> EXP)
-        x, a = x.to(torch.int32), a.to(torch.int32)
-        outs = []
-        for _ in range(DRAIN):
-            x = step(x)
-        for t in range(T):
-            x = step(x) + a[:, t]
-            outs.append(x)
-        return torch.stack(outs, 1).to(torch.int64)
+    def plus(x, a):
+        return x if a is None else x + a
 
-    forms = {"floor": floats(None), "round": floats(half), "int64": int64, "int32": int32}
+    reference = _token(lambda x, a: fx.accum_step(x, a, dec, EXP, wrap=False), torch.int64)
+    forms = {
+        "floor": _token(lambda x, a: fx.accum_step_float(x, lam, a), torch.float64),
+        "round": _token(lambda x, a: fx.accum_step_float(x, lam, a, half), torch.float64),
+        "int64": _token(lambda x, a: plus((x * m) >> EXP, a), torch.int64),
+        "int32": _token(lambda x, a: plus((x >> 16) * m16 + (((x & 0xFFFF) * m32) >> EXP), a),
+                        torch.int32),
+    }
     return reference, forms, lam
 
 
@@ -104,7 +87,7 @@ def _triton_form(lam: torch.Tensor):
         import triton.language as tl
     except ImportError:
         return None
-    magic = 1.5 * 2.0 ** 52
+    magic = fx.ROUND_MAGIC
 
     @triton.jit
     def fma_rm(z, lam, c):
