@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The GPU rows of the README's speed tables, one JSON file each, in the order of their
 # importance, each written as soon as it exists (so a run cut short keeps what it has):
-#   token_b65536.json, token_b131072.json   token-time engine at large batch, readout sums
+#   token_b65536.json                       token-time engine at large batch, readout sums
 #                                           of 8 sequences checked against the int reference
+#   token_b65536_torch_memories.json        the same with the memories' torch loop instead
+#                                           of their Triton kernel (SNN_KERNELS_TRITON=0)
 #   token_profile_b16384.json               where one token window's kernel time goes
 #   memory_forms_b16384.json                a decaying memory's token update in each of its
 #                                           forms, checked and timed (benchmarks.memory_forms)
+#   token_b131072.json                      as token_b65536, at 131 072 sequences
 #   train_4x128[_graphs][_tf32|_int8_tf32|_int8_bf16|_torch_lif].json
 #                                           training step of the shipped pair, --profile
 #                                           (_torch_lif: the LIF loops in torch, not Triton)
 #   torch_b1_b1024.json                     global-time torch engine, batch 1 and 1024
 # Usage: scripts/gpu_speed.sh OUT_DIR [GROUP]
-#   GROUP all (default), emulator or train. Needs a CUDA GPU; 131 072 sequences need
+#   GROUP all (default), emulator or train; OUT_DIR/default.qgraph is compiled unless there. Needs a CUDA GPU; 131 072 sequences need
 #   about 115 GB of GPU memory (an H200; an 80 GB H100 runs out of memory there).
 set -uo pipefail
 out=${1:?usage: scripts/gpu_speed.sh OUT_DIR [all|emulator|train]}
@@ -50,11 +53,13 @@ if [[ $group == all || $group == emulator ]]; then
     fi
     step token_b65536 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
         --batch 65536 --batch-tokens 6 --check 8
-    step token_b131072 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
-        --batch 131072 --batch-tokens 4 --check 8
+    SNN_KERNELS_TRITON=0 step token_b65536_torch_memories "${bench[@]}" --qgraph "$qgraph" \
+        --engine token --tokens 0 --batch 65536 --batch-tokens 6 --check 8
     step token_profile_b16384 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
         --batch 16384 --batch-tokens 2 --check 0 --profile 16384
     step memory_forms_b16384 "$py" -m snn_compile.benchmarks.memory_forms --batch 16384 --json
+    step token_b131072 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
+        --batch 131072 --batch-tokens 4 --check 8
 fi
 if [[ $group == all || $group == train ]]; then
     step train_4x128 "${train[@]}"

@@ -384,12 +384,13 @@ def test_accum_step_float_equals_accum_step(seed, e):
     not torch.cuda.is_available(), reason="needs CUDA"))])
 def test_memory_forms_benchmark_forms_equal_the_int64_form(device, capsys):
     """Every form ``benchmarks.memory_forms`` times (float64 floor and rounding, int64,
-    int32 halves; on CUDA the Triton fma.rm kernel) gives the int64 form's outputs over a
+    int32 halves; on CUDA the ``accum_triton`` kernel, rounding and fma.rm) gives the int64 form's outputs over a
     token of the default memory's shape; bad input is one error line."""
     from snn_compile.benchmarks import memory_forms
 
     res = memory_forms.run(batch=3, device=device, compile=False)
-    want = {"floor", "round", "int64", "int32"} | ({"triton-fma-rm"} if device == "cuda" else set())
+    want = {"floor", "round", "int64", "int32"} | ({"triton", "triton-fma-rm"} if device == "cuda"
+                                                       else set())
     assert want <= set(res["forms"])
     assert all(res["forms"][k].get("equal") is True for k in want), res["forms"]
     assert memory_forms.main(["--batch", "0", "--device", "cpu"]) == 2
@@ -407,3 +408,80 @@ def test_torch_token_engine_float_forms_equal_reference(make):
     lifs = [p for p in e.plan.lif.values() if not (p.act_wrap or p.u_wrap or p.v_wrap)]
     mems = [n for n in e.plan.accum_decay if not e.plan.accum_wrap[n]]
     assert e.plan.float_forms and lifs and mems
+
+
+ACCUM_TRITON_CHECK = r"""
+import sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+import triton.language as tl
+from triton.runtime import interpreter
+if not hasattr(interpreter.Builder, "get_double_ty"):    # Triton 2.3's interpreter lacks float64
+    interpreter.Builder.get_double_ty = lambda self: tl.float64
+    interpreter.Builder.get_fp64 = lambda self, v: interpreter.TensorHandle(
+        np.array([v], dtype=np.float64), tl.float64)
+from snn_compile.hw_sim import accum_triton, int_reference as ir
+from snn_compile.hw_sim.token_engine import TorchTokenEngine
+from snn_compile.loihi import fixed_point as fx
+from test_decay import decaying_attention_graph, decaying_decoder
+
+rng = np.random.default_rng(3)
+cases = 0
+for e in (0, 5, 12, fx.ACCUM_ROUND_EXP):
+    for B, N, T, S, drain, fresh in ((1, 1, 1, 1, 0, True), (3, 2, 4, 300, 39, False),
+                                     (2, 3, 2, 257, 5, True), (5, 1, 3, 64, 7, False)):
+        dec = torch.as_tensor(rng.integers(0, 2 ** e + 1, size=S))
+        dec[0] = 2 ** e
+        x = None if fresh else torch.as_tensor(rng.integers(-2 ** 30, 2 ** 30, size=(B, S)))
+        a = torch.as_tensor(rng.integers(-2 ** 20, 2 ** 20, size=(B, N, T, S)))
+        got = accum_triton.token_update(x, a, fx.accum_lambda(dec, e), e, drain)
+        v = torch.zeros(B, S, dtype=torch.int64) if fresh else x
+        for n in range(N):
+            if n or not fresh:
+                for _ in range(drain):
+                    v = fx.accum_step(v, None, dec, e, wrap=False)
+            for t in range(T):
+                v = fx.accum_step(v, a[:, n, t], dec, e, wrap=False)
+                assert torch.equal(got[:, n, t], v), (e, B, N, T, S, n, t)
+        cases += 1
+try:
+    accum_triton.token_update(None, a, fx.accum_lambda(dec, 21), 21, 3)
+    raise SystemExit("no error for e = 21")
+except ValueError:
+    pass
+
+# the engine's path: every decaying memory through the kernel, streamed and whole
+calls = []
+update = accum_triton.token_update
+accum_triton.token_update = lambda *a, **k: calls.append(1) or update(*a, **k)
+for q in (decaying_attention_graph(), decaying_decoder()):
+    toks = torch.as_tensor(rng.integers(0, q.pop("tokens").size, (3, min(7, q.context))))
+    ref = ir.run_token_time(q, toks)
+    plan = ir.plan_graph(q, "cpu", float_forms=True, triton_memories=True)
+    whole = ir.run_token_time(q, toks, plan=plan)
+    assert all(torch.equal(whole.outputs[k], v) for k, v in ref.outputs.items())
+    eng = TorchTokenEngine(q, toks.shape[0], "cpu", compile=False)
+    assert not eng.plan.triton_memories          # not on a CPU device by itself
+    eng.plan = plan
+    for n in range(toks.shape[1]):
+        assert torch.equal(eng.step_token(toks[:, n]), ref.logits_int[:, n]), n
+assert len(calls) > 7, calls
+print("ok", cases, len(calls))
+"""
+
+
+def test_accum_triton_kernel_equals_accum_step_in_the_interpreter():
+    """The decaying memory's Triton kernel (``accum_triton``, the CUDA token engine's) on
+    CPU tensors through Triton's interpreter: ``accum_step``'s values at every step of
+    every token (fresh and carried values, partial blocks, e up to ACCUM_ROUND_EXP, decays
+    0 to 2^e), and through the engine's path the reference's outputs and readout."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", ACCUM_TRITON_CHECK, str(Path(__file__).parent)],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]

@@ -19,10 +19,11 @@ e = 12, W = 43, T = 4), in the forms it can take, each checked against the int64
 * ``int64``: ``(out * (2^e - d)) >> e``;
 * ``int32``: that product in int32 halves, ``(out >> 16) * 16 (2^e - d) + (((out & 0xFFFF)
   * (2^e - d)) >> e)`` (exact while ``|out| < 2^31`` and ``d >= 1``);
-* ``triton-fma-rm`` (CUDA with Triton): a hand-written kernel keeping ``z = out + 1.5 *
-  2^52`` and stepping it with one float64 fused multiply-add rounded toward minus
-  infinity, ``z <- fma_rm(z, lam, 1.5 * 2^52 * (1 - lam))`` (= ``floor(out * lam) +
-  1.5 * 2^52``), the whole token in registers.
+* ``triton`` (CUDA with Triton): the token engine's kernel, ``hw_sim.accum_triton``,
+  the rounding form with the whole token in registers;
+* ``triton-fma-rm``: the same kernel keeping ``z = out + 1.5 * 2^52`` and stepping it
+  with one float64 fused multiply-add rounded toward minus infinity,
+  ``z <- fma_rm(z, lam, 1.5 * 2^52 * (1 - lam))`` (= ``floor(out * lam) + 1.5 * 2^52``).
 
 Prints milliseconds per token update; the figures are this GPU's, one run.
 """
@@ -80,45 +81,18 @@ def _forms(dec: torch.Tensor):
     return reference, forms, lam
 
 
-def _triton_form(lam: torch.Tensor):
-    """The ``triton-fma-rm`` kernel as an update function, or None without Triton."""
+def _triton_forms(lam: torch.Tensor) -> dict:
+    """The ``accum_triton`` kernel as update functions, rounding (the token engine's) and
+    ``fma.rm``; empty without Triton."""
     try:
-        import triton
-        import triton.language as tl
+        from snn_compile.hw_sim import accum_triton
     except ImportError:
-        return None
-    magic = fx.ROUND_MAGIC
+        return {}
 
-    @triton.jit
-    def fma_rm(z, lam, c):
-        return tl.inline_asm_elementwise("fma.rm.f64 $0, $1, $2, $3;", "=d,d,d,d",
-                                         [z, lam, c], dtype=tl.float64, is_pure=True, pack=1)
-
-    @triton.jit
-    def kernel(x_ptr, a_ptr, l_ptr, c_ptr, o_ptr, n, size, MAGIC: tl.constexpr,
-               DRAIN_STEPS: tl.constexpr, STEPS: tl.constexpr, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        ok = offs < n
-        j, b = offs % size, offs // size
-        lam = tl.load(l_ptr + j, mask=ok, other=0.0)
-        c = tl.load(c_ptr + j, mask=ok, other=0.0)
-        z = tl.load(x_ptr + offs, mask=ok, other=0).to(tl.float64) + MAGIC
-        for _ in range(DRAIN_STEPS):
-            z = fma_rm(z, lam, c)
-        for t in tl.static_range(STEPS):
-            a = tl.load(a_ptr + (b * STEPS + t) * size + j, mask=ok, other=0).to(tl.float64)
-            z = fma_rm(z, lam, c) + a
-            tl.store(o_ptr + (b * STEPS + t) * size + j, (z - MAGIC).to(tl.int64), mask=ok)
-
-    c = magic * (1.0 - lam)
-
-    def form(x, a):
-        out = torch.empty(a.shape, dtype=torch.int64, device=a.device)
-        n = x.numel()
-        kernel[(triton.cdiv(n, 256),)](x, a, lam, c, out, n, SIZE, MAGIC=magic,
-                                       DRAIN_STEPS=DRAIN, STEPS=T, BLOCK=256)
-        return out
-    return form
+    def form(fma_rm):
+        return lambda x, a: accum_triton.token_update(x, a[:, None], lam, EXP, DRAIN,
+                                                      fma_rm=fma_rm)[:, 0]
+    return {"triton": form(False), "triton-fma-rm": form(True)}
 
 
 def _time_ms(fn, args, cuda: bool, reps: int = 10) -> float:
@@ -150,9 +124,8 @@ def run(batch: int = 16384, device: str = "cuda", seed: int = 0, compile: bool =
            "torch": torch.__version__, "batch": batch, "neurons": SIZE, "steps": DRAIN + T,
            "forms": {}}
     todo = {k: torch.compile(f, dynamic=False) if compile else f for k, f in forms.items()}
-    tri = _triton_form(lam) if cuda else None
-    if tri is not None:
-        todo["triton-fma-rm"] = tri
+    if cuda:
+        todo.update(_triton_forms(lam))
     for name, fn in todo.items():
         try:
             equal = bool(torch.equal(fn(x, a), want))

@@ -114,11 +114,15 @@ class GraphPlan:
     # memory's recursion: fixed_point.lif_step on floats, accum_step_float): the same
     # integers, cheaper than int64 products and shifts on a GPU. Off for the reference.
     float_forms: bool = False
+    # a decaying memory's float form as one Triton kernel per call (accum_triton): the
+    # CUDA token engine's, unless SNN_KERNELS_TRITON=0
+    triton_memories: bool = False
 
 
-def plan_graph(qgraph: QGraph, device="cpu", float_forms: bool = False) -> GraphPlan:
+def plan_graph(qgraph: QGraph, device="cpu", float_forms: bool = False,
+               triton_memories: bool = False) -> GraphPlan:
     """Build the exact kernels of every synapse and propagate static value bounds;
-    ``float_forms``: see ``GraphPlan.float_forms``."""
+    ``float_forms``, ``triton_memories``: see ``GraphPlan``."""
     qgraph.validate()
     dev = torch.device(device)
     for p in qgraph.populations.values():
@@ -188,7 +192,7 @@ def plan_graph(qgraph: QGraph, device="cpu", float_forms: bool = False) -> Graph
         if s.token_lag:
             history[s.src] = max(history.get(s.src, 0), s.token_lag)
     return GraphPlan(qgraph, dev, order, ports, lif, elem_wrap, bound, consumers, history,
-                     accum_wrap, accum_decay, float_forms)
+                     accum_wrap, accum_decay, float_forms, triton_memories)
 
 
 def _lagged(x: torch.Tensor, lag: int, past: Optional[torch.Tensor]) -> torch.Tensor:
@@ -366,6 +370,10 @@ def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,
             and int(pop.decay_exp) <= fx.ACCUM_FLOAT_EXP):
         lam = fx.accum_lambda(dec, int(pop.decay_exp))
         half = fx.accum_half(pop.decay_exp)
+        if plan.triton_memories and half is not None:
+            from snn_compile.hw_sim import accum_triton
+            out = accum_triton.token_update(prev, a, lam, int(pop.decay_exp), drain)
+            return out, (out[:, -1, -1] if N else prev)
         x, a = x.to(torch.float64), a.to(torch.float64)
         for n in range(N):
             if n or prev is not None:

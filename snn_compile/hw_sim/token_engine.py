@@ -35,6 +35,8 @@ token by token. Outputs are float64 arrays ``(T, B, size)`` (int32-valued, exact
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -659,7 +661,9 @@ class TorchTokenEngine:
     stateful kinds' states and the token-shift history carried from token to token), so
     it is the reference, spike for spike; where the bounds exclude every wrap, a LIF's T
     steps and a memory's recursion take their float64 forms (``GraphPlan.float_forms``:
-    the same integers without int64 products and shifts). ``compile`` (default on CUDA) runs that token
+    the same integers without int64 products and shifts; on CUDA with Triton a memory's
+    token is one kernel, ``accum_triton``, unless ``SNN_KERNELS_TRITON=0``). ``compile``
+    (default on CUDA) runs that token
     step through ``torch.compile``: the elementwise chains around the matmuls (the LIFs' T
     steps, a memory's drain and token steps, the products, the synapses' wraps and shifts)
     become fused kernels with the same int64 / float64 operations, so the same values; a
@@ -672,7 +676,10 @@ class TorchTokenEngine:
         import torch
 
         self.q, self.B = qgraph, int(batch)
-        self.plan = plan_graph(qgraph, device, float_forms=True)
+        triton = (torch.device(device).type == "cuda"
+                  and os.environ.get("SNN_KERNELS_TRITON", "1") != "0"
+                  and importlib.util.find_spec("triton") is not None)
+        self.plan = plan_graph(qgraph, device, float_forms=True, triton_memories=triton)
         self.dev = self.plan.device
         self.compile = (self.dev.type == "cuda") if compile is None else bool(compile)
         self._fn = self._step
