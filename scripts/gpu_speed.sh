@@ -14,8 +14,9 @@
 #                                           (_torch_lif: the LIF loops in torch, not Triton)
 #   torch_b1_b1024.json                     global-time torch engine, batch 1 and 1024
 # Usage: scripts/gpu_speed.sh OUT_DIR [GROUP]
-#   GROUP all (default), emulator or train; OUT_DIR/default.qgraph is compiled unless there. Needs a CUDA GPU; 131 072 sequences need
-#   about 115 GB of GPU memory (an H200; an 80 GB H100 runs out of memory there).
+#   GROUP all (default), emulator or train; OUT_DIR/default.qgraph is compiled unless
+#   there. Needs a CUDA GPU; 131 072 sequences need about 115 GB of GPU memory (an
+#   H200; an 80 GB H100 runs out of memory there).
 set -uo pipefail
 out=${1:?usage: scripts/gpu_speed.sh OUT_DIR [all|emulator|train]}
 group=${2:-all}

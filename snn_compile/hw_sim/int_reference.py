@@ -363,17 +363,19 @@ def accum_token_time(plan: GraphPlan, name: str, a: torch.Tensor,
         if not (wrap and bool((out == -fx.I32).any())):
             return out, (out[:, -1, -1] if N else prev)
         # a value of -2^31 is dropped by GradedVec (and so by the loop): step by step
-    out = torch.empty_like(a)
-    x = torch.zeros(B, pop.size, dtype=torch.int64, device=plan.device) if prev is None else prev
     drain = q.window - T
-    if (plan.float_forms and dec is not None and not wrap
-            and int(pop.decay_exp) <= fx.ACCUM_FLOAT_EXP):
+    float_form = (plan.float_forms and dec is not None and not wrap
+                  and int(pop.decay_exp) <= fx.ACCUM_FLOAT_EXP)
+    if float_form:
         lam = fx.accum_lambda(dec, int(pop.decay_exp))
         half = fx.accum_half(pop.decay_exp)
         if plan.triton_memories and half is not None:
             from snn_compile.hw_sim import accum_triton
             out = accum_triton.token_update(prev, a, lam, int(pop.decay_exp), drain)
             return out, (out[:, -1, -1] if N else prev)
+    out = torch.empty_like(a)
+    x = torch.zeros(B, pop.size, dtype=torch.int64, device=plan.device) if prev is None else prev
+    if float_form:
         x, a = x.to(torch.float64), a.to(torch.float64)
         for n in range(N):
             if n or prev is not None:
