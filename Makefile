@@ -17,6 +17,9 @@ PROMPT   ?= The with statement
 # the Lava simulator runs the 4 x 128 default at a few seconds per character on 2 cores
 LAVA_PROMPT ?= The w
 PYTEST_ARGS ?=
+# PyPI's torch 2.3.1 is the CUDA build: .venv is about 5.6 GB with its nvidia-* wheels, and
+# --no-cache-dir keeps pip from storing a second, compressed copy of them in ~/.cache/pip
+PIP_FLAGS ?= --no-cache-dir
 
 .PHONY: help venv test demo lint clean
 
@@ -51,7 +54,7 @@ $(VENV_PY):
 $(STAMP): pyproject.toml | $(VENV_PY)
 	@$(VENV_PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' || { \
 	  echo "error: $(VENV) is not a Python 3.10 environment; remove it ('rm -rf $(VENV)') and run make again." >&2; exit 1; }
-	$(VENV_PY) -m pip install -e ".[$(EXTRAS)]"
+	$(VENV_PY) -m pip install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
 	@touch $@
 
 venv: $(STAMP)  ## create .venv (Python 3.10) and install the project (extras: EXTRAS=dev,hf)
