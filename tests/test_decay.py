@@ -31,6 +31,8 @@ from snn_compile.loihi import fixed_point as fx
 from snn_compile.hw_sim.emulator import Emulator, EmulatorBackend
 from snn_compile.hw_sim.probes import activity_from_token_time
 
+from _lava_ports import FakeInPort, FakeOutPort
+
 
 # ------------------------------------------------------------------ graphs
 def decaying_attention_graph(T: int = 2, heads: int = 3, dh: int = 2,
@@ -108,22 +110,6 @@ def decaying_decoder(seed: int = 0) -> QGraph:
 
 
 # ------------------------------------------------- the arithmetic vs Lava's models
-class _In:
-    def __init__(self):
-        self.data = None
-
-    def recv(self):
-        return self.data
-
-
-class _Out:
-    def __init__(self):
-        self.sent = None
-
-    def send(self, x):
-        self.sent = np.array(x)
-
-
 def test_accum_step_equals_lava_graded_vec_and_two_dense_loops():
     """GradedVec(vth=0) + Dense(eye) + Dense(-diag(decay), weight_exp=-e), all 24-bit graded,
     driven step by step through stand-in ports as Lava's channels deliver int32 (a Dense sends
@@ -140,14 +126,14 @@ def test_accum_step_equals_lava_graded_vec_and_two_dense_loops():
         decay[:40] = 0
         gm = PyGradedVecModelFixed({})
         gm.vth, gm.v = np.array([0], np.int32), np.zeros(n, np.int32)
-        gm.a_in, gm.s_out = _In(), _Out()
+        gm.a_in, gm.s_out = FakeInPort(), FakeOutPort()
         loops = []
         for w, exp in ((np.eye(n), 0), (-np.diag(decay), -e)):
             m = PyDenseModelBitAcc({"weight_exp": exp})
             m.a_buff = np.zeros(n, np.int32)
             m.weights = w.astype(np.int32)
             m.num_message_bits = np.array([24])
-            m.s_in, m.a_out = _In(), _Out()
+            m.s_in, m.a_out = FakeInPort(), FakeOutPort()
             loops.append(m)
         x_t = torch.zeros(n, dtype=torch.int64)
         x_n = np.zeros(n, np.int64)

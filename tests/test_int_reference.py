@@ -21,24 +21,10 @@ from snn_compile.hw_sim.random_graphs import random_dag_qgraph, random_decoder_q
 from snn_compile.errors import UserError
 from snn_compile.loihi import fixed_point as fx
 
+from _lava_ports import FakeInPort, FakeOutPort
+
 lava_models = pytest.importorskip("lava.proc.lif.models",
                                   reason="Lava is an optional runtime dependency of hw_sim")
-
-
-class _In:
-    def __init__(self):
-        self.data = None
-
-    def recv(self):
-        return self.data
-
-
-class _Out:
-    def __init__(self):
-        self.sent = None
-
-    def send(self, x):
-        self.sent = np.array(x)
 
 
 def _t(x):
@@ -59,7 +45,7 @@ def test_lif_step_equals_lava_model(seed):
     m.du, m.dv, m.vth = du, dv, vth
     m.bias_mant = np.full(n, bm, np.int16)
     m.bias_exp = np.full(n, be, np.int16)
-    m.a_in, m.s_out = _In(), _Out()
+    m.a_in, m.s_out = FakeInPort(), FakeOutPort()
     m.time_step = 1
     pop = Lif("x", n, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be)
     p = fx.LifParams.of(pop)                       # all wraps on
@@ -102,7 +88,7 @@ def test_synapse_kernel_equals_lava_dense(graded, delay, exp, src):
         m.a_buff = np.zeros(9, np.int32)
     m.weights = w.astype(np.int32)
     m.num_message_bits = np.array([24 if graded else 0])
-    m.s_in, m.a_out = _In(), _Out()
+    m.s_in, m.a_out = FakeInPort(), FakeOutPort()
     syn = Synapse("s", "a", "b", w, exp, graded=graded, delay=delay)
     k = fx.SynapseKernel(syn, "graded" if graded else "lif")
     assert (k.sparse is not None) == (src > 14)
@@ -130,10 +116,10 @@ def test_prod_and_graded_equal_lava_models():
     for exp, vth in [(0, 0), (3, 5), (7, 1000)]:
         pm = PyProdNeuronModelFixed({})
         pm.exp, pm.vth = np.array([exp], np.int32), np.array([vth], np.int32)
-        pm.a_in1, pm.a_in2, pm.s_out = _In(), _In(), _Out()
+        pm.a_in1, pm.a_in2, pm.s_out = FakeInPort(), FakeInPort(), FakeOutPort()
         gm = PyGradedVecModelFixed({})
         gm.vth, gm.v = np.array([vth], np.int32), np.zeros(n, np.int32)
-        gm.a_in, gm.s_out = _In(), _Out()
+        gm.a_in, gm.s_out = FakeInPort(), FakeOutPort()
         for scale in (2 ** 4, 2 ** 12, 2 ** 20, 2 ** 31 - 1):
             a1 = rng.integers(-scale, scale, size=n).astype(np.int32)
             a2 = rng.integers(-scale, scale, size=n).astype(np.int32)
