@@ -5,10 +5,10 @@
 #                                           of 8 sequences checked against the int reference
 #   token_b65536_torch_memories.json        the same with the memories' torch loop instead
 #                                           of their Triton kernel (SNN_KERNELS_TRITON=0)
-#   token_profile_b16384.json               where one token window's kernel time goes
+#   token_b131072.json                      as token_b65536, at 131 072 sequences
 #   memory_forms_b16384.json                a decaying memory's token update in each of its
 #                                           forms, checked and timed (benchmarks.memory_forms)
-#   token_b131072.json                      as token_b65536, at 131 072 sequences
+#   token_profile_b16384.json               where one token window's kernel time goes
 #   train_4x128[_graphs][_tf32|_int8_tf32|_int8_bf16|_torch_lif].json
 #                                           training step of the shipped pair, --profile
 #                                           (_torch_lif: the LIF loops in torch, not Triton)
@@ -56,11 +56,11 @@ if [[ $group == all || $group == emulator ]]; then
         --batch 65536 --batch-tokens 6 --check 8
     SNN_KERNELS_TRITON=0 step token_b65536_torch_memories "${bench[@]}" --qgraph "$qgraph" \
         --engine token --tokens 0 --batch 65536 --batch-tokens 6 --check 8
-    step token_profile_b16384 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
-        --batch 16384 --batch-tokens 2 --check 0 --profile 16384
-    step memory_forms_b16384 "$py" -m snn_compile.benchmarks.memory_forms --batch 16384 --json
     step token_b131072 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
         --batch 131072 --batch-tokens 4 --check 8
+    step memory_forms_b16384 "$py" -m snn_compile.benchmarks.memory_forms --batch 16384 --json
+    step token_profile_b16384 "${bench[@]}" --qgraph "$qgraph" --engine token --tokens 0 \
+        --batch 16384 --batch-tokens 2 --check 0 --profile 16384
 fi
 if [[ $group == all || $group == train ]]; then
     step train_4x128 "${train[@]}"
